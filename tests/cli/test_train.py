@@ -1,0 +1,98 @@
+"""`train(cfg)` end to end on tiny data, and the `python train.py` command line as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from weaver.cli.train import train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_train_writes_checkpoint_predictions_and_metrics(train_config: DictConfig) -> None:
+    metrics, objects = train(train_config)
+    run_dir = Path(train_config.paths.output_dir)
+    assert {"val/bleu", "val/chrf", "val/loss", "test/bleu", "test/chrf", "test/loss"} <= set(metrics)
+    checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    assert any(c.name == "last.ckpt" for c in checkpoints) and len(checkpoints) >= 2
+    checkpoint = torch.load(checkpoints[0], map_location="cpu", weights_only=False)
+    assert checkpoint["weaver_config"]["model"]["d_model"] == 64
+    predictions = [json.loads(line) for line in (run_dir / "test_predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 24
+    assert set(predictions[0]) == {"id", "source", "reference", "hypothesis"}
+    assert json.loads((run_dir / "metrics.json").read_text())["signatures"]["bleu"].startswith("nrefs:1")
+    assert (run_dir / "tokenizer" / "tokenizer.json").is_file()
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WEAVER_CACHE_DIR": str(cwd / "cache"), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+TINY = ["model=weaver_tiny", "tokenizer.vocab_size=400", "hardware=cpu"]
+
+
+@pytest.mark.slow
+def test_command_line_debug_run_writes_one_output_dir(tiny_data_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("debug=fast", f"data.data_dir={tiny_data_dir}", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "translation").glob("*/*")
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / ".hydra" / "overrides.yaml").is_file()
+    assert (run_dir / "test_predictions.jsonl").is_file()
+    assert (run_dir / "csv" / "metrics.csv").is_file()
+
+
+@pytest.mark.slow
+def test_multirun_sweeps_a_model_setting(tiny_data_dir: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "-m", "debug=fast", "model.num_encoder_layers=1,2", f"data.data_dir={tiny_data_dir}", *TINY, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted((tmp_path / "multirun" / "translation").glob("*/*/[0-9]*"))
+    assert [r.name for r in runs] == ["0", "1"]
+    assert all((r / "metrics.json").is_file() for r in runs)
+
+
+def test_help_lists_the_config_groups(tmp_path: Path) -> None:
+    result = run_cli("--help", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0
+    assert "task: translation" in result.stdout and "hardware:" in result.stdout
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
+    result = run_cli("--cfg", "job", "model=weaver_base", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0
+    assert "d_model: 512" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.train_file=/no/such/file.jsonl"], "data.train_file: file not found: '/no/such/file.jsonl'"),
+        (["data.target_field=fr"], "data.target_field='fr': no column 'fr'"),
+        (["data=wmt16_de_en"], "HuggingFace Hub is unreachable"),
+        (["data.max_source_length=0"], "data.max_source_length must be a positive integer, got 0"),
+        (["task=nope"], "Could not find 'task/nope'"),
+        (["model=nope"], "Could not find 'model/nope'"),
+    ],
+)
+def test_bad_input_gives_a_short_error(tmp_path: Path, overrides: list[str], message: str) -> None:
+    result = run_cli(*overrides, "logger=csv", cwd=tmp_path, timeout=180)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,74 @@
+"""Shared fixtures: small real data carved from the embedded corpus, and a shrunken training config."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from weaver.cli.config import config_dir, register_resolvers, resource_path
+
+# Small enough for a CPU test, large enough for a tokenizer and a few batches.
+FIXTURE_SIZES = {"train": 240, "validation": 24, "test": 24}
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def embedded_rows(split: str, count: int) -> list[dict]:
+    with gzip.open(Path(resource_path("ddtp_en_de")) / f"{split}.jsonl.gz", "rt", encoding="utf-8") as file:
+        return [json.loads(line) for line in itertools.islice(file, count)]
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train/validation/test JSONL files holding the first rows of each embedded split."""
+    folder = tmp_path_factory.mktemp("ddtp_tiny")
+    for split, count in FIXTURE_SIZES.items():
+        write_jsonl(folder / f"{split}.jsonl", embedded_rows(split, count))
+    return folder
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=overrides or [], return_hydra_config=False)
+
+
+@pytest.fixture
+def train_config(tiny_data_dir: Path, tmp_path: Path) -> DictConfig:
+    """The default config shrunk to seconds: tiny model, tiny data, a few steps, CSV logs, CPU fp32."""
+    cfg = compose_config(
+        [
+            "model=weaver_tiny",
+            "logger=csv",
+            "hardware=cpu",
+            "trainer.precision=32-true",
+            f"data.data_dir={tiny_data_dir}",
+            "data.batch_size=16",
+            "data.eval_batch_size=16",
+            "tokenizer.vocab_size=400",
+            "trainer.max_steps=6",
+            "trainer.val_check_interval=3",
+            "trainer.log_every_n_steps=1",
+            "scheduler.num_warmup_steps=2",
+            "generation.max_new_tokens=8",
+            "task.max_generate_examples=16",
+            "~callbacks.progress_bar",
+            "~callbacks.model_summary",
+            "print_config=false",
+        ]
+    )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+    return cfg

@@ -1,0 +1,109 @@
+"""The data module: file formats, column mapping, bad rows, split carving, truncation and padding."""
+
+from __future__ import annotations
+
+import csv
+import re
+import logging
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_jsonl
+from weaver.data import Seq2SeqDataModule, TrainedTokenizer
+from weaver.errors import ConfigError, DataError
+
+PAIRS = [{"en": f"the package number {i} provides tools", "de": f"das Paket Nummer {i} bietet Werkzeuge"} for i in range(60)]
+
+
+def datamodule(tmp_path: Path, **kwargs) -> Seq2SeqDataModule:
+    options = {"source_field": "en", "target_field": "de", "cache_dir": str(tmp_path / "cache")}
+    options.update(kwargs)
+    return Seq2SeqDataModule(TrainedTokenizer(vocab_size=300, min_frequency=1), **options)
+
+
+def test_bad_rows_are_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rows = PAIRS + [{"en": "", "de": "leer"}, {"en": "missing target"}, {"en": 42, "de": "Zahl"}, {"en": "x", "de": "   "}]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    with caplog.at_level(logging.WARNING):
+        pairs = datamodule(tmp_path, train_file=str(train)).pairs()
+    total = sum(len(pairs[split]) for split in pairs)
+    assert total == len(PAIRS)
+    message = " ".join(caplog.messages)
+    assert sum(int(n) for n in re.findall(r"skipped (\d+) of", message)) == 4
+    assert "en empty" in message and "de missing" in message
+
+
+def test_nested_fields_are_mapped(tmp_path: Path) -> None:
+    rows = [{"translation": {"en": p["en"], "de": p["de"]}} for p in PAIRS]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    pairs = datamodule(tmp_path, train_file=str(train), source_field="translation.en", target_field="translation.de").pairs()
+    example = pairs["train"][0]
+    assert example["source"].startswith("the package") and example["target"].startswith("das Paket")
+
+
+def test_missing_splits_are_carved_from_train_reproducibly(tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", PAIRS)
+    first = datamodule(tmp_path, train_file=str(train), validation_fraction=0.1, test_fraction=0.1).pairs()
+    second = datamodule(tmp_path, train_file=str(train), validation_fraction=0.1, test_fraction=0.1).pairs()
+    assert len(first["validation"]) == 6 and len(first["test"]) == 6 and len(first["train"]) == 48
+    assert first["test"]["source"] == second["test"]["source"]
+    assert not set(first["test"]["source"]) & set(first["train"]["source"])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet", ".json"])
+def test_other_file_formats_load(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"train{suffix}"
+    if suffix == ".parquet":
+        import pandas as pd
+
+        pd.DataFrame(PAIRS).to_parquet(path)
+    elif suffix == ".json":
+        import json
+
+        path.write_text(json.dumps(PAIRS))
+    else:
+        with path.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=["en", "de"], delimiter="\t" if suffix == ".tsv" else ",")
+            writer.writeheader()
+            writer.writerows(PAIRS)
+    pairs = datamodule(tmp_path, train_file=str(path)).pairs()
+    assert sum(len(pairs[s]) for s in pairs) == len(PAIRS)
+
+
+def test_missing_file_names_the_key_and_path(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"data.train_file: file not found: '.*nope.jsonl'"):
+        datamodule(tmp_path, train_file=str(tmp_path / "nope.jsonl")).pairs()
+
+
+def test_wrong_column_names_the_key_and_the_columns(tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", PAIRS)
+    with pytest.raises(DataError, match=r"data.target_field='fr'.*columns: en, de"):
+        datamodule(tmp_path, train_file=str(train), target_field="fr").pairs()
+
+
+def test_non_positive_lengths_are_rejected() -> None:
+    with pytest.raises(ConfigError, match="data.max_source_length must be a positive integer, got 0"):
+        Seq2SeqDataModule(TrainedTokenizer(), source_field="en", target_field="de", max_source_length=0)
+
+
+def test_batches_are_padded_to_their_longest_example_and_truncated(tmp_path: Path) -> None:
+    rows = PAIRS[:40] + [{"en": " ".join(["word"] * 200), "de": "kurz"}]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    dm = datamodule(tmp_path, train_file=str(train), max_source_length=16, batch_size=8)
+    dm.setup("fit")
+    lengths = [len(ids) for split in ("train", "validation", "test") for ids in dm.datasets[split]["input_ids"]]
+    assert max(lengths) == 16
+    batch = next(iter(dm.dataloader("train", shuffle=False)))
+    assert batch["input_ids"].shape == batch["attention_mask"].shape
+    widths = batch["attention_mask"].sum(dim=1)
+    assert batch["input_ids"].size(1) == int(widths.max())
+    assert (batch["labels"][batch["labels"] != -100] >= 0).all()
+
+
+def test_tokenized_splits_are_reused_from_the_cache(tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", PAIRS)
+    first = datamodule(tmp_path, train_file=str(train)).tokenized_splits()
+    second = datamodule(tmp_path, train_file=str(train)).tokenized_splits()
+    assert first["train"]._fingerprint == second["train"]._fingerprint
+    assert first["train"].cache_files == second["train"].cache_files

@@ -1,0 +1,246 @@
+"""Tests for the DDTP corpus builder, on tiny plain-text Translation fixtures."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from weaver.data import debian
+
+EN_FILE = "deb.debian.org_debian_dists_bookworm_main_i18n_Translation-en"
+DE_FILE = "deb.debian.org_debian_dists_bookworm_main_i18n_Translation-de"
+SHARED_EN = "This package contains the files shared by all flavours of the tool."
+SHARED_DE = "Dieses Paket enthält die von allen Varianten gemeinsam genutzten Dateien."
+
+
+def md5_for(name: str, reserved: bool = False) -> str:
+    """A fake Description-md5 whose first digit is controlled (0 = reserved)."""
+    digest = hashlib.md5(name.encode()).hexdigest()[1:]
+    return ("0" if reserved else "a") + digest
+
+
+def stanza(package: str, md5: str, lang: str, synopsis: str, paragraphs: list[str]) -> str:
+    """Render one stanza the way apt lists do: wrapped lines, " ." between paragraphs."""
+    body = "\n .\n".join(
+        textwrap.fill(p, width=40, initial_indent=" ", subsequent_indent=" ") for p in paragraphs
+    )
+    lines = [f"Package: {package}", f"Description-md5: {md5}", f"Description-{lang}: {synopsis}"]
+    return "\n".join(lines) + ("\n" + body if body else "") + "\n\n"
+
+
+def write_lists(lists_dir: Path, descriptions: list[dict]) -> Path:
+    """Write Translation-en/-de fixtures; a description without "de" is English-only."""
+    lists_dir.mkdir(parents=True, exist_ok=True)
+    en = "".join(stanza(d["package"], d["md5"], "en", d["en"][0], d["en"][1:]) for d in descriptions)
+    de = "".join(
+        stanza(d["package"], d["md5"], "de", d["de"][0], d["de"][1:]) for d in descriptions if "de" in d
+    )
+    (lists_dir / EN_FILE).write_text(en, encoding="utf-8")
+    (lists_dir / DE_FILE).write_text(de, encoding="utf-8")
+    return lists_dir
+
+
+def family(count: int) -> list[dict]:
+    """Descriptions that each repeat the same English paragraph, as package families do."""
+    return [
+        {
+            "package": f"tool-{i}",
+            "md5": md5_for(f"tool-{i}"),
+            "en": [f"tool flavour number {i}", f"Flavour {i} of the tool does thing {i}.", SHARED_EN],
+            "de": [f"Werkzeugvariante Nummer {i}", f"Variante {i} des Werkzeugs macht Ding {i}.", SHARED_DE],
+        }
+        for i in range(count)
+    ]
+
+
+def long_text(words: int) -> str:
+    """A paragraph of exactly ``words`` words."""
+    return " ".join(f"word{i}" for i in range(words))
+
+
+def read_split(output_dir: Path, corpus: str, split: str) -> list[dict]:
+    with gzip.open(output_dir / corpus / f"{split}.jsonl.gz", "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def read_all(output_dir: Path, corpus: str) -> dict[str, list[dict]]:
+    return {split: read_split(output_dir, corpus, split) for split in debian.SPLITS}
+
+
+def all_rows(output_dir: Path, corpus: str) -> list[dict]:
+    return [row for rows in read_all(output_dir, corpus).values() for row in rows]
+
+
+@pytest.fixture
+def small_held_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny fixtures need tiny validation/test targets, or everything is held out."""
+    monkeypatch.setattr(debian, "HELD_OUT_TARGET", 3)
+
+
+def test_parse_description_paragraphs_and_verbatim_lines() -> None:
+    value = "Synopsis  here\n First line\n   of para one.\n .\n Items:\n  * one\n  * two\n .\n"
+    parsed = debian.parse_description("a1", value)
+    assert parsed.synopsis == "Synopsis here"
+    assert parsed.paragraphs == ("First line of para one.", "Items: * one * two")
+
+
+def test_synopsis_pairs(tmp_path: Path) -> None:
+    md5 = md5_for("hello")
+    lists = write_lists(
+        tmp_path / "lists",
+        [{"package": "hello", "md5": md5, "en": ["example greeter"], "de": ["Beispiel-Begrüßer"]}],
+    )
+    debian.build(lists, tmp_path / "out")
+    assert all_rows(tmp_path / "out", "ddtp_en_de") == [
+        {"id": f"{md5}-0", "en": "example greeter", "de": "Beispiel-Begrüßer"}
+    ]
+
+
+def test_paragraphs_aligned_only_when_counts_match(tmp_path: Path) -> None:
+    same, differ = md5_for("same"), md5_for("differ")
+    lists = write_lists(
+        tmp_path / "lists",
+        [
+            {
+                "package": "same",
+                "md5": same,
+                "en": ["same synopsis", "First English paragraph is here.", "Second one."],
+                "de": ["gleiche Kurzbeschreibung", "Erster deutscher Absatz ist hier.", "Zweiter."],
+            },
+            {
+                "package": "differ",
+                "md5": differ,
+                "en": ["differ synopsis", "One English paragraph.", "Another."],
+                "de": ["andere Kurzbeschreibung", "Ein einziger deutscher Absatz."],
+            },
+        ],
+    )
+    debian.build(lists, tmp_path / "out")
+    rows = {row["id"]: (row["en"], row["de"]) for row in all_rows(tmp_path / "out", "ddtp_en_de")}
+    assert rows == {
+        f"{same}-0": ("same synopsis", "gleiche Kurzbeschreibung"),
+        f"{same}-1": ("First English paragraph is here.", "Erster deutscher Absatz ist hier."),
+        f"{same}-2": ("Second one.", "Zweiter."),
+        f"{differ}-0": ("differ synopsis", "andere Kurzbeschreibung"),
+    }
+    stats = json.loads((tmp_path / "out" / "ddtp_en_de" / "stats.json").read_text())
+    assert stats["dropped"]["descriptions_paragraph_count_mismatch"] == 1
+
+
+def test_reserved_md5_excluded_from_both_corpora(tmp_path: Path) -> None:
+    reserved = md5_for("secret", reserved=True)
+    lists = write_lists(
+        tmp_path / "lists",
+        [
+            {"package": "secret", "md5": reserved, "en": ["kept back", long_text(60)], "de": ["zurück", "x"]},
+            {
+                "package": "open",
+                "md5": md5_for("open"),
+                "en": ["public", long_text(60)],
+                "de": ["öffentlich"],
+            },
+        ],
+    )
+    debian.build(lists, tmp_path / "out")
+    for corpus in ("ddtp_en_de", "debian_summaries"):
+        ids = [row["id"] for row in all_rows(tmp_path / "out", corpus)]
+        assert ids, corpus
+        assert not any(i.startswith("0") for i in ids), corpus
+
+
+def test_duplicate_pairs_kept_once(tmp_path: Path, small_held_out: None) -> None:
+    lists = write_lists(tmp_path / "lists", family(30))
+    debian.build(lists, tmp_path / "out")
+    pairs = [(row["en"], row["de"]) for row in all_rows(tmp_path / "out", "ddtp_en_de")]
+    assert len(pairs) == len(set(pairs))
+    assert (SHARED_EN, SHARED_DE) in pairs
+
+
+def test_held_out_english_never_in_train(tmp_path: Path, small_held_out: None) -> None:
+    lists = write_lists(tmp_path / "lists", family(30))
+    debian.build(lists, tmp_path / "out")
+    splits = read_all(tmp_path / "out", "ddtp_en_de")
+    train = {row["en"] for row in splits["train"]}
+    validation = {row["en"] for row in splits["validation"]}
+    test = {row["en"] for row in splits["test"]}
+    assert SHARED_EN in train
+    assert validation and test
+    assert not (validation | test) & train
+    assert not validation & test
+    stats = json.loads((tmp_path / "out" / "ddtp_en_de" / "stats.json").read_text())
+    assert stats["dropped"]["rows_validation_seen_in_earlier_split"] > 0
+    # A description's rows stay together in one split.
+    split_of = {row["id"].split("-")[0]: name for name, rows in splits.items() for row in rows}
+    for name, rows in splits.items():
+        assert all(split_of[row["id"].split("-")[0]] == name for row in rows)
+
+
+def test_rebuild_is_byte_identical(tmp_path: Path, small_held_out: None) -> None:
+    summaries = [
+        {"package": f"doc-{i}", "md5": md5_for(f"doc-{i}"), "en": [f"doc {i}", long_text(40 + i)]}
+        for i in range(10)
+    ]
+    lists = write_lists(tmp_path / "lists", family(12) + summaries)
+    debian.build(lists, tmp_path / "a")
+    debian.build(lists, tmp_path / "b")
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 8
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+        if name.suffix == ".gz":
+            assert (tmp_path / "a" / name).read_bytes()[4:8] == bytes(4), "gzip mtime must be zero"
+
+
+def test_summaries_need_forty_words(tmp_path: Path) -> None:
+    short, enough = md5_for("short"), md5_for("enough")
+    lists = write_lists(
+        tmp_path / "lists",
+        [
+            {"package": "short", "md5": short, "en": ["too short", long_text(20), long_text(19)]},
+            {"package": "enough", "md5": enough, "en": ["just enough", long_text(20), long_text(20)]},
+        ],
+    )
+    debian.build(lists, tmp_path / "out")
+    rows = all_rows(tmp_path / "out", "debian_summaries")
+    assert rows == [
+        {"id": enough, "document": long_text(20) + "\n" + long_text(20), "summary": "just enough"}
+    ]
+
+
+def test_shared_md5_and_other_locales_read_once(tmp_path: Path) -> None:
+    md5 = md5_for("libfoo")
+    lists = write_lists(
+        tmp_path / "lists",
+        [
+            {"package": "libfoo1", "md5": md5, "en": ["foo library"], "de": ["Foo-Bibliothek"]},
+            {"package": "libfoo2", "md5": md5, "en": ["foo library"], "de": ["Foo-Bibliothek"]},
+        ],
+    )
+    (lists / (EN_FILE + "_GB")).write_text(stanza("x", md5_for("x"), "en_GB", "colour", []))
+    debian.build(lists, tmp_path / "out")
+    assert [row["id"] for row in all_rows(tmp_path / "out", "ddtp_en_de")] == [f"{md5}-0"]
+
+
+def test_cli_reports_missing_lists(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert debian.main(["--lists-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")]) == 1
+    assert 'apt-get -o Acquire::Languages="en,de" update' in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not Path(debian.APT_HELPER).exists(), reason="needs apt-helper")
+def test_compressed_lists_read_through_apt_helper(tmp_path: Path) -> None:
+    md5 = md5_for("gz")
+    lists = write_lists(
+        tmp_path / "lists", [{"package": "gz", "md5": md5, "en": ["packed"], "de": ["gepackt"]}]
+    )
+    for name in (EN_FILE, DE_FILE):
+        plain = lists / name
+        (lists / (name + ".gz")).write_bytes(gzip.compress(plain.read_bytes()))
+        plain.unlink()
+    debian.build(lists, tmp_path / "out")
+    assert [row["de"] for row in all_rows(tmp_path / "out", "ddtp_en_de")] == ["gepackt"]

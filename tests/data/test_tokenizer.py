@@ -1,0 +1,68 @@
+"""Trained tokenizers: special tokens, EOS handling, lossless round trips, and the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from weaver.data import PretrainedTokenizer, TrainedTokenizer
+from weaver.errors import ConfigError, DataError
+
+TEXTS = [
+    "Dieses Paket enthält die Dokumentation für Python 3.",
+    "This package provides command-line tools (SSH, SCP & SFTP).",
+    "Übergrößenträger: naïve café — 日本語 ✓",
+] * 20
+
+
+def batches():
+    yield TEXTS
+
+
+@pytest.mark.parametrize("algorithm", ["bpe", "unigram"])
+def test_round_trip_and_special_tokens(tmp_path: Path, algorithm: str) -> None:
+    tokenizer = TrainedTokenizer(algorithm, vocab_size=200, min_frequency=1).build(batches, "fp", str(tmp_path))
+    assert [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id] == [0, 1, 2, 3]
+    for text in TEXTS[:3]:
+        ids = tokenizer(text)["input_ids"]
+        assert ids[-1] == tokenizer.eos_token_id
+        decoded = tokenizer.decode(ids, skip_special_tokens=True).strip()
+        if algorithm == "bpe":  # byte-level: exact
+            assert decoded == text
+        else:  # NFKC-normalised, but nothing is lost to unknown tokens in these texts
+            assert decoded.replace(" ", "") == text.replace(" ", "") or tokenizer.unk_token_id in ids
+
+
+def test_trained_tokenizer_is_cached_by_data_fingerprint(tmp_path: Path) -> None:
+    calls = []
+
+    def counting_batches():
+        calls.append(1)
+        yield TEXTS
+
+    spec = TrainedTokenizer(vocab_size=200, min_frequency=1)
+    first = spec.build(counting_batches, "fingerprint-a", str(tmp_path))
+    second = spec.build(counting_batches, "fingerprint-a", str(tmp_path))
+    assert len(calls) == 1
+    assert first.get_vocab() == second.get_vocab()
+    spec.build(counting_batches, "fingerprint-b", str(tmp_path))
+    assert len(calls) == 2
+
+
+def test_unknown_algorithm_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="tokenizer.algorithm must be one of"):
+        TrainedTokenizer("wordpiece")
+
+
+def test_pretrained_tokenizer_loads_a_saved_folder(tmp_path: Path) -> None:
+    trained = TrainedTokenizer(vocab_size=200, min_frequency=1).build(batches, "fp", str(tmp_path))
+    trained.save_pretrained(tmp_path / "saved")
+    loaded = PretrainedTokenizer(str(tmp_path / "saved")).build(batches, "fp", None)
+    assert loaded(TEXTS[0])["input_ids"] == trained(TEXTS[0])["input_ids"]
+
+
+def test_pretrained_hub_id_offline_fails_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError, match="Hub is unreachable.*local folder"):
+        PretrainedTokenizer("weaver-tests/not-a-real-model").build(batches, "fp", None)

@@ -1,0 +1,351 @@
+"""Decoding: greedy / beam / sampling over the `Seq2SeqModel` protocol, and `GenerationConfig` checks."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from weaver.errors import ConfigError
+from weaver.generation import (
+    GenerationConfig,
+    beam_search,
+    filter_logits,
+    generate,
+    greedy_search,
+    repeated_ngram_mask,
+)
+from weaver.models import WeaverModel, build_weaver
+
+TINY = dict(d_model=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, ffn_dim=64, max_positions=64)
+PAD, BOS, EOS = 0, 1, 2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny tensors gain nothing from threads, and OpenMP threads crawl when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_model(vocab: int = 50, seed: int = 0, std: float = 0.2) -> WeaverModel:
+    """Random tiny model; the large init gives input-dependent, fairly peaked outputs."""
+    torch.manual_seed(seed)
+    model = build_weaver(vocab, **TINY)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+    return model.eval()
+
+
+def copy_batch(n: int, vocab: int, gen: torch.Generator, max_len: int = 6):
+    """Sources of 2..max_len tokens; the target is the source followed by EOS."""
+    lengths = torch.randint(2, max_len + 1, (n,), generator=gen)
+    mask = torch.arange(max_len)[None, :] < lengths[:, None]
+    src = torch.randint(3, vocab, (n, max_len), generator=gen).masked_fill(~mask, PAD)
+    target = torch.cat([src, torch.full((n, 1), PAD)], 1)
+    target[torch.arange(n), lengths] = EOS
+    return src, mask.long(), target
+
+
+@pytest.fixture(scope="module")
+def copy_model() -> WeaverModel:
+    """A small model trained for a few seconds to copy its input (~99% exact): it emits EOS."""
+    torch.manual_seed(0)
+    model = build_weaver(20, **{**TINY, "d_model": 64, "ffn_dim": 128}, dropout=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(250):
+        src, mask, target = copy_batch(64, 20, gen)
+        decoder_input = torch.cat([torch.full((64, 1), BOS), target[:, :-1]], 1)
+        logits = model(src, mask, decoder_input)
+        loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=PAD)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def assert_finished_and_padded(out: torch.Tensor) -> None:
+    """Every row has one EOS, followed only by padding, and the output ends at the longest one."""
+    is_eos = out == EOS
+    assert (is_eos.sum(1) == 1).all()
+    after_eos = (is_eos.long().cumsum(1) - is_eos.long()) > 0
+    assert (out[after_eos] == PAD).all() and not (out[~after_eos] == PAD).any()
+    assert is_eos[:, -1].any()
+
+
+def padded_sources(lengths: list[int], vocab: int = 50, seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
+    src = torch.randint(3, vocab, (len(lengths), max(lengths)), generator=gen).masked_fill(~mask, PAD)
+    return src, mask.long()
+
+
+class Recorder:
+    """Any object with encode/decode/new_cache/config works; this one counts calls and can force EOS.
+
+    ``eos_at[i]``: source i's EOS is forced as its generated token number ``eos_at[i]`` (else banned).
+    """
+
+    def __init__(self, model, eos_at=None, eos_bias=0.0):
+        self.model, self.config, self.eos_at, self.eos_bias = model, model.config, eos_at, eos_bias
+        self.encoded_rows, self.decode_calls = [], 0
+
+    def encode(self, input_ids, attention_mask):
+        self.encoded_rows.append(input_ids.size(0))
+        return self.model.encode(input_ids, attention_mask)
+
+    def new_cache(self):
+        return self.model.new_cache()
+
+    def decode(self, decoder_input_ids, encoder_states, encoder_attention_mask, cache=None):
+        self.decode_calls += 1
+        logits = self.model.decode(decoder_input_ids, encoder_states, encoder_attention_mask, cache)
+        logits[..., EOS] += self.eos_bias
+        if self.eos_at is not None:  # cache.length == number of the token being predicted
+            eos_at = torch.tensor(self.eos_at).repeat_interleave(logits.size(0) // len(self.eos_at))  # beams
+            force = eos_at == cache.length
+            logits[:, -1, EOS] = torch.where(force, 1e4, -1e4)
+        return logits
+
+
+def reference_greedy(model, src, mask, max_new_tokens):
+    """Greedy decoding the slow way: re-run the whole prefix, no cache."""
+    states = model.encode(src, mask)
+    tokens = torch.full((src.size(0), 1), BOS)
+    finished = torch.zeros(src.size(0), dtype=torch.bool)
+    for _ in range(max_new_tokens):
+        next_tokens = model.decode(tokens, states, mask)[:, -1].argmax(-1).masked_fill(finished, PAD)
+        tokens = torch.cat([tokens, next_tokens[:, None]], 1)
+        finished |= next_tokens == EOS
+        if finished.all():
+            break
+    return tokens[:, 1:]
+
+
+def sequence_scores(model, src, mask, out):
+    """Sum of token log-probs of each output up to and including its first EOS, and that length."""
+    decoder_input = torch.cat([torch.full((out.size(0), 1), BOS), out[:, :-1]], 1)
+    logits = model.decode(decoder_input, model.encode(src, mask), mask)
+    logprobs = logits.log_softmax(-1).gather(-1, out[..., None]).squeeze(-1)
+    is_eos = (out == EOS).long()
+    counted = (is_eos.cumsum(1) - is_eos) == 0  # up to and including the first EOS
+    return (logprobs * counted).sum(1), counted.sum(1)
+
+
+def has_repeated_ngram(seq: list[int], n: int) -> bool:
+    ngrams = [tuple(seq[i : i + n]) for i in range(len(seq) - n + 1)]
+    return len(ngrams) != len(set(ngrams))
+
+
+def strip(seq: torch.Tensor) -> list[int]:
+    return [t for t in seq.tolist() if t != PAD]
+
+
+# --- greedy ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["random", "copy"])
+def test_cached_greedy_matches_uncached_reference(which, copy_model):
+    model = copy_model if which == "copy" else random_model()
+    vocab = model.config.vocab_size
+    src, mask = padded_sources([6, 2, 4, 5], vocab=vocab)
+    out = greedy_search(model, src, mask, GenerationConfig(max_new_tokens=10))
+    assert torch.equal(out, reference_greedy(model, src, mask, 10))
+
+
+def test_copy_model_copies_and_stops_at_eos(copy_model):
+    src, mask, target = copy_batch(16, 20, torch.Generator().manual_seed(5))
+    out = copy_model.generate(src, mask, max_new_tokens=12)
+    assert_finished_and_padded(out)  # and the loop stopped once every sequence had its EOS
+    assert out.size(1) <= target.size(1)
+    assert (out == target[:, : out.size(1)]).all(1).float().mean() >= 0.75  # it did learn to copy
+
+
+def test_eos_stops_each_sequence_and_pads_after_it():
+    recorder = Recorder(random_model(), eos_at=[3, 1, 5])
+    src, mask = padded_sources([4, 4, 3])
+    out = generate(recorder, src, mask, GenerationConfig(max_new_tokens=20))
+    assert out.shape == (3, 5) and recorder.decode_calls == 5  # the whole loop stops when all are done
+    assert recorder.encoded_rows == [3]
+    for row, eos_at in zip(out.tolist(), [3, 1, 5], strict=True):
+        assert row[eos_at - 1] == EOS and EOS not in row[: eos_at - 1]
+        assert all(t == PAD for t in row[eos_at:])
+
+
+def test_max_new_tokens_is_respected():
+    src, mask = padded_sources([4, 6])
+    for config in [
+        GenerationConfig(max_new_tokens=7),
+        GenerationConfig(max_new_tokens=7, num_beams=3),
+        GenerationConfig(max_new_tokens=7, do_sample=True, seed=0),
+    ]:
+        out = generate(Recorder(random_model(), eos_at=[99, 99]), src, mask, config)
+        assert out.shape == (2, 7) and not (out == EOS).any()
+
+
+def test_min_new_tokens_delays_eos(copy_model):
+    src, mask, _ = copy_batch(4, 20, torch.Generator().manual_seed(3), max_len=2)
+    for beams in (1, 3):
+        out = copy_model.generate(src, mask, max_new_tokens=8, min_new_tokens=5, num_beams=beams)
+        assert out.size(1) >= 5 and not (out[:, :5] == EOS).any()
+
+
+# --- beam search ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ngram", [0, 2])
+def test_one_beam_is_exactly_greedy(ngram, copy_model):
+    for model in (random_model(), copy_model):
+        src, mask = padded_sources([6, 2, 4, 5], vocab=model.config.vocab_size)
+        config = GenerationConfig(max_new_tokens=10, num_beams=1, no_repeat_ngram_size=ngram)
+        assert torch.equal(beam_search(model, src, mask, config), greedy_search(model, src, mask, config))
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_beam_search_scores_at_least_greedy(length_penalty, copy_model):
+    model = random_model(std=0.3)
+    src, mask = padded_sources([6, 2, 4, 5, 3, 6])
+    config = GenerationConfig(max_new_tokens=6, length_penalty=length_penalty)
+    greedy = greedy_search(model, src, mask, config)
+    beam = beam_search(model, src, mask, GenerationConfig(**{**config.to_dict(), "num_beams": 4}))
+    (greedy_sum, greedy_len), (beam_sum, beam_len) = (
+        sequence_scores(model, src, mask, o) for o in (greedy, beam)
+    )
+    greedy_score = greedy_sum / greedy_len.float() ** length_penalty
+    beam_score = beam_sum / beam_len.float() ** length_penalty
+    assert (beam_score >= greedy_score - 1e-4).all()
+    assert (beam_score > greedy_score + 1e-3).any()  # the search does find better hypotheses
+
+    src, mask, _ = copy_batch(6, 20, torch.Generator().manual_seed(7))
+    out = copy_model.generate(src, mask, max_new_tokens=10, num_beams=4, length_penalty=length_penalty)
+    assert_finished_and_padded(out)
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0, 2.0])
+@pytest.mark.parametrize("which", ["random", "copy"])
+def test_beam_scores_match_teacher_forced_scores(which, length_penalty, copy_model):
+    """The score beam search assigns its result must be the model's own score of those tokens."""
+    model = copy_model if which == "copy" else random_model(std=0.3)
+    src, mask = padded_sources([6, 2, 4, 5, 3], vocab=model.config.vocab_size)
+    config = GenerationConfig(max_new_tokens=8, num_beams=5, length_penalty=length_penalty, min_new_tokens=2)
+    out, scores = beam_search(model, src, mask, config, return_scores=True)
+    total, length = sequence_scores(model, src, mask, out)
+    torch.testing.assert_close(scores, total / length.float() ** length_penalty, rtol=1e-4, atol=1e-4)
+
+
+def test_beam_search_rows_do_not_interact(copy_model):
+    recorder = Recorder(copy_model)
+    src, mask = padded_sources([6, 2, 4], vocab=20)
+    config = GenerationConfig(max_new_tokens=9, num_beams=3)
+    out = generate(recorder, src, mask, config)
+    assert recorder.encoded_rows == [3]  # encoder runs once per source, not once per beam
+    for i, n in enumerate(mask.sum(1).tolist()):
+        alone = beam_search(copy_model, src[i : i + 1, :n], mask[i : i + 1, :n], config)[0]
+        assert torch.equal(alone, out[i, : len(alone)]) and (out[i, len(alone) :] == PAD).all()
+
+
+# --- n-gram blocking and sampling -----------------------------------------------------------------
+
+
+def test_repeated_ngram_mask():
+    tokens = torch.tensor([[1, 5, 6, 7, 5], [1, 5, 5, 5, 5]])
+    banned = repeated_ngram_mask(tokens, 2, 10)
+    assert banned[0].nonzero().flatten().tolist() == [6]  # "5 6" exists, the next token follows a 5
+    assert banned[1].nonzero().flatten().tolist() == [5]
+    assert not repeated_ngram_mask(tokens[:, :2], 3, 10).any()
+
+
+@pytest.mark.parametrize("extra", [{}, {"num_beams": 3}, {"do_sample": True, "seed": 0}])
+def test_no_repeat_ngram_size_blocks_repeated_bigrams(extra):
+    model = random_model(std=0.02)  # a near-uniform-input random model loops on the same tokens
+    src, mask = padded_sources([6, 2, 4])
+    if not extra.get("do_sample"):
+        plain = generate(model, src, mask, GenerationConfig(max_new_tokens=15, **extra))
+        assert any(has_repeated_ngram(strip(row), 2) for row in plain)
+    blocked = generate(model, src, mask, GenerationConfig(max_new_tokens=15, no_repeat_ngram_size=2, **extra))
+    assert not any(has_repeated_ngram([BOS] + strip(row), 2) for row in blocked)
+
+
+def test_sampling_is_reproducible_with_a_seed():
+    model = random_model()
+    src, mask = padded_sources([6, 2, 4, 5])
+
+    def run(seed, **kw):
+        return generate(
+            model, src, mask, GenerationConfig(max_new_tokens=10, do_sample=True, seed=seed, **kw)
+        )
+
+    assert torch.equal(run(3), run(3))
+    assert not torch.equal(run(3), run(4))
+    greedy = greedy_search(model, src, mask, GenerationConfig(max_new_tokens=10))
+    assert torch.equal(run(3, top_k=1), greedy)
+    assert torch.equal(run(4, top_p=1e-6), greedy)
+    assert torch.equal(run(5, temperature=1e-4), greedy)
+
+
+def test_sampling_stops_at_eos():
+    recorder = Recorder(random_model(), eos_at=[2, 4])
+    src, mask = padded_sources([3, 5])
+    out = generate(recorder, src, mask, GenerationConfig(max_new_tokens=9, do_sample=True, seed=0))
+    assert out[:, 3:].tolist() == [[PAD], [EOS]] and out[0, 1] == EOS and out[0, 2:].eq(PAD).all()
+
+
+def test_top_k_and_top_p_keep_only_allowed_tokens():
+    logits = torch.tensor([[1.0, 2.0, 3.0, 4.0, 0.0]])  # probabilities ~ .03 .09 .23 .63 .01
+
+    def kept(**filters):
+        return filter_logits(logits, **filters).isfinite()[0].nonzero().flatten().tolist()
+
+    assert kept(top_k=2) == [2, 3]
+    assert kept(top_p=0.5) == [3]  # the most likely token alone already covers 0.5
+    assert kept(top_p=0.7) == [2, 3]
+    assert kept(top_k=1, top_p=0.7) == [3]
+
+    model = random_model()
+    src, mask = padded_sources([5])
+    src, mask = src.expand(300, -1), mask.expand(300, -1)  # 300 draws of the first token for one source
+    first = model.decode(torch.full((1, 1), BOS), model.encode(src[:1], mask[:1]), mask[:1])[0, -1]
+    nucleus = filter_logits(first[None], top_p=0.6).isfinite()[0].nonzero().flatten()
+    for filters, allowed in [({"top_k": 3}, first.topk(3).indices), ({"top_p": 0.6}, nucleus)]:
+        config = GenerationConfig(max_new_tokens=1, do_sample=True, seed=0, **filters)
+        drawn = set(generate(model, src, mask, config)[:, 0].tolist())
+        assert drawn <= set(allowed.tolist()) and len(drawn) > 1, (filters, drawn)
+
+
+# --- GenerationConfig -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"min_new_tokens": 100}, "min_new_tokens"),
+        ({"num_beams": 0}, "num_beams"),
+        ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size"),
+        ({"top_k": -1}, "top_k"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"do_sample": True, "num_beams": 2}, "do_sample"),
+    ],
+)
+def test_generation_config_rejects_bad_values(bad, field):
+    with pytest.raises(ValueError, match=field):
+        GenerationConfig(**bad)
+
+
+def test_generation_config_round_trip_and_overrides():
+    config = GenerationConfig(num_beams=4, length_penalty=0.6)
+    assert GenerationConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="num_beam"):
+        GenerationConfig.from_dict({"num_beam": 4})
+    model = random_model()
+    src, mask = padded_sources([4, 3])
+    assert torch.equal(
+        model.generate(src, mask, config, max_new_tokens=3),
+        beam_search(model, src, mask, GenerationConfig(num_beams=4, length_penalty=0.6, max_new_tokens=3)),
+    )
+    with pytest.raises(ValueError, match="num_beams"):
+        model.generate(src, mask, num_beams=0)

@@ -1,0 +1,192 @@
+"""The native Weaver Transformer: shapes, gradients, tying, masking, incremental decoding, bf16."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from weaver.errors import ConfigError
+from weaver.models import DecoderCache, WeaverConfig, WeaverModel, build_weaver
+
+TINY = dict(d_model=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, ffn_dim=64, max_positions=64)
+VOCAB = 50
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny tensors gain nothing from threads, and OpenMP threads crawl when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(seed: int = 0, std: float = 0.2, **overrides) -> WeaverModel:
+    """A random tiny model in eval mode. The larger-than-default init makes outputs depend on the input."""
+    torch.manual_seed(seed)
+    model = build_weaver(VOCAB, **{**TINY, **overrides})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+    return model.eval()
+
+
+def padded_batch(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded random sources (pad id 0, real tokens in [3, VOCAB))."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (len(lengths), max(lengths)), generator=g)
+    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
+    return ids.masked_fill(~mask, 0), mask.long()
+
+
+def test_forward_shapes_and_float_logits():
+    model = tiny_model()
+    src, mask = padded_batch([7, 4, 5])
+    tgt = torch.randint(3, VOCAB, (3, 6))
+    logits = model(src, mask, tgt)
+    assert logits.shape == (3, 6, VOCAB) and logits.dtype == torch.float32
+    states = model.encode(src, mask)
+    assert states.shape == (3, 7, TINY["d_model"])
+    assert model.decode(tgt, states, mask).shape == (3, 6, VOCAB)
+
+
+def test_backward_reaches_every_parameter():
+    model = tiny_model().train()
+    src, mask = padded_batch([7, 4, 5])
+    tgt = torch.randint(3, VOCAB, (3, 6))
+    model(src, mask, tgt).logsumexp(-1).mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_embedding_is_tied_and_counted_once():
+    model = build_weaver(VOCAB, **TINY)
+    matrices = [k for k, v in model.state_dict().items() if v.shape == (VOCAB, TINY["d_model"])]
+    assert matrices == ["embed.weight"]  # the output projection is the embedding, not a copy
+    final_states = {}
+    model.decoder_norm.register_forward_hook(lambda module, args, out: final_states.update(h=out))
+    logits = model(*padded_batch([5, 3]), torch.randint(3, VOCAB, (2, 4)))
+    torch.testing.assert_close(logits, final_states["h"] @ model.embed.weight.T)
+    assert model.embed.weight[model.config.pad_token_id].abs().sum() == 0
+    unique = {id(p): p.numel() for p in model.parameters()}
+    assert model.num_parameters() == sum(unique.values())
+    d, f = TINY["d_model"], TINY["ffn_dim"]
+    attn, ffn, norm = 4 * d * d + 4 * d, 2 * d * f + f + d, 2 * d
+    encoder = TINY["num_encoder_layers"] * (attn + ffn + 2 * norm) + norm
+    decoder = TINY["num_decoder_layers"] * (2 * attn + ffn + 3 * norm) + norm
+    assert model.num_parameters() == VOCAB * d + encoder + decoder
+    model.embed.weight.requires_grad_(False)
+    assert model.num_parameters(trainable_only=True) == model.num_parameters() - VOCAB * d
+
+
+def test_too_long_input_is_a_clear_error():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="max_positions"):
+        model.encode(torch.ones(1, TINY["max_positions"] + 1, dtype=torch.long), torch.ones(1, 65))
+
+
+def test_config_round_trips_through_json_and_validates():
+    model = build_weaver(VOCAB, **TINY, pad_token_id=3, bos_token_id=4, eos_token_id=5)
+    assert model.decoder_start_token_id == 4 and model.config.pad_token_id == 3
+    assert model.embed.weight[3].abs().sum() == 0
+    config = WeaverConfig(vocab_size=VOCAB, **TINY)
+    assert WeaverConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="unknown"):
+        WeaverConfig.from_dict({**config.to_dict(), "d_modle": 3})
+    with pytest.raises(ValueError, match="num_heads"):
+        WeaverConfig(vocab_size=VOCAB, d_model=30, num_heads=4)
+    with pytest.raises(ValueError, match="num_decoder_layers"):
+        WeaverConfig(vocab_size=VOCAB, num_decoder_layers=0)
+    with pytest.raises(ValueError, match="eos_token_id"):
+        WeaverConfig(vocab_size=VOCAB, eos_token_id=VOCAB)
+
+
+def test_padding_does_not_change_results():
+    model = tiny_model(seed=1)
+    src, mask = padded_batch([7, 3, 5])
+    tgt = torch.randint(3, VOCAB, (3, 4))
+    batched = model(src, mask, tgt)
+    generated = model.generate(src, mask, max_new_tokens=6)
+    for i, n in enumerate(mask.sum(1).tolist()):
+        alone_src, alone_mask = src[i : i + 1, :n], mask[i : i + 1, :n]
+        torch.testing.assert_close(model(alone_src, alone_mask, tgt[i : i + 1]), batched[i : i + 1])
+        torch.testing.assert_close(model.encode(alone_src, alone_mask)[0], model.encode(src, mask)[i, :n])
+        alone = model.generate(alone_src, alone_mask, max_new_tokens=6)[0]
+        assert torch.equal(alone, generated[i, : len(alone)])
+        assert (generated[i, len(alone) :] == model.config.pad_token_id).all()
+    assert not torch.equal(generated[0], generated[1])  # the generations really depend on the source
+
+
+@pytest.mark.parametrize("chunks", [[1] * 9, [4, 1, 1, 3], [9]])
+def test_incremental_decoding_matches_full_prefix(chunks):
+    model = tiny_model()
+    src, mask = padded_batch([7, 3, 5])
+    tgt = torch.randint(3, VOCAB, (3, 9))
+    states = model.encode(src, mask)
+    full = model.decode(tgt, states, mask)
+    cache, pieces, start = model.new_cache(), [], 0
+    for size in chunks:
+        pieces.append(model.decode(tgt[:, start : start + size], states, mask, cache))
+        start += size
+    assert cache.length == 9
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_cross_attention_cache_is_computed_once():
+    model = tiny_model()
+    src, mask = padded_batch([7, 3])
+    states = model.encode(src, mask)
+    cache = model.new_cache()
+    model.decode(torch.ones(2, 1, dtype=torch.long), states, mask, cache)
+    cross = [layer.cross_kv[0] for layer in cache.layers]
+    model.decode(torch.full((2, 1), 5), states, mask, cache)
+    assert all(layer.cross_kv[0] is k for layer, k in zip(cache.layers, cross, strict=True))
+    assert cache.layers[0].self_kv[0].shape == (2, TINY["num_heads"], 2, TINY["d_model"] // TINY["num_heads"])
+
+
+@pytest.mark.parametrize("keep_cross_attention", [False, True])
+def test_cache_reorder_follows_rows(keep_cross_attention):
+    model = tiny_model()
+    src, mask = padded_batch([7, 3, 5])
+    if keep_cross_attention:  # beam-search layout: two copies of each source, rows only move within a source
+        src, mask, index = (
+            src.repeat_interleave(2, 0),
+            mask.repeat_interleave(2, 0),
+            torch.tensor([1, 1, 2, 3, 5, 4]),
+        )
+    else:
+        index = torch.tensor([2, 2, 0])
+    tgt = torch.randint(3, VOCAB, (src.size(0), 5))
+    states = model.encode(src, mask)
+    cache = model.new_cache()
+    model.decode(tgt[:, :4], states, mask, cache)
+    cache.reorder(index, keep_cross_attention=keep_cross_attention)
+    step = model.decode(tgt[index, 4:], states[index], mask[index], cache)
+    expected = model.decode(tgt[index], states[index], mask[index])[:, 4:]
+    torch.testing.assert_close(step, expected, rtol=1e-5, atol=1e-5)
+    assert isinstance(cache, DecoderCache)
+
+
+def test_bf16_autocast_training_step_is_finite():
+    model = tiny_model(std=0.02).train()
+    src, mask = padded_batch([7, 3, 5])
+    tgt = torch.randint(3, VOCAB, (3, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(src, mask, tgt[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten())
+        assert logits.dtype == torch.float32
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.eval().generate(src, mask, max_new_tokens=4, num_beams=2)
+    assert out.shape[0] == 3
+
+
+def test_forward_compiles_without_graph_breaks():
+    model = tiny_model()
+    src, mask = padded_batch([7, 3, 5])
+    tgt = torch.randint(3, VOCAB, (3, 6))
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(src, mask, tgt), model(src, mask, tgt))

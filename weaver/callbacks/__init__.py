@@ -1,0 +1,5 @@
+"""Lightning callbacks of the platform (the stock ones are configured in conf/callbacks/)."""
+
+from weaver.callbacks.run_config import RunConfigInCheckpoint
+
+__all__ = ["RunConfigInCheckpoint"]

@@ -1,0 +1,40 @@
+"""Building objects from config nodes, with errors that name the config key instead of a deep traceback."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+import hydra
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
+
+from weaver.errors import ConfigError, WeaverError
+
+
+def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, with `kwargs` passed to the target as they are.
+
+    (Hydra would merge them into the config, turning a dataclass argument into a DictConfig.)
+    A user-fixable failure is re-raised as a short message about `key`.
+    """
+    try:
+        factory = hydra.utils.instantiate(node, _partial_=True)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, WeaverError):
+            raise cause from None
+        raise ConfigError(f"{key}: {cause or error}") from error
+    try:
+        inspect.signature(factory).bind_partial(**kwargs)
+    except TypeError as error:
+        raise ConfigError(f"{key}: {error} (check the keys under '{key}')") from error
+    if node.get("_partial_"):  # the config asks for a factory, completed later (optimizers, schedulers)
+        return functools.partial(factory, **kwargs)
+    return factory(**kwargs)
+
+
+def build_named(nodes: DictConfig | None, key: str) -> list[Any]:
+    """Callbacks and loggers are dicts of named nodes, so each can be tuned or removed by name."""
+    return [build(node, f"{key}.{name}") for name, node in (nodes or {}).items() if node and "_target_" in node]

@@ -1,0 +1,115 @@
+"""`python train.py` / `weaver-train`: compose the config, build data, model and task, fit, then test."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from weaver.callbacks import RunConfigInCheckpoint
+from weaver.cli.config import config_dir, register_resolvers
+from weaver.cli.instantiate import build, build_named
+from weaver.cli.reporting import log_hyperparameters, print_config
+from weaver.errors import WeaverError
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Train and/or test as `cfg` says; returns the final metrics and the objects built (for tests and sweeps)."""
+    register_resolvers()
+    if cfg.get("print_config"):
+        print_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+
+    datamodule = build(cfg.data, "data", tokenizer=build(cfg.tokenizer, "tokenizer"), cache_dir=cfg.paths.cache_dir)
+    tokenizer = datamodule.tokenizer
+    save_tokenizer(tokenizer, output_dir / "tokenizer")
+    model = build(
+        cfg.model,
+        "model",
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    task = build(
+        cfg.task,
+        "task",
+        model=model,
+        tokenizer=tokenizer,
+        optimizer=build(cfg.optimizer, "optimizer"),
+        scheduler=build(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
+        generation=build(cfg.generation, "generation"),
+    )
+
+    callbacks = build_named(cfg.get("callbacks"), "callbacks")
+    for callback in callbacks:
+        if isinstance(callback, RunConfigInCheckpoint):
+            callback.config = cfg
+    loggers = build_named(cfg.get("logger"), "logger")
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    log_hyperparameters(cfg, model, trainer)
+
+    metrics: dict[str, float] = {}
+    if cfg.get("train"):
+        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update(scalar_metrics(trainer.callback_metrics))
+    if cfg.get("test"):
+        checkpoint = best_checkpoint(trainer) if cfg.get("train") else cfg.get("ckpt_path")
+        if checkpoint:
+            log.info("Testing checkpoint %s", checkpoint)
+        trainer.test(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=False)
+        metrics.update(scalar_metrics(trainer.callback_metrics))
+    if trainer.is_global_zero:
+        write_metrics(output_dir / "metrics.json", metrics, task.metric_signatures)
+    objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "task": task, "trainer": trainer}
+    return metrics, objects
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The monitored best when there is one (else the weights in memory are tested)."""
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+        return callback.best_model_path
+    return None
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {name: float(value) for name, value in metrics.items()}
+
+
+@rank_zero_only
+def save_tokenizer(tokenizer: Any, folder: Path) -> None:
+    tokenizer.save_pretrained(str(folder))
+
+
+def write_metrics(path: Path, metrics: dict[str, float], signatures: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"metrics": metrics, "signatures": signatures}, indent=2) + "\n")
+    log.info("Metrics: %s", json.dumps(metrics, sort_keys=True))
+
+
+@hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> float | None:
+    """Returns the monitored metric, the objective of Hydra sweepers."""
+    try:
+        metrics, _ = train(cfg)
+    except WeaverError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(1)
+    return metrics.get(OmegaConf.select(cfg, "monitor.metric", default=""))
+
+
+def main() -> None:
+    register_resolvers()
+    hydra_main()

@@ -1,0 +1,83 @@
+"""Column mapping: pull (source, target) text out of any dataset layout, skipping and counting bad rows."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from datasets import Dataset
+
+from weaver.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def get_field(row: dict[str, Any], dotted: str) -> Any:
+    """`translation.de` reaches into nested records, as WMT-style datasets store pairs."""
+    value: Any = row
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def skip_reason(value: Any) -> str | None:
+    if value is None:
+        return "missing"
+    if not isinstance(value, str):
+        return "not text"
+    if not value.strip():
+        return "empty"
+    return None
+
+
+def check_columns(dataset: Dataset, split: str, fields: dict[str, str]) -> None:
+    for option, dotted in fields.items():
+        column = dotted.split(".")[0]
+        if column not in dataset.column_names:
+            raise DataError(
+                f"data.{option}='{dotted}': no column '{column}' in the {split} split "
+                f"(columns: {', '.join(dataset.column_names)}). Set data.{option} to one of them."
+            )
+
+
+def select_pairs(dataset: Dataset, split: str, source_field: str, target_field: str) -> Dataset:
+    """Columns `example_id`, `source`, `target`; rows whose fields are missing, empty or not text are dropped."""
+    check_columns(dataset, split, {"source_field": source_field, "target_field": target_field})
+
+    def extract(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+        sources = [get_field(row, source_field) for row in rows]
+        targets = [get_field(row, target_field) for row in rows]
+        reasons = [
+            (f"{source_field} {skip_reason(s)}" if skip_reason(s) else None)
+            or (f"{target_field} {skip_reason(t)}" if skip_reason(t) else None)
+            for s, t in zip(sources, targets, strict=True)
+        ]
+        return {
+            "example_id": indices,
+            "source": [s.strip() if not r else "" for s, r in zip(sources, reasons, strict=True)],
+            "target": [t.strip() if not r else "" for t, r in zip(targets, reasons, strict=True)],
+            "skip_reason": [r or "" for r in reasons],
+        }
+
+    mapped = dataset.map(
+        extract,
+        batched=True,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        desc=f"Selecting {split} pairs",
+    )
+    skipped = Counter(reason for reason in mapped["skip_reason"] if reason)
+    kept = mapped.filter(lambda reasons: [not r for r in reasons], batched=True, input_columns="skip_reason")
+    if skipped:
+        details = ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
+        log.warning("%s split: skipped %d of %d rows (%s).", split, sum(skipped.values()), len(dataset), details)
+    if len(kept) == 0:
+        raise DataError(
+            f"The {split} split has no usable rows for source_field='{source_field}', "
+            f"target_field='{target_field}' (all {len(dataset)} rows were missing, empty or not text)."
+        )
+    return kept.remove_columns("skip_reason")

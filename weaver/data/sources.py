@@ -1,0 +1,132 @@
+"""Raw splits from local files or the HuggingFace Hub, with a seeded split of train for missing ones."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import datasets
+from datasets import Dataset, DatasetDict
+
+from weaver.errors import ConfigError, DataError
+from weaver.hub import OFFLINE_HINT, hub_reachable, offline_mode
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {"valid": "validation", "dev": "validation", "val": "validation"}
+# File suffix -> (datasets builder, extra builder arguments).
+FILE_FORMATS: dict[str, tuple[str, dict[str, str]]] = {
+    ".jsonl": ("json", {}),
+    ".json": ("json", {}),
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"delimiter": "\t"}),
+    ".parquet": ("parquet", {}),
+}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+
+
+def file_format(path: Path) -> tuple[str, dict[str, str]]:
+    suffixes = [s for s in path.suffixes if s not in COMPRESSIONS]
+    if suffixes and suffixes[-1] in FILE_FORMATS:
+        return FILE_FORMATS[suffixes[-1]]
+    raise DataError(
+        f"Cannot tell the format of '{path}': use one of {', '.join(FILE_FORMATS)} (optionally compressed)."
+    )
+
+
+def files_in_dir(data_dir: str) -> dict[str, str]:
+    """`train.*`, `validation.*` and `test.*` files of a folder (the embedded corpora are laid out so)."""
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise DataError(f"data.data_dir: '{data_dir}' is not a folder.")
+    found = {}
+    for path in sorted(folder.iterdir()):
+        split = path.name.split(".")[0]
+        split = SPLIT_ALIASES.get(split, split)
+        if split in SPLITS and split not in found:
+            found[split] = str(path)
+    if "train" not in found:
+        raise DataError(f"data.data_dir: no train.* file in '{data_dir}'.")
+    return found
+
+
+def load_file(split: str, path: str, cache_dir: str | None) -> Dataset:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"data.{split}_file: file not found: '{path}'. Check the path, or leave it unset.")
+    builder, kwargs = file_format(file)
+    try:
+        return datasets.load_dataset(
+            builder, data_files={split: str(file.resolve())}, split=split, cache_dir=cache_dir, **kwargs
+        )
+    except Exception as error:  # datasets wraps parse errors in several exception types
+        cause = error.__cause__ or error
+        raise DataError(f"data.{split}_file: cannot read '{path}' as {builder}: {cause}") from error
+
+
+def load_hub(name: str, config: str | None, cache_dir: str | None) -> DatasetDict:
+    """The real Hub code path; offline it uses the local cache only, and says what to do if that is empty."""
+    alternative = (
+        "Use local files instead: data.train_file=PATH [data.validation_file=PATH data.test_file=PATH], "
+        "or data.data_dir=FOLDER with train/validation/test files (jsonl, json, csv, tsv or parquet)."
+    )
+    try:
+        if hub_reachable():
+            return datasets.load_dataset(name, config, cache_dir=cache_dir)
+        with offline_mode():
+            return datasets.load_dataset(name, config, cache_dir=cache_dir)
+    except ConnectionError as error:
+        raise DataError(OFFLINE_HINT.format(name=name, alternative=alternative)) from error
+    except (FileNotFoundError, ValueError) as error:
+        raise DataError(f"data.dataset_name='{name}' (config {config!r}) could not be loaded: {error}") from error
+
+
+def carve_missing_splits(
+    splits: dict[str, Dataset], validation_fraction: float, test_fraction: float, seed: int
+) -> DatasetDict:
+    """A missing validation or test split is a seeded, reproducible slice of train."""
+    for split, fraction in (("test", test_fraction), ("validation", validation_fraction)):
+        if split in splits:
+            continue
+        if not 0.0 < fraction < 1.0:
+            raise ConfigError(f"data.{split}_fraction must be in (0, 1) to carve a {split} split, got {fraction}.")
+        parts = splits["train"].train_test_split(test_size=fraction, seed=seed, shuffle=True)
+        splits["train"], splits[split] = parts["train"], parts["test"]
+        log.info("No %s split given: using %d examples of train (seed %d).", split, len(parts["test"]), seed)
+    return DatasetDict({split: splits[split] for split in SPLITS})
+
+
+def load_splits(
+    *,
+    data_dir: str | None,
+    train_file: str | None,
+    validation_file: str | None,
+    test_file: str | None,
+    dataset_name: str | None,
+    dataset_config: str | None,
+    validation_fraction: float,
+    test_fraction: float,
+    split_seed: int,
+    cache_dir: str | None = None,
+) -> DatasetDict:
+    """Explicit files win over `data_dir`, which wins over a Hub dataset."""
+    explicit = {s: f for s, f in zip(SPLITS, (train_file, validation_file, test_file), strict=True) if f}
+    if explicit:
+        if "train" not in explicit:
+            raise ConfigError("data.train_file is required when data.validation_file or data.test_file is set.")
+        if data_dir:
+            log.info("data.train_file is set, so data.data_dir (%s) is not used.", data_dir)
+        splits = {split: load_file(split, path, cache_dir) for split, path in explicit.items()}
+    elif data_dir:
+        splits = {split: load_file(split, path, cache_dir) for split, path in files_in_dir(data_dir).items()}
+    elif dataset_name:
+        hub = load_hub(dataset_name, dataset_config, cache_dir)
+        splits = {SPLIT_ALIASES.get(name, name): data for name, data in hub.items()}
+        if "train" not in splits:
+            raise DataError(f"Hub dataset '{dataset_name}' has no train split (it has: {', '.join(hub)}).")
+    else:
+        raise ConfigError(
+            "No data configured: set data.train_file, data.data_dir or data.dataset_name (see conf/data/)."
+        )
+    return carve_missing_splits(splits, validation_fraction, test_fraction, split_seed)

@@ -1,0 +1,63 @@
+"""Decoding settings, named like HuggingFace's `GenerationConfig` so the knobs are familiar."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from weaver.errors import ConfigError
+
+
+@dataclass
+class GenerationConfig:
+    """How to decode.
+
+    Greedy by default; ``num_beams > 1`` selects beam search, ``do_sample=True`` selects sampling
+    (``temperature`` first, then ``top_k`` and ``top_p`` filtering, drawn from a ``torch.Generator``
+    seeded with ``seed`` when given). ``min_new_tokens`` forbids EOS before that many tokens.
+    """
+
+    max_new_tokens: int = 64
+    min_new_tokens: int = 0
+    num_beams: int = 1
+    length_penalty: float = 1.0  # beam score = sum_logprob / length ** length_penalty
+    no_repeat_ngram_size: int = 0  # 0 = off
+    do_sample: bool = False
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1.0 = off
+    temperature: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("max_new_tokens", self.max_new_tokens >= 1, "must be >= 1"),
+            (
+                "min_new_tokens",
+                0 <= self.min_new_tokens <= self.max_new_tokens,
+                "must be between 0 and max_new_tokens",
+            ),
+            ("num_beams", self.num_beams >= 1, "must be >= 1"),
+            ("no_repeat_ngram_size", self.no_repeat_ngram_size >= 0, "must be >= 0 (0 = off)"),
+            ("top_k", self.top_k >= 0, "must be >= 0 (0 = off)"),
+            ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
+            ("temperature", self.temperature > 0.0, "must be > 0"),
+            (
+                "do_sample",
+                not (self.do_sample and self.num_beams > 1),
+                "with num_beams > 1 (beam sampling) is not supported; use one or the other",
+            ),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"generation.{name} {rule}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GenerationConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"generation: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        return cls(**values)

@@ -1,0 +1,237 @@
+"""Batched decoding for encoder-decoder models: greedy search, beam search and sampling.
+
+The code only relies on the small `Seq2SeqModel` protocol below (``encode`` once per source,
+``decode`` one step at a time with an incremental cache, ``cache.reorder`` for beam search), so it
+works for any model that exposes it, not just `WeaverModel`.
+
+All functions return a LongTensor ``(batch, length)`` with the tokens generated after the decoder
+start token: EOS is included where produced and finished sequences are padded with ``pad_token_id``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from weaver.generation.config import GenerationConfig
+
+NEG_INF = float("-inf")
+
+
+class SpecialTokens(Protocol):
+    pad_token_id: int
+    bos_token_id: int  # the decoder start token
+    eos_token_id: int
+
+
+class DecodingCache(Protocol):
+    def reorder(self, index: Tensor, keep_cross_attention: bool = False) -> None:
+        """Row i becomes old row ``index[i]``; with ``keep_cross_attention``, state that depends only on
+        the source may stay as it is (``index`` then only moves rows among copies of one source)."""
+
+
+class Seq2SeqModel(Protocol):
+    @property
+    def config(self) -> SpecialTokens: ...
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor: ...
+
+    def decode(
+        self,
+        decoder_input_ids: Tensor,
+        encoder_states: Tensor,
+        encoder_attention_mask: Tensor,
+        cache: Any = None,
+    ) -> Tensor:
+        """Logits ``(batch, new_tokens, vocab)``; with a cache, only the new tokens are passed."""
+
+    def new_cache(self) -> DecodingCache: ...
+
+
+def _inference(search: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a search under `torch.inference_mode()`; return normal tensors (usable later with autograd)."""
+
+    @functools.wraps(search)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode():
+            result = search(*args, **kwargs)
+        return tuple(t.clone() for t in result) if isinstance(result, tuple) else result.clone()
+
+    return wrapper
+
+
+@_inference
+def generate(
+    model: Seq2SeqModel,
+    input_ids: Tensor,
+    attention_mask: Tensor | None = None,
+    config: GenerationConfig | None = None,
+) -> Tensor:
+    """Decode a batch of sources with the strategy that ``config`` selects."""
+    config = config or GenerationConfig()
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if config.num_beams > 1:
+        return beam_search(model, input_ids, attention_mask, config)
+    if config.do_sample:
+        return sample(model, input_ids, attention_mask, config)
+    return greedy_search(model, input_ids, attention_mask, config)
+
+
+@_inference
+def greedy_search(
+    model: Seq2SeqModel, input_ids: Tensor, attention_mask: Tensor, config: GenerationConfig
+) -> Tensor:
+    return _decode_loop(model, input_ids, attention_mask, config, lambda logits: logits.argmax(-1))
+
+
+@_inference
+def sample(
+    model: Seq2SeqModel, input_ids: Tensor, attention_mask: Tensor, config: GenerationConfig
+) -> Tensor:
+    generator = None
+    if config.seed is not None:
+        generator = torch.Generator(input_ids.device).manual_seed(config.seed)
+
+    def choose(logits: Tensor) -> Tensor:
+        probs = filter_logits(logits / config.temperature, config.top_k, config.top_p).softmax(-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    return _decode_loop(model, input_ids, attention_mask, config, choose)
+
+
+def _decode_loop(
+    model: Seq2SeqModel,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    config: GenerationConfig,
+    choose: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """One hypothesis per source; ``choose`` maps next-token logits (B, V) to tokens (B,)."""
+    special = model.config
+    encoder_states = model.encode(input_ids, attention_mask)
+    cache = model.new_cache()
+    tokens = input_ids.new_full((input_ids.size(0), 1), special.bos_token_id)
+    finished = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
+    for step in range(config.max_new_tokens):
+        logits = model.decode(tokens[:, -1:], encoder_states, attention_mask, cache)[:, -1].float()
+        logits = _ban_tokens(logits, tokens, step, config, special.eos_token_id)
+        next_tokens = choose(logits).masked_fill(finished, special.pad_token_id)
+        tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
+        finished |= next_tokens == special.eos_token_id
+        if finished.all():
+            break
+    return tokens[:, 1:]
+
+
+@_inference
+def beam_search(
+    model: Seq2SeqModel,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    config: GenerationConfig,
+    return_scores: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """HuggingFace-style beam search, vectorised over batch * beams.
+
+    Each source keeps ``num_beams`` live hypotheses. A hypothesis ending in EOS is scored
+    ``sum_logprob / length ** length_penalty`` (length counts generated tokens, EOS included).
+    A source is done once it has ``num_beams`` finished hypotheses and its best live beam, scored
+    at the current length, cannot beat the worst of them (HF ``early_stopping=False``). Sources not
+    done at ``max_new_tokens`` also consider their live beams. ``num_beams=1`` reproduces greedy search.
+    With ``return_scores``, also returns each result's score (float, (B,)).
+    """
+    special, beams, penalty = model.config, config.num_beams, config.length_penalty
+    batch, device = input_ids.size(0), input_ids.device
+    encoder_states = model.encode(input_ids, attention_mask).repeat_interleave(beams, dim=0)
+    attention_mask = attention_mask.repeat_interleave(beams, dim=0)
+    cache = model.new_cache()
+    tokens = input_ids.new_full((batch * beams, 1), special.bos_token_id)
+    beam_scores = torch.full((batch, beams), NEG_INF, device=device)
+    beam_scores[:, 0] = 0.0  # all beams start identical: expand only the first one at step 0
+    finished_scores = torch.full((batch, beams), NEG_INF, device=device)  # best finished, descending
+    best = input_ids.new_full((batch, config.max_new_tokens), special.pad_token_id)  # best hypothesis
+    best_len = torch.zeros(batch, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    row_offset = torch.arange(batch, device=device)[:, None] * beams
+    eos_column = input_ids.new_full((batch, 1), special.eos_token_id)
+
+    for step in range(config.max_new_tokens):
+        length = step + 1
+        logits = model.decode(tokens[:, -1:], encoder_states, attention_mask, cache)[:, -1].float()
+        logprobs = _ban_tokens(logits.log_softmax(-1), tokens, step, config, special.eos_token_id)
+        vocab = logprobs.size(-1)
+        flat_scores = (beam_scores.view(-1, 1) + logprobs).view(batch, beams * vocab)
+        scores, flat = flat_scores.topk(2 * beams, dim=1)  # >= beams of them are not EOS
+        rows, next_tokens = row_offset + flat // vocab, flat % vocab
+
+        # EOS candidates ranked within the top `beams` become finished hypotheses.
+        is_eos = next_tokens == special.eos_token_id
+        eos_scores = (scores / length**penalty).masked_fill(~is_eos | done[:, None], NEG_INF)
+        eos_scores[:, beams:] = NEG_INF
+        candidate_score, candidate = eos_scores.max(dim=1)
+        improved = candidate_score > finished_scores[:, 0]
+        hypothesis = torch.cat([tokens[rows.gather(1, candidate[:, None]).squeeze(1), 1:], eos_column], 1)
+        best[:, :length] = torch.where(improved[:, None], hypothesis, best[:, :length])
+        best_len = torch.where(improved, length, best_len)
+        finished_scores = torch.cat([finished_scores, eos_scores], 1).topk(beams, dim=1).values
+
+        # The best `beams` non-EOS candidates stay live (stable sort keeps the score order).
+        keep = torch.argsort(is_eos.to(torch.uint8), dim=1, stable=True)[:, :beams]
+        beam_scores = scores.gather(1, keep)
+        rows = rows.gather(1, keep).view(-1)
+        tokens = torch.cat([tokens[rows], next_tokens.gather(1, keep).view(-1, 1)], dim=1)
+        cache.reorder(rows, keep_cross_attention=True)  # rows stay within their source's beams
+
+        worst_finished = finished_scores[:, -1]
+        done |= worst_finished.isfinite() & (worst_finished >= beam_scores.max(1).values / length**penalty)
+        if done.all():
+            break
+
+    # Sources still searching at max_new_tokens may prefer their best live (unfinished) beam.
+    live_score, live = (beam_scores / length**penalty).max(dim=1)
+    use_live = ~done & (live_score > finished_scores[:, 0])
+    live_tokens = tokens.view(batch, beams, -1)[torch.arange(batch, device=device), live, 1:]
+    best[:, :length] = torch.where(use_live[:, None], live_tokens, best[:, :length])
+    best_len = torch.where(use_live, length, best_len)
+    tokens = best[:, : int(best_len.max())]
+    return (tokens, torch.where(use_live, live_score, finished_scores[:, 0])) if return_scores else tokens
+
+
+def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """Set logits outside the ``top_k`` most likely tokens / the ``top_p`` nucleus to -inf."""
+    if top_k > 0:
+        kth_best = logits.topk(min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth_best, NEG_INF)
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        outside = probs.cumsum(-1) - probs >= top_p  # the more likely tokens already reach top_p
+        logits = logits.masked_fill(torch.zeros_like(outside).scatter(1, order, outside), NEG_INF)
+    return logits
+
+
+def _ban_tokens(scores: Tensor, tokens: Tensor, step: int, config: GenerationConfig, eos: int) -> Tensor:
+    """Apply ``min_new_tokens`` and ``no_repeat_ngram_size`` to next-token scores (B, V)."""
+    if step < config.min_new_tokens:
+        scores = scores.index_fill(1, torch.tensor([eos], device=scores.device), NEG_INF)
+    if config.no_repeat_ngram_size > 0:
+        scores = scores.masked_fill(
+            repeated_ngram_mask(tokens, config.no_repeat_ngram_size, scores.size(-1)), NEG_INF
+        )
+    return scores
+
+
+def repeated_ngram_mask(tokens: Tensor, n: int, vocab_size: int) -> Tensor:
+    """Bool (B, V): True where the next token would repeat an n-gram already in ``tokens`` (B, L)."""
+    banned = torch.zeros(tokens.size(0), vocab_size, device=tokens.device)
+    if tokens.size(1) < n:
+        return banned.bool()
+    ngrams = tokens.unfold(1, n, 1)  # (B, L - n + 1, n)
+    prefix = tokens[:, tokens.size(1) - n + 1 :]  # the n - 1 tokens the next one would extend
+    matches = (ngrams[:, :, :-1] == prefix[:, None]).all(-1)
+    return banned.scatter_add_(1, ngrams[:, :, -1], matches.float()) > 0

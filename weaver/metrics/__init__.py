@@ -1,0 +1,1 @@
+"""Corpus-level text metrics computed with the reference implementations."""

@@ -1,0 +1,326 @@
+"""The native Weaver encoder-decoder Transformer, in one file.
+
+Pre-norm Transformer (Vaswani et al. 2017, with LayerNorm before each sub-layer and a final
+LayerNorm on encoder and decoder outputs), GELU feed-forward, one token embedding shared by
+encoder, decoder and output projection, and attention through
+`torch.nn.functional.scaled_dot_product_attention` (fused kernels on GPU).
+
+Shapes: B batch, S source length, T target length, D d_model, H heads, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from weaver.errors import ConfigError
+from weaver.generation import GenerationConfig
+from weaver.generation import generate as run_generation
+
+
+@dataclass
+class WeaverConfig:
+    vocab_size: int
+    d_model: int = 512
+    num_heads: int = 8
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    ffn_dim: int = 2048
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    max_positions: int = 1024
+    pad_token_id: int = 0
+    bos_token_id: int = 1  # also the decoder start token
+    eos_token_id: int = 2
+
+    def __post_init__(self) -> None:
+        for name in (
+            "vocab_size",
+            "d_model",
+            "num_heads",
+            "num_encoder_layers",
+            "num_decoder_layers",
+            "ffn_dim",
+            "max_positions",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.num_heads:
+            raise ConfigError(
+                f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})"
+            )
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise ConfigError(
+                    f"model.{name} must be in [0, vocab_size={self.vocab_size}), got {getattr(self, name)}"
+                )
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> WeaverConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"model: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class LayerCache:
+    self_kv: tuple[Tensor, Tensor] | None = None  # (B, H, T_so_far, D/H) each, grows every step
+    cross_kv: tuple[Tensor, Tensor] | None = None  # (B, H, S, D/H) each, computed once per source
+
+
+@dataclass
+class DecoderCache:
+    """Incremental decoding state: one `LayerCache` per decoder layer, filled by `WeaverModel.decode`."""
+
+    layers: list[LayerCache]
+
+    @classmethod
+    def empty(cls, num_layers: int) -> DecoderCache:
+        return cls([LayerCache() for _ in range(num_layers)])
+
+    @property
+    def length(self) -> int:
+        """Number of target positions already decoded."""
+        kv = self.layers[0].self_kv if self.layers else None
+        return 0 if kv is None else kv[0].size(2)
+
+    def reorder(self, index: Tensor, keep_cross_attention: bool = False) -> None:
+        """Row i becomes old row ``index[i]`` (beam search: follow the surviving beams).
+
+        ``keep_cross_attention=True`` when ``index`` only moves rows among copies of the same source (as
+        beam search does): their cross-attention keys/values are identical, so they need no copy.
+        """
+        for layer in self.layers:
+            if layer.self_kv is not None:
+                layer.self_kv = _select_rows(layer.self_kv, index)
+            if layer.cross_kv is not None and not keep_cross_attention:
+                layer.cross_kv = _select_rows(layer.cross_kv, index)
+
+
+def _select_rows(kv: tuple[Tensor, Tensor], index: Tensor) -> tuple[Tensor, Tensor]:
+    return kv[0].index_select(0, index), kv[1].index_select(0, index)
+
+
+def _split_heads(x: Tensor, num_heads: int) -> Tensor:  # (B, T, D) -> (B, H, T, D/H)
+    return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)
+
+
+def _merge_heads(x: Tensor) -> Tensor:  # (B, H, T, D/H) -> (B, T, D)
+    return x.transpose(1, 2).flatten(2)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: WeaverConfig) -> None:
+        super().__init__()
+        self.num_heads, self.dropout = config.num_heads, config.attention_dropout
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)  # fused Q, K, V projection
+        self.out = nn.Linear(config.d_model, config.d_model)
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False, cache: LayerCache | None = None
+    ) -> Tensor:
+        q, k, v = (_split_heads(t, self.num_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        if cache is not None:
+            if cache.self_kv is not None:  # prepend the keys/values of the already-decoded prefix
+                k, v = torch.cat([cache.self_kv[0], k], dim=2), torch.cat([cache.self_kv[1], v], dim=2)
+            cache.self_kv = (k, v)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(_merge_heads(y))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, config: WeaverConfig) -> None:
+        super().__init__()
+        self.num_heads, self.dropout = config.num_heads, config.attention_dropout
+        self.q = nn.Linear(config.d_model, config.d_model)
+        self.kv = nn.Linear(config.d_model, 2 * config.d_model)  # fused K, V projection of the source
+        self.out = nn.Linear(config.d_model, config.d_model)
+
+    def forward(self, x: Tensor, memory: Tensor, mask: Tensor, cache: LayerCache | None = None) -> Tensor:
+        q = _split_heads(self.q(x), self.num_heads)
+        if cache is not None and cache.cross_kv is not None:
+            k, v = cache.cross_kv
+        else:
+            k, v = (_split_heads(t, self.num_heads) for t in self.kv(memory).chunk(2, dim=-1))
+            if cache is not None:
+                cache.cross_kv = (k, v)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(_merge_heads(y))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: WeaverConfig) -> None:
+        super().__init__()
+        self.up = nn.Linear(config.d_model, config.ffn_dim)
+        self.down = nn.Linear(config.ffn_dim, config.d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, config: WeaverConfig) -> None:
+        super().__init__()
+        self.attn_norm, self.attn = nn.LayerNorm(config.d_model), SelfAttention(config)
+        self.ffn_norm, self.ffn = nn.LayerNorm(config.d_model), FeedForward(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x), mask=mask))
+        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: WeaverConfig) -> None:
+        super().__init__()
+        self.self_attn_norm, self.self_attn = nn.LayerNorm(config.d_model), SelfAttention(config)
+        self.cross_attn_norm, self.cross_attn = nn.LayerNorm(config.d_model), CrossAttention(config)
+        self.ffn_norm, self.ffn = nn.LayerNorm(config.d_model), FeedForward(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor,
+        self_mask: Tensor | None,
+        is_causal: bool,
+        cache: LayerCache | None = None,
+    ) -> Tensor:
+        x = x + self.dropout(self.self_attn(self.self_attn_norm(x), self_mask, is_causal, cache))
+        x = x + self.dropout(self.cross_attn(self.cross_attn_norm(x), memory, memory_mask, cache))
+        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+
+def sinusoidal_positions(num_positions: int, dim: int) -> Tensor:
+    """(num_positions, dim) table: sin on the first half of the channels, cos on the second."""
+    inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim // 2, dtype=torch.float) / (dim // 2))
+    angles = torch.arange(num_positions, dtype=torch.float)[:, None] * inv_freq[None, :]
+    table = torch.zeros(num_positions, dim)
+    table[:, : dim // 2], table[:, dim // 2 : 2 * (dim // 2)] = angles.sin(), angles.cos()
+    return table
+
+
+class WeaverModel(nn.Module):
+    def __init__(self, config: WeaverConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.embed_scale = math.sqrt(config.d_model)
+        # Sinusoidal positions: no parameters and no length-specific training, a fine default for MT.
+        self.register_buffer(
+            "positions", sinusoidal_positions(config.max_positions, config.d_model), persistent=False
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_encoder_layers))
+        self.encoder_norm = nn.LayerNorm(config.d_model)
+        self.decoder_layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_decoder_layers))
+        self.decoder_norm = nn.LayerNorm(config.d_model)
+        self.apply(self._init_weights)
+        with torch.no_grad():
+            self.embed.weight[config.pad_token_id].zero_()
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def _embed(self, ids: Tensor, offset: int = 0) -> Tensor:
+        if offset + ids.size(1) > self.config.max_positions:
+            raise ValueError(
+                f"sequence of {offset + ids.size(1)} positions exceeds model.max_positions="
+                f"{self.config.max_positions}"
+            )
+        positions = self.positions[offset : offset + ids.size(1)]
+        return self.dropout(self.embed(ids) * self.embed_scale + positions)
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Encoder states (B, S, D); ``attention_mask`` (B, S) is 1/True on real tokens."""
+        mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S), broadcast over heads and queries
+        x = self._embed(input_ids)
+        for layer in self.encoder_layers:
+            x = layer(x, mask)
+        return self.encoder_norm(x)
+
+    def decode(
+        self,
+        decoder_input_ids: Tensor,
+        encoder_states: Tensor,
+        encoder_attention_mask: Tensor,
+        cache: DecoderCache | None = None,
+    ) -> Tensor:
+        """Float logits (B, T, V). With a cache, ``decoder_input_ids`` are only the new tokens."""
+        past = 0 if cache is None else cache.length
+        new = decoder_input_ids.size(1)
+        # Causal self-attention: SDPA's is_causal when queries and keys start together; one new query may
+        # see the whole cached prefix; several new queries after a prefix need an explicit offset mask.
+        self_mask, is_causal = None, past == 0
+        if past > 0 and new > 1:
+            self_mask = torch.ones(new, past + new, dtype=torch.bool, device=decoder_input_ids.device)
+            self_mask = self_mask.tril(diagonal=past)
+        memory_mask = encoder_attention_mask.bool()[:, None, None, :]
+        x = self._embed(decoder_input_ids, offset=past)
+        for i, layer in enumerate(self.decoder_layers):
+            layer_cache = None if cache is None else cache.layers[i]
+            x = layer(x, encoder_states, memory_mask, self_mask, is_causal, layer_cache)
+        # Output projection tied to the embedding (one V x D matrix, a single state_dict entry).
+        return F.linear(self.decoder_norm(x), self.embed.weight).float()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor) -> Tensor:
+        """Teacher-forced logits (B, T, V); targets are right-padded so causal masking is enough."""
+        return self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask)
+
+    @property
+    def decoder_start_token_id(self) -> int:
+        return self.config.bos_token_id
+
+    @property
+    def decoder_start_token_id(self) -> int:
+        """The token that starts every target (teacher forcing and generation alike)."""
+        return self.config.bos_token_id
+
+    def new_cache(self) -> DecoderCache:
+        return DecoderCache.empty(len(self.decoder_layers))
+
+    def generate(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        **overrides: Any,
+    ) -> Tensor:
+        """Generated tokens (B, L) after the start token, EOS included, padded after EOS.
+
+        ``overrides`` replace fields of ``generation_config``, e.g. ``model.generate(x, m, num_beams=4)``.
+        The caller chooses train/eval mode (dropout stays active in train mode).
+        """
+        config = replace(generation_config or GenerationConfig(), **overrides)
+        return run_generation(self, input_ids, attention_mask, config)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Parameter count; tied weights are counted once."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def build_weaver(vocab_size: int, **kwargs: Any) -> WeaverModel:
+    """Hydra-friendly builder: ``_target_: weaver.models.build_weaver``."""
+    return WeaverModel(WeaverConfig(vocab_size=vocab_size, **kwargs))

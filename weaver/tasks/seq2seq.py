@@ -1,0 +1,170 @@
+"""The LightningModule shared by every sequence-to-sequence task.
+
+Training minimises label-smoothed cross-entropy. Validation and test compute the exact token-level loss over the
+whole split and generate outputs that subclasses score over the whole corpus, after gathering from all ranks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics import SumMetric
+from transformers import PreTrainedTokenizerBase
+
+from weaver.data.collate import LABEL_PAD
+from weaver.generation import GenerationConfig
+from weaver.utils.distributed import gather_objects
+
+log = logging.getLogger(__name__)
+EVAL_STAGES = ("val", "test")
+
+
+def shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) -> torch.Tensor:
+    """Teacher forcing: the decoder sees the start token and then the target, one step behind."""
+    shifted = labels.new_full(labels.shape, pad_token_id)
+    shifted[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == LABEL_PAD, pad_token_id)
+    shifted[:, 0] = start_token_id
+    return shifted
+
+
+class Seq2SeqTask(LightningModule):
+    """Wraps a model that has `forward(input_ids, attention_mask, decoder_input_ids) -> logits`,
+    `generate(input_ids, attention_mask, generation_config) -> token ids` and `decoder_start_token_id`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        optimizer: partial,
+        scheduler: partial | None = None,
+        generation: GenerationConfig | None = None,
+        label_smoothing: float = 0.1,
+        max_generate_examples: int | None = 500,
+        predictions_file: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.model, self.tokenizer = model, tokenizer
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.generation = generation or GenerationConfig()
+        self.label_smoothing = label_smoothing
+        self.max_generate_examples = max_generate_examples
+        self.predictions_file = predictions_file
+        self.metric_signatures: dict[str, str] = {}
+        # Exact corpus loss: summed over tokens (and ranks), divided once at the end.
+        self.nll_sum = nn.ModuleDict({stage: SumMetric() for stage in EVAL_STAGES})
+        self.token_count = nn.ModuleDict({stage: SumMetric() for stage in EVAL_STAGES})
+        self.generated: dict[str, list[dict[str, Any]]] = {stage: [] for stage in EVAL_STAGES}
+
+    # ---- the model --------------------------------------------------------------------------------------
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        decoder_input_ids = shift_right(
+            batch["labels"], self.model.decoder_start_token_id, self.tokenizer.pad_token_id
+        )
+        return self.model(batch["input_ids"], batch["attention_mask"], decoder_input_ids)
+
+    def generate_texts(self, batch: dict[str, Any]) -> list[str]:
+        tokens = self.model.generate(batch["input_ids"], batch["attention_mask"], self.generation)
+        return [text.strip() for text in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+
+    # ---- training ---------------------------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        logits = self(batch)
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            batch["labels"].flatten(),
+            ignore_index=LABEL_PAD,
+            label_smoothing=self.label_smoothing,
+        )
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(params=self.trainer.model.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        kwargs = {}
+        if "num_training_steps" in inspect.signature(self.scheduler_factory.func).parameters:
+            kwargs["num_training_steps"] = self.trainer.estimated_stepping_batches
+        scheduler = self.scheduler_factory(optimizer, **kwargs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- evaluation -------------------------------------------------------------------------------------
+
+    def evaluation_step(self, stage: str, batch: dict[str, Any]) -> None:
+        logits = self(batch)
+        labels = batch["labels"]
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=LABEL_PAD, reduction="sum")
+        self.nll_sum[stage].update(nll)
+        self.token_count[stage].update(labels.ne(LABEL_PAD).sum())
+
+        limit = self.max_generate_examples if stage == "val" else None
+        selected = [i for i, example_id in enumerate(batch["example_id"].tolist()) if limit is None or example_id < limit]
+        if not selected:
+            return
+        index = torch.tensor(selected, device=batch["input_ids"].device)
+        subset = {"input_ids": batch["input_ids"][index], "attention_mask": batch["attention_mask"][index]}
+        for i, hypothesis in zip(selected, self.generate_texts(subset), strict=True):
+            self.generated[stage].append(
+                {
+                    "id": int(batch["example_id"][i]),
+                    "source": batch["source"][i],
+                    "reference": batch["target"][i],
+                    "hypothesis": hypothesis,
+                }
+            )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.evaluation_step("val", batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.evaluation_step("test", batch)
+
+    def collect_generated(self, stage: str) -> list[dict[str, Any]]:
+        """Every rank's generations, once each: distributed samplers repeat examples to even out ranks."""
+        unique = {record["id"]: record for record in gather_objects(self.generated[stage])}
+        self.generated[stage] = []
+        return [unique[key] for key in sorted(unique)]
+
+    def evaluation_epoch_end(self, stage: str) -> list[dict[str, Any]]:
+        loss = self.nll_sum[stage].compute() / self.token_count[stage].compute().clamp(min=1)
+        self.nll_sum[stage].reset()
+        self.token_count[stage].reset()
+        self.log(f"{stage}/loss", loss)
+        self.log(f"{stage}/ppl", torch.exp(loss.clamp(max=50)))
+        records = self.collect_generated(stage)
+        if records:
+            hypotheses = [r["hypothesis"] for r in records]
+            scores = self.score(hypotheses, [r["reference"] for r in records], [r["source"] for r in records])
+            for name, value in scores.items():
+                self.log(f"{stage}/{name}", float(value), prog_bar=name == next(iter(scores)))
+        return records
+
+    def on_validation_epoch_end(self) -> None:
+        self.evaluation_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        records = self.evaluation_epoch_end("test")
+        if self.predictions_file and self.trainer.is_global_zero:
+            path = Path(self.predictions_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w", encoding="utf-8") as file:
+                for record in records:
+                    file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            log.info("Wrote %d test predictions to %s", len(records), path)
+        for name, signature in self.metric_signatures.items():
+            log.info("%s signature: %s", name, signature)
+
+    def score(self, hypotheses: list[str], references: list[str], sources: list[str]) -> dict[str, float]:
+        """Corpus-level metrics of the task; the first one is shown in the progress bar."""
+        raise NotImplementedError

@@ -1,0 +1,12 @@
+"""Translation: the shared task plus sacreBLEU and chrF."""
+
+from __future__ import annotations
+
+from weaver.metrics.translation import translation_scores
+from weaver.tasks.seq2seq import Seq2SeqTask
+
+
+class TranslationTask(Seq2SeqTask):
+    def score(self, hypotheses: list[str], references: list[str], sources: list[str]) -> dict[str, float]:
+        scores, self.metric_signatures = translation_scores(hypotheses, references)
+        return scores
