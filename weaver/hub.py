@@ -36,7 +36,8 @@ def offline_mode() -> Iterator[None]:
     import datasets
     from huggingface_hub import constants
 
-    with mock.patch.object(datasets.config, "HF_HUB_OFFLINE", True), mock.patch.object(
-        constants, "HF_HUB_OFFLINE", True
+    with (
+        mock.patch.object(datasets.config, "HF_HUB_OFFLINE", True),
+        mock.patch.object(constants, "HF_HUB_OFFLINE", True),
     ):
         yield

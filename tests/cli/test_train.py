@@ -60,7 +60,12 @@ def test_command_line_debug_run_writes_one_output_dir(tiny_data_dir: Path, tmp_p
 @pytest.mark.slow
 def test_multirun_sweeps_a_model_setting(tiny_data_dir: Path, tmp_path: Path) -> None:
     result = run_cli(
-        "-m", "debug=fast", "model.num_encoder_layers=1,2", f"data.data_dir={tiny_data_dir}", *TINY, cwd=tmp_path
+        "-m",
+        "debug=fast",
+        "model.num_encoder_layers=1,2",
+        f"data.data_dir={tiny_data_dir}",
+        *TINY,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted((tmp_path / "multirun" / "translation").glob("*/*/[0-9]*"))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import re
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,9 @@ from tests.conftest import write_jsonl
 from weaver.data import Seq2SeqDataModule, TrainedTokenizer
 from weaver.errors import ConfigError, DataError
 
-PAIRS = [{"en": f"the package number {i} provides tools", "de": f"das Paket Nummer {i} bietet Werkzeuge"} for i in range(60)]
+PAIRS = [
+    {"en": f"the package number {i} provides tools", "de": f"das Paket Nummer {i} bietet Werkzeuge"} for i in range(60)
+]
 
 
 def datamodule(tmp_path: Path, **kwargs) -> Seq2SeqDataModule:
@@ -23,7 +25,12 @@ def datamodule(tmp_path: Path, **kwargs) -> Seq2SeqDataModule:
 
 
 def test_bad_rows_are_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    rows = PAIRS + [{"en": "", "de": "leer"}, {"en": "missing target"}, {"en": 42, "de": "Zahl"}, {"en": "x", "de": "   "}]
+    rows = PAIRS + [
+        {"en": "", "de": "leer"},
+        {"en": "missing target"},
+        {"en": 42, "de": "Zahl"},
+        {"en": "x", "de": "   "},
+    ]
     train = write_jsonl(tmp_path / "train.jsonl", rows)
     with caplog.at_level(logging.WARNING):
         pairs = datamodule(tmp_path, train_file=str(train)).pairs()
@@ -37,7 +44,9 @@ def test_bad_rows_are_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCapt
 def test_nested_fields_are_mapped(tmp_path: Path) -> None:
     rows = [{"translation": {"en": p["en"], "de": p["de"]}} for p in PAIRS]
     train = write_jsonl(tmp_path / "train.jsonl", rows)
-    pairs = datamodule(tmp_path, train_file=str(train), source_field="translation.en", target_field="translation.de").pairs()
+    pairs = datamodule(
+        tmp_path, train_file=str(train), source_field="translation.en", target_field="translation.de"
+    ).pairs()
     example = pairs["train"][0]
     assert example["source"].startswith("the package") and example["target"].startswith("das Paket")
 

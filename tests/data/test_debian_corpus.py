@@ -26,9 +26,7 @@ def md5_for(name: str, reserved: bool = False) -> str:
 
 def stanza(package: str, md5: str, lang: str, synopsis: str, paragraphs: list[str]) -> str:
     """Render one stanza the way apt lists do: wrapped lines, " ." between paragraphs."""
-    body = "\n .\n".join(
-        textwrap.fill(p, width=40, initial_indent=" ", subsequent_indent=" ") for p in paragraphs
-    )
+    body = "\n .\n".join(textwrap.fill(p, width=40, initial_indent=" ", subsequent_indent=" ") for p in paragraphs)
     lines = [f"Package: {package}", f"Description-md5: {md5}", f"Description-{lang}: {synopsis}"]
     return "\n".join(lines) + ("\n" + body if body else "") + "\n\n"
 
@@ -37,9 +35,7 @@ def write_lists(lists_dir: Path, descriptions: list[dict]) -> Path:
     """Write Translation-en/-de fixtures; a description without "de" is English-only."""
     lists_dir.mkdir(parents=True, exist_ok=True)
     en = "".join(stanza(d["package"], d["md5"], "en", d["en"][0], d["en"][1:]) for d in descriptions)
-    de = "".join(
-        stanza(d["package"], d["md5"], "de", d["de"][0], d["de"][1:]) for d in descriptions if "de" in d
-    )
+    de = "".join(stanza(d["package"], d["md5"], "de", d["de"][0], d["de"][1:]) for d in descriptions if "de" in d)
     (lists_dir / EN_FILE).write_text(en, encoding="utf-8")
     (lists_dir / DE_FILE).write_text(de, encoding="utf-8")
     return lists_dir
@@ -182,8 +178,7 @@ def test_held_out_english_never_in_train(tmp_path: Path, small_held_out: None) -
 
 def test_rebuild_is_byte_identical(tmp_path: Path, small_held_out: None) -> None:
     summaries = [
-        {"package": f"doc-{i}", "md5": md5_for(f"doc-{i}"), "en": [f"doc {i}", long_text(40 + i)]}
-        for i in range(10)
+        {"package": f"doc-{i}", "md5": md5_for(f"doc-{i}"), "en": [f"doc {i}", long_text(40 + i)]} for i in range(10)
     ]
     lists = write_lists(tmp_path / "lists", family(12) + summaries)
     debian.build(lists, tmp_path / "a")
@@ -207,9 +202,7 @@ def test_summaries_need_forty_words(tmp_path: Path) -> None:
     )
     debian.build(lists, tmp_path / "out")
     rows = all_rows(tmp_path / "out", "debian_summaries")
-    assert rows == [
-        {"id": enough, "document": long_text(20) + "\n" + long_text(20), "summary": "just enough"}
-    ]
+    assert rows == [{"id": enough, "document": long_text(20) + "\n" + long_text(20), "summary": "just enough"}]
 
 
 def test_shared_md5_and_other_locales_read_once(tmp_path: Path) -> None:
@@ -235,9 +228,7 @@ def test_cli_reports_missing_lists(tmp_path: Path, capsys: pytest.CaptureFixture
 @pytest.mark.skipif(not Path(debian.APT_HELPER).exists(), reason="needs apt-helper")
 def test_compressed_lists_read_through_apt_helper(tmp_path: Path) -> None:
     md5 = md5_for("gz")
-    lists = write_lists(
-        tmp_path / "lists", [{"package": "gz", "md5": md5, "en": ["packed"], "de": ["gepackt"]}]
-    )
+    lists = write_lists(tmp_path / "lists", [{"package": "gz", "md5": md5, "en": ["packed"], "de": ["gepackt"]}])
     for name in (EN_FILE, DE_FILE):
         plain = lists / name
         (lists / (name + ".gz")).write_bytes(gzip.compress(plain.read_bytes()))

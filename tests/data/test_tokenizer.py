@@ -23,7 +23,12 @@ def batches():
 @pytest.mark.parametrize("algorithm", ["bpe", "unigram"])
 def test_round_trip_and_special_tokens(tmp_path: Path, algorithm: str) -> None:
     tokenizer = TrainedTokenizer(algorithm, vocab_size=200, min_frequency=1).build(batches, "fp", str(tmp_path))
-    assert [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id] == [0, 1, 2, 3]
+    assert [
+        tokenizer.pad_token_id,
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.unk_token_id,
+    ] == [0, 1, 2, 3]
     for text in TEXTS[:3]:
         ids = tokenizer(text)["input_ids"]
         assert ids[-1] == tokenizer.eos_token_id

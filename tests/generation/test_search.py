@@ -55,7 +55,7 @@ def copy_model() -> WeaverModel:
     model = build_weaver(20, **{**TINY, "d_model": 64, "ffn_dim": 128}, dropout=0.0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
     gen = torch.Generator().manual_seed(0)
-    for _ in range(250):
+    for _ in range(400):
         src, mask, target = copy_batch(64, 20, gen)
         decoder_input = torch.cat([torch.full((64, 1), BOS), target[:, :-1]], 1)
         logits = model(src, mask, decoder_input)
@@ -210,9 +210,7 @@ def test_beam_search_scores_at_least_greedy(length_penalty, copy_model):
     config = GenerationConfig(max_new_tokens=6, length_penalty=length_penalty)
     greedy = greedy_search(model, src, mask, config)
     beam = beam_search(model, src, mask, GenerationConfig(**{**config.to_dict(), "num_beams": 4}))
-    (greedy_sum, greedy_len), (beam_sum, beam_len) = (
-        sequence_scores(model, src, mask, o) for o in (greedy, beam)
-    )
+    (greedy_sum, greedy_len), (beam_sum, beam_len) = (sequence_scores(model, src, mask, o) for o in (greedy, beam))
     greedy_score = greedy_sum / greedy_len.float() ** length_penalty
     beam_score = beam_sum / beam_len.float() ** length_penalty
     assert (beam_score >= greedy_score - 1e-4).all()
@@ -273,9 +271,7 @@ def test_sampling_is_reproducible_with_a_seed():
     src, mask = padded_sources([6, 2, 4, 5])
 
     def run(seed, **kw):
-        return generate(
-            model, src, mask, GenerationConfig(max_new_tokens=10, do_sample=True, seed=seed, **kw)
-        )
+        return generate(model, src, mask, GenerationConfig(max_new_tokens=10, do_sample=True, seed=seed, **kw))
 
     assert torch.equal(run(3), run(3))
     assert not torch.equal(run(3), run(4))

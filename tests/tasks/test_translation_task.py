@@ -58,7 +58,13 @@ class ScriptedTokenizer:
 
 def loader(batch_size: int) -> DataLoader:
     examples = [
-        {"example_id": i, "input_ids": [10 + i, 2], "labels": [6, 2], "source": f"src {i}", "target": reference}
+        {
+            "example_id": i,
+            "input_ids": [10 + i, 2],
+            "labels": [6, 2],
+            "source": f"src {i}",
+            "target": reference,
+        }
         for i, reference in enumerate(REFERENCES)
     ]
     return DataLoader(examples, batch_size=batch_size, collate_fn=Seq2SeqCollator(pad_token_id=0))

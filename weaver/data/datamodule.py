@@ -1,17 +1,25 @@
-"""The LightningDataModule every task trains on: raw splits -> (source, target) pairs -> token ids -> batches."""
+"""The LightningDataModule every task trains on: raw splits -> (source, target) pairs -> ids -> batches."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+import numpy as np
 from datasets import Dataset, DatasetDict
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from weaver.data.batching import (
+    TokenBudgetBatchSampler,
+    column_lengths,
+    fixed_size_batches,
+    padding_efficiency,
+)
 from weaver.data.collate import Seq2SeqCollator
 from weaver.data.columns import select_pairs
 from weaver.data.sources import SPLITS, load_splits
@@ -25,12 +33,11 @@ TOKENIZATION_VERSION = "1"
 
 
 class TokenizerSource(Protocol):
-    def build(self, texts: TextBatches, data_fingerprint: str, cache_dir: str | None) -> PreTrainedTokenizerBase:
-        ...
+    def build(self, texts: TextBatches, data_fingerprint: str, cache_dir: str | None) -> PreTrainedTokenizerBase: ...
 
 
 def require_positive(name: str, value: int | None) -> None:
-    if value is not None and (not isinstance(value, int) or value <= 0):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
         raise ConfigError(f"data.{name} must be a positive integer, got {value!r}.")
 
 
@@ -39,6 +46,9 @@ class Seq2SeqDataModule(LightningDataModule):
 
     Heavy work (loading, cleaning, tokenizer training, tokenization) runs in `prepare_data` on one process
     and lands in caches (`datasets` fingerprints, the tokenizer cache); `setup` on every rank reads them back.
+
+    Batches hold `batch_size` examples, or with `max_tokens` (`eval_max_tokens` for validation/test) as many
+    length-sorted examples as fit `count * longest <= max_tokens` (see `weaver.data.batching`).
     """
 
     def __init__(
@@ -59,12 +69,15 @@ class Seq2SeqDataModule(LightningDataModule):
         max_target_length: int = 128,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
+        max_tokens: int | None = None,
+        eval_max_tokens: int | None = None,
         num_workers: int = 0,
         source_prefix: str = "",
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        for name in ("max_source_length", "max_target_length", "batch_size", "eval_batch_size"):
+        positive = ("max_source_length", "max_target_length", "batch_size", "eval_batch_size")
+        for name in (*positive, "max_tokens", "eval_max_tokens"):
             require_positive(name, locals()[name])
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}.")
@@ -73,6 +86,8 @@ class Seq2SeqDataModule(LightningDataModule):
         self._pairs: DatasetDict | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self.datasets: DatasetDict | None = None
+        self._lengths: dict[str, dict[str, np.ndarray]] = {}
+        self._efficiency_logged = False
 
     # ---- stages -------------------------------------------------------------------------------------------
 
@@ -82,6 +97,20 @@ class Seq2SeqDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets is None:
             self.datasets = self.tokenized_splits()
+        if stage in (None, "fit") and not self._efficiency_logged and self.is_global_zero():
+            self._efficiency_logged = True
+            h = self.hparams
+            batches = self.batches("train")
+            efficiency = self.padding_efficiency("train", batches)
+            batching = f"max_tokens={h.max_tokens}" if h.max_tokens else f"batch_size={h.batch_size}, random"
+            log.info(
+                "Train batches (%d per epoch, %s): padding efficiency source %.1f%%, target %.1f%% "
+                "(real / padded tokens).",
+                len(batches),
+                batching,
+                100 * efficiency["source"],
+                100 * efficiency["target"],
+            )
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -137,16 +166,74 @@ class Seq2SeqDataModule(LightningDataModule):
         splits = {}
         for split, data in self.pairs().items():
             fingerprint = hashlib.sha256(f"{data._fingerprint}|{recipe}".encode()).hexdigest()[:16]
-            splits[split] = data.map(
-                tokenize, batched=True, new_fingerprint=fingerprint, desc=f"Tokenizing {split}"
-            )
+            splits[split] = data.map(tokenize, batched=True, new_fingerprint=fingerprint, desc=f"Tokenizing {split}")
             truncated = sum(splits[split]["source_truncated"])
             if truncated:
                 log.info(
                     "%s split: %d of %d sources truncated to max_source_length=%d.",
-                    split, truncated, len(data), h.max_source_length,
+                    split,
+                    truncated,
+                    len(data),
+                    h.max_source_length,
                 )
         return DatasetDict(splits)
+
+    # ---- batching -----------------------------------------------------------------------------------------
+
+    def is_global_zero(self) -> bool:
+        return self.trainer is None or self.trainer.is_global_zero
+
+    def lengths(self, split: str) -> dict[str, np.ndarray]:
+        """Token counts per example of `split`: {"source": input_ids, "target": labels}, computed once."""
+        if split not in self._lengths:
+            if self.datasets is None:
+                self.setup()
+            data = self.datasets[split]
+            self._lengths[split] = {
+                "source": column_lengths(data, "input_ids"),
+                "target": column_lengths(data, "labels"),
+            }
+        return self._lengths[split]
+
+    def batch_size(self, split: str) -> int:
+        h = self.hparams
+        return h.batch_size if split == "train" else (h.eval_batch_size or h.batch_size)
+
+    def max_tokens(self, split: str) -> int | None:
+        return self.hparams.max_tokens if split == "train" else self.hparams.eval_max_tokens
+
+    def shuffle_seed(self) -> int:
+        """`seed_everything`'s seed (as Lightning's own DistributedSampler takes it), else `split_seed`."""
+        return int(os.environ.get("PL_GLOBAL_SEED", self.hparams.split_seed))
+
+    def batch_sampler(
+        self, split: str, shuffle: bool, num_replicas: int | None = None, rank: int | None = None
+    ) -> TokenBudgetBatchSampler:
+        """Token-budget batches of `split` for replica `rank` of `num_replicas` (default: torch.distributed's
+        when initialised, else all of them)."""
+        lengths = self.lengths(split)
+        return TokenBudgetBatchSampler(
+            lengths=np.maximum(lengths["source"], lengths["target"]),
+            max_tokens=self.max_tokens(split),
+            shuffle=shuffle,
+            seed=self.shuffle_seed(),
+            num_replicas=num_replicas,
+            rank=rank,
+        )
+
+    def batches(self, split: str, shuffle: bool | None = None) -> list[list[int]]:
+        """One epoch's batches of `split` over all ranks, as the loaders form them (for fixed-size shuffled
+        batches, a seeded stand-in for the DataLoader's own shuffle). `shuffle` defaults to train only."""
+        shuffle = split == "train" if shuffle is None else shuffle
+        if self.max_tokens(split):
+            return self.batch_sampler(split, shuffle, num_replicas=1, rank=0).all_batches()
+        size = len(self.lengths(split)["source"])
+        return fixed_size_batches(size, self.batch_size(split), shuffle, self.shuffle_seed())
+
+    def padding_efficiency(self, split: str = "train", batches: list[list[int]] | None = None) -> dict[str, float]:
+        """Real / padded tokens per side ("source", "target") of `batches`, by default one epoch's."""
+        batches = self.batches(split) if batches is None else batches
+        return {side: padding_efficiency(batches, values) for side, values in self.lengths(split).items()}
 
     # ---- loaders ------------------------------------------------------------------------------------------
 
@@ -155,14 +242,31 @@ class Seq2SeqDataModule(LightningDataModule):
             self.setup()
         h = self.hparams
         dataset: Dataset = self.datasets[split].remove_columns("source_truncated")
-        return DataLoader(
-            dataset,
-            batch_size=h.batch_size if split == "train" else (h.eval_batch_size or h.batch_size),
-            shuffle=shuffle,
-            collate_fn=Seq2SeqCollator(self.tokenizer.pad_token_id),
-            num_workers=h.num_workers,
-            persistent_workers=h.num_workers > 0,
+        loading = {
+            "collate_fn": Seq2SeqCollator(self.tokenizer.pad_token_id),
+            "num_workers": h.num_workers,
+            "persistent_workers": h.num_workers > 0,
+        }
+        if not self.max_tokens(split):
+            return DataLoader(dataset, batch_size=self.batch_size(split), shuffle=shuffle, **loading)
+        # A BatchSampler subclass built inside a *_dataloader hook: under a distributed strategy Lightning
+        # re-instantiates it with a DistributedSampler, whose replica count and rank match these.
+        trainer = self.trainer
+        sampler = self.batch_sampler(
+            split,
+            shuffle,
+            num_replicas=trainer.world_size if trainer is not None else None,
+            rank=trainer.global_rank if trainer is not None else None,
         )
+        if sampler.oversized and self.is_global_zero():
+            log.warning(
+                "%s split: %d examples are longer than data.%smax_tokens=%d; each forms a batch of its own.",
+                split,
+                sampler.oversized,
+                "" if split == "train" else "eval_",
+                sampler.max_tokens,
+            )
+        return DataLoader(dataset, batch_sampler=sampler, **loading)
 
     def train_dataloader(self) -> DataLoader:
         return self.dataloader("train", shuffle=True)

@@ -163,9 +163,7 @@ def split_rank(md5: str) -> str:
     return hashlib.sha256(f"weaver-split:{md5}".encode()).hexdigest()
 
 
-def assign_splits(
-    groups: dict[str, list[Row]], target: int, leak_key: Callable[[Row], str]
-) -> dict[str, list[Row]]:
+def assign_splits(groups: dict[str, list[Row]], target: int, leak_key: Callable[[Row], str]) -> dict[str, list[Row]]:
     """Fill validation, then test, with whole descriptions in hash order.
 
     Keeping a description's rows together stops its paragraphs from straddling
@@ -292,8 +290,7 @@ def release_date(index: Path) -> str | None:
     candidates = [
         p
         for p in index.parent.glob("*Release")
-        if p.name.endswith(("_InRelease", "_Release"))
-        and index.name.startswith(p.name.rsplit("_", 1)[0] + "_")
+        if p.name.endswith(("_InRelease", "_Release")) and index.name.startswith(p.name.rsplit("_", 1)[0] + "_")
     ]
     for release in sorted(candidates, key=lambda p: len(p.name), reverse=True):
         for line in release.read_text(encoding="utf-8", errors="replace").splitlines():

@@ -83,16 +83,12 @@ def generate(
 
 
 @_inference
-def greedy_search(
-    model: Seq2SeqModel, input_ids: Tensor, attention_mask: Tensor, config: GenerationConfig
-) -> Tensor:
+def greedy_search(model: Seq2SeqModel, input_ids: Tensor, attention_mask: Tensor, config: GenerationConfig) -> Tensor:
     return _decode_loop(model, input_ids, attention_mask, config, lambda logits: logits.argmax(-1))
 
 
 @_inference
-def sample(
-    model: Seq2SeqModel, input_ids: Tensor, attention_mask: Tensor, config: GenerationConfig
-) -> Tensor:
+def sample(model: Seq2SeqModel, input_ids: Tensor, attention_mask: Tensor, config: GenerationConfig) -> Tensor:
     generator = None
     if config.seed is not None:
         generator = torch.Generator(input_ids.device).manual_seed(config.seed)
@@ -220,9 +216,7 @@ def _ban_tokens(scores: Tensor, tokens: Tensor, step: int, config: GenerationCon
     if step < config.min_new_tokens:
         scores = scores.index_fill(1, torch.tensor([eos], device=scores.device), NEG_INF)
     if config.no_repeat_ngram_size > 0:
-        scores = scores.masked_fill(
-            repeated_ngram_mask(tokens, config.no_repeat_ngram_size, scores.size(-1)), NEG_INF
-        )
+        scores = scores.masked_fill(repeated_ngram_mask(tokens, config.no_repeat_ngram_size, scores.size(-1)), NEG_INF)
     return scores
 
 

@@ -39,21 +39,12 @@ class WeaverConfig:
     eos_token_id: int = 2
 
     def __post_init__(self) -> None:
-        for name in (
-            "vocab_size",
-            "d_model",
-            "num_heads",
-            "num_encoder_layers",
-            "num_decoder_layers",
-            "ffn_dim",
-            "max_positions",
-        ):
+        sizes = "vocab_size d_model num_heads num_encoder_layers num_decoder_layers ffn_dim max_positions"
+        for name in sizes.split():
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.d_model % self.num_heads:
-            raise ConfigError(
-                f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})"
-            )
+            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})")
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             if not 0 <= getattr(self, name) < self.vocab_size:
                 raise ConfigError(
@@ -159,9 +150,7 @@ class CrossAttention(nn.Module):
             k, v = (_split_heads(t, self.num_heads) for t in self.kv(memory).chunk(2, dim=-1))
             if cache is not None:
                 cache.cross_kv = (k, v)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(_merge_heads(y))
 
 
@@ -225,30 +214,29 @@ class WeaverModel(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.embed_scale = math.sqrt(config.d_model)
         # Sinusoidal positions: no parameters and no length-specific training, a fine default for MT.
-        self.register_buffer(
-            "positions", sinusoidal_positions(config.max_positions, config.d_model), persistent=False
-        )
+        self.register_buffer("positions", sinusoidal_positions(config.max_positions, config.d_model), persistent=False)
         self.dropout = nn.Dropout(config.dropout)
         self.encoder_layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_encoder_layers))
         self.encoder_norm = nn.LayerNorm(config.d_model)
         self.decoder_layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_decoder_layers))
         self.decoder_norm = nn.LayerNorm(config.d_model)
         self.apply(self._init_weights)
+        # As fairseq: std d_model^-0.5, so scaled token embeddings start on the scale of the positions.
+        nn.init.normal_(self.embed.weight, mean=0.0, std=config.d_model**-0.5)
         with torch.no_grad():
             self.embed.weight[config.pad_token_id].zero_()
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
+        if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
     def _embed(self, ids: Tensor, offset: int = 0) -> Tensor:
         if offset + ids.size(1) > self.config.max_positions:
             raise ValueError(
-                f"sequence of {offset + ids.size(1)} positions exceeds model.max_positions="
-                f"{self.config.max_positions}"
+                f"sequence of {offset + ids.size(1)} positions exceeds model.max_positions={self.config.max_positions}"
             )
         positions = self.positions[offset : offset + ids.size(1)]
         return self.dropout(self.embed(ids) * self.embed_scale + positions)
@@ -288,10 +276,6 @@ class WeaverModel(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor) -> Tensor:
         """Teacher-forced logits (B, T, V); targets are right-padded so causal masking is enough."""
         return self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask)
-
-    @property
-    def decoder_start_token_id(self) -> int:
-        return self.config.bos_token_id
 
     @property
     def decoder_start_token_id(self) -> int:

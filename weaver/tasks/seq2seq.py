@@ -67,9 +67,7 @@ class Seq2SeqTask(LightningModule):
     # ---- the model --------------------------------------------------------------------------------------
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        decoder_input_ids = shift_right(
-            batch["labels"], self.model.decoder_start_token_id, self.tokenizer.pad_token_id
-        )
+        decoder_input_ids = shift_right(batch["labels"], self.model.decoder_start_token_id, self.tokenizer.pad_token_id)
         return self.model(batch["input_ids"], batch["attention_mask"], decoder_input_ids)
 
     def generate_texts(self, batch: dict[str, Any]) -> list[str]:
@@ -99,6 +97,23 @@ class Seq2SeqTask(LightningModule):
         scheduler = self.scheduler_factory(optimizer, **kwargs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Lightning refuses to clip for fused optimizers under any mixed precision; without a gradient
+        scaler (bf16, fp32) the gradients are already unscaled, so clipping them directly is exact."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if gradient_clip_val and optimizer.defaults.get("fused") and scaler is None:
+            if gradient_clip_algorithm in (None, "norm"):
+                torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     # ---- evaluation -------------------------------------------------------------------------------------
 
     def evaluation_step(self, stage: str, batch: dict[str, Any]) -> None:
@@ -109,7 +124,9 @@ class Seq2SeqTask(LightningModule):
         self.token_count[stage].update(labels.ne(LABEL_PAD).sum())
 
         limit = self.max_generate_examples if stage == "val" else None
-        selected = [i for i, example_id in enumerate(batch["example_id"].tolist()) if limit is None or example_id < limit]
+        selected = [
+            i for i, example_id in enumerate(batch["example_id"].tolist()) if limit is None or example_id < limit
+        ]
         if not selected:
             return
         index = torch.tensor(selected, device=batch["input_ids"].device)
