@@ -30,6 +30,8 @@ def test_train_writes_checkpoint_predictions_and_metrics(train_config: DictConfi
     assert set(predictions[0]) == {"id", "source", "reference", "hypothesis"}
     assert json.loads((run_dir / "metrics.json").read_text())["signatures"]["bleu"].startswith("nrefs:1")
     assert (run_dir / "tokenizer" / "tokenizer.json").is_file()
+    samples = [json.loads(line) for f in sorted((run_dir / "samples").glob("*.jsonl")) for line in f.open()]
+    assert len(samples) == 10 and set(samples[0]) == {"id", "source", "reference", "hypothesis"}  # 5 per validation
 
 
 def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:

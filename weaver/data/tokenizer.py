@@ -6,7 +6,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -27,24 +27,48 @@ RECIPE_VERSION = "1"
 TextBatches = Callable[[], Iterator[list[str]]]
 
 
-def wrap_fast(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
+def wrap_fast(tokenizer: Tokenizer, extra_special_tokens: Sequence[str] = ()) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK
+        tokenizer_object=tokenizer,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        additional_special_tokens=list(extra_special_tokens),
     )
 
 
-class TrainedTokenizer:
-    """A shared source/target vocabulary learnt from the training split, cached by data fingerprint."""
+def clean_special_tokens(tokens: Sequence[str] | None) -> list[str]:
+    """Extra special tokens (dialogue markers such as `<speaker1>`), blanks and duplicates dropped."""
+    return list(dict.fromkeys(str(token) for token in tokens or () if str(token).strip()))
 
-    def __init__(self, algorithm: str = "bpe", vocab_size: int = 8000, min_frequency: int = 2) -> None:
+
+class TrainedTokenizer:
+    """A shared source/target vocabulary learnt from the training split, cached by data fingerprint.
+
+    `extra_special_tokens` (e.g. `<speaker1>`, `<sep>`) get the ids right after the fixed four, are never split
+    and are dropped when decoding with `skip_special_tokens`.
+    """
+
+    def __init__(
+        self,
+        algorithm: str = "bpe",
+        vocab_size: int = 8000,
+        min_frequency: int = 2,
+        extra_special_tokens: Sequence[str] | None = None,
+    ) -> None:
         if algorithm not in ALGORITHMS:
             raise ConfigError(f"tokenizer.algorithm must be one of {ALGORITHMS}, got '{algorithm}'.")
-        if vocab_size <= len(SPECIAL_TOKENS):
-            raise ConfigError(f"tokenizer.vocab_size must be larger than {len(SPECIAL_TOKENS)}, got {vocab_size}.")
+        self.extra_special_tokens = clean_special_tokens(extra_special_tokens)
+        special = len(SPECIAL_TOKENS) + len(self.extra_special_tokens)
+        if vocab_size <= special:
+            raise ConfigError(f"tokenizer.vocab_size must be larger than {special}, got {vocab_size}.")
         self.algorithm, self.vocab_size, self.min_frequency = algorithm, vocab_size, min_frequency
 
     def cache_key(self, data_fingerprint: str) -> str:
         recipe = f"{RECIPE_VERSION}|{self.algorithm}|{self.vocab_size}|{self.min_frequency}|{data_fingerprint}"
+        if self.extra_special_tokens:
+            recipe += "|" + "|".join(self.extra_special_tokens)
         return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
     def build(self, texts: TextBatches, data_fingerprint: str, cache_dir: str | None) -> PreTrainedTokenizerFast:
@@ -52,7 +76,7 @@ class TrainedTokenizer:
         file = path / "tokenizer.json"
         if file.is_file():
             log.info("Reusing the tokenizer cached at %s", file)
-            return wrap_fast(Tokenizer.from_file(str(file)))
+            return wrap_fast(Tokenizer.from_file(str(file)), self.extra_special_tokens)
         log.info("Training a %s tokenizer (vocabulary %d) on the training split", self.algorithm, self.vocab_size)
         tokenizer = self.train(texts)
         path.mkdir(parents=True, exist_ok=True)
@@ -60,9 +84,11 @@ class TrainedTokenizer:
         partial = path / f"tokenizer.json.{os.getpid()}.tmp"
         tokenizer.save(str(partial))
         partial.replace(file)
-        return wrap_fast(tokenizer)
+        # Read back from the file, so this run and later ones fingerprint the very same tokenizer.
+        return wrap_fast(Tokenizer.from_file(str(file)), self.extra_special_tokens)
 
     def train(self, texts: TextBatches) -> Tokenizer:
+        special_tokens = SPECIAL_TOKENS + self.extra_special_tokens
         if self.algorithm == "bpe":
             # Byte-level: every string is representable, so there is never an unknown token.
             tokenizer = Tokenizer(models.BPE(unk_token=UNK))
@@ -72,7 +98,7 @@ class TrainedTokenizer:
             trainer = trainers.BpeTrainer(
                 vocab_size=self.vocab_size,
                 min_frequency=self.min_frequency,
-                special_tokens=SPECIAL_TOKENS,
+                special_tokens=special_tokens,
                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                 show_progress=False,
             )
@@ -82,8 +108,12 @@ class TrainedTokenizer:
             tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
             tokenizer.decoder = decoders.Metaspace()
             trainer = trainers.UnigramTrainer(
-                vocab_size=self.vocab_size, special_tokens=SPECIAL_TOKENS, unk_token=UNK, show_progress=False
+                vocab_size=self.vocab_size, special_tokens=special_tokens, unk_token=UNK, show_progress=False
             )
+        if self.extra_special_tokens:
+            # Registered before training (with the ids the trainer gives them), so the training text is split at
+            # them: "<speaker1>hello" counts the word "hello", not "<", "speaker", "1>hello".
+            tokenizer.add_special_tokens(special_tokens)
         tokenizer.train_from_iterator(texts(), trainer=trainer)
         eos_id = tokenizer.token_to_id(EOS)
         tokenizer.post_processor = processors.TemplateProcessing(
@@ -95,11 +125,23 @@ class TrainedTokenizer:
 class PretrainedTokenizer:
     """A tokenizer folder saved with `save_pretrained`, or a Hub id (the real Hub code path)."""
 
-    def __init__(self, name_or_path: str, trust_remote_code: bool = False) -> None:
+    def __init__(
+        self, name_or_path: str, trust_remote_code: bool = False, extra_special_tokens: Sequence[str] | None = None
+    ) -> None:
         self.name_or_path, self.trust_remote_code = name_or_path, trust_remote_code
+        self.extra_special_tokens = clean_special_tokens(extra_special_tokens)
 
     def build(self, texts: TextBatches, data_fingerprint: str, cache_dir: str | None) -> PreTrainedTokenizerBase:
         del texts, data_fingerprint, cache_dir  # nothing to train
+        tokenizer = self.load()
+        if self.extra_special_tokens:  # new ids past the pretrained vocabulary
+            tokenizer.add_special_tokens(
+                {"additional_special_tokens": self.extra_special_tokens}, replace_additional_special_tokens=False
+            )
+        return tokenizer
+
+    def load(self) -> PreTrainedTokenizerBase:
+        """Nothing to train: the folder or Hub id as it is."""
         kwargs = {"trust_remote_code": self.trust_remote_code}
         if Path(self.name_or_path).expanduser().is_dir():
             return AutoTokenizer.from_pretrained(str(Path(self.name_or_path).expanduser()), **kwargs)
@@ -116,7 +158,12 @@ class PretrainedTokenizer:
 def fingerprint_tokenizer(tokenizer: PreTrainedTokenizerBase) -> str:
     """Stable across processes, so tokenized datasets are found again in the `datasets` cache."""
     if isinstance(tokenizer, PreTrainedTokenizerFast):
-        state = tokenizer.backend_tokenizer.to_str()
+        # Without the truncation/padding a previous call left set (not part of the tokenizer): the same before and
+        # after tokenizing, so `prepare_data` and `setup` find the same cached splits.
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend.no_truncation()
+        backend.no_padding()
+        state = backend.to_str()
     else:
         state = f"{type(tokenizer).__name__}|{tokenizer.name_or_path}|{len(tokenizer)}"
     return hashlib.sha256(state.encode()).hexdigest()[:16]

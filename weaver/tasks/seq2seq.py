@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from weaver.data.collate import LABEL_PAD
 from weaver.generation import GenerationConfig
+from weaver.tasks.samples import log_samples, pick_samples
 from weaver.utils.distributed import gather_objects
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class Seq2SeqTask(LightningModule):
         label_smoothing: float = 0.1,
         max_generate_examples: int | None = 500,
         predictions_file: str | None = None,
+        num_samples: int = 5,
+        samples_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
@@ -58,6 +61,7 @@ class Seq2SeqTask(LightningModule):
         self.label_smoothing = label_smoothing
         self.max_generate_examples = max_generate_examples
         self.predictions_file = predictions_file
+        self.num_samples, self.samples_dir = num_samples, samples_dir
         self.metric_signatures: dict[str, str] = {}
         # Exact corpus loss: summed over tokens (and ranks), divided once at the end.
         self.nll_sum = nn.ModuleDict({stage: SumMetric() for stage in EVAL_STAGES})
@@ -168,7 +172,11 @@ class Seq2SeqTask(LightningModule):
         return records
 
     def on_validation_epoch_end(self) -> None:
-        self.evaluation_epoch_end("val")
+        records = self.evaluation_epoch_end("val")
+        if records and self.samples_dir and self.num_samples > 0 and self.trainer.is_global_zero:
+            step = self.trainer.global_step
+            samples = pick_samples(records, self.num_samples, seed=step)
+            log_samples(samples, Path(self.samples_dir), step, self.trainer.loggers)
 
     def on_test_epoch_end(self) -> None:
         records = self.evaluation_epoch_end("test")
