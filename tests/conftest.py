@@ -23,18 +23,21 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def embedded_rows(split: str, count: int) -> list[dict]:
-    with gzip.open(Path(resource_path("ddtp_en_de")) / f"{split}.jsonl.gz", "rt", encoding="utf-8") as file:
+def embedded_rows(corpus: str, split: str, count: int) -> list[dict]:
+    with gzip.open(Path(resource_path(corpus)) / f"{split}.jsonl.gz", "rt", encoding="utf-8") as file:
         return [json.loads(line) for line in itertools.islice(file, count)]
+
+
+def embedded_slice(folder: Path, corpus: str, sizes: dict[str, int]) -> Path:
+    """train/validation/test JSONL files in `folder` holding the first rows of each split of `corpus`."""
+    for split, count in sizes.items():
+        write_jsonl(folder / f"{split}.jsonl", embedded_rows(corpus, split, count))
+    return folder
 
 
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """train/validation/test JSONL files holding the first rows of each embedded split."""
-    folder = tmp_path_factory.mktemp("ddtp_tiny")
-    for split, count in FIXTURE_SIZES.items():
-        write_jsonl(folder / f"{split}.jsonl", embedded_rows(split, count))
-    return folder
+    return embedded_slice(tmp_path_factory.mktemp("ddtp_tiny"), "ddtp_en_de", FIXTURE_SIZES)
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
@@ -44,31 +47,42 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         return compose("train", overrides=overrides or [], return_hydra_config=False)
 
 
-@pytest.fixture
-def train_config(tiny_data_dir: Path, tmp_path: Path) -> DictConfig:
-    """The default config shrunk to seconds: tiny model, tiny data, a few steps, CSV logs, CPU fp32."""
-    cfg = compose_config(
-        [
-            "model=weaver_tiny",
-            "logger=csv",
-            "hardware=cpu",
-            "trainer.precision=32-true",
-            f"data.data_dir={tiny_data_dir}",
-            "data.batch_size=16",
-            "data.eval_batch_size=16",
-            "tokenizer.vocab_size=400",
-            "trainer.max_steps=6",
-            "trainer.val_check_interval=3",
-            "trainer.log_every_n_steps=1",
-            "scheduler.num_warmup_steps=2",
-            "generation.max_new_tokens=8",
-            "task.max_generate_examples=16",
-            "~callbacks.progress_bar",
-            "~callbacks.model_summary",
-            "print_config=false",
-        ]
-    )
+# Shrink any task's config to seconds: tiny model and vocabulary, a few steps, CSV logs, CPU fp32.
+TINY_RUN = [
+    "model=weaver_tiny",
+    "logger=csv",
+    "hardware=cpu",
+    "trainer.precision=32-true",
+    "tokenizer.vocab_size=400",
+    "trainer.log_every_n_steps=1",
+    "generation.max_new_tokens=8",
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
+    "print_config=false",
+]
+
+
+def tiny_run_config(overrides: list[str], tmp_path: Path) -> DictConfig:
+    """`compose_config(TINY_RUN + overrides)` writing its run dir and caches under `tmp_path`."""
+    cfg = compose_config(TINY_RUN + overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.paths.cache_dir = str(tmp_path / "cache")
     return cfg
+
+
+@pytest.fixture
+def train_config(tiny_data_dir: Path, tmp_path: Path) -> DictConfig:
+    """The default (translation) config shrunk to seconds."""
+    overrides = [
+        f"data.data_dir={tiny_data_dir}",
+        "data.max_tokens=null",
+        "data.eval_max_tokens=null",
+        "data.batch_size=16",
+        "data.eval_batch_size=16",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=3",
+        "scheduler.num_warmup_steps=2",
+        "task.max_generate_examples=16",
+    ]
+    return tiny_run_config(overrides, tmp_path)

@@ -1,6 +1,6 @@
 """Score the copy baseline (the English source, unchanged, as the German translation) on a DDTP split.
 
-    python experiments/translation/copy_baseline.py [--split test]
+python experiments/translation/copy_baseline.py [--split test]
 """
 
 from __future__ import annotations

@@ -10,11 +10,7 @@ from tests.conftest import compose_config
 from weaver.cli.config import config_dir
 
 # Groups whose options are chosen on the command line; `hydra` and `paths` have one option each.
-GROUPS = [
-    path.name
-    for path in sorted(config_dir().iterdir())
-    if path.is_dir() and path.name not in {"hydra", "paths"}
-]
+GROUPS = [path.name for path in sorted(config_dir().iterdir()) if path.is_dir() and path.name not in {"hydra", "paths"}]
 
 
 def group_options(group: str) -> list[str]:
@@ -36,9 +32,7 @@ def targets(cfg) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(
-    ("group", "option"), [(group, option) for group in GROUPS for option in group_options(group)]
-)
+@pytest.mark.parametrize(("group", "option"), [(group, option) for group in GROUPS for option in group_options(group)])
 def test_every_option_composes_and_its_targets_import(group: str, option: str) -> None:
     cfg = compose_config([f"{group}={option}"])
     for target in targets(cfg):

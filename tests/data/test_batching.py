@@ -29,7 +29,7 @@ from weaver.errors import ConfigError
 @pytest.fixture(scope="module")
 def corpus_lengths() -> dict[str, np.ndarray]:
     """Word counts of the embedded corpus' training pairs, capped like max_length=128 truncation."""
-    rows = embedded_rows("train", 10**6)
+    rows = embedded_rows("ddtp_en_de", "train", 10**6)
     return {side: np.minimum([len(row[side].split()) for row in rows], 128) for side in ("en", "de")}
 
 
@@ -188,7 +188,7 @@ def datamodule(tmp_path: Path, rows: list[dict], **kwargs) -> Seq2SeqDataModule:
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
-    return embedded_rows("train", 300)
+    return embedded_rows("ddtp_en_de", "train", 300)
 
 
 @pytest.mark.parametrize("key", ["max_tokens", "eval_max_tokens"])

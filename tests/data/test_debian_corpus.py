@@ -235,3 +235,46 @@ def test_compressed_lists_read_through_apt_helper(tmp_path: Path) -> None:
         plain.unlink()
     debian.build(lists, tmp_path / "out")
     assert [row["de"] for row in all_rows(tmp_path / "out", "ddtp_en_de")] == ["gepackt"]
+
+
+def summary_family(name: str, count: int) -> list[dict]:
+    """English-only descriptions opening with one shared paragraph (wrapped, cased and spaced differently)."""
+    intro = f"{name} is a tool that does many useful things for the people who install it. " + long_text(30)
+    variants = [intro, intro.upper(), intro.replace(" ", "   ")]
+    return [
+        {
+            "package": f"{name}-{i}",
+            "md5": md5_for(f"{name}-{i}"),
+            "en": [f"{name} part {i}", variants[i % len(variants)], f"This package contains part {i} of {name}."],
+        }
+        for i in range(count)
+    ]
+
+
+def test_family_key_is_the_normalised_first_paragraph() -> None:
+    assert debian.family_key("Foo  is\tA tool.\nThis package has the docs.") == "foo is a tool."
+    assert debian.family_key("Foo is a tool.\nOther files.") == debian.family_key("FOO IS A  TOOL.\nDocs.")
+    assert debian.family_key("Foo is a tool.") != debian.family_key("Bar is a tool.\nFoo is a tool.")
+
+
+def test_summaries_split_by_family_of_first_paragraph(tmp_path: Path, small_held_out: None) -> None:
+    families = [summary_family(f"fam{k}", 4) for k in range(12)]
+    lists = write_lists(tmp_path / "lists", [d for members in families for d in members])
+    debian.build(lists, tmp_path / "out")
+    splits = read_all(tmp_path / "out", "debian_summaries")
+    assert splits["validation"] and splits["test"] and splits["train"]
+    split_of = {row["id"]: name for name, rows in splits.items() for row in rows}
+    for members in families:
+        assert len({split_of[d["md5"]] for d in members}) == 1, members[0]["package"]
+    first = {name: {debian.family_key(row["document"]) for row in rows} for name, rows in splits.items()}
+    assert not first["train"] & (first["validation"] | first["test"])
+    assert not first["validation"] & first["test"]
+
+
+def test_translation_still_split_by_description(tmp_path: Path, small_held_out: None) -> None:
+    """The family split is the summaries'; translation keeps one group per md5 (its files must not change)."""
+    lists = write_lists(tmp_path / "lists", family(30))
+    debian.build(lists, tmp_path / "out")
+    splits = read_all(tmp_path / "out", "ddtp_en_de")
+    # Every description of `family` shares SHARED_EN, yet they spread over all three splits.
+    assert all(any(row["id"].endswith("-1") for row in rows) for rows in splits.values())

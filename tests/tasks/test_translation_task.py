@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import math
-from functools import partial
 
-import lightning as L
 import pytest
 import sacrebleu
 import torch
-from torch.utils.data import DataLoader
 
-from weaver.data.collate import Seq2SeqCollator
+from tests.tasks.scripted import run_scripted_test
 from weaver.tasks import TranslationTask
 from weaver.tasks.seq2seq import shift_right
 
@@ -31,50 +28,8 @@ HYPOTHESES = [
 ]
 
 
-class ScriptedModel(torch.nn.Module):
-    """Stands in for a model: uniform logits for the loss; it "generates" its first source token."""
-
-    decoder_start_token_id = 1
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bias = torch.nn.Parameter(torch.zeros(8))
-
-    def forward(self, input_ids, attention_mask, decoder_input_ids):
-        return self.bias.expand(*decoder_input_ids.shape, 8)
-
-    def generate(self, input_ids, attention_mask, generation_config):
-        return input_ids[:, :1]
-
-
-class ScriptedTokenizer:
-    """Token 10 + i decodes to the i-th scripted hypothesis."""
-
-    pad_token_id = 0
-
-    def batch_decode(self, tokens, skip_special_tokens=True):
-        return [HYPOTHESES[int(row[0]) - 10] for row in tokens]
-
-
-def loader(batch_size: int) -> DataLoader:
-    examples = [
-        {
-            "example_id": i,
-            "input_ids": [10 + i, 2],
-            "labels": [6, 2],
-            "source": f"src {i}",
-            "target": reference,
-        }
-        for i, reference in enumerate(REFERENCES)
-    ]
-    return DataLoader(examples, batch_size=batch_size, collate_fn=Seq2SeqCollator(pad_token_id=0))
-
-
 def run_test(batch_size: int) -> tuple[TranslationTask, dict[str, float]]:
-    task = TranslationTask(ScriptedModel(), ScriptedTokenizer(), optimizer=partial(torch.optim.SGD, lr=0.1))
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    (metrics,) = trainer.test(task, dataloaders=loader(batch_size), verbose=False)
-    return task, metrics
+    return run_scripted_test(TranslationTask, HYPOTHESES, REFERENCES, batch_size)
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 5])

@@ -25,6 +25,14 @@ def resource_path(name: str) -> str:
     return str(path)
 
 
+def chitchat_file(cache_dir: str | None = None) -> str:
+    """`${weaver.chitchat:${paths.cache_dir}}`: the chitchat-dataset package's conversations as JSONL rows, written
+    once under the cache dir (see `weaver.data.dialogue`)."""
+    from weaver.data.dialogue import chitchat_file as write  # imports `datasets`: only when used
+
+    return write(cache_dir)
+
+
 def safe_name(metric: str) -> str:
     """A metric name usable in a file name: `val/bleu` -> `val_bleu`."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", metric)
@@ -32,6 +40,7 @@ def safe_name(metric: str) -> str:
 
 def register_resolvers() -> None:
     """Idempotent, so tests and every entry point can call it."""
-    for name, resolver in {"weaver.resource": resource_path, "weaver.safe_name": safe_name}.items():
+    resolvers = {"weaver.resource": resource_path, "weaver.safe_name": safe_name, "weaver.chitchat": chitchat_file}
+    for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

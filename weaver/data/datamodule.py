@@ -36,6 +36,38 @@ class TokenizerSource(Protocol):
     def build(self, texts: TextBatches, data_fingerprint: str, cache_dir: str | None) -> PreTrainedTokenizerBase: ...
 
 
+class PairBuilder(Protocol):
+    """How raw rows become examples (`data.pair_builder`; default: `ColumnPairs` from the two field options).
+
+    `build_pairs` turns one raw split into columns `example_id` (unique int), `source`, `target` and any others
+    it needs later, skipping and counting bad rows. `encode_sources` tokenizes a batch of those rows' sources to at
+    most `max_length` ids: columns `input_ids`, `source_truncated` and, optionally, `source` rewritten to the text
+    kept. A builder may list `special_tokens` the tokenizer must keep whole (checked once it is built).
+    """
+
+    def build_pairs(self, dataset: Dataset, split: str) -> Dataset: ...
+
+    def encode_sources(
+        self, tokenizer: PreTrainedTokenizerBase, batch: dict[str, list[Any]], max_length: int, prefix: str = ""
+    ) -> dict[str, list[Any]]: ...
+
+
+class ColumnPairs:
+    """One example per row: `source_field` and `target_field` (dotted for nested records), sources cut on the right."""
+
+    def __init__(self, source_field: str, target_field: str) -> None:
+        self.source_field, self.target_field = source_field, target_field
+
+    def build_pairs(self, dataset: Dataset, split: str) -> Dataset:
+        return select_pairs(dataset, split, self.source_field, self.target_field)
+
+    def encode_sources(
+        self, tokenizer: PreTrainedTokenizerBase, batch: dict[str, list[Any]], max_length: int, prefix: str = ""
+    ) -> dict[str, list[Any]]:
+        inputs = tokenizer([prefix + text for text in batch["source"]], max_length=max_length, truncation=True)
+        return {"input_ids": inputs["input_ids"], "source_truncated": [bool(e.overflowing) for e in inputs.encodings]}
+
+
 def require_positive(name: str, value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
         raise ConfigError(f"data.{name} must be a positive integer, got {value!r}.")
@@ -43,6 +75,9 @@ def require_positive(name: str, value: int | None) -> None:
 
 class Seq2SeqDataModule(LightningDataModule):
     """Pairs of texts from local files, the package's embedded corpora or the HuggingFace Hub.
+
+    Raw rows become examples through `pair_builder`: by default one per row from `source_field`/`target_field`;
+    `weaver.data.dialogue.DialoguePairs` expands each conversation into (history, next turn) pairs.
 
     Heavy work (loading, cleaning, tokenizer training, tokenization) runs in `prepare_data` on one process
     and lands in caches (`datasets` fingerprints, the tokenizer cache); `setup` on every rank reads them back.
@@ -54,8 +89,8 @@ class Seq2SeqDataModule(LightningDataModule):
     def __init__(
         self,
         tokenizer: TokenizerSource,
-        source_field: str,
-        target_field: str,
+        source_field: str | None = None,
+        target_field: str | None = None,
         data_dir: str | None = None,
         train_file: str | None = None,
         validation_file: str | None = None,
@@ -74,6 +109,7 @@ class Seq2SeqDataModule(LightningDataModule):
         num_workers: int = 0,
         source_prefix: str = "",
         cache_dir: str | None = None,
+        pair_builder: PairBuilder | None = None,
     ) -> None:
         super().__init__()
         positive = ("max_source_length", "max_target_length", "batch_size", "eval_batch_size")
@@ -81,8 +117,12 @@ class Seq2SeqDataModule(LightningDataModule):
             require_positive(name, locals()[name])
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}.")
-        self.save_hyperparameters(ignore=["tokenizer"], logger=False)
+        if pair_builder is None and not (source_field and target_field):
+            raise ConfigError("Set data.source_field and data.target_field (or a data.pair_builder, see conf/data/).")
+        self.save_hyperparameters(ignore=["tokenizer", "pair_builder"], logger=False)
         self.tokenizer_source = tokenizer
+        self.pair_builder: PairBuilder = pair_builder or ColumnPairs(source_field, target_field)
+        self.custom_pairs = pair_builder is not None
         self._pairs: DatasetDict | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self.datasets: DatasetDict | None = None
@@ -124,7 +164,17 @@ class Seq2SeqDataModule(LightningDataModule):
                     yield rows["source"] + rows["target"]
 
             self._tokenizer = self.tokenizer_source.build(texts, train._fingerprint, self.hparams.cache_dir)
+            self.check_special_tokens(self._tokenizer)
         return self._tokenizer
+
+    def check_special_tokens(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        for token in getattr(self.pair_builder, "special_tokens", ()):
+            ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+                raise ConfigError(
+                    f"The tokenizer splits the data marker '{token}' into {len(ids)} tokens: "
+                    f"add it to tokenizer.extra_special_tokens."
+                )
 
     def pairs(self) -> DatasetDict:
         """Every split as (example_id, source, target), bad rows skipped and counted."""
@@ -141,9 +191,7 @@ class Seq2SeqDataModule(LightningDataModule):
                 test_fraction=h.test_fraction,
                 split_seed=h.split_seed,
             )
-            self._pairs = DatasetDict(
-                {split: select_pairs(raw[split], split, h.source_field, h.target_field) for split in SPLITS}
-            )
+            self._pairs = DatasetDict({split: self.pair_builder.build_pairs(raw[split], split) for split in SPLITS})
             sizes = ", ".join(f"{split} {len(self._pairs[split])}" for split in SPLITS)
             log.info("Data: %s examples.", sizes)
         return self._pairs
@@ -152,16 +200,13 @@ class Seq2SeqDataModule(LightningDataModule):
         tokenizer, h = self.tokenizer, self.hparams
         recipe = f"{TOKENIZATION_VERSION}|{fingerprint_tokenizer(tokenizer)}|{h.max_source_length}|"
         recipe += f"{h.max_target_length}|{h.source_prefix}"
+        if self.custom_pairs:
+            recipe += f"|{self.pair_builder!r}"
 
         def tokenize(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-            sources = [h.source_prefix + text for text in batch["source"]]
-            inputs = tokenizer(sources, max_length=h.max_source_length, truncation=True)
+            encoded = self.pair_builder.encode_sources(tokenizer, batch, h.max_source_length, h.source_prefix)
             labels = tokenizer(text_target=batch["target"], max_length=h.max_target_length, truncation=True)
-            return {
-                "input_ids": inputs["input_ids"],
-                "labels": labels["input_ids"],
-                "source_truncated": [bool(e.overflowing) for e in inputs.encodings],
-            }
+            return {**encoded, "labels": labels["input_ids"]}
 
         splits = {}
         for split, data in self.pairs().items():

@@ -15,8 +15,11 @@ Two corpora are written:
   (summary).
 
 Descriptions whose md5 starts with ``0`` are left out of both corpora: they are
-reserved for external evaluation. Splits are chosen per description by a stable
-hash of its md5, and files are written sorted with a zero gzip mtime, so
+reserved for external evaluation. Splits are chosen by a stable hash: of the md5
+for translation (per description), and of the normalised first paragraph for
+summaries (per package family: ``libfoo1``, ``libfoo-dev`` and ``foo-doc`` repeat
+the paragraph that introduces foo, so hashing md5s would put foo's boilerplate on
+both sides of the split). Files are written sorted with a zero gzip mtime, so
 rebuilding from the same apt lists gives byte-identical files. The summaries
 train split is capped (a hash-ordered subsample) to keep the corpus small.
 
@@ -158,26 +161,36 @@ def row_order(row: Row) -> tuple[str, int]:
     return md5, int(index or 0)
 
 
-def split_rank(md5: str) -> str:
-    """Stable pseudo-random rank of a description, independent of md5 order."""
-    return hashlib.sha256(f"weaver-split:{md5}".encode()).hexdigest()
+def split_rank(key: str) -> str:
+    """Stable pseudo-random rank of a split group (an md5, a family key), independent of key order."""
+    return hashlib.sha256(f"weaver-split:{key}".encode()).hexdigest()
+
+
+def family_key(document: str) -> str:
+    """The split group of a summaries document: its first paragraph, casefolded, whitespace collapsed.
+
+    Package families repeat the paragraph that introduces the software and differ in the rest
+    ("This package contains the development files."), so whole families land in one split.
+    """
+    return normalise(document.split("\n", 1)[0].casefold())
 
 
 def assign_splits(groups: dict[str, list[Row]], target: int, leak_key: Callable[[Row], str]) -> dict[str, list[Row]]:
-    """Fill validation, then test, with whole descriptions in hash order.
+    """Fill validation, then test, with whole groups in hash order of their keys.
 
-    Keeping a description's rows together stops its paragraphs from straddling
-    splits. Only rows whose leak key belongs to no other description count
+    A group is a description (translation) or a package family (summaries);
+    keeping its rows together stops paragraphs or shared boilerplate from
+    straddling splits. Only rows whose leak key belongs to no other group count
     towards ``target``: the rest mostly reappear in train and are dropped later,
     so counting them would leave the held-out splits well short of ``target``.
     """
     owners = Counter(key for rows in groups.values() for key in {leak_key(r) for r in rows})
     splits: dict[str, list[Row]] = {name: [] for name in SPLITS}
     filled: Counter[str] = Counter()
-    for md5 in sorted(groups, key=split_rank):
+    for group in sorted(groups, key=split_rank):
         name = next((s for s in ("validation", "test") if filled[s] < target), "train")
-        splits[name].extend(groups[md5])
-        filled[name] += len({leak_key(r) for r in groups[md5] if owners[leak_key(r)] == 1})
+        splits[name].extend(groups[group])
+        filled[name] += len({leak_key(r) for r in groups[group] if owners[leak_key(r)] == 1})
     return splits
 
 
@@ -261,7 +274,11 @@ def build_translation(en: dict[str, Description], de: dict[str, Description]) ->
 
 
 def build_summaries(en: dict[str, Description]) -> Corpus:
-    """Long description → synopsis, for descriptions long enough to summarise."""
+    """Long description → synopsis, for descriptions long enough to summarise.
+
+    Split by package family (``family_key``), not by description: otherwise a third
+    of the held-out documents open with a paragraph that a train document also has.
+    """
     dropped: Counter[str] = Counter()
     groups: dict[str, list[Row]] = {}
     for md5 in sorted(en):
@@ -274,7 +291,8 @@ def build_summaries(en: dict[str, Description]) -> Corpus:
         elif not description.synopsis:
             dropped["descriptions_empty_summary"] += 1
         else:
-            groups[md5] = [{"id": md5, "document": document, "summary": description.synopsis}]
+            row = {"id": md5, "document": document, "summary": description.synopsis}
+            groups.setdefault(family_key(document), []).append(row)
     return finalise(
         "debian_summaries",
         groups,

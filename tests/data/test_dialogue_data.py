@@ -1,0 +1,201 @@
+"""Dialogue data: conversations -> (context, response) pairs, history window, left truncation by whole turns,
+bad data counted, splits by conversation, and the chitchat-dataset package as the source."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_jsonl
+from weaver.data import Seq2SeqDataModule, TrainedTokenizer
+from weaver.data.dialogue import DialoguePairs, chitchat_file, chitchat_rows
+from weaver.errors import ConfigError
+
+TOKENS = ["<speaker1>", "<speaker2>", "<sep>"]
+
+
+def turns(*texts: str, speakers: str = "ab") -> list[dict[str, str]]:
+    return [{"speaker": speakers[i % len(speakers)], "text": text} for i, text in enumerate(texts)]
+
+
+def conversations(count: int, length: int = 4) -> list[dict]:
+    return [
+        {"id": f"c{i}", "turns": turns(*(f"conversation {i} turn {t} is about topic {i % 7}" for t in range(length)))}
+        for i in range(count)
+    ]
+
+
+def datamodule(tmp_path: Path, rows: list[dict], builder: DialoguePairs | None = None, **kwargs) -> Seq2SeqDataModule:
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    options = {"train_file": str(train), "cache_dir": str(tmp_path / "cache")}
+    options.update({"validation_fraction": 0.1, "test_fraction": 0.1, **kwargs})
+    tokenizer = TrainedTokenizer(vocab_size=400, min_frequency=1, extra_special_tokens=TOKENS)
+    return Seq2SeqDataModule(tokenizer, pair_builder=builder or DialoguePairs(), **options)
+
+
+def test_each_turn_after_the_first_answers_its_history_window() -> None:
+    builder = DialoguePairs(max_history_turns=2)
+    pairs, skipped = builder.conversation_pairs(turns("hi", "hello there", "how are you?", "fine", "bye"))
+    assert skipped == []
+    assert pairs == [
+        (["<speaker1>hi"], "hello there"),
+        (["<speaker1>hi", "<speaker2>hello there"], "how are you?"),
+        (["<speaker2>hello there", "<speaker1>how are you?"], "fine"),
+        (["<speaker1>how are you?", "<speaker2>fine"], "bye"),
+    ]
+
+
+def test_speakers_are_numbered_by_first_appearance_and_consecutive_turns_merge() -> None:
+    rows = [
+        {"speaker": "bob", "text": "hey"},
+        {"speaker": "amy", "text": "hi"},
+        {"speaker": "amy", "text": "  what's   up?"},
+        {"speaker": "bob", "text": "not much <sep> really"},
+    ]
+    pairs, _ = DialoguePairs().conversation_pairs(rows)
+    assert pairs[-1] == (["<speaker1>hey", "<speaker2>hi what's up?"], "not much really")
+    # Plain strings: speakers alternate.
+    pairs, _ = DialoguePairs().conversation_pairs(["a", "b", "c"])
+    assert pairs[-1][0] == ["<speaker1>a", "<speaker2>b"]
+
+
+def test_bad_conversations_and_turns_are_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rows = conversations(40) + [
+        {"id": "single", "turns": turns("anyone home?")},
+        {"id": "none", "turns": []},
+        {"id": "missing"},
+        {"id": "gap", "turns": turns("hello", "   ", "still there?", "yes")},
+    ]
+    dm = datamodule(tmp_path, rows)  # 4 and 5 conversations carved: at least one usable in each
+    with caplog.at_level(logging.INFO):
+        pairs = dm.pairs()
+    message = " ".join(caplog.messages)
+    counts = {
+        reason: sum(int(n) for n in re.findall(rf"(\d+) {reason}", message))
+        for reason in ("single-turn conversations", "conversations without turns", "turns with empty text")
+    }
+    assert counts == {"single-turn conversations": 1, "conversations without turns": 2, "turns with empty text": 1}
+    # "gap": the empty turn is dropped, "hello" and "still there?" are one speaker's turn.
+    gap = [row for split in pairs.values() for row in split if row["conversation_id"] == "gap"]
+    assert [(row["source"], row["target"]) for row in gap] == [("<speaker1>hello still there?", "yes")]
+    assert sum(len(split) for split in pairs.values()) == 40 * 3 + 1
+    for split in pairs.values():
+        assert split["example_id"] == list(range(len(split)))
+
+
+def test_no_conversation_is_shared_between_splits(tmp_path: Path) -> None:
+    pairs = datamodule(tmp_path, conversations(60)).pairs()
+    ids = {split: set(pairs[split]["conversation_id"]) for split in pairs}
+    assert len(ids["validation"]) == 6 and len(ids["test"]) == 6 and len(ids["train"]) == 48
+    assert not ids["train"] & ids["validation"] and not ids["train"] & ids["test"]
+    assert not ids["validation"] & ids["test"]
+    for split, data in pairs.items():  # every pair of a conversation stays with it
+        assert len(data) == 3 * len(ids[split])
+
+
+def test_left_truncation_drops_the_oldest_whole_turns(tmp_path: Path) -> None:
+    long_turns = [f"turn {t} " + " ".join(f"word{t}x{w}" for w in range(6)) for t in range(6)]
+    rows = conversations(30) + [{"id": "long", "turns": turns(*long_turns)}]
+    dm = datamodule(tmp_path, rows, max_source_length=40, validation_fraction=0.05, test_fraction=0.05)
+    dm.setup()
+    tokenizer = dm.tokenizer
+    checked = 0
+    for split in dm.datasets.values():
+        for row in split:
+            assert len(row["input_ids"]) <= 40
+            kept = row["source"].split("<sep>")
+            # The kept turns are the most recent ones of the context, each whole.
+            assert kept == row["context"][len(row["context"]) - len(kept) :]
+            assert tokenizer(row["source"])["input_ids"] == row["input_ids"]
+            if row["conversation_id"] == "long" and row["target"] == long_turns[-1]:
+                assert row["source_truncated"] and 1 <= len(kept) < len(row["context"])
+                assert kept[-1] == "<speaker1>" + long_turns[-2]
+                checked += 1
+    assert checked == 1
+
+
+def test_a_single_too_long_turn_keeps_its_end(tmp_path: Path) -> None:
+    rows = conversations(30) + [{"id": "long", "turns": turns(" ".join(f"w{i}" for i in range(80)), "short answer")}]
+    dm = datamodule(tmp_path, rows, max_source_length=16, validation_fraction=0.05, test_fraction=0.05)
+    dm.setup()
+    (row,) = [r for split in dm.datasets.values() for r in split if r["conversation_id"] == "long"]
+    assert row["source_truncated"] and len(row["input_ids"]) <= 16
+    assert row["source"].startswith("<speaker1>") and row["source"].endswith("w78 w79")
+    assert dm.tokenizer.convert_ids_to_tokens(row["input_ids"])[0] == "<speaker1>"
+
+
+def test_markers_are_single_special_tokens_dropped_when_decoding(tmp_path: Path) -> None:
+    dm = datamodule(tmp_path, conversations(30))
+    tokenizer = dm.tokenizer
+    assert [tokenizer.convert_ids_to_tokens(i) for i in range(4)] == ["<pad>", "<s>", "</s>", "<unk>"]
+    ids = tokenizer("<speaker1>conversation 3<sep><speaker2>turn 2")["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids[0]) == "<speaker1>"
+    assert [tokenizer.convert_ids_to_tokens(i) for i in ids].count("<sep>") == 1
+    assert tokenizer.decode(ids, skip_special_tokens=True).split() == ["conversation", "3", "turn", "2"]
+    # Without them in tokenizer.extra_special_tokens, the data module says what to set.
+    plain = Seq2SeqDataModule(
+        TrainedTokenizer(vocab_size=400, min_frequency=1),
+        pair_builder=DialoguePairs(),
+        train_file=str(tmp_path / "train.jsonl"),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    with pytest.raises(ConfigError, match=r"'<speaker1>'.*tokenizer.extra_special_tokens"):
+        _ = plain.tokenizer
+
+
+def test_tokenized_splits_are_found_again_in_the_same_process(tmp_path: Path) -> None:
+    dm = datamodule(tmp_path, conversations(30))
+    first, second = dm.tokenized_splits(), dm.tokenized_splits()
+    assert first["train"].cache_files == second["train"].cache_files
+
+
+def test_builder_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="max_history_turns must be >= 1"):
+        DialoguePairs(max_history_turns=0)
+    with pytest.raises(ConfigError, match="speaker_tokens"):
+        DialoguePairs(speaker_tokens=[])
+    with pytest.raises(ConfigError, match="source_field and data.target_field"):
+        Seq2SeqDataModule(TrainedTokenizer(), train_file="x.jsonl")
+
+
+def test_chitchat_messages_of_one_sender_form_one_turn() -> None:
+    raw = {
+        "u1": {
+            "prompt": "p",
+            "messages": [
+                [{"text": "Hello", "sender": "a"}, {"text": " How are\nyou? ", "sender": "a"}],
+                [{"text": "", "sender": "b"}],
+                [{"text": "fine", "sender": "a"}],
+            ],
+        }
+    }
+    assert list(chitchat_rows(raw)) == [
+        {
+            "id": "u1",
+            "prompt": "p",
+            "turns": [
+                {"speaker": "a", "text": "Hello How are you?"},
+                {"speaker": "b", "text": ""},
+                {"speaker": "a", "text": "fine"},
+            ],
+        }
+    ]
+
+
+def test_chitchat_package_is_written_once_as_conversation_rows(tmp_path: Path) -> None:
+    path = Path(chitchat_file(str(tmp_path)))
+    assert path.parent == tmp_path / "datasets"
+    mtime = path.stat().st_mtime_ns
+    assert chitchat_file(str(tmp_path)) == str(path) and path.stat().st_mtime_ns == mtime
+    with path.open(encoding="utf-8") as file:
+        rows = [json.loads(line) for line in file]
+    assert len(rows) == 7168 and len({row["id"] for row in rows}) == 7168
+    assert sum(len(row["turns"]) for row in rows) == 138737  # the package's message groups, one per turn
+    first = rows[0]["turns"]
+    assert first[0] == {"speaker": "720840be-e522-47ba-9e9f-143f66372673", "text": "Hello How are you doing today?"}
+    pairs = (pair for row in rows for pair in zip(row["turns"], row["turns"][1:], strict=False))
+    assert all(a["speaker"] != b["speaker"] for a, b in pairs)

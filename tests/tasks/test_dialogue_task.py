@@ -1,0 +1,131 @@
+"""The dialogue task: logged metrics are the corpus metrics whatever the batching, its config defaults, and a
+`train(cfg)` smoke run on a slice of the real chitchat conversations."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from importlib.resources import files
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import open_dict
+from torch.utils.data import DataLoader
+
+from tests.conftest import compose_config, write_jsonl
+from weaver.data.collate import Seq2SeqCollator
+from weaver.data.dialogue import chitchat_rows
+from weaver.metrics.dialogue import dialogue_scores
+from weaver.tasks import DialogueTask
+
+REFERENCES = ["i like dogs", "I am fine, thanks", "yes", "see you", "what about you?"]
+HYPOTHESES = ["i like cats a lot.", "i am fine", "yes yes yes", "", "what about you"]
+
+
+class ScriptedModel(torch.nn.Module):
+    """Uniform logits for the loss; it "generates" its first source token."""
+
+    decoder_start_token_id = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(8))
+
+    def forward(self, input_ids, attention_mask, decoder_input_ids):
+        return self.bias.expand(*decoder_input_ids.shape, 8)
+
+    def generate(self, input_ids, attention_mask, generation_config):
+        return input_ids[:, :1]
+
+
+class ScriptedTokenizer:
+    """Token 10 + i decodes to the i-th scripted hypothesis."""
+
+    pad_token_id = 0
+
+    def batch_decode(self, tokens, skip_special_tokens=True):
+        return [HYPOTHESES[int(row[0]) - 10] for row in tokens]
+
+
+def loader(batch_size: int) -> DataLoader:
+    examples = [
+        {"example_id": i, "input_ids": [10 + i, 2], "labels": [6, 2], "source": f"<speaker1>turn {i}", "target": ref}
+        for i, ref in enumerate(REFERENCES)
+    ]
+    return DataLoader(examples, batch_size=batch_size, collate_fn=Seq2SeqCollator(pad_token_id=0))
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_logged_metrics_are_the_corpus_metrics(batch_size: int) -> None:
+    task = DialogueTask(ScriptedModel(), ScriptedTokenizer(), optimizer=partial(torch.optim.SGD, lr=0.1))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (metrics,) = trainer.test(task, dataloaders=loader(batch_size), verbose=False)
+    expected, _ = dialogue_scores(HYPOTHESES, REFERENCES)
+    for name, value in expected.items():
+        assert metrics[f"test/{name}"] == pytest.approx(value, abs=1e-4)
+    assert metrics["test/ppl"] == pytest.approx(8.0, rel=1e-4)  # uniform logits over 8 tokens
+    assert task.metric_signatures["bleu"].startswith("nrefs:1")
+
+
+def test_dialogue_task_selects_its_data_model_metric_and_generation() -> None:
+    cfg = compose_config(["task=dialogue"])
+    assert cfg.task_name == "dialogue" and cfg.task._target_ == "weaver.tasks.DialogueTask"
+    assert cfg.data.pair_builder._target_ == "weaver.data.dialogue.DialoguePairs"
+    assert cfg.data.pair_builder.max_history_turns == 5
+    assert list(cfg.tokenizer.extra_special_tokens) == ["<speaker1>", "<speaker2>", "<sep>"]
+    assert cfg.model.d_model == 256 and cfg.generation.num_beams == 1 and not cfg.generation.get("do_sample")
+    assert cfg.callbacks.model_checkpoint.monitor == "val/f1" and cfg.callbacks.early_stopping.monitor == "val/f1"
+    assert cfg.monitor.mode == "max" and cfg.trainer.max_steps == 250
+    # The markers follow the data config.
+    cfg = compose_config(["task=dialogue", "data.pair_builder.turn_separator='<turn>'"])
+    assert cfg.tokenizer.extra_special_tokens[2] == "<turn>"
+
+
+@pytest.fixture(scope="module")
+def chitchat_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 40 multi-turn chitchat conversations, cut to 6 turns each (~200 pairs)."""
+    with (files("chitchat_dataset") / "dataset.json").open(encoding="utf-8") as file:
+        raw = json.load(file)
+    rows = [{**row, "turns": row["turns"][:6]} for row in chitchat_rows(raw) if len(row["turns"]) >= 2][:40]
+    return write_jsonl(tmp_path_factory.mktemp("chitchat") / "train.jsonl", rows)
+
+
+def test_train_smoke_run_on_chitchat_conversations(chitchat_slice: Path, tmp_path: Path) -> None:
+    from weaver.cli.train import train
+
+    cfg = compose_config(
+        [
+            "task=dialogue",
+            "model=weaver_tiny",
+            "logger=csv",
+            "hardware=cpu",
+            "trainer.precision=32-true",
+            f"data.train_file={chitchat_slice}",
+            "data.validation_fraction=0.1",
+            "data.test_fraction=0.1",
+            "data.max_tokens=2000",
+            "data.eval_max_tokens=4000",
+            "tokenizer.vocab_size=400",
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+            "trainer.log_every_n_steps=1",
+            "scheduler.num_warmup_steps=1",
+            "generation.max_new_tokens=8",
+            "task.max_generate_examples=16",
+            "~callbacks.progress_bar",
+            "~callbacks.model_summary",
+            "print_config=false",
+        ]
+    )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+    metrics, objects = train(cfg)
+    expected = {"f1", "bleu", "distinct_1", "distinct_2", "length", "loss", "ppl"}
+    assert {f"val/{name}" for name in expected} | {f"test/{name}" for name in expected} <= set(metrics)
+    predictions = [json.loads(line) for line in (tmp_path / "run" / "test_predictions.jsonl").open()]
+    assert len(predictions) == len(objects["datamodule"].pairs()["test"])
+    assert predictions[0]["source"].startswith(("<speaker1>", "<speaker2>"))
+    assert "<sep>" not in " ".join(p["hypothesis"] for p in predictions)  # markers are skipped when decoding

@@ -1,0 +1,315 @@
+"""Dialogue data: conversations become (context = previous turns, response = next turn) pairs.
+
+A raw row is one conversation, `{"id": ..., "turns": [{"speaker": ..., "text": ...}, ...]}` (field names are set in
+the data config; a turn may also be a plain string, and speakers then alternate). Because a row is a conversation,
+the data module's seeded carving of validation/test from train splits by conversation: no conversation straddles
+two splits.
+
+`DialoguePairs` is the data module's `pair_builder` for such rows. Every usable turn after the first is a response
+whose context is up to `max_history_turns` previous turns, each prefixed with its speaker's token and joined with
+`turn_separator`. At tokenization time the context is truncated from the left by whole turns, so the most recent
+turns are kept intact. Bad data (conversations with fewer than two usable turns, turns without text) is skipped and
+counted, never fatal.
+
+`chitchat_file` writes the conversations of the `chitchat-dataset` package (BYU PCC lab's Chit-Chat Challenge, MIT
+licence; the data ships inside the package) as such rows, once, for `conf/data/chitchat.yaml`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, Features, Value
+from datasets import Sequence as ListFeature
+from transformers import PreTrainedTokenizerBase
+
+from weaver.data.columns import check_columns, get_field, skip_reason
+from weaver.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+# Bump when the pairs built from the same rows change, so cached pair datasets are not reused.
+PAIRS_VERSION = "1"
+# Bump when `chitchat_rows` changes, so a cached JSONL file is written again.
+CHITCHAT_FORMAT_VERSION = "1"
+
+TURN_SKIPS = {"missing": "turns without text", "empty": "turns with empty text", "not text": "turns with non-text"}
+PAIR_FEATURES = Features(
+    {
+        "conversation_id": Value("string"),
+        "context": ListFeature(Value("string")),
+        "source": Value("string"),
+        "target": Value("string"),
+        "skip_reason": Value("string"),
+    }
+)
+
+
+@dataclass
+class DialoguePairs:
+    """Conversations -> (context, response) pairs, and contexts -> token ids with whole-turn left truncation.
+
+    Speaker tokens are given by order of first appearance in each conversation (`speaker_tokens[0]` for whoever
+    speaks first; with more speakers than tokens they repeat). Consecutive turns of one speaker are merged, as a
+    turn is one speaker's consecutive messages. Occurrences of the special tokens inside the raw text are removed.
+    """
+
+    turns_field: str = "turns"
+    text_field: str = "text"
+    speaker_field: str | None = "speaker"
+    id_field: str | None = "id"
+    speaker_tokens: Sequence[str] = ("<speaker1>", "<speaker2>")
+    turn_separator: str = "<sep>"
+    max_history_turns: int = 5
+
+    def __post_init__(self) -> None:
+        self.speaker_tokens = tuple(str(token) for token in self.speaker_tokens)
+        if not self.speaker_tokens or any(not token.strip() or token != token.strip() for token in self.speaker_tokens):
+            raise ConfigError(
+                f"data.pair_builder.speaker_tokens must be non-empty tokens without spaces, got {self.speaker_tokens}."
+            )
+        if isinstance(self.max_history_turns, bool) or not isinstance(self.max_history_turns, int):
+            raise ConfigError(f"data.pair_builder.max_history_turns must be an integer, got {self.max_history_turns!r}")
+        if self.max_history_turns < 1:
+            raise ConfigError(f"data.pair_builder.max_history_turns must be >= 1, got {self.max_history_turns}.")
+        self.turn_separator = str(self.turn_separator or "")
+
+    @property
+    def special_tokens(self) -> list[str]:
+        """Markers that must stay single tokens (the tokenizer's `extra_special_tokens` must hold them)."""
+        separator = self.turn_separator.strip()
+        return list(dict.fromkeys([*self.speaker_tokens, *([separator] if separator else [])]))
+
+    # ---- conversations -> pairs --------------------------------------------------------------------------
+
+    def clean_text(self, text: str) -> str:
+        for token in self.special_tokens:
+            text = text.replace(token, " ")
+        return " ".join(text.split())
+
+    def conversation_turns(self, turns: Any) -> tuple[list[tuple[str, str]], list[str]]:
+        """Usable `(speaker token, text)` turns, and why the rest (or the whole conversation) was skipped."""
+        if not isinstance(turns, list) or not turns:
+            return [], ["conversations without turns"]
+        kept: list[tuple[Any, str]] = []
+        skipped = []
+        for position, turn in enumerate(turns):
+            if isinstance(turn, dict):
+                text = get_field(turn, self.text_field)
+                speaker = get_field(turn, self.speaker_field) if self.speaker_field else None
+            elif isinstance(turn, str):
+                text, speaker = turn, None
+            else:
+                skipped.append("turns that are neither a record nor text")
+                continue
+            reason = skip_reason(text) or (None if self.clean_text(text) else "empty")
+            if reason:
+                skipped.append(TURN_SKIPS[reason])
+                continue
+            # Without a speaker, turns alternate by their position in the conversation.
+            key = ("speaker", str(speaker)) if speaker is not None else ("position", position % 2)
+            if kept and kept[-1][0] == key:
+                kept[-1] = (key, f"{kept[-1][1]} {self.clean_text(text)}")
+            else:
+                kept.append((key, self.clean_text(text)))
+        order: dict[Any, int] = {}
+        named = [
+            (self.speaker_tokens[order.setdefault(key, len(order)) % len(self.speaker_tokens)], text)
+            for key, text in kept
+        ]
+        if len(named) < 2:
+            skipped.append("single-turn conversations" if named else "conversations without usable turns")
+        return named, skipped
+
+    def conversation_pairs(self, turns: Any) -> tuple[list[tuple[list[str], str]], list[str]]:
+        """`(context turns, response)` for every usable turn after the first, and the skip reasons."""
+        named, skipped = self.conversation_turns(turns)
+        formatted = [token + text for token, text in named]
+        pairs = [
+            (formatted[max(0, index - self.max_history_turns) : index], text)
+            for index, (_, text) in enumerate(named)
+            if index > 0
+        ]
+        return pairs, skipped
+
+    def build_pairs(self, dataset: Dataset, split: str) -> Dataset:
+        """Columns `example_id` (0, 1, ... in conversation order), `conversation_id`, `context` (the formatted
+        history turns, oldest first), `source` (them joined) and `target` (the response)."""
+        check_columns(dataset, split, {"pair_builder.turns_field": self.turns_field})
+
+        def expand(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+            out: dict[str, list[Any]] = {name: [] for name in PAIR_FEATURES}
+            rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+            for row, index in zip(rows, indices, strict=True):
+                conversation_id = get_field(row, self.id_field) if self.id_field else None
+                conversation_id = str(index if conversation_id is None else conversation_id)
+                pairs, skipped = self.conversation_pairs(get_field(row, self.turns_field))
+                # Skipped items travel as placeholder rows, so the counts survive the `datasets` cache.
+                items = [([], "", "", reason) for reason in skipped]
+                items += [(context, self.turn_separator.join(context), target, "") for context, target in pairs]
+                for context, source, target, reason in items:
+                    out["conversation_id"].append(conversation_id)
+                    out["context"].append(context)
+                    out["source"].append(source)
+                    out["target"].append(target)
+                    out["skip_reason"].append(reason)
+            return out
+
+        recipe = f"{PAIRS_VERSION}|{self!r}|{dataset._fingerprint}"
+        fingerprint = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+        mapped = dataset.map(
+            expand,
+            batched=True,
+            with_indices=True,
+            remove_columns=dataset.column_names,
+            features=PAIR_FEATURES,
+            new_fingerprint=fingerprint,
+            desc=f"Expanding {split} conversations",
+        )
+        skipped = Counter(reason for reason in mapped["skip_reason"] if reason)
+        kept = mapped.filter(
+            lambda reasons: [not r for r in reasons],
+            batched=True,
+            input_columns="skip_reason",
+            new_fingerprint=f"{fingerprint}-kept",
+        )
+        if len(kept) == 0:
+            raise DataError(
+                f"The {split} split has no (context, response) pairs: every one of its {len(dataset)} conversations "
+                f"has fewer than two usable turns (data.pair_builder.turns_field='{self.turns_field}', "
+                f"text_field='{self.text_field}')."
+            )
+        kept = kept.remove_columns("skip_reason").map(
+            lambda _, index: {"example_id": index},
+            with_indices=True,
+            new_fingerprint=f"{fingerprint}-ids",
+            desc=f"Numbering {split} pairs",
+        )
+        log.info(
+            "%s split: %d conversations -> %d (context, response) pairs (history up to %d turns).",
+            split,
+            len(dataset),
+            len(kept),
+            self.max_history_turns,
+        )
+        if skipped:
+            details = ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
+            log.warning("%s split: skipped %s.", split, details)
+        return kept.select_columns(["example_id", "conversation_id", "context", "source", "target"])
+
+    # ---- contexts -> token ids ---------------------------------------------------------------------------
+
+    def encode_sources(
+        self, tokenizer: PreTrainedTokenizerBase, batch: dict[str, list[Any]], max_length: int, prefix: str = ""
+    ) -> dict[str, list[Any]]:
+        """Token ids of each context, cut to `max_length` by dropping its oldest whole turns; only when the most
+        recent turn alone is too long is that turn cut, from the left. `source` becomes the text kept."""
+        budget = max_length - tokenizer.num_special_tokens_to_add(pair=False) - count_tokens(tokenizer, [prefix])[0]
+        separator = count_tokens(tokenizer, [self.turn_separator])[0]
+        # A conversation's consecutive pairs share most of their turns: each distinct turn is counted once.
+        turns = list(dict.fromkeys(turn for context in batch["context"] for turn in context))
+        size = dict(zip(turns, count_tokens(tokenizer, turns), strict=True))
+        sources, dropped = [], []
+        for context in batch["context"]:
+            lengths = [size[turn] for turn in context]
+            keep, total = 0, 0
+            for length in reversed(lengths):
+                cost = length + (separator if keep else 0)
+                if total + cost > budget:
+                    break
+                keep, total = keep + 1, total + cost
+            kept = context[len(context) - keep :] if keep else [self.cut_left(tokenizer, context[-1], budget)]
+            sources.append(self.turn_separator.join(kept))
+            dropped.append(keep < len(context))
+        inputs = tokenizer([prefix + source for source in sources], max_length=max_length, truncation=True)
+        overflowing = [len(ids) >= max_length for ids in inputs["input_ids"]]
+        if inputs.encodings is not None:  # fast tokenizers say exactly whether anything was cut off the end
+            overflowing = [bool(encoding.overflowing) for encoding in inputs.encodings]
+        return {
+            "input_ids": inputs["input_ids"],
+            "source": sources,
+            "source_truncated": [a or b for a, b in zip(dropped, overflowing, strict=True)],
+        }
+
+    def cut_left(self, tokenizer: PreTrainedTokenizerBase, turn: str, budget: int) -> str:
+        """The speaker token and as much of the end of the turn's text as fits `budget` tokens."""
+        token = next((t for t in self.speaker_tokens if turn.startswith(t)), "")
+        text = turn[len(token) :]
+        room = budget - count_tokens(tokenizer, [token])[0]
+        if room <= 0:
+            return token
+        if tokenizer.is_fast:
+            offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            # A word cut in two may take one token more than its tail did: step right until the turn fits.
+            for start in range(max(0, len(offsets) - room), len(offsets)):
+                candidate = token + text[offsets[start][0] :].lstrip()
+                if count_tokens(tokenizer, [candidate])[0] <= budget:
+                    return candidate
+            return token
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return token + tokenizer.decode(ids[-room:]).lstrip()
+
+
+def count_tokens(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[int]:
+    """Tokens of each text, without the special tokens the tokenizer adds around a sequence."""
+    if not texts:
+        return []
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [len(ids) if text else 0 for ids, text in zip(encoded, texts, strict=True)]
+
+
+# ---- the chitchat-dataset package ----------------------------------------------------------------------------
+
+
+def chitchat_rows(raw: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The package's `{uuid: {"messages": [[{"text", "sender", ...}, ...], ...], "prompt": ...}}` as rows
+    `{"id", "prompt", "turns": [{"speaker", "text"}]}`: consecutive messages of one sender are joined into a turn
+    (whitespace collapsed). A turn whose messages are all empty keeps an empty text (the pair builder counts it)."""
+    for conversation_id, conversation in raw.items():
+        turns: list[dict[str, Any]] = []
+        for group in conversation.get("messages") or []:
+            for message in group or []:
+                speaker = message.get("sender")
+                text = " ".join(str(message.get("text") or "").split())
+                if turns and speaker is not None and turns[-1]["speaker"] == speaker:
+                    turns[-1]["text"] = " ".join(part for part in (turns[-1]["text"], text) if part)
+                else:
+                    turns.append({"speaker": speaker, "text": text})
+        yield {"id": str(conversation_id), "prompt": conversation.get("prompt"), "turns": turns}
+
+
+def chitchat_file(cache_dir: str | None = None) -> str:
+    """`${weaver.chitchat:${paths.cache_dir}}`: the installed package's conversations as a JSONL file under
+    `cache_dir/datasets/`, written on first use (no network), then loaded like any data file."""
+    try:
+        version = metadata.version("chitchat-dataset")
+        source = resources.files("chitchat_dataset") / "dataset.json"
+    except (metadata.PackageNotFoundError, ModuleNotFoundError) as error:
+        raise DataError(
+            "data=chitchat needs the chitchat-dataset package: pip install chitchat-dataset (it ships the data)."
+        ) from error
+    folder = Path(cache_dir or tempfile.gettempdir()).expanduser() / "datasets"
+    path = folder / f"chitchat-{version}-v{CHITCHAT_FORMAT_VERSION}.jsonl"
+    if path.is_file():
+        return str(path)
+    with source.open("r", encoding="utf-8") as file:
+        raw = json.load(file)
+    folder.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so a concurrent reader (another rank) never sees half a file.
+    partial = folder / f"{path.name}.{os.getpid()}.tmp"
+    with partial.open("w", encoding="utf-8") as file:
+        for row in chitchat_rows(raw):
+            file.write(json.dumps(row, ensure_ascii=False) + "\n")
+    partial.replace(path)
+    log.info("Wrote the %d chitchat-dataset %s conversations to %s", len(raw), version, path)
+    return str(path)
