@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
 from unittest import mock
 from urllib.parse import urlparse
+
+from weaver.errors import ConfigError
+
+T = TypeVar("T")
 
 OFFLINE_HINT = (
     "The HuggingFace Hub is unreachable (no network, or HF_HUB_OFFLINE=1) and '{name}' is not in the local "
@@ -41,3 +47,25 @@ def offline_mode() -> Iterator[None]:
         mock.patch.object(constants, "HF_HUB_OFFLINE", True),
     ):
         yield
+
+
+def load_pretrained(load: Callable[[str], T], name_or_path: str, key: str, hint: str = "") -> T:
+    """`load(name_or_path)` (a `from_pretrained`) from a local folder, or through the real Hub code path.
+
+    Offline, only the local HuggingFace cache is tried, and an empty cache gives a message naming `key` and how to
+    point it at a local folder (then `hint`) instead of minutes of download retries and a deep traceback.
+    """
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        return load(str(folder))
+    reachable = hub_reachable()
+    try:
+        if reachable:
+            return load(name_or_path)
+        with offline_mode():
+            return load(name_or_path)
+    except OSError as error:
+        if reachable:
+            raise ConfigError(f"{key}='{name_or_path}' could not be loaded: {error}") from error
+        alternative = f"Point {key} at a local folder saved with save_pretrained{hint}."
+        raise ConfigError(OFFLINE_HINT.format(name=name_or_path, alternative=alternative)) from error

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from weaver.data import PretrainedTokenizer, TrainedTokenizer
-from weaver.errors import ConfigError, DataError
+from weaver.errors import ConfigError
 
 TEXTS = [
     "Dieses Paket enthält die Dokumentation für Python 3.",
@@ -69,5 +69,5 @@ def test_pretrained_tokenizer_loads_a_saved_folder(tmp_path: Path) -> None:
 
 def test_pretrained_hub_id_offline_fails_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(DataError, match="Hub is unreachable.*local folder"):
+    with pytest.raises(ConfigError, match="Hub is unreachable.*local folder"):
         PretrainedTokenizer("weaver-tests/not-a-real-model").build(batches, "fp", None)

@@ -12,8 +12,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from weaver.errors import ConfigError, DataError
-from weaver.hub import OFFLINE_HINT, hub_reachable, offline_mode
+from weaver.errors import ConfigError
+from weaver.hub import load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def wrap_fast(tokenizer: Tokenizer, extra_special_tokens: Sequence[str] = ()) ->
         bos_token=BOS,
         eos_token=EOS,
         unk_token=UNK,
-        additional_special_tokens=list(extra_special_tokens),
+        extra_special_tokens=list(extra_special_tokens),
     )
 
 
@@ -123,36 +123,41 @@ class TrainedTokenizer:
 
 
 class PretrainedTokenizer:
-    """A tokenizer folder saved with `save_pretrained`, or a Hub id (the real Hub code path)."""
+    """A tokenizer folder saved with `save_pretrained`, or a Hub id (the real Hub code path).
+
+    `src_lang`/`tgt_lang` are the language codes of multilingual tokenizers (mBART's `en_XX`, NLLB's `eng_Latn`):
+    they choose the language tokens added to sources and, through `text_target`, to targets.
+    """
 
     def __init__(
-        self, name_or_path: str, trust_remote_code: bool = False, extra_special_tokens: Sequence[str] | None = None
+        self,
+        name_or_path: str,
+        trust_remote_code: bool = False,
+        extra_special_tokens: Sequence[str] | None = None,
+        src_lang: str | None = None,
+        tgt_lang: str | None = None,
     ) -> None:
         self.name_or_path, self.trust_remote_code = name_or_path, trust_remote_code
         self.extra_special_tokens = clean_special_tokens(extra_special_tokens)
+        self.kwargs = {name: value for name, value in (("src_lang", src_lang), ("tgt_lang", tgt_lang)) if value}
 
     def build(self, texts: TextBatches, data_fingerprint: str, cache_dir: str | None) -> PreTrainedTokenizerBase:
         del texts, data_fingerprint, cache_dir  # nothing to train
         tokenizer = self.load()
         if self.extra_special_tokens:  # new ids past the pretrained vocabulary
             tokenizer.add_special_tokens(
-                {"additional_special_tokens": self.extra_special_tokens}, replace_additional_special_tokens=False
+                {"extra_special_tokens": self.extra_special_tokens}, replace_extra_special_tokens=False
             )
         return tokenizer
 
     def load(self) -> PreTrainedTokenizerBase:
         """Nothing to train: the folder or Hub id as it is."""
-        kwargs = {"trust_remote_code": self.trust_remote_code}
-        if Path(self.name_or_path).expanduser().is_dir():
-            return AutoTokenizer.from_pretrained(str(Path(self.name_or_path).expanduser()), **kwargs)
-        try:
-            if hub_reachable():
-                return AutoTokenizer.from_pretrained(self.name_or_path, **kwargs)
-            with offline_mode():
-                return AutoTokenizer.from_pretrained(self.name_or_path, **kwargs)
-        except OSError as error:
-            alternative = "Point tokenizer.name_or_path at a local folder saved with save_pretrained."
-            raise DataError(OFFLINE_HINT.format(name=self.name_or_path, alternative=alternative)) from error
+
+        def from_pretrained(name_or_path: str) -> PreTrainedTokenizerBase:
+            return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=self.trust_remote_code, **self.kwargs)
+
+        hint = " (model=hf_seq2seq sets it from model.name_or_path)"
+        return load_pretrained(from_pretrained, self.name_or_path, "tokenizer.name_or_path", hint)
 
 
 def fingerprint_tokenizer(tokenizer: PreTrainedTokenizerBase) -> str:
