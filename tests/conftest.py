@@ -48,23 +48,33 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 
 
 # Shrink any task's config to seconds: tiny model and vocabulary, a few steps, CSV logs, CPU fp32.
+TINY_MODEL = ["model=weaver_tiny", "tokenizer.vocab_size=400"]
 TINY_RUN = [
-    "model=weaver_tiny",
     "logger=csv",
     "hardware=cpu",
     "trainer.precision=32-true",
-    "tokenizer.vocab_size=400",
     "trainer.log_every_n_steps=1",
     "generation.max_new_tokens=8",
     "~callbacks.progress_bar",
     "~callbacks.model_summary",
     "print_config=false",
 ]
+# A few steps of fixed-size batches with a validation in the middle.
+SHORT_TRAINING = [
+    "data.max_tokens=null",
+    "data.eval_max_tokens=null",
+    "data.batch_size=16",
+    "data.eval_batch_size=16",
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=3",
+    "scheduler.num_warmup_steps=2",
+    "task.max_generate_examples=16",
+]
 
 
-def tiny_run_config(overrides: list[str], tmp_path: Path) -> DictConfig:
-    """`compose_config(TINY_RUN + overrides)` writing its run dir and caches under `tmp_path`."""
-    cfg = compose_config(TINY_RUN + overrides)
+def tiny_run_config(overrides: list[str], tmp_path: Path, model: list[str] = TINY_MODEL) -> DictConfig:
+    """`compose_config(model + TINY_RUN + overrides)` writing its run dir and caches under `tmp_path`."""
+    cfg = compose_config(model + TINY_RUN + overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.paths.cache_dir = str(tmp_path / "cache")
@@ -74,15 +84,4 @@ def tiny_run_config(overrides: list[str], tmp_path: Path) -> DictConfig:
 @pytest.fixture
 def train_config(tiny_data_dir: Path, tmp_path: Path) -> DictConfig:
     """The default (translation) config shrunk to seconds."""
-    overrides = [
-        f"data.data_dir={tiny_data_dir}",
-        "data.max_tokens=null",
-        "data.eval_max_tokens=null",
-        "data.batch_size=16",
-        "data.eval_batch_size=16",
-        "trainer.max_steps=6",
-        "trainer.val_check_interval=3",
-        "scheduler.num_warmup_steps=2",
-        "task.max_generate_examples=16",
-    ]
-    return tiny_run_config(overrides, tmp_path)
+    return tiny_run_config([f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING], tmp_path)

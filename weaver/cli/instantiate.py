@@ -8,7 +8,10 @@ from typing import Any
 
 import hydra
 from hydra.errors import InstantiationException
+from lightning.pytorch import LightningModule
 from omegaconf import DictConfig
+from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from weaver.errors import ConfigError, WeaverError
 
@@ -38,3 +41,24 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
 def build_named(nodes: DictConfig | None, key: str) -> list[Any]:
     """Callbacks and loggers are dicts of named nodes, so each can be tuned or removed by name."""
     return [build(node, f"{key}.{name}") for name, node in (nodes or {}).items() if node and "_target_" in node]
+
+
+def build_model(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
+    """`cfg.model` sized for `tokenizer`, with `cfg.peft` adapters when set."""
+    model = build(cfg.model, "model", tokenizer=tokenizer)
+    if cfg.get("peft"):
+        model = build(cfg.peft, "peft")(model)
+    return model
+
+
+def build_task(cfg: DictConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> LightningModule:
+    """The task's LightningModule around `model`, with its optimizer, schedule and decoding settings."""
+    return build(
+        cfg.task,
+        "task",
+        model=model,
+        tokenizer=tokenizer,
+        optimizer=build(cfg.optimizer, "optimizer"),
+        scheduler=build(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
+        generation=build(cfg.generation, "generation"),
+    )

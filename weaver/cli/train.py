@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from weaver.callbacks import RunConfigInCheckpoint
 from weaver.cli.config import config_dir, register_resolvers
-from weaver.cli.instantiate import build, build_named
+from weaver.cli.instantiate import build, build_model, build_named, build_task
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.errors import WeaverError
 
@@ -34,23 +34,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule = build(cfg.data, "data", tokenizer=build(cfg.tokenizer, "tokenizer"), cache_dir=cfg.paths.cache_dir)
     tokenizer = datamodule.tokenizer
     save_tokenizer(tokenizer, output_dir / "tokenizer")
-    model = build(
-        cfg.model,
-        "model",
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    task = build(
-        cfg.task,
-        "task",
-        model=model,
-        tokenizer=tokenizer,
-        optimizer=build(cfg.optimizer, "optimizer"),
-        scheduler=build(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
-        generation=build(cfg.generation, "generation"),
-    )
+    model = build_model(cfg, tokenizer)
+    task = build_task(cfg, model, tokenizer)
 
     callbacks = build_named(cfg.get("callbacks"), "callbacks")
     for callback in callbacks:

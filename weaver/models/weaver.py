@@ -10,17 +10,24 @@ Shapes: B batch, S source length, T target length, D d_model, H heads, V vocabul
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
 
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
 from weaver.generation import generate as run_generation
+
+MODEL_TYPE = "weaver"
+CONFIG_FILE, WEIGHTS_FILE, GENERATION_CONFIG_FILE = "config.json", "model.safetensors", "generation_config.json"
 
 
 @dataclass
@@ -211,6 +218,8 @@ class WeaverModel(nn.Module):
     def __init__(self, config: WeaverConfig) -> None:
         super().__init__()
         self.config = config
+        # Decoding defaults of `generate`; `from_pretrained` reads the exported ones.
+        self.generation_config = GenerationConfig()
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.embed_scale = math.sqrt(config.d_model)
         # Sinusoidal positions: no parameters and no length-specific training, a fine default for MT.
@@ -297,14 +306,63 @@ class WeaverModel(nn.Module):
         ``overrides`` replace fields of ``generation_config``, e.g. ``model.generate(x, m, num_beams=4)``.
         The caller chooses train/eval mode (dropout stays active in train mode).
         """
-        config = replace(generation_config or GenerationConfig(), **overrides)
+        config = replace(generation_config or self.generation_config, **overrides)
         return run_generation(self, input_ids, attention_mask, config)
+
+    def save_pretrained(self, folder: str | Path, generation_config: GenerationConfig | None = None) -> None:
+        """`config.json`, `model.safetensors` and `generation_config.json`: all `from_pretrained` needs."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {"model_type": MODEL_TYPE, **self.config.to_dict()}
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        weights = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
+        save_file(weights, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+        generation = (generation_config or self.generation_config).to_dict()
+        (folder / GENERATION_CONFIG_FILE).write_text(json.dumps(generation, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> WeaverModel:
+        """A model saved by `save_pretrained`, in eval mode. Weights come from safetensors: nothing is unpickled."""
+        folder = Path(folder).expanduser()
+        config_path = folder / CONFIG_FILE
+        if not config_path.is_file():
+            raise ConfigError(f"'{folder}' has no {CONFIG_FILE}: not a folder written by save_pretrained.")
+        values = json.loads(config_path.read_text())
+        model_type = values.pop("model_type", None)
+        if model_type != MODEL_TYPE:
+            raise ConfigError(f"'{config_path}' describes a '{model_type}' model, not a '{MODEL_TYPE}' one.")
+        model = cls(WeaverConfig.from_dict(values))
+        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+        generation_path = folder / GENERATION_CONFIG_FILE
+        if generation_path.is_file():
+            model.generation_config = GenerationConfig.from_dict(json.loads(generation_path.read_text()))
+        return model.eval()
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Parameter count; tied weights are counted once."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
 
-def build_weaver(vocab_size: int, **kwargs: Any) -> WeaverModel:
-    """Hydra-friendly builder: ``_target_: weaver.models.build_weaver``."""
+def build_weaver(
+    vocab_size: int | None = None, tokenizer: PreTrainedTokenizerBase | None = None, **kwargs: Any
+) -> WeaverModel:
+    """Hydra builder (``_target_: weaver.models.build_weaver``): the vocabulary and special ids come from
+    ``tokenizer`` unless given."""
+    if tokenizer is not None:
+        vocab_size = vocab_size or len(tokenizer)
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            kwargs.setdefault(name, getattr(tokenizer, name))
+    if vocab_size is None:
+        raise ConfigError("model: build_weaver needs a tokenizer or a vocab_size")
     return WeaverModel(WeaverConfig(vocab_size=vocab_size, **kwargs))
+
+
+def load_weaver(path: str, tokenizer: PreTrainedTokenizerBase | None = None) -> WeaverModel:
+    """Hydra builder for `model=weaver_pretrained`: fine-tune (or adapt with LoRA) an exported Weaver model."""
+    model = WeaverModel.from_pretrained(path)
+    if tokenizer is not None and len(tokenizer) != model.config.vocab_size:
+        raise ConfigError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model at model.path='{path}' has "
+            f"{model.config.vocab_size}: use the tokenizer saved with it (tokenizer.name_or_path={path})."
+        )
+    return model.train()

@@ -1,0 +1,100 @@
+"""HuggingFace backbones behind the task interface: tiny random T5, BART and Marian saved to a temp dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.models.tiny_hf import FAMILIES, save_tiny_model
+from weaver.data import PretrainedTokenizer
+from weaver.errors import ConfigError
+from weaver.generation import GenerationConfig
+from weaver.models import PretrainedSeq2Seq, build_pretrained_seq2seq
+
+TEXTS = ["The package provides a library.", "Hello world"]
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(request.param, tmp_path_factory.mktemp("hf") / request.param)  # named by family
+
+
+def load(folder: Path, **kwargs: object) -> tuple[PretrainedSeq2Seq, object]:
+    tokenizer = PretrainedTokenizer(str(folder)).load()
+    return build_pretrained_seq2seq(tokenizer, str(folder), **kwargs).eval(), tokenizer
+
+
+def test_forward_gives_logits_for_every_target_position(family_dir: Path) -> None:
+    model, tokenizer = load(family_dir)
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    decoder_input_ids = torch.full((2, 5), model.decoder_start_token_id)
+    logits = model(batch["input_ids"], batch["attention_mask"].bool(), decoder_input_ids)
+    assert logits.shape == (2, 5, len(tokenizer)) and logits.dtype == torch.float32
+
+
+def test_decoder_start_is_the_family_convention(family_dir: Path) -> None:
+    model, tokenizer = load(family_dir)
+    expected = {"t5": tokenizer.pad_token_id, "bart": tokenizer.eos_token_id, "marian": tokenizer.pad_token_id}
+    assert model.decoder_start_token_id == expected[family_dir.name]
+
+
+@pytest.mark.parametrize("settings", [{"num_beams": 1}, {"num_beams": 3, "no_repeat_ngram_size": 2}])
+def test_generate_matches_hf_generate_without_the_start_token(family_dir: Path, settings: dict) -> None:
+    model, tokenizer = load(family_dir)
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    config = GenerationConfig(max_new_tokens=6, **settings)
+    ours = model.generate(batch["input_ids"], batch["attention_mask"].bool(), config)
+    theirs = model.backbone.generate(**batch, generation_config=model.hf_generation_config(config))
+    assert theirs[:, 0].eq(model.decoder_start_token_id).all()
+    assert torch.equal(ours, theirs[:, 1:])
+
+
+def test_seeded_sampling_repeats(family_dir: Path) -> None:
+    model, tokenizer = load(family_dir)
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    config = GenerationConfig(max_new_tokens=6, do_sample=True, top_k=50, seed=3)
+    first = model.generate(batch["input_ids"], batch["attention_mask"].bool(), config)
+    assert torch.equal(first, model.generate(batch["input_ids"], batch["attention_mask"].bool(), config))
+
+
+def test_learned_positions_bound_the_source_length(tmp_path: Path) -> None:
+    folder = save_tiny_model("bart", tmp_path / "bart")  # 128 positions
+    tokenizer = PretrainedTokenizer(str(folder)).load()
+    with pytest.raises(ConfigError, match=r"data.max_source_length=200 exceeds the 128 positions"):
+        build_pretrained_seq2seq(tokenizer, str(folder), max_source_length=200)
+    build_pretrained_seq2seq(tokenizer, str(folder), max_source_length=128, max_target_length=64)
+
+
+def test_embeddings_grow_only_with_the_tokenizer(tmp_path: Path) -> None:
+    folder = save_tiny_model("t5", tmp_path / "t5")
+    plain = PretrainedTokenizer(str(folder)).load()
+    grown = PretrainedTokenizer(str(folder), extra_special_tokens=["<speaker1>", "<speaker2>"]).build(None, "", None)
+    rows = build_pretrained_seq2seq(plain, str(folder)).backbone.get_input_embeddings().num_embeddings
+    assert rows == len(plain)
+    grown_rows = build_pretrained_seq2seq(grown, str(folder)).backbone.get_input_embeddings().num_embeddings
+    assert grown_rows == len(plain) + 2 == len(grown)
+
+
+def test_forced_bos_token_must_be_in_the_vocabulary(tmp_path: Path) -> None:
+    folder = save_tiny_model("bart", tmp_path / "bart")
+    tokenizer = PretrainedTokenizer(str(folder)).load()
+    model = build_pretrained_seq2seq(tokenizer, str(folder), forced_bos_token="<s>")
+    assert model.hf_generation_config(GenerationConfig()).forced_bos_token_id == tokenizer.bos_token_id
+    with pytest.raises(ConfigError, match="model.forced_bos_token='de_DE' is not a token"):
+        build_pretrained_seq2seq(tokenizer, str(folder), forced_bos_token="de_DE")
+
+
+def test_hub_id_offline_fails_fast_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="Hub is unreachable.*model.name_or_path at a local folder"):
+        build_pretrained_seq2seq(None, "t5-small")
+
+
+def test_a_folder_without_a_seq2seq_model_is_named(tmp_path: Path) -> None:
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="is not a usable seq2seq model"):
+        build_pretrained_seq2seq(None, str(tmp_path))

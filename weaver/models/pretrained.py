@@ -1,0 +1,151 @@
+"""HuggingFace pretrained seq2seq backbones (T5, BART, Marian, mBART, ...) behind the interface every task uses.
+
+`PretrainedSeq2Seq` gives a `transformers` model the three things `Seq2SeqTask` needs: teacher-forced logits from
+`forward(input_ids, attention_mask, decoder_input_ids)`, `generate(..., GenerationConfig)` through HF `generate`,
+and `decoder_start_token_id`. `build_pretrained_seq2seq` is its Hydra builder (`model=hf_seq2seq`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import torch
+import transformers
+from torch import Tensor, nn
+from transformers import AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from weaver.errors import ConfigError
+from weaver.generation import GenerationConfig
+from weaver.hub import load_pretrained
+
+log = logging.getLogger(__name__)
+
+# Our decoding knobs that have the same name and meaning in `transformers.GenerationConfig`.
+SHARED_GENERATION_KEYS = (
+    "max_new_tokens",
+    "min_new_tokens",
+    "num_beams",
+    "length_penalty",
+    "no_repeat_ngram_size",
+    "do_sample",
+    "top_k",
+    "top_p",
+    "temperature",
+)
+
+
+class PretrainedSeq2Seq(nn.Module):
+    """A `transformers` encoder-decoder (`backbone`, possibly wrapped by `peft`) as a Weaver task model."""
+
+    def __init__(self, backbone: PreTrainedModel, forced_bos_token_id: int | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.forced_bos_token_id = forced_bos_token_id
+
+    @property
+    def hf_config(self) -> transformers.PretrainedConfig:
+        return self.backbone.config
+
+    @property
+    def decoder_start_token_id(self) -> int:
+        """The token that starts every target: the model's own choice (T5: pad, BART: </s>, Marian: pad)."""
+        start = self.backbone.generation_config.decoder_start_token_id
+        if start is None:
+            start = getattr(self.hf_config, "decoder_start_token_id", None)
+        if start is None:
+            raise ConfigError(f"The {self.hf_config.model_type} model defines no decoder_start_token_id.")
+        return int(start)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor) -> Tensor:
+        """Teacher-forced float logits (B, T, V)."""
+        outputs = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask.long(), decoder_input_ids=decoder_input_ids
+        )
+        return outputs.logits.float()
+
+    def hf_generation_config(self, config: GenerationConfig) -> transformers.GenerationConfig:
+        """The model's own generation defaults (forced BOS, special ids), with Weaver's decoding settings on top."""
+        hf_config = copy.deepcopy(self.backbone.generation_config)
+        updates: dict[str, Any] = {key: getattr(config, key) for key in SHARED_GENERATION_KEYS}
+        updates["decoder_start_token_id"] = self.decoder_start_token_id
+        if self.forced_bos_token_id is not None:
+            updates["forced_bos_token_id"] = self.forced_bos_token_id
+        if not config.do_sample:  # sampling-only knobs would make HF warn on every call
+            updates.update(top_k=None, top_p=None, temperature=None)
+        hf_config.update(**updates)
+        return hf_config
+
+    def generate(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, generation_config: GenerationConfig | None = None
+    ) -> Tensor:
+        """Generated tokens (B, L) after the start token, EOS included, padded after EOS (as `WeaverModel`)."""
+        config = generation_config or GenerationConfig()
+        if attention_mask is None:
+            attention_mask = input_ids.ne(self.hf_config.pad_token_id)
+        with torch.random.fork_rng(devices=[input_ids.device] if input_ids.is_cuda else []):
+            if config.do_sample and config.seed is not None:
+                torch.manual_seed(config.seed)
+            sequences = self.backbone.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask.long(),
+                generation_config=self.hf_generation_config(config),
+            )
+        return sequences[:, 1:]
+
+
+def load_backbone(name_or_path: str, trust_remote_code: bool) -> PreTrainedModel:
+    def from_pretrained(path: str) -> PreTrainedModel:
+        try:
+            return AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except ValueError as error:  # e.g. a decoder-only model, or code that needs trust_remote_code
+            raise ConfigError(f"model.name_or_path='{name_or_path}' is not a usable seq2seq model: {error}") from error
+
+    return load_pretrained(from_pretrained, name_or_path, "model.name_or_path")
+
+
+def position_limit(config: transformers.PretrainedConfig) -> int | None:
+    """Learned absolute positions cap the length (BART, Marian, mBART); relative ones (T5) do not."""
+    if getattr(config, "model_type", "") in ("t5", "mt5", "umt5", "longt5"):
+        return None
+    return getattr(config, "max_position_embeddings", None)
+
+
+def check_lengths(config: transformers.PretrainedConfig, name_or_path: str, lengths: dict[str, int | None]) -> None:
+    limit = position_limit(config)
+    for key, length in lengths.items():
+        if limit is not None and length is not None and length > limit:
+            raise ConfigError(
+                f"data.{key}={length} exceeds the {limit} positions of model.name_or_path='{name_or_path}' "
+                f"({config.model_type}); set data.{key}<={limit}."
+            )
+
+
+def token_id(tokenizer: PreTrainedTokenizerBase, token: str, key: str) -> int:
+    index = tokenizer.convert_tokens_to_ids(token)
+    if index is None or index == tokenizer.unk_token_id:
+        raise ConfigError(f"{key}='{token}' is not a token of the tokenizer ({tokenizer.name_or_path}).")
+    return int(index)
+
+
+def build_pretrained_seq2seq(
+    tokenizer: PreTrainedTokenizerBase,
+    name_or_path: str,
+    trust_remote_code: bool = False,
+    max_source_length: int | None = None,
+    max_target_length: int | None = None,
+    forced_bos_token: str | None = None,
+) -> PretrainedSeq2Seq:
+    """Hydra builder (`_target_: weaver.models.build_pretrained_seq2seq`) for `model=hf_seq2seq`."""
+    backbone = load_backbone(name_or_path, trust_remote_code)
+    check_lengths(
+        backbone.config, name_or_path, {"max_source_length": max_source_length, "max_target_length": max_target_length}
+    )
+    embeddings = backbone.get_input_embeddings().num_embeddings
+    if len(tokenizer) > embeddings:  # only when the tokenizer grew (extra special tokens); T5 keeps spare rows
+        log.info("Resizing the token embeddings from %d to %d for the added tokens.", embeddings, len(tokenizer))
+        backbone.resize_token_embeddings(len(tokenizer))
+    forced_bos = token_id(tokenizer, forced_bos_token, "model.forced_bos_token") if forced_bos_token else None
+    # `from_pretrained` returns eval mode; Lightning keeps each module's mode, so dropout would stay off in training.
+    return PretrainedSeq2Seq(backbone.train(), forced_bos_token_id=forced_bos)
