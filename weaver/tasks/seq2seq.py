@@ -92,7 +92,7 @@ class Seq2SeqTask(LightningModule):
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self.trainer.model.parameters())
+        optimizer = self.optimizer_factory(params=[p for p in self.trainer.model.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         kwargs = {}
