@@ -23,7 +23,7 @@ def test_train_writes_checkpoint_predictions_and_metrics(train_config: DictConfi
     assert {"val/bleu", "val/chrf", "val/loss", "test/bleu", "test/chrf", "test/loss"} <= set(metrics)
     checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"))
     assert any(c.name == "last.ckpt" for c in checkpoints) and len(checkpoints) >= 2
-    checkpoint = torch.load(checkpoints[0], map_location="cpu", weights_only=False)
+    checkpoint = torch.load(checkpoints[0], map_location="cpu", weights_only=True)  # nothing pickled
     assert checkpoint["weaver_config"]["model"]["d_model"] == 64
     predictions = [json.loads(line) for line in (run_dir / "test_predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 24
@@ -34,10 +34,11 @@ def test_train_writes_checkpoint_predictions_and_metrics(train_config: DictConfi
     assert len(samples) == 10 and set(samples[0]) == {"id", "source", "reference", "hypothesis"}  # 5 per validation
 
 
-def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, timeout: int = 300, script: str = "train.py") -> subprocess.CompletedProcess:
+    """`python <script> args` from the repository root, as a user runs it, offline."""
     env = {**os.environ, "WEAVER_CACHE_DIR": str(cwd / "cache"), "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
+        [sys.executable, str(ROOT / script), *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -97,6 +98,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
         (["data.max_source_length=0"], "data.max_source_length must be a positive integer, got 0"),
         (["task=nope"], "Could not find 'task/nope'"),
         (["model=nope"], "Could not find 'model/nope'"),
+        (["model=t5_small"], "Hub is unreachable (no network, or HF_HUB_OFFLINE=1) and 't5-small' is not in the local"),
     ],
 )
 def test_bad_input_gives_a_short_error(tmp_path: Path, overrides: list[str], message: str) -> None:

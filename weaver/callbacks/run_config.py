@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -11,14 +13,23 @@ CONFIG_KEY = "weaver_config"
 TOKENIZER_KEY = "weaver_tokenizer"
 
 
+def tokenizer_files(tokenizer: Any) -> dict[str, bytes]:
+    """The files `save_pretrained` writes, as {name: bytes}: loadable with `weights_only=True`."""
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        return {path.name: path.read_bytes() for path in Path(folder).iterdir() if path.is_file()}
+
+
 class RunConfigInCheckpoint(Callback):
     def __init__(self, config: DictConfig | dict[str, Any] | None = None) -> None:
         self.config = config
+        self._tokenizer_files: dict[str, bytes] | None = None
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         if self.config is not None:
             checkpoint[CONFIG_KEY] = OmegaConf.to_container(OmegaConf.create(self.config), resolve=True)
         tokenizer = getattr(pl_module, "tokenizer", None)
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is not None:
-            checkpoint[TOKENIZER_KEY] = backend.to_str()
+        if tokenizer is not None:
+            if self._tokenizer_files is None:  # the tokenizer does not change during a run
+                self._tokenizer_files = tokenizer_files(tokenizer)
+            checkpoint[TOKENIZER_KEY] = self._tokenizer_files

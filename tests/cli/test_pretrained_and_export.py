@@ -1,0 +1,186 @@
+"""Pretrained backbones and LoRA in real training runs, and `python export.py`: an exported folder reloads in a fresh
+process, without Hydra or the configs, and generates exactly the tokens of the checkpoint it came from."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from tests.cli.test_train import run_cli
+from tests.conftest import SHORT_TRAINING, embedded_slice, tiny_run_config
+from tests.models.tiny_hf import save_tiny_model
+from weaver.checkpoints import restore_run
+from weaver.cli.train import train
+from weaver.data import PretrainedTokenizer
+from weaver.export import export_checkpoint, from_pretrained
+from weaver.models import LoRA, PretrainedSeq2Seq, build_pretrained_seq2seq, build_weaver
+
+TEXTS = ["The package provides a command line tool.", "Documentation files", "A library for Python 3"]
+
+# Runs in a fresh interpreter: only `weaver.from_pretrained` / `transformers` and the exported folder.
+RELOAD_AND_GENERATE = """
+import json, sys
+import weaver
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+folder, kind, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+batch = AutoTokenizer.from_pretrained(folder)(texts, padding=True, return_tensors="pt")
+if kind == "hf":
+    tokens = AutoModelForSeq2SeqLM.from_pretrained(folder).eval().generate(**batch)[:, 1:]
+else:
+    tokens = weaver.from_pretrained(folder).generate(batch["input_ids"], batch["attention_mask"])
+print(json.dumps(tokens.tolist()))
+"""
+
+
+def hf_run_config(folder: Path, data_dir: Path, tmp_path: Path, overrides: list[str] = ()) -> DictConfig:
+    model = ["model=hf_seq2seq", f"model.name_or_path={folder}"]
+    return tiny_run_config([f"data.data_dir={data_dir}", *SHORT_TRAINING, *overrides], tmp_path, model=model)
+
+
+def best_checkpoint(cfg: DictConfig) -> Path:
+    (path,) = [p for p in (Path(cfg.paths.output_dir) / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
+    return path
+
+
+def checkpoint_tokens(ckpt: Path) -> list[list[int]]:
+    """What the checkpoint's model generates for TEXTS with the run's own decoding settings."""
+    run = restore_run(ckpt)
+    batch = run.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        tokens = run.task.model.generate(batch["input_ids"], batch["attention_mask"].bool(), run.task.generation)
+    return tokens.tolist()
+
+
+def fresh_process_tokens(folder: Path, kind: str) -> list[list[int]]:
+    result = subprocess.run(
+        [sys.executable, "-c", RELOAD_AND_GENERATE, str(folder), kind, json.dumps(TEXTS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def export_cli(ckpt: Path, output: Path, tmp_path: Path, *extra: str) -> None:
+    result = run_cli(f"ckpt_path={ckpt}", f"output_dir={output}", *extra, cwd=tmp_path, script="export.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def train_losses(cfg: DictConfig) -> list[float]:
+    with (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").open() as file:
+        return [float(row["train/loss"]) for row in csv.DictReader(file) if row.get("train/loss")]
+
+
+@pytest.mark.slow
+def test_native_export_generates_the_checkpoint_tokens_in_a_fresh_process(
+    train_config: DictConfig, tmp_path: Path
+) -> None:
+    train(train_config)
+    ckpt, output = best_checkpoint(train_config), tmp_path / "exported"
+    export_cli(ckpt, output, tmp_path)
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= {
+        p.name for p in output.iterdir()
+    }
+    assert fresh_process_tokens(output, "weaver") == checkpoint_tokens(ckpt)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["t5", "bart", "marian"])
+def test_hf_export_loads_with_auto_classes_and_generates_the_checkpoint_tokens(
+    family: str, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    folder = save_tiny_model(family, tmp_path / family)
+    cfg = hf_run_config(folder, tiny_data_dir, tmp_path, ["generation=beam4", "generation.max_new_tokens=8"])
+    train(cfg)
+    ckpt, output = best_checkpoint(cfg), tmp_path / "exported"
+    export_cli(ckpt, output, tmp_path)
+    assert fresh_process_tokens(output, "hf") == checkpoint_tokens(ckpt)
+
+
+def test_lora_trains_a_tenth_of_the_parameters_or_less(tmp_path: Path) -> None:
+    folder = save_tiny_model("t5", tmp_path / "t5")
+    tokenizer = PretrainedTokenizer(str(folder)).load()
+    models = {
+        "hf": build_pretrained_seq2seq(tokenizer, str(folder)),
+        "native": build_weaver(vocab_size=400, d_model=64, num_heads=2, num_encoder_layers=2, num_decoder_layers=2),
+    }
+    for name, model in models.items():
+        total = sum(p.numel() for p in model.parameters())
+        adapted = LoRA(r=8)(model)
+        trainable = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+        assert 0 < trainable * 10 <= total, name
+    assert isinstance(models["hf"], PretrainedSeq2Seq)  # keeps its class: the backbone is wrapped
+
+
+@pytest.mark.slow
+def test_lora_training_lowers_the_loss_and_the_adapter_reloads(tiny_data_dir: Path, tmp_path: Path) -> None:
+    folder = save_tiny_model("t5", tmp_path / "t5")
+    overfit = ["peft=lora", "+trainer.overfit_batches=1", "trainer.max_steps=40", "trainer.val_check_interval=40"]
+    cfg = hf_run_config(folder, tiny_data_dir, tmp_path, [*overfit, "optimizer.lr=1e-2", "~callbacks.early_stopping"])
+    train(cfg)
+    losses = train_losses(cfg)
+    assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5  # only the adapters learn: 6.4 -> 5.2 here
+    ckpt, output = best_checkpoint(cfg), tmp_path / "adapter"
+    export_checkpoint(ckpt, output, adapter_only=True)
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in output.iterdir()}
+    reloaded = from_pretrained(output)
+    batch = PretrainedTokenizer(str(output)).load()(TEXTS, padding=True, return_tensors="pt")
+    tokens = reloaded.generate(**batch)[:, 1:].tolist()
+    assert tokens == checkpoint_tokens(ckpt)
+
+
+@pytest.mark.slow
+def test_native_lora_adapts_an_exported_model(train_config: DictConfig, tiny_data_dir: Path, tmp_path: Path) -> None:
+    train(train_config)
+    base = tmp_path / "base"
+    export_checkpoint(best_checkpoint(train_config), base)
+    overrides = [f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING, "peft=lora"]
+    cfg = tiny_run_config(overrides, tmp_path / "adapted", model=["model=weaver_pretrained", f"model.path={base}"])
+    metrics, objects = train(cfg)
+    trainable = sum(p.numel() for p in objects["model"].parameters() if p.requires_grad)
+    assert trainable * 10 <= sum(p.numel() for p in objects["model"].parameters())
+    ckpt, output = best_checkpoint(cfg), tmp_path / "adapter"
+    export_checkpoint(ckpt, output, adapter_only=True)
+    reloaded = from_pretrained(output)
+    batch = PretrainedTokenizer(str(base)).load()(TEXTS, padding=True, return_tensors="pt")
+    assert reloaded.generate(batch["input_ids"], batch["attention_mask"]).tolist() == checkpoint_tokens(ckpt)
+
+
+def test_export_errors_name_the_problem(tmp_path: Path) -> None:
+    result = run_cli(
+        f"ckpt_path={tmp_path / 'missing.ckpt'}", f"output_dir={tmp_path}", cwd=tmp_path, script="export.py"
+    )
+    assert result.returncode == 1 and "missing.ckpt' is not a file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("task", "corpus", "model"),
+    [
+        ("translation", "ddtp_en_de", ["model=t5_small"]),  # the T5 config: its task prefix, on a local folder
+        ("summarization", "debian_summaries", ["model=t5_small"]),
+        ("summarization", "debian_summaries", ["model=hf_seq2seq", "data.max_source_length=128"]),  # 128 positions
+        ("translation", "ddtp_en_de", ["model=hf_seq2seq"]),
+    ],
+    ids=["translation-t5", "summarization-t5", "summarization-bart", "translation-marian"],
+)
+def test_debug_run_on_a_local_backbone(task: str, corpus: str, model: list[str], tmp_path: Path, request) -> None:
+    family = request.node.callspec.id.split("-")[1]
+    folder = save_tiny_model(family, tmp_path / family)
+    (tmp_path / "data").mkdir()
+    data_dir = embedded_slice(tmp_path / "data", corpus, {"train": 64, "validation": 16, "test": 16})
+    args = [f"task={task}", *model, f"model.name_or_path={folder}", "debug=fast", f"data.data_dir={data_dir}"]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / task).glob("*/*")
+    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    assert {"val/loss", "test/loss"} <= set(metrics)

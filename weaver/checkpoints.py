@@ -1,0 +1,65 @@
+"""Rebuild a trained task from a checkpoint alone: the run config and tokenizer stored in it, and its weights.
+
+Checkpoints are read with `weights_only=True`: tensors, numbers, strings and bytes only, never pickled objects.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from weaver.callbacks.run_config import CONFIG_KEY, TOKENIZER_KEY
+from weaver.cli.config import register_resolvers
+from weaver.cli.instantiate import build_model, build_task
+from weaver.errors import ConfigError
+from weaver.tasks.seq2seq import Seq2SeqTask
+
+
+@dataclass
+class RestoredRun:
+    cfg: DictConfig  # the composed config of the training run, resolved
+    tokenizer: PreTrainedTokenizerBase
+    task: Seq2SeqTask  # in eval mode, on the CPU
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path='{path}' is not a file.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ConfigError(f"ckpt_path='{path}' is not a readable checkpoint: {error}") from error
+    missing = [key for key in (CONFIG_KEY, TOKENIZER_KEY, "state_dict") if key not in checkpoint]
+    if missing:
+        raise ConfigError(f"ckpt_path='{path}' is not a Weaver training checkpoint (it lacks {missing}).")
+    return checkpoint
+
+
+def restore_tokenizer(files: dict[str, bytes]) -> PreTrainedTokenizerBase:
+    with tempfile.TemporaryDirectory() as folder:
+        for name, content in files.items():
+            (Path(folder) / name).write_bytes(content)
+        return AutoTokenizer.from_pretrained(folder)
+
+
+def restore_run(ckpt_path: str | Path, overrides: DictConfig | dict[str, Any] | None = None) -> RestoredRun:
+    """The task of `ckpt_path` with its trained weights; `overrides` (e.g. `{"generation": {...}}`) are merged
+    into the stored config before anything is built."""
+    register_resolvers()
+    checkpoint = read_checkpoint(ckpt_path)
+    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    if overrides:
+        cfg = OmegaConf.merge(cfg, overrides)
+    tokenizer = restore_tokenizer(checkpoint[TOKENIZER_KEY])
+    task = build_task(cfg, build_model(cfg, tokenizer), tokenizer)
+    task.load_state_dict(checkpoint["state_dict"])
+    task.eval()
+    return RestoredRun(cfg=cfg, tokenizer=tokenizer, task=task)

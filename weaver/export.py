@@ -1,0 +1,90 @@
+"""Export a training checkpoint to a self-contained folder that loads and generates without Hydra or the configs.
+
+Native Weaver models: `config.json`, `model.safetensors`, `generation_config.json` and the tokenizer files, loaded
+by `weaver.from_pretrained(folder)`. HuggingFace backbones: their own `save_pretrained` folder, loaded by
+`AutoModelForSeq2SeqLM.from_pretrained(folder)`. LoRA adapters are merged into the weights, or written alone
+(`adapter_only`) as a `peft` adapter folder that names its base model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import transformers
+from peft import PeftModel
+from torch import nn
+from transformers import AutoModelForSeq2SeqLM
+
+from weaver.checkpoints import restore_run
+from weaver.errors import ConfigError
+from weaver.generation import GenerationConfig
+from weaver.models import PretrainedSeq2Seq, WeaverModel, merge_adapters, peft_model_of
+from weaver.models.weaver import CONFIG_FILE, GENERATION_CONFIG_FILE, MODEL_TYPE
+
+log = logging.getLogger(__name__)
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+
+
+def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, adapter_only: bool = False) -> Path:
+    """Write the model of `ckpt_path`, its tokenizer and its decoding settings to `output_dir`."""
+    run = restore_run(ckpt_path)
+    model, generation = run.task.model, run.task.generation
+    output = Path(output_dir).expanduser()
+    if adapter_only:
+        save_adapters(model, output, base=run.cfg.model.get("path") or run.cfg.model.get("name_or_path"))
+    else:
+        model = merge_adapters(model)
+        if isinstance(model, PretrainedSeq2Seq):
+            model.backbone.save_pretrained(output)
+        else:
+            model.save_pretrained(output, generation)
+    if isinstance(model, PretrainedSeq2Seq):
+        model.hf_generation_config(generation).save_pretrained(output)
+    elif adapter_only:
+        (output / GENERATION_CONFIG_FILE).write_text(json.dumps(generation.to_dict(), indent=2) + "\n")
+    run.tokenizer.save_pretrained(output)
+    log.info("Exported %s to %s", ckpt_path, output)
+    return output
+
+
+def save_adapters(model: nn.Module, output: Path, base: str | None) -> None:
+    adapters = peft_model_of(model)
+    if adapters is None:
+        raise ConfigError("adapter_only=true, but the checkpoint has no adapters (it was trained with peft=none).")
+    if not base:
+        raise ConfigError(
+            "adapter_only=true needs a pretrained base to apply the adapters to; this model was trained from "
+            "scratch, so export it whole (adapter_only=false)."
+        )
+    adapters.peft_config["default"].base_model_name_or_path = base
+    # HF: peft saves the embeddings too when they were resized for added tokens; native models never resize.
+    adapters.save_pretrained(output, save_embedding_layers="auto" if isinstance(model, PretrainedSeq2Seq) else False)
+
+
+def from_pretrained(folder: str | Path) -> nn.Module:
+    """A model exported by `export_checkpoint`, in eval mode: a `WeaverModel`, a `transformers` model, or either
+    with its `peft` adapters loaded onto the base model named in `adapter_config.json`."""
+    folder = Path(folder).expanduser()
+    adapter_config = folder / ADAPTER_CONFIG_FILE
+    if adapter_config.is_file():
+        base = from_pretrained(json.loads(adapter_config.read_text())["base_model_name_or_path"])
+        if (folder / GENERATION_CONFIG_FILE).is_file():  # the adapted model's decoding settings, not the base's
+            base.generation_config = (
+                generation_config_of(folder)
+                if isinstance(base, WeaverModel)
+                else transformers.GenerationConfig.from_pretrained(folder)
+            )
+        return PeftModel.from_pretrained(base, folder).eval()
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise ConfigError(f"'{folder}' has no {CONFIG_FILE}: not an exported model folder.")
+    if json.loads(config_path.read_text()).get("model_type") == MODEL_TYPE:
+        return WeaverModel.from_pretrained(folder)
+    return AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
+
+
+def generation_config_of(folder: str | Path) -> GenerationConfig:
+    """Weaver's decoding settings stored with an exported native model (or its adapters)."""
+    return GenerationConfig.from_dict(json.loads((Path(folder) / GENERATION_CONFIG_FILE).read_text()))
