@@ -139,6 +139,20 @@ def test_token_budget_pads_far_less_than_fixed_size_random_batches(corpus_length
     assert padding_efficiency([[0, 1], [2]], np.array([2, 4, 3])) == pytest.approx(9 / 11)
 
 
+def test_ties_in_width_are_ordered_by_the_other_side() -> None:
+    # Dialogue-like: most sources cut at the same width, responses of any length.
+    rng = np.random.default_rng(0)
+    source = np.full(2000, 128)
+    target = rng.integers(2, 64, size=2000)
+    plain = TokenBudgetBatchSampler(np.maximum(source, target), max_tokens=2048, seed=1)
+    tied = TokenBudgetBatchSampler(np.maximum(source, target), max_tokens=2048, tie_lengths=source + target, seed=1)
+    assert [len(b) for b in sorted(plain.all_batches())] == [len(b) for b in sorted(tied.all_batches())]
+    assert tied.padding_efficiency({"target": target})["target"] > 0.9
+    assert plain.padding_efficiency({"target": target})["target"] < 0.6
+    # Examples equal on both keys still mix differently each epoch.
+    assert sorted(map(sorted, tied.all_batches(epoch=0))) != sorted(map(sorted, tied.all_batches(epoch=3)))
+
+
 def test_example_lengths_come_from_the_arrow_columns() -> None:
     from datasets import Dataset
 

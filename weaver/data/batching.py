@@ -100,8 +100,9 @@ def cut_sorted(sorted_lengths: np.ndarray, max_tokens: int) -> np.ndarray:
 class TokenBudgetBatchSampler(BatchSampler):
     """Length-bucketed batches of at most `max_tokens` padded tokens (`len(batch) * longest <= max_tokens`).
 
-    Examples are sorted by length (ties broken by a shuffle seeded with (seed, epoch) when shuffling, by
-    index otherwise) and cut greedily. With `shuffle` the order of the batches is shuffled per (seed, epoch);
+    Examples are sorted by length, then by `tie_lengths` when given (e.g. source + target: among examples of the
+    same width the other side's padding shrinks too), remaining ties broken by a shuffle seeded with (seed, epoch)
+    when shuffling, by index otherwise; then cut greedily. With `shuffle` the order of the batches is shuffled per (seed, epoch);
     without it batches come shortest first. Because the sorted sequence of lengths does not depend on how ties
     are broken, the batch boundaries, and so `len()`, are the same every epoch.
 
@@ -117,6 +118,7 @@ class TokenBudgetBatchSampler(BatchSampler):
         self,
         lengths: Sequence[int] | np.ndarray,
         max_tokens: int,
+        tie_lengths: Sequence[int] | np.ndarray | None = None,
         shuffle: bool = True,
         seed: int = 0,
         num_replicas: int | None = None,
@@ -127,6 +129,9 @@ class TokenBudgetBatchSampler(BatchSampler):
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
             raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}.")
         self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        self.tie_lengths = np.zeros_like(self.lengths) if tie_lengths is None else np.asarray(tie_lengths).reshape(-1)
+        if self.tie_lengths.shape != self.lengths.shape:
+            raise ValueError(f"tie_lengths has {len(self.tie_lengths)} entries for {len(self.lengths)} examples.")
         self.max_tokens, self.shuffle, self.seed = max_tokens, shuffle, int(seed)
         self.num_replicas, self.rank = replicas(num_replicas, rank, sampler)
         self.epoch = 0
@@ -154,12 +159,12 @@ class TokenBudgetBatchSampler(BatchSampler):
         count = len(self.lengths)
         if self.shuffle:
             rng = np.random.default_rng([self.seed & 0xFFFFFFFF, epoch])
-            tie_break = rng.permutation(count)
-            order = tie_break[np.argsort(self.lengths[tie_break], kind="stable")]
+            last_key = rng.permutation(count)
             batch_order = rng.permutation(self.total_batches)
         else:
-            order = np.argsort(self.lengths, kind="stable")
+            last_key = np.arange(count)
             batch_order = np.arange(self.total_batches)
+        order = np.lexsort((last_key, self.tie_lengths, self.lengths))  # the last key sorts first
         return [order[self.bounds[b] : self.bounds[b + 1]].tolist() for b in batch_order]
 
     def batches(self, epoch: int | None = None) -> list[list[int]]:

@@ -260,6 +260,7 @@ class Seq2SeqDataModule(LightningDataModule):
         return TokenBudgetBatchSampler(
             lengths=np.maximum(lengths["source"], lengths["target"]),
             max_tokens=self.max_tokens(split),
+            tie_lengths=lengths["source"] + lengths["target"],
             shuffle=shuffle,
             seed=self.shuffle_seed(),
             num_replicas=num_replicas,
