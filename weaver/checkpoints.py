@@ -50,14 +50,14 @@ def restore_tokenizer(files: dict[str, bytes]) -> PreTrainedTokenizerBase:
         return AutoTokenizer.from_pretrained(folder)
 
 
-def restore_run(ckpt_path: str | Path, overrides: DictConfig | dict[str, Any] | None = None) -> RestoredRun:
-    """The task of `ckpt_path` with its trained weights; `overrides` (e.g. `{"generation": {...}}`) are merged
-    into the stored config before anything is built."""
+def restore_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None) -> RestoredRun:
+    """The task of `ckpt_path` with its trained weights; `overrides` ({dotted key: value}, e.g.
+    `{"generation.num_beams": 4}`) replace values of the stored config before anything is built."""
     register_resolvers()
     checkpoint = read_checkpoint(ckpt_path)
     cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    if overrides:
-        cfg = OmegaConf.merge(cfg, overrides)
+    for key, value in (overrides or {}).items():
+        OmegaConf.update(cfg, key, value, merge=False, force_add=True)
     tokenizer = restore_tokenizer(checkpoint[TOKENIZER_KEY])
     task = build_task(cfg, build_model(cfg, tokenizer), tokenizer)
     task.load_state_dict(checkpoint["state_dict"])

@@ -160,6 +160,17 @@ class PretrainedTokenizer:
         return load_pretrained(from_pretrained, self.name_or_path, "tokenizer.name_or_path", hint)
 
 
+class GivenTokenizer:
+    """A tokenizer built already (a checkpoint's), for a data module that must neither train nor load another."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+
+    def build(self, texts: TextBatches, data_fingerprint: str, cache_dir: str | None) -> PreTrainedTokenizerBase:
+        del texts, data_fingerprint, cache_dir
+        return self.tokenizer
+
+
 def fingerprint_tokenizer(tokenizer: PreTrainedTokenizerBase) -> str:
     """Stable across processes, so tokenized datasets are found again in the `datasets` cache."""
     if isinstance(tokenizer, PreTrainedTokenizerFast):

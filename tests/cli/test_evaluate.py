@@ -1,0 +1,50 @@
+"""`python eval.py`: a checkpoint scored again, alone, gives the test metrics its training run logged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from tests.cli.test_pretrained_and_export import best_checkpoint
+from tests.cli.test_train import run_cli
+from weaver.cli.evaluate import changed_values
+from weaver.cli.train import train
+
+
+def test_changed_values_are_the_leaves_that_differ() -> None:
+    before = {"data": {"max_tokens": 1200, "source_prefix": ""}, "generation": {"num_beams": 4}}
+    after = {"data": {"max_tokens": 1200, "source_prefix": "x"}, "generation": {"num_beams": 1}, "new": {"a": 1}}
+    assert changed_values(before, after) == {"data.source_prefix": "x", "generation.num_beams": 1, "new": {"a": 1}}
+
+
+@pytest.mark.slow
+def test_eval_reproduces_the_test_metrics_of_training(train_config: DictConfig, tmp_path: Path) -> None:
+    trained, _ = train(train_config)
+    result = run_cli(f"ckpt_path={best_checkpoint(train_config)}", cwd=tmp_path, script="eval.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "eval").glob("*/*")
+    evaluated = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    for name in ("test/bleu", "test/chrf", "test/loss"):
+        assert evaluated[name] == pytest.approx(trained[name], rel=1e-5), name
+    assert len((run_dir / "test_predictions.jsonl").read_text().splitlines()) == 24
+
+
+@pytest.mark.slow
+def test_eval_takes_data_and_generation_overrides(train_config: DictConfig, tmp_path: Path) -> None:
+    train(train_config)
+    args = [
+        f"ckpt_path={best_checkpoint(train_config)}",
+        "split=validation",
+        "generation=greedy",
+        "data.eval_batch_size=5",
+    ]
+    result = run_cli(*args, cwd=tmp_path, script="eval.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "eval").glob("*/*")
+    assert {"val/bleu", "val/loss"} <= set(json.loads((run_dir / "metrics.json").read_text())["metrics"])
+    config = OmegaConf.load(run_dir / "run_config.yaml")
+    assert config.generation.num_beams == 1 and config.data.eval_batch_size == 5
+    assert config.model.d_model == 64  # the rest is the checkpoint's own

@@ -1,0 +1,94 @@
+"""`python eval.py ckpt_path=... [split=validation] [overrides]` / `weaver-eval`: score a checkpoint.
+
+The checkpoint's own run config rebuilds data, model and task; the command line's overrides are first applied to
+the default config and whatever they change there is changed in the run config too, so `data=wmt16_de_en`,
+`data.test_file=...` or `generation=greedy` mean the same as they do for `train.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import RichProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from weaver.checkpoints import restore_run
+from weaver.cli.config import config_dir, register_resolvers
+from weaver.cli.instantiate import build
+from weaver.cli.train import scalar_metrics, write_metrics
+from weaver.data import GivenTokenizer
+from weaver.errors import ConfigError, WeaverError
+
+log = logging.getLogger(__name__)
+EVAL_KEYS = ("ckpt_path", "split")
+_ABSENT = object()
+
+
+def changed_values(before: Any, after: Any, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: new value} for every leaf (or whole new subtree) that differs from `before` to `after`."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        changes: dict[str, Any] = {}
+        for key, value in after.items():
+            changes.update(changed_values(before.get(key, _ABSENT), value, f"{prefix}{key}."))
+        return changes
+    return {} if before == after else {prefix.rstrip("."): after}
+
+
+def command_line_changes(overrides: list[str]) -> dict[str, Any]:
+    """What `overrides` change in the default training config (compared unresolved, so interpolations survive)."""
+    own = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in EVAL_KEYS]
+    before = OmegaConf.to_container(compose(config_name="train"), resolve=False)
+    after = OmegaConf.to_container(compose(config_name="train", overrides=own), resolve=False)
+    return changed_values(before, after)
+
+
+def evaluate(cfg: DictConfig, changes: dict[str, Any]) -> dict[str, float]:
+    """Score `cfg.ckpt_path` on `cfg.split`; metrics and predictions go to this run's own output dir."""
+    if cfg.split not in ("test", "validation"):
+        raise ConfigError(f"split must be 'test' or 'validation', got '{cfg.split}'.")
+    output_dir = Path(cfg.paths.output_dir)
+    run = restore_run(
+        cfg.ckpt_path,
+        {
+            **changes,
+            "paths.output_dir": str(output_dir),
+            "paths.cache_dir": cfg.paths.cache_dir,
+            "trainer.default_root_dir": str(output_dir),
+            "task.predictions_file": str(output_dir / f"{cfg.split}_predictions.jsonl"),
+            "task.samples_dir": None,
+            "task.max_generate_examples": None,  # every example, as the test split always is
+        },
+    )
+    log.info("Evaluating %s on the %s split", cfg.ckpt_path, cfg.split)
+    OmegaConf.save(run.cfg, output_dir / "run_config.yaml")  # the checkpoint's config with these overrides
+    datamodule = build(run.cfg.data, "data", tokenizer=GivenTokenizer(run.tokenizer), cache_dir=cfg.paths.cache_dir)
+    trainer: L.Trainer = build(run.cfg.trainer, "trainer", callbacks=[RichProgressBar()], logger=False)
+    if cfg.split == "test":
+        trainer.test(run.task, datamodule=datamodule)
+    else:
+        trainer.validate(run.task, datamodule=datamodule)
+    metrics = scalar_metrics(trainer.callback_metrics)
+    if trainer.is_global_zero:
+        write_metrics(output_dir / "metrics.json", metrics, run.task.metric_signatures)
+    return metrics
+
+
+@hydra.main(config_path=str(config_dir()), config_name="eval", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg, command_line_changes(list(HydraConfig.get().overrides.task)))
+    except WeaverError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def main() -> None:
+    register_resolvers()
+    hydra_main()
