@@ -184,3 +184,18 @@ def test_debug_run_on_a_local_backbone(task: str, corpus: str, model: list[str],
     (run_dir,) = (tmp_path / "outputs" / task).glob("*/*")
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     assert {"val/loss", "test/loss"} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_training_with_adapters_resumes_from_its_checkpoint(tiny_data_dir: Path, tmp_path: Path) -> None:
+    folder = save_tiny_model("bart", tmp_path / "bart")
+    first = hf_run_config(folder, tiny_data_dir, tmp_path / "first", ["peft=lora"])
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    resumed = hf_run_config(
+        folder, tiny_data_dir, tmp_path / "resumed", ["peft=lora", "trainer.max_steps=9", f"ckpt_path={last}"]
+    )
+    _, objects = train(resumed)
+    assert objects["trainer"].global_step == 9
+    frozen = [name for name, p in objects["model"].named_parameters() if not p.requires_grad]
+    assert frozen and all("lora_" not in name for name in frozen)

@@ -47,13 +47,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     metrics: dict[str, float] = {}
     if cfg.get("train"):
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         metrics.update(scalar_metrics(trainer.callback_metrics))
     if cfg.get("test"):
         checkpoint = best_checkpoint(trainer) if cfg.get("train") else cfg.get("ckpt_path")
         if checkpoint:
             log.info("Testing checkpoint %s", checkpoint)
-        trainer.test(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=False)
+        trainer.test(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         metrics.update(scalar_metrics(trainer.callback_metrics))
     if trainer.is_global_zero:
         write_metrics(output_dir / "metrics.json", metrics, task.metric_signatures)
