@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tests.cli.test_pretrained_and_export import best_checkpoint
 from tests.cli.test_train import run_cli
-from weaver.cli.evaluate import changed_values
+from weaver.cli.overrides import changed_values
 from weaver.cli.train import train
 
 

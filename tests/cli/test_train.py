@@ -34,7 +34,9 @@ def test_train_writes_checkpoint_predictions_and_metrics(train_config: DictConfi
     assert len(samples) == 10 and set(samples[0]) == {"id", "source", "reference", "hypothesis"}  # 5 per validation
 
 
-def run_cli(*args: str, cwd: Path, timeout: int = 300, script: str = "train.py") -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, timeout: int = 300, script: str = "train.py", stdin_text: str | None = None
+) -> subprocess.CompletedProcess:
     """`python <script> args` from the repository root, as a user runs it, offline."""
     env = {**os.environ, "WEAVER_CACHE_DIR": str(cwd / "cache"), "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
@@ -44,6 +46,7 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300, script: str = "train.py")
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=stdin_text,
     )
 
 

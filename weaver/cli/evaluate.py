@@ -1,8 +1,7 @@
 """`python eval.py ckpt_path=... [split=validation] [overrides]` / `weaver-eval`: score a checkpoint.
 
-The checkpoint's own run config rebuilds data, model and task; the command line's overrides are first applied to
-the default config and whatever they change there is changed in the run config too, so `data=wmt16_de_en`,
-`data.test_file=...` or `generation=greedy` mean the same as they do for `train.py`.
+The checkpoint's own run config rebuilds data, model and task, with the command line's overrides applied to it
+(see `weaver.cli.overrides`).
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
@@ -22,31 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from weaver.checkpoints import restore_run
 from weaver.cli.config import config_dir, register_resolvers
 from weaver.cli.instantiate import build
+from weaver.cli.overrides import command_line_changes
 from weaver.cli.train import scalar_metrics, write_metrics
 from weaver.data import GivenTokenizer
 from weaver.errors import ConfigError, WeaverError
 
 log = logging.getLogger(__name__)
 EVAL_KEYS = ("ckpt_path", "split")
-_ABSENT = object()
-
-
-def changed_values(before: Any, after: Any, prefix: str = "") -> dict[str, Any]:
-    """{dotted key: new value} for every leaf (or whole new subtree) that differs from `before` to `after`."""
-    if isinstance(before, dict) and isinstance(after, dict):
-        changes: dict[str, Any] = {}
-        for key, value in after.items():
-            changes.update(changed_values(before.get(key, _ABSENT), value, f"{prefix}{key}."))
-        return changes
-    return {} if before == after else {prefix.rstrip("."): after}
-
-
-def command_line_changes(overrides: list[str]) -> dict[str, Any]:
-    """What `overrides` change in the default training config (compared unresolved, so interpolations survive)."""
-    own = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in EVAL_KEYS]
-    before = OmegaConf.to_container(compose(config_name="train"), resolve=False)
-    after = OmegaConf.to_container(compose(config_name="train", overrides=own), resolve=False)
-    return changed_values(before, after)
 
 
 def evaluate(cfg: DictConfig, changes: dict[str, Any]) -> dict[str, float]:
@@ -83,7 +63,7 @@ def evaluate(cfg: DictConfig, changes: dict[str, Any]) -> dict[str, float]:
 @hydra.main(config_path=str(config_dir()), config_name="eval", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> None:
     try:
-        evaluate(cfg, command_line_changes(list(HydraConfig.get().overrides.task)))
+        evaluate(cfg, command_line_changes(HydraConfig.get().overrides.task, EVAL_KEYS))
     except WeaverError as error:
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(1)

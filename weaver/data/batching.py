@@ -102,9 +102,9 @@ class TokenBudgetBatchSampler(BatchSampler):
 
     Examples are sorted by length, then by `tie_lengths` when given (e.g. source + target: among examples of the
     same width the other side's padding shrinks too), remaining ties broken by a shuffle seeded with (seed, epoch)
-    when shuffling, by index otherwise; then cut greedily. With `shuffle` the order of the batches is shuffled per (seed, epoch);
-    without it batches come shortest first. Because the sorted sequence of lengths does not depend on how ties
-    are broken, the batch boundaries, and so `len()`, are the same every epoch.
+    when shuffling, by index otherwise; then cut greedily. With `shuffle` the order of the batches is shuffled per
+    (seed, epoch); without it batches come shortest first. Because the sorted sequence of lengths does not depend
+    on how ties are broken, the batch boundaries, and so `len()`, are the same every epoch.
 
     With several replicas the epoch's batch list is padded by repeating its first batches up to a multiple of
     `num_replicas` (as `DistributedSampler` does with examples) and replica `rank` takes every

@@ -51,10 +51,12 @@ def files_in_dir(data_dir: str) -> dict[str, str]:
     return found
 
 
-def load_file(split: str, path: str, cache_dir: str | None) -> Dataset:
+def load_file(split: str, path: str, cache_dir: str | None, key: str | None = None) -> Dataset:
+    """One split from a local file; errors name `key` (default `data.<split>_file`)."""
+    key = key or f"data.{split}_file"
     file = Path(path).expanduser()
     if not file.is_file():
-        raise DataError(f"data.{split}_file: file not found: '{path}'. Check the path, or leave it unset.")
+        raise DataError(f"{key}: file not found: '{path}'. Check the path, or leave it unset.")
     builder, kwargs = file_format(file)
     try:
         return datasets.load_dataset(
@@ -62,7 +64,7 @@ def load_file(split: str, path: str, cache_dir: str | None) -> Dataset:
         )
     except Exception as error:  # datasets wraps parse errors in several exception types
         cause = error.__cause__ or error
-        raise DataError(f"data.{split}_file: cannot read '{path}' as {builder}: {cause}") from error
+        raise DataError(f"{key}: cannot read '{path}' as {builder}: {cause}") from error
 
 
 def load_hub(name: str, config: str | None, cache_dir: str | None) -> DatasetDict:

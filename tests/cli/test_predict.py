@@ -1,0 +1,91 @@
+"""`python predict.py`: batched predictions from a checkpoint for files and single texts, and a dialogue chat."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sacrebleu
+from omegaconf import DictConfig
+
+from tests.cli.test_pretrained_and_export import best_checkpoint
+from tests.cli.test_train import run_cli
+from tests.conftest import embedded_rows, tiny_run_config, write_jsonl
+from tests.tasks.test_dialogue_task import chitchat_slice  # noqa: F401 (a fixture)
+from weaver.cli.train import train
+
+
+@pytest.fixture(scope="module")
+def translation_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_data_dir: Path) -> Path:
+    from tests.conftest import SHORT_TRAINING
+
+    cfg = tiny_run_config([f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING], tmp_path_factory.mktemp("trained"))
+    train(cfg)
+    return best_checkpoint(cfg)
+
+
+def predict_cli(*args: str, cwd: Path, **kwargs: object) -> tuple[list[dict], Path]:
+    result = run_cli(*args, cwd=cwd, script="predict.py", **kwargs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (cwd / "outputs" / "predict").glob("*/*")
+    rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    return rows, run_dir
+
+
+@pytest.mark.slow
+def test_predictions_with_references_score_as_sacrebleu(translation_checkpoint: Path, tmp_path: Path) -> None:
+    inputs = write_jsonl(tmp_path / "input.jsonl", embedded_rows("ddtp_en_de", "test", 30))
+    rows, run_dir = predict_cli(f"ckpt_path={translation_checkpoint}", f"input_file={inputs}", cwd=tmp_path)
+    assert len(rows) == 30 and set(rows[0]) == {"id", "source", "hypothesis", "reference", "score"}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    expected = sacrebleu.corpus_bleu([r["hypothesis"] for r in rows], [[r["reference"] for r in rows]])
+    assert metrics["metrics"]["bleu"] == pytest.approx(expected.score)
+    assert metrics["signatures"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+
+
+@pytest.mark.slow
+def test_one_text_and_plain_text_files(translation_checkpoint: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        f"ckpt_path={translation_checkpoint}", "input=A library for Python", cwd=tmp_path, script="predict.py"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (tmp_path / "txt").mkdir()
+    lines = tmp_path / "lines.txt"
+    lines.write_text("first line\n\nsecond line\n", encoding="utf-8")
+    rows, _ = predict_cli(
+        f"ckpt_path={translation_checkpoint}", f"input_file={lines}", "generation=beam4", cwd=tmp_path / "txt"
+    )
+    assert [r["source"] for r in rows] == ["first line", "second line"] and "reference" not in rows[0]
+
+
+def test_input_is_required(tmp_path: Path) -> None:
+    result = run_cli("ckpt_path=x.ckpt", cwd=tmp_path, script="predict.py")
+    assert result.returncode == 1 and "Give exactly one of input_file=<file> and input=" in result.stderr
+
+
+@pytest.mark.slow
+def test_chat_keeps_the_conversation(chitchat_slice: Path, tmp_path: Path) -> None:  # noqa: F811
+    cfg: DictConfig = tiny_run_config(
+        [
+            "task=dialogue",
+            f"data.train_file={chitchat_slice}",
+            "data.validation_fraction=0.1",
+            "data.test_fraction=0.1",
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+            "scheduler.num_warmup_steps=1",
+            "task.max_generate_examples=8",
+        ],
+        tmp_path,
+    )
+    train(cfg)
+    result = run_cli(
+        f"ckpt_path={best_checkpoint(cfg)}",
+        "interactive=true",
+        cwd=tmp_path,
+        script="predict.py",
+        stdin_text="hello there\nhow are you?\n/quit\n",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sum(line.startswith("> ") for line in result.stdout.splitlines()) == 2

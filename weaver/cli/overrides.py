@@ -1,0 +1,34 @@
+"""Command-line overrides for tools that start from a checkpoint's stored config (eval.py, predict.py).
+
+The overrides are applied to the default training config and whatever they change there is changed in the stored
+config too, so `data=wmt16_de_en`, `data.test_file=...` or `generation=greedy` mean what they mean for train.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hydra import compose
+from omegaconf import OmegaConf
+
+_ABSENT = object()
+
+
+def changed_values(before: Any, after: Any, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: new value} for every leaf (or whole new subtree) that differs from `before` to `after`."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        changes: dict[str, Any] = {}
+        for key, value in after.items():
+            changes.update(changed_values(before.get(key, _ABSENT), value, f"{prefix}{key}."))
+        return changes
+    return {} if before == after else {prefix.rstrip("."): after}
+
+
+def command_line_changes(overrides: Sequence[str], own_keys: Sequence[str]) -> dict[str, Any]:
+    """What `overrides` (less the tool's `own_keys`) change in the default training config, compared unresolved
+    so interpolations survive. Needs an initialised Hydra (inside a `@hydra.main` app)."""
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in own_keys]
+    before = OmegaConf.to_container(compose(config_name="train"), resolve=False)
+    after = OmegaConf.to_container(compose(config_name="train", overrides=kept), resolve=False)
+    return changed_values(before, after)

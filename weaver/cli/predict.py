@@ -1,0 +1,109 @@
+"""`python predict.py ckpt_path=... input_file=... | input="..." | interactive=true` / `weaver-predict`.
+
+Writes JSONL (`id`, `source`, `hypothesis`; with `reference` and the task's main metric on that example as `score`
+when the input has references) and, with references, the corpus metrics and their signatures to `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from datasets import Dataset
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from weaver.checkpoints import restore_run
+from weaver.cli.config import config_dir, register_resolvers
+from weaver.cli.overrides import command_line_changes
+from weaver.cli.train import write_metrics
+from weaver.data.sources import load_file
+from weaver.errors import ConfigError, WeaverError
+from weaver.inference import Example, Predictor
+
+log = logging.getLogger(__name__)
+PREDICT_KEYS = ("ckpt_path", "input_file", "input", "output_file", "interactive", "batch_size")
+
+
+def read_examples(cfg: DictConfig, predictor: Predictor) -> list[Example]:
+    if cfg.input is not None:
+        return [predictor.example(str(cfg.input))]
+    path = Path(cfg.input_file).expanduser()
+    if path.suffix == ".txt":  # one source per line
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [predictor.example(line) for line in lines if line.strip()]
+    dataset: Dataset = load_file("input", str(path), cfg.paths.cache_dir, key="input_file")
+    return predictor.examples_from(dataset)
+
+
+def write_predictions(path: Path, examples: list[Example], hypotheses: list[str], predictor: Predictor) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", encoding="utf-8") as file:
+        for index, (example, hypothesis) in enumerate(zip(examples, hypotheses, strict=True)):
+            record: dict[str, Any] = {"id": index, "source": example.source, "hypothesis": hypothesis}
+            if example.reference is not None:
+                record["reference"] = example.reference
+                scores = predictor.run.task.score([hypothesis], [example.reference], [example.source])
+                record["score"] = next(iter(scores.values()))
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+    partial.replace(path)  # a kill mid-write leaves the previous file whole
+    log.info("Wrote %d predictions to %s", len(examples), path)
+
+
+def chat(predictor: Predictor) -> None:
+    """A conversation on the terminal; the model answers as the second speaker. `/reset` forgets, `/quit` ends."""
+    if not predictor.is_dialogue:
+        raise ConfigError("interactive=true needs a dialogue checkpoint (trained with task=dialogue).")
+    print("Chat with the model: /reset starts over, /quit (or Ctrl-D) ends.")
+    history: list[str] = []
+    for line in sys.stdin:
+        text = line.strip()
+        if text == "/quit":
+            break
+        if text == "/reset":
+            history = []
+            continue
+        if text:
+            history.append(predictor.format_turn(0, text))
+            reply = predictor.reply(history)
+            history.append(predictor.format_turn(1, reply))
+            print(f"> {reply}", flush=True)
+
+
+def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
+    if not cfg.interactive and (cfg.input is None) == (cfg.input_file is None):
+        raise ConfigError('Give exactly one of input_file=<file> and input="<text>" (or interactive=true).')
+    run = restore_run(cfg.ckpt_path, {**changes, "paths.cache_dir": cfg.paths.cache_dir})
+    predictor = Predictor(run, batch_size=cfg.batch_size)
+    if cfg.interactive:
+        chat(predictor)
+        return
+    examples = read_examples(cfg, predictor)
+    hypotheses = list(predictor.generate(examples))
+    if cfg.input is not None:
+        print(hypotheses[0])
+    output_dir = Path(cfg.paths.output_dir)
+    write_predictions(Path(cfg.output_file or output_dir / "predictions.jsonl"), examples, hypotheses, predictor)
+    if examples and all(example.reference is not None for example in examples):
+        references = [example.reference for example in examples]
+        scores = run.task.score(hypotheses, references, [example.source for example in examples])
+        write_metrics(output_dir / "metrics.json", scores, run.task.metric_signatures)
+
+
+@hydra.main(config_path=str(config_dir()), config_name="predict", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> None:
+    try:
+        predict(cfg, command_line_changes(HydraConfig.get().overrides.task, PREDICT_KEYS))
+    except WeaverError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def main() -> None:
+    register_resolvers()
+    hydra_main()

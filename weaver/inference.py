@@ -1,0 +1,103 @@
+"""Generation from a restored checkpoint outside a training loop: batched predictions for inputs, and a chat.
+
+Sources are encoded exactly as in training, by the data config's pair builder: the same source prefix, the same
+truncation, and for dialogue the same history formatting (speaker tokens, turn separator, the most recent turns
+kept whole).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from datasets import Dataset
+
+from weaver.checkpoints import RestoredRun
+from weaver.cli.instantiate import build
+from weaver.data.collate import Seq2SeqCollator
+from weaver.data.columns import check_columns, select_pairs
+from weaver.data.datamodule import ColumnPairs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Example:
+    source: str
+    reference: str | None = None
+    context: list[str] = field(default_factory=list)  # dialogue: formatted history turns, oldest first
+
+
+class Predictor:
+    """Generates for lists of `Example`s with a restored run's model, tokenizer and decoding settings."""
+
+    def __init__(self, run: RestoredRun, batch_size: int = 32) -> None:
+        self.run, self.batch_size = run, batch_size
+        data = run.cfg.data
+        self.pair_builder = (
+            build(data.pair_builder, "data.pair_builder")
+            if data.get("pair_builder")
+            else ColumnPairs(data.source_field, data.target_field)
+        )
+        self.collator = Seq2SeqCollator(run.tokenizer.pad_token_id)
+        self.device = next(run.task.parameters()).device
+
+    @property
+    def is_dialogue(self) -> bool:
+        return hasattr(self.pair_builder, "speaker_tokens")
+
+    def examples_from(self, dataset: Dataset) -> list[Example]:
+        """Rows of an input file as examples: conversations expand into (history, next turn) pairs; other rows
+        give their source field, and their target field as the reference when the file has it."""
+        if self.is_dialogue:
+            pairs = self.pair_builder.build_pairs(dataset, "input")
+            return [Example(row["source"], row["target"], row["context"]) for row in pairs]
+        source_field, target_field = self.run.cfg.data.source_field, self.run.cfg.data.target_field
+        check_columns(dataset, "input", {"source_field": source_field})
+        has_references = target_field.split(".")[0] in dataset.column_names
+        pairs = select_pairs(dataset, "input", source_field, target_field if has_references else source_field)
+        return [Example(row["source"], row["target"] if has_references else None) for row in pairs]
+
+    def encode(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        columns: dict[str, list[Any]] = {
+            "source": [e.source for e in examples],
+            "context": [e.context for e in examples],
+        }
+        data = self.run.cfg.data
+        encoded = self.pair_builder.encode_sources(
+            self.run.tokenizer, columns, data.max_source_length, data.get("source_prefix", "")
+        )
+        input_ids = self.collator.pad(encoded["input_ids"], self.run.tokenizer.pad_token_id)
+        return {
+            "input_ids": input_ids.to(self.device),
+            "attention_mask": input_ids.ne(self.run.tokenizer.pad_token_id).to(self.device),
+        }
+
+    def generate(self, examples: list[Example]) -> Iterator[str]:
+        """Hypotheses in input order, generated `batch_size` at a time (longest first, so batches pad little)."""
+        order = sorted(range(len(examples)), key=lambda i: -len(examples[i].source))
+        hypotheses: dict[int, str] = {}
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                texts = self.run.task.generate_texts(self.encode([examples[i] for i in chunk]))
+                hypotheses.update(zip(chunk, texts, strict=True))
+        return (hypotheses[i] for i in range(len(examples)))
+
+    def reply(self, history: list[str]) -> str:
+        """The model's next turn after `history` (formatted turns, oldest first)."""
+        window = history[-self.pair_builder.max_history_turns :]
+        return next(self.generate([Example(source=self.pair_builder.turn_separator.join(window), context=window)]))
+
+    def example(self, text: str) -> Example:
+        """One raw input: a source, or for dialogue a one-turn history."""
+        text = text.strip()
+        if self.is_dialogue:
+            return Example(source=self.format_turn(0, text), context=[self.format_turn(0, text)])
+        return Example(source=text)
+
+    def format_turn(self, speaker: int, text: str) -> str:
+        return f"{self.pair_builder.speaker_tokens[speaker % len(self.pair_builder.speaker_tokens)]}{text.strip()}"
