@@ -77,6 +77,15 @@ def test_multirun_sweeps_a_model_setting(tiny_data_dir: Path, tmp_path: Path) ->
     runs = sorted((tmp_path / "multirun" / "translation").glob("*/*/[0-9]*"))
     assert [r.name for r in runs] == ["0", "1"]
     assert all((r / "metrics.json").is_file() for r in runs)
+    # The sweep report, from the run folders alone.
+    sweep = runs[0].parent
+    result = subprocess.run(
+        [sys.executable, "-m", "weaver.report", str(sweep)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Best run:" in result.stdout and "model.num_encoder_layers" in result.stdout
+    assert (sweep / "report" / "curves.png").is_file()
+    assert (sweep / "report" / "best_by_model.num_encoder_layers.png").is_file()
 
 
 def test_help_lists_the_config_groups(tmp_path: Path) -> None:

@@ -1,0 +1,187 @@
+"""`python -m weaver.report <sweep or runs dir>` / `weaver-report`: compare runs from their own files.
+
+Every folder below the given one that holds a `.hydra/config.yaml` is a run. From its files alone (no W&B account
+needed): the command-line overrides, the monitored validation metric over steps (`csv/metrics.csv`) and the final
+metrics (`metrics.json`). Prints a table (overrides that differ between runs, best and final validation value, test
+value; the best run starred) and writes PNG plots to `<dir>/report/`: the validation metric against step for every
+run, and the best validation value against each swept hyperparameter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    overrides: dict[str, str]
+    metric: str  # the monitored validation metric, e.g. val/bleu
+    mode: str  # max or min
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, value) at each validation
+    final: dict[str, float] = field(default_factory=dict)  # metrics.json, when the run finished
+
+    @property
+    def best(self) -> float | None:
+        values = [value for _, value in self.curve]
+        return (max if self.mode == "max" else min)(values) if values else None
+
+    @property
+    def last(self) -> float | None:
+        return self.curve[-1][1] if self.curve else None
+
+    @property
+    def test(self) -> float | None:
+        return self.final.get(self.metric.replace("val/", "test/", 1))
+
+    @property
+    def status(self) -> str:
+        return "finished" if self.final else "incomplete"
+
+
+def read_run(path: Path) -> RunRecord:
+    config = OmegaConf.load(path / ".hydra" / "config.yaml")
+    overrides_file = path / ".hydra" / "overrides.yaml"
+    listed = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+    overrides = dict(str(item).split("=", 1) for item in listed or [] if "=" in str(item))
+    monitor = config.get("monitor") or {}
+    run = RunRecord(path, overrides, str(monitor.get("metric", "val/loss")), str(monitor.get("mode", "min")))
+    metrics_csv = path / "csv" / "metrics.csv"
+    if metrics_csv.is_file():
+        with metrics_csv.open(encoding="utf-8") as file:
+            run.curve = [
+                (int(row["step"]), float(row[run.metric])) for row in csv.DictReader(file) if row.get(run.metric)
+            ]
+    metrics_json = path / "metrics.json"
+    if metrics_json.is_file():
+        run.final = json.loads(metrics_json.read_text())["metrics"]
+    return run
+
+
+def find_runs(root: Path) -> list[RunRecord]:
+    paths = sorted({config.parent.parent for config in root.rglob(".hydra/config.yaml")})
+    return [read_run(path) for path in paths if path.parent.name != "report"]
+
+
+def swept_keys(runs: list[RunRecord]) -> list[str]:
+    """Overrides whose value is not the same in every run."""
+    keys = sorted({key for run in runs for key in run.overrides})
+    return [key for key in keys if len({run.overrides.get(key) for run in runs}) > 1]
+
+
+def best_run(runs: list[RunRecord]) -> RunRecord | None:
+    scored = [run for run in runs if run.best is not None]
+    if not scored:
+        return None
+    return (max if scored[0].mode == "max" else min)(scored, key=lambda run: run.best)
+
+
+def label(run: RunRecord, keys: list[str]) -> str:
+    return ", ".join(f"{key}={run.overrides.get(key, '-')}" for key in keys) or run.path.name
+
+
+def as_number(value: str | None) -> float | None:
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def print_table(runs: list[RunRecord], keys: list[str], console: Console) -> None:
+    winner = best_run(runs)
+    metric = runs[0].metric
+    table = Table(title=f"{len(runs)} runs, monitored {metric} ({runs[0].mode})")
+    for column in ["", "run", *keys, f"best {metric}", f"final {metric}", metric.replace("val/", "test/", 1), "status"]:
+        table.add_column(column)
+    for run in runs:
+        cells = [f"{value:.4g}" if value is not None else "-" for value in (run.best, run.last, run.test)]
+        mark = "★" if run is winner else ""
+        table.add_row(mark, str(run.path.name), *[run.overrides.get(k, "-") for k in keys], *cells, run.status)
+    console.print(table)
+    if winner is not None:
+        console.print(f"Best run: {winner.path} ({label(winner, keys)})")
+
+
+def curves_figure(runs: list[RunRecord], keys: list[str]) -> Figure:
+    """The monitored metric against step, one labelled line per run."""
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for run in runs:
+        if run.curve:
+            steps, values = zip(*run.curve, strict=True)
+            axes.plot(steps, values, marker="o", label=label(run, keys))
+    axes.set_xlabel("training step")
+    axes.set_ylabel(runs[0].metric)
+    axes.set_title(f"{runs[0].metric} during training")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    return figure
+
+
+def parameter_figure(runs: list[RunRecord], key: str) -> Figure:
+    """Each run's best monitored value against its value of `key` (log scale for wide numeric ranges)."""
+    scored = [run for run in runs if run.best is not None]
+    values = [run.overrides.get(key, "-") for run in scored]
+    numbers = [as_number(value) for value in values]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    if all(number is not None for number in numbers):
+        axes.scatter(numbers, [run.best for run in scored])
+        if min(numbers) > 0 and max(numbers) / min(numbers) >= 100:
+            axes.set_xscale("log")
+    else:
+        categories = sorted(set(values))
+        axes.scatter([categories.index(v) for v in values], [run.best for run in scored])
+        axes.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
+    axes.set_xlabel(key)
+    axes.set_ylabel(f"best {scored[0].metric}" if scored else "best")
+    axes.set_title(f"best {scored[0].metric if scored else ''} by {key}")
+    axes.grid(alpha=0.3)
+    return figure
+
+
+def save(figure: Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def report(root: Path, console: Console | None = None) -> list[Path]:
+    """Print the table for the runs under `root` and write the plots; returns the PNG paths."""
+    console = console or Console()
+    runs = find_runs(root)
+    if not runs:
+        raise SystemExit(f"Error: no runs (folders with .hydra/config.yaml) under '{root}'.")
+    keys = swept_keys(runs)
+    print_table(runs, keys, console)
+    folder = root / "report"
+    folder.mkdir(exist_ok=True)
+    written = [save(curves_figure(runs, keys), folder / "curves.png")]
+    for key in keys:
+        written.append(save(parameter_figure(runs, key), folder / f"best_by_{key.replace('/', '_')}.png"))
+    console.print(f"Plots: {', '.join(str(p) for p in written)}")
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Compare the runs of a sweep (or any folder of runs).")
+    parser.add_argument("root", type=Path, help="a multirun/sweep folder, or any folder holding run folders")
+    report(parser.parse_args().root)
+
+
+if __name__ == "__main__":
+    main()
