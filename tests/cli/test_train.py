@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from omegaconf import DictConfig
 
 from weaver.cli.train import train
@@ -93,6 +94,14 @@ def test_help_lists_the_config_groups(tmp_path: Path) -> None:
     assert result.returncode == 0
     groups = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
     assert "translation" in groups["task"] and "cpu" in groups["hardware"]
+
+
+def test_slurm_launcher_composes_without_a_cluster(tmp_path: Path) -> None:
+    result = run_cli("launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    launcher = yaml.safe_load(result.stdout)["hydra"]["launcher"]
+    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher["partition"], launcher["max_num_timeout"], launcher["nodes"]) == ("gpu", 3, 1)
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:

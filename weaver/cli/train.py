@@ -10,15 +10,19 @@ from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from weaver.callbacks import RunConfigInCheckpoint
 from weaver.cli.config import config_dir, register_resolvers
 from weaver.cli.instantiate import build, build_model, build_named, build_task
 from weaver.cli.reporting import log_hyperparameters, print_config
+from weaver.cli.resume import apply_resume
 from weaver.errors import WeaverError
+from weaver.utils.provenance import record_provenance
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
 
+    if rank_zero_only.rank == 0:
+        record_provenance(output_dir / "run_info")
     datamodule = build(cfg.data, "data", tokenizer=build(cfg.tokenizer, "tokenizer"), cache_dir=cfg.paths.cache_dir)
     tokenizer = datamodule.tokenizer
     save_tokenizer(tokenizer, output_dir / "tokenizer")
@@ -88,10 +94,14 @@ def write_metrics(path: Path, metrics: dict[str, float], signatures: dict[str, s
 def hydra_main(cfg: DictConfig) -> float | None:
     """Returns the monitored metric, the objective of Hydra sweepers."""
     try:
+        apply_resume(cfg, list(HydraConfig.get().overrides.task))
         metrics, _ = train(cfg)
     except WeaverError as error:
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(1)
+    except SIGTERMException:
+        print("Stopped by SIGTERM after saving last.ckpt; run the same command with resume=auto to continue.")
+        sys.exit(143)
     return metrics.get(OmegaConf.select(cfg, "monitor.metric", default=""))
 
 

@@ -1,0 +1,57 @@
+"""`resume=auto`: re-running a command after a crash or preemption continues the run it started.
+
+The run continued is the newest run folder beside this one (under the same task folder, e.g. `outputs/<task>/`;
+this very folder when SLURM requeues a job) whose recorded overrides are this command's and that did not finish
+(no `metrics.json`); it continues from its `checkpoints/last.ckpt`, logging to the same W&B run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+def command_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that define a run: without `resume` and Hydra's own settings."""
+    return sorted(o for o in overrides if not o.lstrip("+~").startswith(("resume=", "hydra.")))
+
+
+def find_unfinished_run(output_dir: Path, overrides: list[str], search_depth: int = 2) -> Path | None:
+    """The newest unfinished run folder with `overrides` near `output_dir` (see the module docstring)."""
+    root = output_dir.parents[search_depth - 1]
+    wanted = command_overrides(overrides)
+    candidates = []
+    for listed in root.glob("/".join(["*"] * search_depth) + "/.hydra/overrides.yaml"):
+        run = listed.parent.parent
+        if (run / "metrics.json").is_file() or not (run / "checkpoints" / "last.ckpt").is_file():
+            continue
+        if command_overrides([str(o) for o in OmegaConf.load(listed)]) == wanted:
+            candidates.append(run)
+    return max(candidates, key=lambda run: (run / "checkpoints" / "last.ckpt").stat().st_mtime, default=None)
+
+
+def wandb_run_id(run: Path) -> str | None:
+    """The id of the W&B run a run folder logged to (`wandb/latest-run/run-<id>.wandb`)."""
+    found = sorted((run / "wandb" / "latest-run").glob("run-*.wandb"))
+    return found[0].stem.removeprefix("run-") if found else None
+
+
+def apply_resume(cfg: DictConfig, overrides: list[str]) -> None:
+    """Point `cfg.ckpt_path` (and the W&B logger) at the run this command should continue, if any."""
+    if cfg.get("resume") != "auto" or cfg.get("ckpt_path"):
+        return
+    run = find_unfinished_run(Path(cfg.paths.output_dir), overrides)
+    if run is None:
+        log.info("resume=auto: no unfinished run of this command found; starting afresh.")
+        return
+    with open_dict(cfg):
+        cfg.ckpt_path = str(run / "checkpoints" / "last.ckpt")
+        run_id = wandb_run_id(run)
+        if run_id and OmegaConf.select(cfg, "logger.wandb") is not None:
+            cfg.logger.wandb.id = run_id
+            cfg.logger.wandb.resume = "allow"
+    log.warning("resume=auto: continuing %s from %s", run, cfg.ckpt_path)
