@@ -123,9 +123,9 @@ def test_resume_auto_after_sigkill_finishes_like_an_uninterrupted_run(tiny_data_
     interrupted.communicate(timeout=60)
     time.sleep(1.1)  # the re-run gets a run folder of its own (named by the second)
     resumed = start(args, tmp_path / "interrupted")
-    _, stderr = resumed.communicate(timeout=600)
+    stdout, stderr = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, stderr[-3000:]
-    assert "resume=auto: continuing" in stderr
+    assert "resume=auto: continuing" in stdout + stderr
     _, stderr = uninterrupted.communicate(timeout=600)
     assert uninterrupted.returncode == 0, stderr[-3000:]
 
@@ -136,4 +136,5 @@ def test_resume_auto_after_sigkill_finishes_like_an_uninterrupted_run(tiny_data_
     (reference,) = (tmp_path / "reference").glob("outputs/translation/*/*/metrics.json")
     expected = json.loads(reference.read_text())["metrics"]
     got = json.loads((finished[0] / "metrics.json").read_text())["metrics"]
-    assert got["test/loss"] == pytest.approx(expected["test/loss"], rel=0.05)
+    # The last validation scores the final weights of each run.
+    assert got["val/loss"] == pytest.approx(expected["val/loss"], rel=0.05)
