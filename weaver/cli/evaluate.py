@@ -7,23 +7,19 @@ The checkpoint's own run config rebuilds data, model and task, with the command 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from weaver.checkpoints import restore_run
-from weaver.cli.config import config_dir, register_resolvers
 from weaver.cli.instantiate import build
-from weaver.cli.overrides import command_line_changes
+from weaver.cli.overrides import checkpoint_tool
 from weaver.cli.train import scalar_metrics, write_metrics
 from weaver.data import GivenTokenizer
-from weaver.errors import ConfigError, WeaverError
+from weaver.errors import ConfigError
 
 log = logging.getLogger(__name__)
 EVAL_KEYS = ("ckpt_path", "split")
@@ -60,15 +56,4 @@ def evaluate(cfg: DictConfig, changes: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(config_path=str(config_dir()), config_name="eval", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg, command_line_changes(HydraConfig.get().overrides.task, EVAL_KEYS))
-    except WeaverError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(1)
-
-
-def main() -> None:
-    register_resolvers()
-    hydra_main()
+main = checkpoint_tool("eval", evaluate, EVAL_KEYS)

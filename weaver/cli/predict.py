@@ -12,17 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 from datasets import Dataset
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from weaver.checkpoints import restore_run
-from weaver.cli.config import config_dir, register_resolvers
-from weaver.cli.overrides import command_line_changes
+from weaver.cli.overrides import checkpoint_tool
 from weaver.cli.train import write_metrics
 from weaver.data.sources import load_file
-from weaver.errors import ConfigError, WeaverError
+from weaver.errors import ConfigError
 from weaver.inference import Example, Predictor
 
 log = logging.getLogger(__name__)
@@ -95,15 +92,4 @@ def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
         write_metrics(output_dir / "metrics.json", scores, run.task.metric_signatures)
 
 
-@hydra.main(config_path=str(config_dir()), config_name="predict", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> None:
-    try:
-        predict(cfg, command_line_changes(HydraConfig.get().overrides.task, PREDICT_KEYS))
-    except WeaverError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(1)
-
-
-def main() -> None:
-    register_resolvers()
-    hydra_main()
+main = checkpoint_tool("predict", predict, PREDICT_KEYS)

@@ -1,0 +1,73 @@
+"""Score each task's trivial baseline on the same split, data config and metrics as a trained model.
+
+    python experiments/baselines.py task=translation     # copy: the English source as the German output
+    python experiments/baselines.py task=summarization   # lead: the document's first sentence
+    python experiments/baselines.py task=dialogue        # last turn: repeat the context's last turn
+
+Any data override a training run takes works here too (e.g. `data.data_dir=...`); `split=validation` scores the
+validation split. Prints the scores as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from weaver.cli.config import config_dir, register_resolvers
+from weaver.cli.instantiate import build
+from weaver.metrics.dialogue import dialogue_scores
+from weaver.metrics.summarization import split_sentences, summarization_scores
+from weaver.metrics.translation import translation_scores
+
+Scores = Callable[[list[str], list[str]], tuple[dict[str, float], dict[str, str]]]
+
+
+def copy_source(row: dict[str, Any]) -> str:
+    return row["source"]
+
+
+def lead_sentence(row: dict[str, Any]) -> str:
+    sentences = split_sentences(row["source"])
+    return sentences[0] if sentences else ""
+
+
+def last_turn(row: dict[str, Any], speaker_tokens: tuple[str, ...]) -> str:
+    turn = row["context"][-1] if row["context"] else ""
+    speaker = next((token for token in speaker_tokens if turn.startswith(token)), "")
+    return turn[len(speaker) :].strip()
+
+
+def baseline_for(task_name: str, cfg: Any) -> tuple[str, Callable[[dict[str, Any]], str], Scores]:
+    if task_name == "translation":
+        return "copy source", copy_source, translation_scores
+    if task_name == "summarization":
+        return "lead sentence", lead_sentence, summarization_scores
+    if task_name == "dialogue":
+        speakers = tuple(cfg.data.pair_builder.speaker_tokens)
+        return "repeat last turn", lambda row: last_turn(row, speakers), dialogue_scores
+    raise SystemExit(f"Error: no baseline for task '{task_name}'.")
+
+
+def main(overrides: list[str]) -> None:
+    register_resolvers()
+    split = next((o.split("=", 1)[1] for o in overrides if o.startswith("split=")), "test")
+    overrides = [o for o in overrides if not o.startswith("split=")]
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = "."  # nothing is written
+    name, predict, scores_of = baseline_for(cfg.task_name, cfg)
+    datamodule = build(cfg.data, "data", tokenizer=None, cache_dir=cfg.paths.cache_dir)
+    rows = list(datamodule.pairs()[split])
+    scores, signatures = scores_of([predict(row) for row in rows], [row["target"] for row in rows])
+    report = {"task": cfg.task_name, "baseline": name, "split": split, "examples": len(rows), **scores}
+    print(json.dumps({**report, "signatures": signatures}, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
