@@ -13,11 +13,13 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from weaver.callbacks.run_config import CONFIG_KEY, TOKENIZER_KEY
 from weaver.cli.config import register_resolvers
 from weaver.cli.instantiate import build_model, build_task
+from weaver.data.tokenizer import wrap_fast
 from weaver.errors import ConfigError
 from weaver.tasks.seq2seq import Seq2SeqTask
 
@@ -43,7 +45,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def restore_tokenizer(files: dict[str, bytes]) -> PreTrainedTokenizerBase:
+def restore_tokenizer(files: dict[str, bytes] | str, cfg: DictConfig) -> PreTrainedTokenizerBase:
+    """From the `save_pretrained` files stored in the checkpoint; checkpoints of Weaver 0.1 stored only the
+    `tokenizers` JSON of a trained tokenizer, which is wrapped as training wrapped it."""
+    if isinstance(files, str):
+        return wrap_fast(Tokenizer.from_str(files), cfg.tokenizer.get("extra_special_tokens") or ())
     with tempfile.TemporaryDirectory() as folder:
         for name, content in files.items():
             (Path(folder) / name).write_bytes(content)
@@ -58,7 +64,7 @@ def restore_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None) 
     cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, merge=False, force_add=True)
-    tokenizer = restore_tokenizer(checkpoint[TOKENIZER_KEY])
+    tokenizer = restore_tokenizer(checkpoint[TOKENIZER_KEY], cfg)
     task = build_task(cfg, build_model(cfg, tokenizer), tokenizer)
     task.load_state_dict(checkpoint["state_dict"])
     task.eval()

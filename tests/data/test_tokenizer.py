@@ -71,3 +71,18 @@ def test_pretrained_hub_id_offline_fails_with_a_clear_message(monkeypatch: pytes
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="Hub is unreachable.*local folder"):
         PretrainedTokenizer("weaver-tests/not-a-real-model").build(batches, "fp", None)
+
+
+def test_checkpoints_of_weaver_0_1_restore_their_tokenizer(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from weaver.checkpoints import restore_tokenizer
+
+    trained = TrainedTokenizer(vocab_size=200, min_frequency=1, extra_special_tokens=["<sep>"]).build(
+        batches, "fp", str(tmp_path)
+    )
+    cfg = OmegaConf.create({"tokenizer": {"extra_special_tokens": ["<sep>"]}})
+    restored = restore_tokenizer(trained.backend_tokenizer.to_str(), cfg)  # 0.1 stored the JSON alone
+    text = TEXTS[0] + " <sep> " + TEXTS[1]
+    assert restored(text)["input_ids"] == trained(text)["input_ids"]
+    assert restored.pad_token_id == trained.pad_token_id and restored.decode([trained.eos_token_id]) == "</s>"

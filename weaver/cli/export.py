@@ -15,11 +15,10 @@ from weaver.export import export_checkpoint
 @hydra.main(config_path=str(config_dir()), config_name="export", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> None:
     try:
-        output = export_checkpoint(cfg.ckpt_path, cfg.output_dir, adapter_only=cfg.adapter_only)
+        export_checkpoint(cfg.ckpt_path, cfg.output_dir, adapter_only=cfg.adapter_only)
     except WeaverError as error:
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(1)
-    print(f"Exported to {output}")
 
 
 def main() -> None:
