@@ -62,6 +62,8 @@ def test_one_text_and_plain_text_files(translation_checkpoint: Path, tmp_path: P
 def test_input_is_required(tmp_path: Path) -> None:
     result = run_cli("ckpt_path=x.ckpt", cwd=tmp_path, script="predict.py")
     assert result.returncode == 1 and "Give exactly one of input_file=<file> and input=" in result.stderr
+    result = run_cli("ckpt_path=x.ckpt", "input=hi", "batch_size=0", cwd=tmp_path, script="predict.py")
+    assert result.returncode == 1 and "batch_size must be a positive integer, got 0" in result.stderr
 
 
 @pytest.mark.slow

@@ -119,6 +119,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
         (["data.max_source_length=0"], "data.max_source_length must be a positive integer, got 0"),
         (["task=nope"], "Could not find 'task/nope'"),
         (["model=nope"], "Could not find 'model/nope'"),
+        (["resume=yes"], "resume must be 'auto' or null, got 'yes'"),
         (["model=t5_small"], "Hub is unreachable (no network, or HF_HUB_OFFLINE=1) and 't5-small' is not in the local"),
     ],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from rouge_score import rouge_scorer, scoring
 
+from tests.metrics.rouge_corpus import HYPOTHESES, REFERENCES
 from weaver.metrics.summarization import (
     ROUGE_TYPES,
     mean_words,
@@ -13,27 +14,6 @@ from weaver.metrics.summarization import (
     split_sentences,
     summarization_scores,
 )
-
-# Multi-sentence texts (so ROUGE-Lsum differs from ROUGE-L), an empty hypothesis, punctuation only, unicode,
-# stemming ("libraries"/"library", "running"/"runs") and exact matches.
-REFERENCES = [
-    "GNU C library: shared libraries. It also contains the dynamic linker. Use it everywhere.",
-    "command-line tool for running tests",
-    "Übersetzungen für „Grüße“ — café crème, naïve façade, 日本語 text",
-    "Python 3 bindings for libfoo",
-    "The daemon watches files. It runs actions when they change!",
-    "documentation for the foo library",
-    "metapackage to pull in fonts-dejavu-core and fonts-dejavu-extra",
-]
-HYPOTHESES = [
-    "GNU C library. It contains the dynamic linker and shared libraries.",
-    "",
-    "Grüße — cafe creme, naive facade",
-    "Python 3 bindings for libfoo",
-    "daemon that runs actions. It watches files when they change",
-    "...",
-    "metapackage for the fonts-dejavu fonts. Core and extra",
-]
 
 
 def reference_scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:

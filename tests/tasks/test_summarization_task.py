@@ -11,42 +11,12 @@ from omegaconf import DictConfig
 from rouge_score import rouge_scorer
 
 from tests.conftest import compose_config, embedded_slice, tiny_run_config
+from tests.metrics.rouge_corpus import HYPOTHESES, HYPOTHESIS_LINES, REFERENCE_LINES, REFERENCES
 from tests.tasks.scripted import run_scripted_test
 from weaver.cli.config import resource_path
 from weaver.cli.train import train
 from weaver.tasks import SummarizationTask
 
-REFERENCES = [
-    "GNU C library: shared libraries. It also contains the dynamic linker.",
-    "command-line tool for running tests",
-    "café crème — naïve façade, 日本語",
-    "Python 3 bindings for libfoo",
-    "The daemon watches files. It runs actions when they change!",
-    "documentation for the foo library",
-    "metapackage to pull in fonts-dejavu-core and fonts-dejavu-extra",
-]
-HYPOTHESES = [
-    "GNU C library. It contains the dynamic linker and shared libraries.",
-    "",
-    "cafe creme — naive facade",
-    "Python 3 bindings for libfoo",
-    "daemon that runs actions. It watches files when they change",
-    "foo library documentation",
-    "metapackage for the fonts-dejavu fonts",
-]
-# Lsum scores sentences on their own lines: these are the references and hypotheses split by hand.
-REFERENCE_LINES = [
-    "GNU C library: shared libraries.\nIt also contains the dynamic linker.",
-    *REFERENCES[1:4],
-    "The daemon watches files.\nIt runs actions when they change!",
-    *REFERENCES[5:],
-]
-HYPOTHESIS_LINES = [
-    "GNU C library.\nIt contains the dynamic linker and shared libraries.",
-    *HYPOTHESES[1:4],
-    "daemon that runs actions.\nIt watches files when they change",
-    *HYPOTHESES[5:],
-]
 SUMMARY_FIXTURE_SIZES = {"train": 160, "validation": 16, "test": 16}
 
 

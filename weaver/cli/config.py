@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from weaver.errors import WeaverError
 
 
 def config_dir() -> Path:
@@ -44,3 +49,22 @@ def register_resolvers() -> None:
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
+
+
+def entry_point(config_name: str, run: Callable[[DictConfig], None]) -> Callable[[], None]:
+    """The `main()` of a command-line tool: a Hydra app on `conf/<config_name>.yaml` calling `run(cfg)`, where a
+    user error (`WeaverError`) exits with its one-line message instead of a traceback."""
+
+    @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
+    def hydra_main(cfg: DictConfig) -> None:
+        try:
+            run(cfg)
+        except WeaverError as error:
+            print(f"Error: {error}", file=sys.stderr)
+            sys.exit(1)
+
+    def main() -> None:
+        register_resolvers()
+        hydra_main()
+
+    return main

@@ -6,17 +6,14 @@ config too, so `data=wmt16_de_en`, `data.test_file=...` or `generation=greedy` m
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import hydra
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from weaver.cli.config import config_dir, register_resolvers
-from weaver.errors import WeaverError
+from weaver.cli.config import entry_point
 
 _ABSENT = object()
 
@@ -43,19 +40,8 @@ def command_line_changes(overrides: Sequence[str], own_keys: Sequence[str]) -> d
 def checkpoint_tool(
     config_name: str, run: Callable[[DictConfig, dict[str, Any]], None], own_keys: Sequence[str]
 ) -> Callable[[], None]:
-    """The `main()` of a tool that starts from a checkpoint: a Hydra app on `conf/<config_name>.yaml` calling
-    `run(cfg, changes)`, where `changes` is what the command line changes (above); user errors exit with a message."""
-
-    @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
-    def hydra_main(cfg: DictConfig) -> None:
-        try:
-            run(cfg, command_line_changes(HydraConfig.get().overrides.task, own_keys))
-        except WeaverError as error:
-            print(f"Error: {error}", file=sys.stderr)
-            sys.exit(1)
-
-    def main() -> None:
-        register_resolvers()
-        hydra_main()
-
-    return main
+    """The `main()` of a tool that starts from a checkpoint: `run(cfg, changes)`, where `changes` is what the
+    command line changes (above)."""
+    return entry_point(
+        config_name, lambda cfg: run(cfg, command_line_changes(HydraConfig.get().overrides.task, own_keys))
+    )

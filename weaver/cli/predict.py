@@ -73,6 +73,8 @@ def chat(predictor: Predictor) -> None:
 
 
 def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
+    if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size!r}.")
     if not cfg.interactive and (cfg.input is None) == (cfg.input_file is None):
         raise ConfigError('Give exactly one of input_file=<file> and input="<text>" (or interactive=true).')
     run = restore_run(cfg.ckpt_path, {**changes, "paths.cache_dir": cfg.paths.cache_dir})

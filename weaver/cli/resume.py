@@ -12,6 +12,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from weaver.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -42,7 +44,9 @@ def wandb_run_id(run: Path) -> str | None:
 
 def apply_resume(cfg: DictConfig, overrides: list[str]) -> None:
     """Point `cfg.ckpt_path` (and the W&B logger) at the run this command should continue, if any."""
-    if cfg.get("resume") != "auto" or cfg.get("ckpt_path"):
+    if cfg.get("resume") not in (None, "auto"):
+        raise ConfigError(f"resume must be 'auto' or null, got {cfg.resume!r}.")
+    if cfg.get("resume") is None or cfg.get("ckpt_path"):
         return
     run = find_unfinished_run(Path(cfg.paths.output_dir), overrides)
     if run is None:
