@@ -1,4 +1,5 @@
-"""Token-budget batching: the budget, epochs, replicas, Lightning's sampler handling, and the data module."""
+"""Batch samplers (token-budget and fixed-size): the budget, epochs, replicas, Lightning's sampler handling, resuming
+mid-epoch, and the data module."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from lightning.fabric.utilities.data import _replace_dunder_methods, _set_sampler_epoch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.data import _is_dataloader_shuffled, _update_dataloader
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
@@ -18,11 +20,13 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tests.conftest import embedded_rows, write_jsonl
 from weaver.data import Seq2SeqDataModule, TrainedTokenizer
 from weaver.data.batching import (
+    EpochBatchSampler,
+    FixedSizeBatchSampler,
     TokenBudgetBatchSampler,
     example_lengths,
-    fixed_size_batches,
     padding_efficiency,
 )
+from weaver.data.loader import ResumableDataLoader
 from weaver.errors import ConfigError
 
 
@@ -39,6 +43,17 @@ def random_lengths(count: int = 500, seed: int = 0) -> np.ndarray:
 
 def flat(batches: list[list[int]]) -> list[int]:
     return [index for batch in batches for index in batch]
+
+
+def token_budget(lengths: np.ndarray, **kwargs) -> EpochBatchSampler:
+    return TokenBudgetBatchSampler(lengths, 300, **kwargs)
+
+
+def fixed_size(lengths: np.ndarray, **kwargs) -> EpochBatchSampler:
+    return FixedSizeBatchSampler(len(lengths), 16, **kwargs)
+
+
+SAMPLERS = pytest.mark.parametrize("make_sampler", [token_budget, fixed_size], ids=["token_budget", "fixed_size"])
 
 
 @pytest.mark.parametrize("max_tokens", [59, 100, 256, 1000])
@@ -58,20 +73,22 @@ def test_an_example_over_the_budget_forms_a_batch_of_its_own() -> None:
     assert sorted(flat(batches)) == list(range(6))
 
 
+@SAMPLERS
 @pytest.mark.parametrize("shuffle", [True, False])
-def test_every_example_appears_once_per_epoch(shuffle: bool) -> None:
+def test_every_example_appears_once_per_epoch(shuffle: bool, make_sampler) -> None:
     lengths = random_lengths()
-    sampler = TokenBudgetBatchSampler(lengths, max_tokens=300, shuffle=shuffle, seed=7)
+    sampler = make_sampler(lengths, shuffle=shuffle, seed=7)
     for epoch in range(3):
         sampler.set_epoch(epoch)
         assert sorted(flat(list(sampler))) == list(range(len(lengths)))
 
 
-def test_shuffle_is_deterministic_per_seed_and_epoch() -> None:
+@SAMPLERS
+def test_shuffle_is_deterministic_per_seed_and_epoch(make_sampler) -> None:
     lengths = random_lengths()
 
     def epoch_batches(seed: int, epoch: int) -> list[list[int]]:
-        sampler = TokenBudgetBatchSampler(lengths, max_tokens=300, seed=seed)
+        sampler = make_sampler(lengths, seed=seed)
         sampler.set_epoch(epoch)
         return list(sampler)
 
@@ -83,11 +100,12 @@ def test_shuffle_is_deterministic_per_seed_and_epoch() -> None:
     assert first != second
 
 
+@SAMPLERS
 @pytest.mark.parametrize("count", [500, 37, 3])
-def test_replicas_get_disjoint_batches_covering_everything_in_equal_numbers(count: int) -> None:
+def test_replicas_get_disjoint_batches_covering_everything_in_equal_numbers(count: int, make_sampler) -> None:
     lengths = random_lengths(count)
-    samplers = [TokenBudgetBatchSampler(lengths, 300, seed=5, num_replicas=2, rank=rank) for rank in (0, 1)]
-    single = TokenBudgetBatchSampler(lengths, 300, seed=5)
+    samplers = [make_sampler(lengths, seed=5, num_replicas=2, rank=rank) for rank in (0, 1)]
+    single = make_sampler(lengths, seed=5)
     for epoch in (0, 1):
         for sampler in samplers + [single]:
             sampler.set_epoch(epoch)
@@ -112,11 +130,12 @@ def test_evaluation_batches_come_in_length_order_every_epoch() -> None:
     assert ordered == sorted(ordered)
 
 
+@SAMPLERS
 @pytest.mark.parametrize("replicas", [1, 2, 3, 8])
-def test_len_is_exact(replicas: int) -> None:
+def test_len_is_exact(replicas: int, make_sampler) -> None:
     lengths = random_lengths(211)
     for rank in range(replicas):
-        sampler = TokenBudgetBatchSampler(lengths, 250, seed=2, num_replicas=replicas, rank=rank)
+        sampler = make_sampler(lengths, seed=2, num_replicas=replicas, rank=rank)
         for epoch in (0, 1):
             sampler.set_epoch(epoch)
             assert len(list(sampler)) == len(sampler) == -(-sampler.total_batches // replicas)
@@ -130,7 +149,7 @@ def test_invalid_budgets_are_rejected(max_tokens: object) -> None:
 
 def test_token_budget_pads_far_less_than_fixed_size_random_batches(corpus_lengths: dict) -> None:
     en, de = corpus_lengths["en"], corpus_lengths["de"]
-    fixed = fixed_size_batches(len(en), 64, shuffle=True, seed=0)
+    fixed = FixedSizeBatchSampler(len(en), 64, seed=0).all_batches()
     budget = TokenBudgetBatchSampler(np.maximum(en, de), max_tokens=64 * 40, seed=0)
     by_budget = budget.padding_efficiency({"en": en, "de": de})
     for side, lengths in corpus_lengths.items():
@@ -164,21 +183,24 @@ def test_example_lengths_come_from_the_arrow_columns() -> None:
 # ---- Lightning ---------------------------------------------------------------------------------------------
 
 
-def test_lightning_reinstantiates_the_sampler_with_its_distributed_sampler() -> None:
+@SAMPLERS
+@pytest.mark.parametrize("loader_class", [DataLoader, ResumableDataLoader])
+def test_lightning_reinstantiates_the_sampler_with_its_distributed_sampler(make_sampler, loader_class) -> None:
     """What Lightning does under DDP with use_distributed_sampler=True: capture the batch sampler's arguments
     in the *_dataloader hook, then rebuild it with sampler=DistributedSampler(...)."""
     lengths, data = random_lengths(), list(range(500))
     with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
-        sampler = TokenBudgetBatchSampler(lengths=lengths, max_tokens=300, seed=3)
-        loader = DataLoader(data, batch_sampler=sampler, collate_fn=list)
+        sampler = make_sampler(lengths, seed=3)
+        loader = loader_class(data, batch_sampler=sampler, collate_fn=list)
     assert not _is_dataloader_shuffled(loader)  # so no "val dataloader shuffles" warning for eval loaders
     injected = DistributedSampler(data, num_replicas=2, rank=1, shuffle=True)
     rebuilt = _update_dataloader(loader, injected, mode=RunningStage.TRAINING)
     sampler = rebuilt.batch_sampler
-    assert isinstance(sampler, TokenBudgetBatchSampler) and (sampler.num_replicas, sampler.rank) == (2, 1)
+    assert type(rebuilt) is loader_class and type(sampler) is type(loader.batch_sampler)
+    assert (sampler.num_replicas, sampler.rank) == (2, 1)
     _set_sampler_epoch(rebuilt, 4)  # Lightning's per-epoch call reaches the batch sampler
     assert sampler.epoch == 4
-    reference = TokenBudgetBatchSampler(lengths, 300, seed=3, num_replicas=2, rank=1)
+    reference = make_sampler(lengths, seed=3, num_replicas=2, rank=1)
     reference.set_epoch(4)
     assert list(rebuilt) == list(reference) and len(rebuilt) == len(reference)
 
@@ -281,3 +303,44 @@ def test_trainer_sets_the_epoch_of_the_token_budget_sampler(tmp_path: Path, rows
     assert model.seen[0] != model.seen[1]
     for epoch in (0, 1):
         assert sorted(flat(model.seen[epoch])) == sorted(dm.datasets["train"]["example_id"])
+
+
+def fit_recorder(dm: Seq2SeqDataModule, folder: Path, max_steps: int, **fit: object) -> BatchRecorder:
+    """BatchRecorder trained for `max_steps`, saving a checkpoint after every step into `folder`."""
+    model = BatchRecorder()
+    every_step = ModelCheckpoint(dirpath=folder, filename="{step}", every_n_train_steps=1, save_top_k=-1)
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        limit_val_batches=0,
+        logger=False,
+        callbacks=[every_step],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(folder),
+    )
+    trainer.fit(model, datamodule=dm, weights_only=False, **fit)
+    return model
+
+
+def batches_in_order(model: BatchRecorder) -> list[list[int]]:
+    return [batch for epoch in sorted(model.seen) for batch in model.seen[epoch]]
+
+
+@pytest.mark.parametrize("max_tokens", [300, None], ids=["token_budget", "fixed_size"])
+def test_a_run_resumed_mid_epoch_sees_exactly_the_batches_of_an_uninterrupted_one(
+    tmp_path: Path, rows: list[dict], max_tokens: int | None
+) -> None:
+    options = {"max_source_length": 32, "max_target_length": 32, "max_tokens": max_tokens, "batch_size": 16}
+    dm = datamodule(tmp_path, rows[:120], **options)
+    per_epoch = len(dm.batches("train"))
+    total = 2 * per_epoch + 2  # into a third epoch
+    uninterrupted = batches_in_order(fit_recorder(dm, tmp_path / "full", total))
+    assert len(uninterrupted) == total
+    # Mid first epoch, at its very end, and mid second epoch.
+    for stop in (per_epoch // 2, per_epoch, per_epoch + per_epoch // 2):
+        fresh = datamodule(tmp_path, rows[:120], **options)
+        checkpoint = str(tmp_path / "full" / f"step={stop}.ckpt")
+        resumed = fit_recorder(fresh, tmp_path / f"resumed{stop}", total, ckpt_path=checkpoint)
+        assert batches_in_order(resumed) == uninterrupted[stop:], f"resumed after step {stop}"

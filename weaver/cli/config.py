@@ -9,6 +9,8 @@ from importlib.resources import files
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from weaver.errors import WeaverError
@@ -43,9 +45,39 @@ def safe_name(metric: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", metric)
 
 
+def optuna_direction(mode: str) -> str:
+    """`monitor.mode` (max/min) as Optuna's study direction (maximize/minimize)."""
+    directions = {"max": "maximize", "min": "minimize"}
+    if mode not in directions:
+        raise WeaverError(f"monitor.mode must be 'max' or 'min', got {mode!r}.")
+    return directions[mode]
+
+
+def sqlite_url(path: str) -> str:
+    """`sqlite:///<path>` with the file's folder created: SQLite makes the file, not its folders."""
+    Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(path).expanduser()}"
+
+
+def sweep_group() -> str | None:
+    """`${weaver.sweep_group:}`: in a multirun, the sweep's folder (`translation/2026-12-01/10-00-00`), so every
+    job of one sweep joins one W&B group; None for a single run."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    return "/".join(sweep_dir.parts[-3:])
+
+
 def register_resolvers() -> None:
     """Idempotent, so tests and every entry point can call it."""
-    resolvers = {"weaver.resource": resource_path, "weaver.safe_name": safe_name, "weaver.chitchat": chitchat_file}
+    resolvers = {
+        "weaver.resource": resource_path,
+        "weaver.safe_name": safe_name,
+        "weaver.chitchat": chitchat_file,
+        "weaver.optuna_direction": optuna_direction,
+        "weaver.sqlite_url": sqlite_url,
+        "weaver.sweep_group": sweep_group,
+    }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

@@ -11,6 +11,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -90,19 +91,34 @@ def write_metrics(path: Path, metrics: dict[str, float], signatures: dict[str, s
     log.info("Metrics: %s", json.dumps(metrics, sort_keys=True))
 
 
+def objective(cfg: DictConfig, metrics: dict[str, float], trainer: L.Trainer) -> float | None:
+    """What a sweep optimises: the best value of `monitor.metric` over the run's validations (the one its best
+    checkpoint holds), else its last value."""
+    metric = OmegaConf.select(cfg, "monitor.metric", default="")
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "monitor", None) == metric and callback.best_model_score is not None:
+            return float(callback.best_model_score)
+    return metrics.get(metric)
+
+
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | None:
-    """Returns the monitored metric, the objective of Hydra sweepers."""
+    """Returns the objective of Hydra sweepers. In a multirun a failed job raises, so the sweeper records it as
+    failed and goes on; a single run exits with a one-line message."""
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         apply_resume(cfg, list(HydraConfig.get().overrides.task))
-        metrics, _ = train(cfg)
+        metrics, objects = train(cfg)
     except WeaverError as error:
+        if sweeping:
+            log.error("Job %s failed: %s", HydraConfig.get().job.num, error)
+            raise
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(1)
     except SIGTERMException:
         print("Stopped by SIGTERM after saving last.ckpt; run the same command with resume=auto to continue.")
         sys.exit(143)
-    return metrics.get(OmegaConf.select(cfg, "monitor.metric", default=""))
+    return objective(cfg, metrics, objects["trainer"])
 
 
 def main() -> None:

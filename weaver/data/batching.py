@@ -1,5 +1,5 @@
-"""Token-budget batching (fairseq's `--max-tokens`): batches of similar lengths whose padded size fits a
-budget, `len(batch) * longest <= max_tokens`.
+"""Batch samplers whose batches depend only on (seed, epoch): fixed-size batches, and token-budget batches
+(fairseq's `--max-tokens`) of similar lengths whose padded size fits a budget, `len(batch) * longest <= max_tokens`.
 
 Sorting by length before cutting batches keeps padding low; shuffling the order of the batches (not their
 contents) each epoch keeps training stochastic. Under data parallelism every replica takes distinct batches,
@@ -52,12 +52,6 @@ def padding_efficiency(batches: Sequence[Sequence[int]], lengths: np.ndarray) ->
     return float(members.sum() / padded) if padded else 1.0
 
 
-def fixed_size_batches(size: int, batch_size: int, shuffle: bool, seed: int = 0) -> list[list[int]]:
-    """What `DataLoader(batch_size=..., shuffle=...)` yields in an epoch (seeded in place of torch's RNG)."""
-    order = np.random.default_rng(seed & 0xFFFFFFFF).permutation(size) if shuffle else np.arange(size)
-    return [order[start : start + batch_size].tolist() for start in range(0, size, batch_size)]
-
-
 def replicas(num_replicas: int | None, rank: int | None, sampler: Sampler | None = None) -> tuple[int, int]:
     """(replica count, rank): explicit values, else an injected `DistributedSampler`'s, else those of
     torch.distributed when it is initialised, else (1, 0)."""
@@ -97,28 +91,22 @@ def cut_sorted(sorted_lengths: np.ndarray, max_tokens: int) -> np.ndarray:
     return np.asarray(bounds, dtype=np.int64)
 
 
-class TokenBudgetBatchSampler(BatchSampler):
-    """Length-bucketed batches of at most `max_tokens` padded tokens (`len(batch) * longest <= max_tokens`).
+class EpochBatchSampler(BatchSampler):
+    """Batches that depend only on (seed, epoch), so every rank and every restart agree on them.
 
-    Examples are sorted by length, then by `tie_lengths` when given (e.g. source + target: among examples of the
-    same width the other side's padding shrinks too), remaining ties broken by a shuffle seeded with (seed, epoch)
-    when shuffling, by index otherwise; then cut greedily. With `shuffle` the order of the batches is shuffled per
-    (seed, epoch); without it batches come shortest first. Because the sorted sequence of lengths does not depend
-    on how ties are broken, the batch boundaries, and so `len()`, are the same every epoch.
-
-    With several replicas the epoch's batch list is padded by repeating its first batches up to a multiple of
-    `num_replicas` (as `DistributedSampler` does with examples) and replica `rank` takes every
-    `num_replicas`-th batch from position `rank`: distinct batches, same count everywhere.
+    Subclasses form one epoch's batches (`all_batches`); this class splits them over replicas: the epoch's list is
+    padded by repeating its first batches up to a multiple of `num_replicas` (as `DistributedSampler` does with
+    examples) and replica `rank` takes every `num_replicas`-th batch from position `rank`: distinct batches, same
+    count everywhere. `resume` makes the next pass over an epoch start part-way (see `ResumableDataLoader`).
 
     `sampler` exists for Lightning, which passes a `DistributedSampler` here when it re-instantiates the
     batch sampler under a distributed strategy; only its `num_replicas` and `rank` are used.
     """
 
+    total_batches: int  # batches per epoch over all replicas, before padding
+
     def __init__(
         self,
-        lengths: Sequence[int] | np.ndarray,
-        max_tokens: int,
-        tie_lengths: Sequence[int] | np.ndarray | None = None,
         shuffle: bool = True,
         seed: int = 0,
         num_replicas: int | None = None,
@@ -126,46 +114,38 @@ class TokenBudgetBatchSampler(BatchSampler):
         sampler: Sampler | None = None,
     ) -> None:
         # BatchSampler.__init__ is not called: it wants a sampler of indices and a fixed batch size.
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
-            raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}.")
-        self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
-        self.tie_lengths = np.zeros_like(self.lengths) if tie_lengths is None else np.asarray(tie_lengths).reshape(-1)
-        if self.tie_lengths.shape != self.lengths.shape:
-            raise ValueError(f"tie_lengths has {len(self.tie_lengths)} entries for {len(self.lengths)} examples.")
-        self.max_tokens, self.shuffle, self.seed = max_tokens, shuffle, int(seed)
+        self.shuffle, self.seed = shuffle, int(seed)
         self.num_replicas, self.rank = replicas(num_replicas, rank, sampler)
         self.epoch = 0
-        self.bounds = cut_sorted(np.sort(self.lengths, kind="stable"), max_tokens)
-        self.total_batches = len(self.bounds) - 1
-        self.oversized = int((self.lengths > max_tokens).sum())
+        self.skip = 0  # batches of `epoch` this replica already served before a restart
 
     @property
-    def sampler(self) -> TokenBudgetBatchSampler:
+    def sampler(self) -> EpochBatchSampler:
         # Lightning calls `dataloader.batch_sampler.sampler.set_epoch(epoch)`: this routes it to `set_epoch`.
         return self
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.skip = 0
         self.epoch = epoch
+
+    def resume(self, epoch: int, served: int) -> None:
+        """The next pass yields `epoch`'s batches after the first `served` of this replica's."""
+        self.epoch, self.skip = epoch, served
 
     def __len__(self) -> int:
         return math.ceil(self.total_batches / self.num_replicas)
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
+        skip, self.skip = self.skip, 0
+        return iter(self.batches()[skip:])
 
     def all_batches(self, epoch: int | None = None) -> list[list[int]]:
         """Every replica's batches for `epoch` (default: the current one), in epoch order, before padding."""
-        epoch = self.epoch if epoch is None else epoch
-        count = len(self.lengths)
-        if self.shuffle:
-            rng = np.random.default_rng([self.seed & 0xFFFFFFFF, epoch])
-            last_key = rng.permutation(count)
-            batch_order = rng.permutation(self.total_batches)
-        else:
-            last_key = np.arange(count)
-            batch_order = np.arange(self.total_batches)
-        order = np.lexsort((last_key, self.tie_lengths, self.lengths))  # the last key sorts first
-        return [order[self.bounds[b] : self.bounds[b + 1]].tolist() for b in batch_order]
+        raise NotImplementedError
+
+    def rng(self, epoch: int | None) -> np.random.Generator:
+        return np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch if epoch is None else epoch])
 
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         """This replica's batches for `epoch` (default: the current one)."""
@@ -179,3 +159,74 @@ class TokenBudgetBatchSampler(BatchSampler):
         """Real / padded tokens of every replica's batches, per named length array (e.g. source, target)."""
         batches = self.all_batches(epoch)
         return {name: padding_efficiency(batches, values) for name, values in lengths.items()}
+
+
+class FixedSizeBatchSampler(EpochBatchSampler):
+    """`batch_size` examples a batch (the last one may be smaller), in a fresh random order each epoch when
+    shuffling, else in dataset order."""
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        sampler: Sampler | None = None,
+    ) -> None:
+        super().__init__(shuffle, seed, num_replicas, rank, sampler)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        self.size, self.batch_size = size, batch_size
+        self.total_batches = math.ceil(size / batch_size)
+
+    def all_batches(self, epoch: int | None = None) -> list[list[int]]:
+        order = self.rng(epoch).permutation(self.size) if self.shuffle else np.arange(self.size)
+        return [order[start : start + self.batch_size].tolist() for start in range(0, self.size, self.batch_size)]
+
+
+class TokenBudgetBatchSampler(EpochBatchSampler):
+    """Length-bucketed batches of at most `max_tokens` padded tokens (`len(batch) * longest <= max_tokens`).
+
+    Examples are sorted by length, then by `tie_lengths` when given (e.g. source + target: among examples of the
+    same width the other side's padding shrinks too), remaining ties broken by a shuffle seeded with (seed, epoch)
+    when shuffling, by index otherwise; then cut greedily. With `shuffle` the order of the batches is shuffled per
+    (seed, epoch); without it batches come shortest first. Because the sorted sequence of lengths does not depend
+    on how ties are broken, the batch boundaries, and so `len()`, are the same every epoch.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int] | np.ndarray,
+        max_tokens: int,
+        tie_lengths: Sequence[int] | np.ndarray | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        sampler: Sampler | None = None,
+    ) -> None:
+        super().__init__(shuffle, seed, num_replicas, rank, sampler)
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
+            raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}.")
+        self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        self.tie_lengths = np.zeros_like(self.lengths) if tie_lengths is None else np.asarray(tie_lengths).reshape(-1)
+        if self.tie_lengths.shape != self.lengths.shape:
+            raise ValueError(f"tie_lengths has {len(self.tie_lengths)} entries for {len(self.lengths)} examples.")
+        self.max_tokens = max_tokens
+        self.bounds = cut_sorted(np.sort(self.lengths, kind="stable"), max_tokens)
+        self.total_batches = len(self.bounds) - 1
+        self.oversized = int((self.lengths > max_tokens).sum())
+
+    def all_batches(self, epoch: int | None = None) -> list[list[int]]:
+        count = len(self.lengths)
+        if self.shuffle:
+            rng = self.rng(epoch)
+            last_key = rng.permutation(count)
+            batch_order = rng.permutation(self.total_batches)
+        else:
+            last_key = np.arange(count)
+            batch_order = np.arange(self.total_batches)
+        order = np.lexsort((last_key, self.tie_lengths, self.lengths))  # the last key sorts first
+        return [order[self.bounds[b] : self.bounds[b + 1]].tolist() for b in batch_order]

@@ -15,13 +15,15 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from weaver.data.batching import (
+    EpochBatchSampler,
+    FixedSizeBatchSampler,
     TokenBudgetBatchSampler,
     column_lengths,
-    fixed_size_batches,
     padding_efficiency,
 )
 from weaver.data.collate import Seq2SeqCollator
 from weaver.data.columns import select_pairs
+from weaver.data.loader import ResumableDataLoader
 from weaver.data.sources import SPLITS, load_splits
 from weaver.data.tokenizer import TextBatches, fingerprint_tokenizer
 from weaver.errors import ConfigError
@@ -253,28 +255,25 @@ class Seq2SeqDataModule(LightningDataModule):
 
     def batch_sampler(
         self, split: str, shuffle: bool, num_replicas: int | None = None, rank: int | None = None
-    ) -> TokenBudgetBatchSampler:
-        """Token-budget batches of `split` for replica `rank` of `num_replicas` (default: torch.distributed's
-        when initialised, else all of them)."""
+    ) -> EpochBatchSampler:
+        """Batches of `split` for replica `rank` of `num_replicas` (default: torch.distributed's when initialised,
+        else all of them): token-budget batches when `max_tokens` is set for the split, else fixed-size ones."""
         lengths = self.lengths(split)
+        replica = {"shuffle": shuffle, "seed": self.shuffle_seed(), "num_replicas": num_replicas, "rank": rank}
+        if not self.max_tokens(split):
+            return FixedSizeBatchSampler(len(lengths["source"]), self.batch_size(split), **replica)
         return TokenBudgetBatchSampler(
             lengths=np.maximum(lengths["source"], lengths["target"]),
             max_tokens=self.max_tokens(split),
             tie_lengths=lengths["source"] + lengths["target"],
-            shuffle=shuffle,
-            seed=self.shuffle_seed(),
-            num_replicas=num_replicas,
-            rank=rank,
+            **replica,
         )
 
     def batches(self, split: str, shuffle: bool | None = None) -> list[list[int]]:
-        """One epoch's batches of `split` over all ranks, as the loaders form them (for fixed-size shuffled
-        batches, a seeded stand-in for the DataLoader's own shuffle). `shuffle` defaults to train only."""
+        """One epoch's batches of `split` over all ranks, as the loaders form them. `shuffle` defaults to train
+        only."""
         shuffle = split == "train" if shuffle is None else shuffle
-        if self.max_tokens(split):
-            return self.batch_sampler(split, shuffle, num_replicas=1, rank=0).all_batches()
-        size = len(self.lengths(split)["source"])
-        return fixed_size_batches(size, self.batch_size(split), shuffle, self.shuffle_seed())
+        return self.batch_sampler(split, shuffle, num_replicas=1, rank=0).all_batches()
 
     def padding_efficiency(self, split: str = "train", batches: list[list[int]] | None = None) -> dict[str, float]:
         """Real / padded tokens per side ("source", "target") of `batches`, by default one epoch's."""
@@ -293,7 +292,7 @@ class Seq2SeqDataModule(LightningDataModule):
             "num_workers": h.num_workers,
             "persistent_workers": h.num_workers > 0,
         }
-        if not self.max_tokens(split):
+        if split != "train" and not self.max_tokens(split):
             return DataLoader(dataset, batch_size=self.batch_size(split), shuffle=shuffle, **loading)
         # A BatchSampler subclass built inside a *_dataloader hook: under a distributed strategy Lightning
         # re-instantiates it with a DistributedSampler, whose replica count and rank match these.
@@ -304,15 +303,18 @@ class Seq2SeqDataModule(LightningDataModule):
             num_replicas=trainer.world_size if trainer is not None else None,
             rank=trainer.global_rank if trainer is not None else None,
         )
-        if sampler.oversized and self.is_global_zero():
+        oversized = getattr(sampler, "oversized", 0)
+        if oversized and self.is_global_zero():
             log.warning(
                 "%s split: %d examples are longer than data.%smax_tokens=%d; each forms a batch of its own.",
                 split,
-                sampler.oversized,
+                oversized,
                 "" if split == "train" else "eval_",
                 sampler.max_tokens,
             )
-        return DataLoader(dataset, batch_sampler=sampler, **loading)
+        # Training resumes mid-epoch from a checkpoint at the very batch it stopped at.
+        loader_class = ResumableDataLoader if split == "train" else DataLoader
+        return loader_class(dataset, batch_sampler=sampler, **loading)
 
     def train_dataloader(self) -> DataLoader:
         return self.dataloader("train", shuffle=True)
