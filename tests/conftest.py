@@ -85,3 +85,15 @@ def tiny_run_config(overrides: list[str], tmp_path: Path, model: list[str] = TIN
 def train_config(tiny_data_dir: Path, tmp_path: Path) -> DictConfig:
     """The default (translation) config shrunk to seconds."""
     return tiny_run_config([f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING], tmp_path)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` are skipped, with the reason shown, on machines without a CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -120,6 +120,17 @@ def test_replicas_get_disjoint_batches_covering_everything_in_equal_numbers(coun
             assert sum(repeated.values()) - len(repeated) == 1
 
 
+@SAMPLERS
+@pytest.mark.parametrize("count", [500, 37])
+def test_uneven_replicas_split_the_batches_without_repeating_any(count: int, make_sampler) -> None:
+    lengths = random_lengths(count)
+    samplers = [make_sampler(lengths, shuffle=False, num_replicas=3, rank=rank, even=False) for rank in range(3)]
+    parts = [list(sampler) for sampler in samplers]
+    assert [len(part) for part in parts] == [len(sampler) for sampler in samplers]
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert sorted(flat(sum(parts, []))) == list(range(count))  # every example exactly once
+
+
 def test_evaluation_batches_come_in_length_order_every_epoch() -> None:
     lengths = random_lengths()
     sampler = TokenBudgetBatchSampler(lengths, max_tokens=300, shuffle=False, seed=3)

@@ -34,6 +34,16 @@ def test_forward_gives_logits_for_every_target_position(family_dir: Path) -> Non
     assert logits.shape == (2, 5, len(tokenizer)) and logits.dtype == torch.float32
 
 
+def test_training_flops_estimate_is_close_to_the_counted_ones(family_dir: Path) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, tokenizer = load(family_dir)
+    source, target = torch.randint(5, 100, (4, 12)), torch.randint(5, 100, (4, 9))
+    with FlopCounterMode(display=False) as counter:
+        model(source, torch.ones_like(source, dtype=torch.bool), target).sum().backward()
+    assert model.training_flops(4, 12, 9) == pytest.approx(counter.get_total_flops(), rel=0.1)
+
+
 def test_decoder_start_is_the_family_convention(family_dir: Path) -> None:
     model, tokenizer = load(family_dir)
     expected = {"t5": tokenizer.pad_token_id, "bart": tokenizer.eos_token_id, "marian": tokenizer.pad_token_id}

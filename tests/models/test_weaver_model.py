@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 from weaver.errors import ConfigError
 from weaver.models import DecoderCache, WeaverConfig, WeaverModel, build_weaver
+from weaver.models.weaver import Dropout, attention
+from weaver.tasks.loss import smoothed_cross_entropy
 
 TINY = dict(d_model=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, ffn_dim=64, max_positions=64)
 VOCAB = 50
@@ -174,8 +176,8 @@ def test_bf16_autocast_training_step_is_finite():
     tgt = torch.randint(3, VOCAB, (3, 6))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(src, mask, tgt[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten())
-        assert logits.dtype == torch.float32
+        assert logits.dtype == torch.bfloat16  # upcast by the loss, chunk by chunk
+        loss = smoothed_cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), smoothing=0.1)
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
@@ -190,3 +192,65 @@ def test_forward_compiles_without_graph_breaks():
     tgt = torch.randint(3, VOCAB, (3, 6))
     compiled = torch.compile(model, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(src, mask, tgt), model(src, mask, tgt))
+
+
+@pytest.mark.parametrize("case", ["padding_mask", "causal", "cached_offset"])
+def test_written_out_cpu_attention_equals_sdpa(case: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5 if case != "cached_offset" else 2, 8, generator=generator) for _ in range(3))
+    if case == "cached_offset":  # two new queries after a cached prefix of three keys
+        k, v = torch.randn(2, 3, 5, 8, generator=generator), torch.randn(2, 3, 5, 8, generator=generator)
+        mask, causal = torch.ones(2, 5, dtype=torch.bool).tril(diagonal=3), False
+    elif case == "causal":
+        mask, causal = None, True
+    else:
+        mask, causal = torch.tensor([[True] * 5, [True] * 2 + [False] * 3])[:, None, None, :], False
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    torch.testing.assert_close(attention(q, k, v, mask, causal), expected)
+
+
+def test_cpu_dropout_keeps_the_expected_share_and_mean() -> None:
+    torch.manual_seed(0)
+    dropout = Dropout(0.1).train()
+    x = torch.ones(1000, 1000, requires_grad=True)
+    y = dropout(x)
+    kept = y.ne(0)
+    assert kept.float().mean().item() == pytest.approx(0.9, abs=2e-3)
+    assert y.mean().item() == pytest.approx(1.0, abs=3e-3)
+    assert torch.unique(y).tolist() == [0.0, pytest.approx(1 / 0.9, rel=1e-4)]
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(grad, y.detach())  # the same mask and scale backward
+    torch.manual_seed(0)
+    torch.testing.assert_close(Dropout(0.1).train()(x), y)  # seeded like any torch randomness
+    assert torch.equal(dropout.eval()(x), x)
+
+
+def test_training_flops_count_every_matrix_product_of_a_step() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_weaver(
+        vocab_size=VOCAB, d_model=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=3, ffn_dim=48
+    )
+    src, tgt = torch.randint(3, VOCAB, (3, 7)), torch.randint(3, VOCAB, (3, 5))
+    with FlopCounterMode(display=False) as counter:
+        model(src, torch.ones_like(src, dtype=torch.bool), tgt).sum().backward()
+    assert model.training_flops(3, 7, 5) == counter.get_total_flops()
+
+
+def test_activation_checkpointing_keeps_gradients_and_saves_memory() -> None:
+    def saved_bytes_and_grads(checkpointing: bool) -> tuple[int, list[torch.Tensor]]:
+        torch.manual_seed(0)
+        model = build_weaver(vocab_size=VOCAB, d_model=32, num_heads=4, ffn_dim=64, dropout=0.0)
+        model.activation_checkpointing = checkpointing
+        src, tgt = torch.randint(3, VOCAB, (4, 9)), torch.randint(3, VOCAB, (4, 7))
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            loss = model(src, torch.ones_like(src, dtype=torch.bool), tgt).logsumexp(-1).mean()
+        loss.backward()
+        return sum(saved), [p.grad for p in model.parameters()]
+
+    plain_bytes, plain_grads = saved_bytes_and_grads(False)
+    checkpointed_bytes, checkpointed_grads = saved_bytes_and_grads(True)
+    assert checkpointed_bytes < plain_bytes / 2
+    for plain, checkpointed in zip(plain_grads, checkpointed_grads, strict=True):
+        torch.testing.assert_close(checkpointed, plain)

@@ -2,5 +2,6 @@
 
 from weaver.callbacks.preemption import CheckpointOnPreemption
 from weaver.callbacks.run_config import RunConfigInCheckpoint
+from weaver.callbacks.throughput import ThroughputMonitor
 
-__all__ = ["CheckpointOnPreemption", "RunConfigInCheckpoint"]
+__all__ = ["CheckpointOnPreemption", "RunConfigInCheckpoint", "ThroughputMonitor"]

@@ -23,6 +23,7 @@ from weaver.cli.instantiate import build, build_model, build_named, build_task
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
 from weaver.errors import WeaverError
+from weaver.utils.hardware import share_cpu_cores
 from weaver.utils.provenance import record_provenance
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train and/or test as `cfg` says; returns the final metrics and the objects built (for tests and sweeps)."""
     register_resolvers()
+    if rank_zero_only.rank > 0:  # the other processes of a multi-device run keep quiet unless something is wrong
+        logging.getLogger("weaver").setLevel(logging.WARNING)
     if cfg.get("print_config"):
         print_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -50,6 +53,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             callback.config = cfg
     loggers = build_named(cfg.get("logger"), "logger")
     trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    share_cpu_cores(type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(), trainer.num_devices)
     log_hyperparameters(cfg, model, trainer)
 
     metrics: dict[str, float] = {}

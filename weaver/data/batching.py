@@ -94,10 +94,13 @@ def cut_sorted(sorted_lengths: np.ndarray, max_tokens: int) -> np.ndarray:
 class EpochBatchSampler(BatchSampler):
     """Batches that depend only on (seed, epoch), so every rank and every restart agree on them.
 
-    Subclasses form one epoch's batches (`all_batches`); this class splits them over replicas: the epoch's list is
-    padded by repeating its first batches up to a multiple of `num_replicas` (as `DistributedSampler` does with
-    examples) and replica `rank` takes every `num_replicas`-th batch from position `rank`: distinct batches, same
-    count everywhere. `resume` makes the next pass over an epoch start part-way (see `ResumableDataLoader`).
+    Subclasses form one epoch's batches (`all_batches`); this class splits them over replicas: replica `rank` takes
+    every `num_replicas`-th batch from position `rank`. With `even` (training: every replica must take the same
+    number of steps) the epoch's list is first padded by repeating its first batches up to a multiple of
+    `num_replicas`, as `DistributedSampler` does with examples. Without it (evaluation) no example is seen twice, so
+    corpus metrics and summed losses gathered over replicas are exactly those of one device; replicas may then get
+    one batch fewer (padding happens only if there are fewer batches than replicas). `resume` makes the next pass over
+    an epoch start part-way (see `ResumableDataLoader`).
 
     `sampler` exists for Lightning, which passes a `DistributedSampler` here when it re-instantiates the
     batch sampler under a distributed strategy; only its `num_replicas` and `rank` are used.
@@ -112,9 +115,10 @@ class EpochBatchSampler(BatchSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
         sampler: Sampler | None = None,
+        even: bool = True,
     ) -> None:
         # BatchSampler.__init__ is not called: it wants a sampler of indices and a fixed batch size.
-        self.shuffle, self.seed = shuffle, int(seed)
+        self.shuffle, self.seed, self.even = shuffle, int(seed), even
         self.num_replicas, self.rank = replicas(num_replicas, rank, sampler)
         self.epoch = 0
         self.skip = 0  # batches of `epoch` this replica already served before a restart
@@ -133,8 +137,13 @@ class EpochBatchSampler(BatchSampler):
         """The next pass yields `epoch`'s batches after the first `served` of this replica's."""
         self.epoch, self.skip = epoch, served
 
+    def padded(self) -> bool:
+        return self.even or self.total_batches < self.num_replicas
+
     def __len__(self) -> int:
-        return math.ceil(self.total_batches / self.num_replicas)
+        if self.padded():
+            return math.ceil(self.total_batches / self.num_replicas)
+        return len(range(self.rank, self.total_batches, self.num_replicas))
 
     def __iter__(self) -> Iterator[list[int]]:
         skip, self.skip = self.skip, 0
@@ -150,8 +159,8 @@ class EpochBatchSampler(BatchSampler):
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         """This replica's batches for `epoch` (default: the current one)."""
         every = self.all_batches(epoch)
-        if not every:
-            return []
+        if not every or not self.padded():
+            return every[self.rank :: self.num_replicas]
         padded = [every[i % len(every)] for i in range(len(self) * self.num_replicas)]
         return padded[self.rank :: self.num_replicas]
 
@@ -174,8 +183,9 @@ class FixedSizeBatchSampler(EpochBatchSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
         sampler: Sampler | None = None,
+        even: bool = True,
     ) -> None:
-        super().__init__(shuffle, seed, num_replicas, rank, sampler)
+        super().__init__(shuffle, seed, num_replicas, rank, sampler, even)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         self.size, self.batch_size = size, batch_size
@@ -206,8 +216,9 @@ class TokenBudgetBatchSampler(EpochBatchSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
         sampler: Sampler | None = None,
+        even: bool = True,
     ) -> None:
-        super().__init__(shuffle, seed, num_replicas, rank, sampler)
+        super().__init__(shuffle, seed, num_replicas, rank, sampler, even)
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
             raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}.")
         self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)

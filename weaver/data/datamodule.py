@@ -257,9 +257,11 @@ class Seq2SeqDataModule(LightningDataModule):
         self, split: str, shuffle: bool, num_replicas: int | None = None, rank: int | None = None
     ) -> EpochBatchSampler:
         """Batches of `split` for replica `rank` of `num_replicas` (default: torch.distributed's when initialised,
-        else all of them): token-budget batches when `max_tokens` is set for the split, else fixed-size ones."""
+        else all of them): token-budget batches when `max_tokens` is set for the split, else fixed-size ones.
+        Training replicas take equal numbers of batches; evaluation replicas never see an example twice."""
         lengths = self.lengths(split)
         replica = {"shuffle": shuffle, "seed": self.shuffle_seed(), "num_replicas": num_replicas, "rank": rank}
+        replica["even"] = split == "train"
         if not self.max_tokens(split):
             return FixedSizeBatchSampler(len(lengths["source"]), self.batch_size(split), **replica)
         return TokenBudgetBatchSampler(
@@ -292,8 +294,6 @@ class Seq2SeqDataModule(LightningDataModule):
             "num_workers": h.num_workers,
             "persistent_workers": h.num_workers > 0,
         }
-        if split != "train" and not self.max_tokens(split):
-            return DataLoader(dataset, batch_size=self.batch_size(split), shuffle=shuffle, **loading)
         # A BatchSampler subclass built inside a *_dataloader hook: under a distributed strategy Lightning
         # re-instantiates it with a DistributedSampler, whose replica count and rank match these.
         trainer = self.trainer

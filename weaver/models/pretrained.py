@@ -59,11 +59,23 @@ class PretrainedSeq2Seq(nn.Module):
         return int(start)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor) -> Tensor:
-        """Teacher-forced float logits (B, T, V)."""
+        """Teacher-forced logits (B, T, V), in the compute dtype."""
         outputs = self.backbone(
             input_ids=input_ids, attention_mask=attention_mask.long(), decoder_input_ids=decoder_input_ids
         )
-        return outputs.logits.float()
+        return outputs.logits
+
+    def training_flops(self, batch_size: int, source_length: int, target_length: int) -> int:
+        """An estimate of one training step's floating-point operations for MFU: 6 per weight of every linear layer
+        per token it sees (Kaplan et al. 2020), the encoder's over source tokens, the decoder's and the output
+        projection's over target tokens. Attention score products are left out (small at these lengths)."""
+        encoder, decoder = self.backbone.get_encoder(), self.backbone.get_decoder()
+        output = self.backbone.get_output_embeddings().weight.numel()
+        return (
+            6
+            * batch_size
+            * (linear_weights(encoder) * source_length + (linear_weights(decoder) + output) * target_length)
+        )
 
     def hf_generation_config(self, config: GenerationConfig) -> transformers.GenerationConfig:
         """The model's own generation defaults (forced BOS, special ids), with Weaver's decoding settings on top."""
@@ -93,6 +105,10 @@ class PretrainedSeq2Seq(nn.Module):
                 generation_config=self.hf_generation_config(config),
             )
         return sequences[:, 1:]
+
+
+def linear_weights(module: nn.Module) -> int:
+    return sum(layer.weight.numel() for layer in module.modules() if isinstance(layer, nn.Linear))
 
 
 def load_backbone(name_or_path: str, trust_remote_code: bool) -> PreTrainedModel:
@@ -136,6 +152,7 @@ def build_pretrained_seq2seq(
     max_source_length: int | None = None,
     max_target_length: int | None = None,
     forced_bos_token: str | None = None,
+    activation_checkpointing: bool = False,
 ) -> PretrainedSeq2Seq:
     """Hydra builder (`_target_: weaver.models.build_pretrained_seq2seq`) for `model=hf_seq2seq`."""
     backbone = load_backbone(name_or_path, trust_remote_code)
@@ -147,5 +164,7 @@ def build_pretrained_seq2seq(
         log.info("Resizing the token embeddings from %d to %d for the added tokens.", embeddings, len(tokenizer))
         backbone.resize_token_embeddings(len(tokenizer))
     forced_bos = token_id(tokenizer, forced_bos_token, "model.forced_bos_token") if forced_bos_token else None
+    if activation_checkpointing:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # `from_pretrained` returns eval mode; Lightning keeps each module's mode, so dropout would stay off in training.
     return PretrainedSeq2Seq(backbone.train(), forced_bos_token_id=forced_bos)

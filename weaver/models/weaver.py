@@ -3,7 +3,9 @@
 Pre-norm Transformer (Vaswani et al. 2017, with LayerNorm before each sub-layer and a final
 LayerNorm on encoder and decoder outputs), GELU feed-forward, one token embedding shared by
 encoder, decoder and output projection, and attention through
-`torch.nn.functional.scaled_dot_product_attention` (fused kernels on GPU).
+`torch.nn.functional.scaled_dot_product_attention` (fused kernels on GPU). Two CPU paths, both measured
+(experiments/benchmarks/README.md): attention over short sequences is written out (faster there than SDPA's CPU
+kernels), and dropout masks come from 64-bit random words, a quarter of the draws of `F.dropout`.
 
 Shapes: B batch, S source length, T target length, D d_model, H heads, V vocabulary.
 """
@@ -120,6 +122,50 @@ def _merge_heads(x: Tensor) -> Tensor:  # (B, H, T, D/H) -> (B, T, D)
     return x.transpose(1, 2).flatten(2)
 
 
+# Up to this many keys, attention written out as two bf16 matrix products around a float32 softmax trains faster on
+# the CPU than SDPA's fused kernels (1.5x for a whole weaver_base step at 60 keys, even at 180); beyond, SDPA wins.
+CPU_EXPLICIT_ATTENTION_MAX_KEYS = 192
+
+
+def attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, is_causal: bool = False, dropout: float = 0.0
+) -> Tensor:
+    """Softmax attention (B, H, T, D/H); ``mask`` is True where a query may attend to a key."""
+    if q.device.type != "cpu" or k.size(-2) > CPU_EXPLICIT_ATTENTION_MAX_KEYS:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
+    scores = (q @ k.transpose(-1, -2)).float() * q.size(-1) ** -0.5
+    if is_causal:
+        scores = scores.masked_fill(torch.ones_like(scores[0, 0], dtype=torch.bool).triu(1), float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = F.dropout(scores.softmax(-1), dropout, training=dropout > 0)
+    return weights.to(v.dtype) @ v
+
+
+class Dropout(nn.Module):
+    """`nn.Dropout`. On the CPU, where `F.dropout` draws one random number per element (as costly as ~35 additions),
+    the keep mask compares 16-bit lanes of 64-bit random words against `p`: a quarter of the draws, the same
+    distribution to 1/65,536, about twice as fast forward and backward. Seeded by torch's generator as usual."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        # P(lane >= threshold) = 1 - round(p * 65536) / 65536: scaling by its inverse keeps the mean exactly.
+        self.threshold = round(p * 65536) - 32768
+        self.scale = 65536 / (65536 - round(p * 65536))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return F.dropout(x, self.p, self.training)
+        count = x.numel()
+        words = torch.empty((count + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+        keep = words.view(torch.int16)[:count].view(x.shape) >= self.threshold
+        return x * (keep.to(x.dtype) * self.scale)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: WeaverConfig) -> None:
         super().__init__()
@@ -135,9 +181,7 @@ class SelfAttention(nn.Module):
             if cache.self_kv is not None:  # prepend the keys/values of the already-decoded prefix
                 k, v = torch.cat([cache.self_kv[0], k], dim=2), torch.cat([cache.self_kv[1], v], dim=2)
             cache.self_kv = (k, v)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
-        )
+        y = attention(q, k, v, mask, is_causal, self.dropout if self.training else 0.0)
         return self.out(_merge_heads(y))
 
 
@@ -157,7 +201,7 @@ class CrossAttention(nn.Module):
             k, v = (_split_heads(t, self.num_heads) for t in self.kv(memory).chunk(2, dim=-1))
             if cache is not None:
                 cache.cross_kv = (k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        y = attention(q, k, v, mask, dropout=self.dropout if self.training else 0.0)
         return self.out(_merge_heads(y))
 
 
@@ -176,7 +220,7 @@ class EncoderLayer(nn.Module):
         super().__init__()
         self.attn_norm, self.attn = nn.LayerNorm(config.d_model), SelfAttention(config)
         self.ffn_norm, self.ffn = nn.LayerNorm(config.d_model), FeedForward(config)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x = x + self.dropout(self.attn(self.attn_norm(x), mask=mask))
@@ -189,7 +233,7 @@ class DecoderLayer(nn.Module):
         self.self_attn_norm, self.self_attn = nn.LayerNorm(config.d_model), SelfAttention(config)
         self.cross_attn_norm, self.cross_attn = nn.LayerNorm(config.d_model), CrossAttention(config)
         self.ffn_norm, self.ffn = nn.LayerNorm(config.d_model), FeedForward(config)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(
         self,
@@ -224,11 +268,13 @@ class WeaverModel(nn.Module):
         self.embed_scale = math.sqrt(config.d_model)
         # Sinusoidal positions: no parameters and no length-specific training, a fine default for MT.
         self.register_buffer("positions", sinusoidal_positions(config.max_positions, config.d_model), persistent=False)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.encoder_layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_encoder_layers))
         self.encoder_norm = nn.LayerNorm(config.d_model)
         self.decoder_layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_decoder_layers))
         self.decoder_norm = nn.LayerNorm(config.d_model)
+        # Recompute each layer's activations in backward instead of keeping them: less memory, ~1/3 more compute.
+        self.activation_checkpointing = False
         self.apply(self._init_weights)
         # As fairseq: std d_model^-0.5, so scaled token embeddings start on the scale of the positions.
         nn.init.normal_(self.embed.weight, mean=0.0, std=config.d_model**-0.5)
@@ -250,12 +296,17 @@ class WeaverModel(nn.Module):
         positions = self.positions[offset : offset + ids.size(1)]
         return self.dropout(self.embed(ids) * self.embed_scale + positions)
 
+    def _run_layer(self, layer: nn.Module, *args: Any) -> Tensor:
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(layer, *args, use_reentrant=False)
+        return layer(*args)
+
     def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Encoder states (B, S, D); ``attention_mask`` (B, S) is 1/True on real tokens."""
         mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S), broadcast over heads and queries
         x = self._embed(input_ids)
         for layer in self.encoder_layers:
-            x = layer(x, mask)
+            x = self._run_layer(layer, x, mask)
         return self.encoder_norm(x)
 
     def decode(
@@ -265,7 +316,8 @@ class WeaverModel(nn.Module):
         encoder_attention_mask: Tensor,
         cache: DecoderCache | None = None,
     ) -> Tensor:
-        """Float logits (B, T, V). With a cache, ``decoder_input_ids`` are only the new tokens."""
+        """Logits (B, T, V) in the compute dtype (bf16 under autocast; the training loss upcasts them chunk by
+        chunk). With a cache, ``decoder_input_ids`` are only the new tokens."""
         past = 0 if cache is None else cache.length
         new = decoder_input_ids.size(1)
         # Causal self-attention: SDPA's is_causal when queries and keys start together; one new query may
@@ -278,9 +330,9 @@ class WeaverModel(nn.Module):
         x = self._embed(decoder_input_ids, offset=past)
         for i, layer in enumerate(self.decoder_layers):
             layer_cache = None if cache is None else cache.layers[i]
-            x = layer(x, encoder_states, memory_mask, self_mask, is_causal, layer_cache)
+            x = self._run_layer(layer, x, encoder_states, memory_mask, self_mask, is_causal, layer_cache)
         # Output projection tied to the embedding (one V x D matrix, a single state_dict entry).
-        return F.linear(self.decoder_norm(x), self.embed.weight).float()
+        return F.linear(self.decoder_norm(x), self.embed.weight)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor) -> Tensor:
         """Teacher-forced logits (B, T, V); targets are right-padded so causal masking is enough."""
@@ -338,13 +390,29 @@ class WeaverModel(nn.Module):
             model.generation_config = GenerationConfig.from_dict(json.loads(generation_path.read_text()))
         return model.eval()
 
+    def training_flops(self, batch_size: int, source_length: int, target_length: int) -> int:
+        """Floating-point operations of one training step (forward and backward: 3x the forward's matrix products)
+        on a padded (batch_size, source_length) -> (batch_size, target_length) batch; what MFU divides by.
+        Counts the projections, both attention products of every layer (full score matrices, as computed) and the
+        output projection; elementwise work is left out, as usual for MFU."""
+        c, b, s, t = self.config, batch_size, source_length, target_length
+        d, f = c.d_model, c.ffn_dim
+        encoder_layer = b * s * (4 * d * d + 2 * d * f) + 2 * b * s * s * d
+        decoder_layer = b * t * (6 * d * d + 2 * d * f) + b * s * 2 * d * d + 2 * b * t * (t + s) * d
+        output = b * t * d * c.vocab_size
+        forward = 2 * (c.num_encoder_layers * encoder_layer + c.num_decoder_layers * decoder_layer + output)
+        return 3 * forward
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Parameter count; tied weights are counted once."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
 
 def build_weaver(
-    vocab_size: int | None = None, tokenizer: PreTrainedTokenizerBase | None = None, **kwargs: Any
+    vocab_size: int | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    activation_checkpointing: bool = False,
+    **kwargs: Any,
 ) -> WeaverModel:
     """Hydra builder (``_target_: weaver.models.build_weaver``): the vocabulary and special ids come from
     ``tokenizer`` unless given."""
@@ -354,12 +422,17 @@ def build_weaver(
             kwargs.setdefault(name, getattr(tokenizer, name))
     if vocab_size is None:
         raise ConfigError("model: build_weaver needs a tokenizer or a vocab_size")
-    return WeaverModel(WeaverConfig(vocab_size=vocab_size, **kwargs))
+    model = WeaverModel(WeaverConfig(vocab_size=vocab_size, **kwargs))
+    model.activation_checkpointing = activation_checkpointing
+    return model
 
 
-def load_weaver(path: str, tokenizer: PreTrainedTokenizerBase | None = None) -> WeaverModel:
+def load_weaver(
+    path: str, tokenizer: PreTrainedTokenizerBase | None = None, activation_checkpointing: bool = False
+) -> WeaverModel:
     """Hydra builder for `model=weaver_pretrained`: fine-tune (or adapt with LoRA) an exported Weaver model."""
     model = WeaverModel.from_pretrained(path)
+    model.activation_checkpointing = activation_checkpointing
     if tokenizer is not None and len(tokenizer) != model.config.vocab_size:
         raise ConfigError(
             f"The tokenizer has {len(tokenizer)} tokens but the model at model.path='{path}' has "

@@ -17,11 +17,13 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import nn
+from torch.distributed.fsdp import FullyShardedDataParallel
 from torchmetrics import SumMetric
 from transformers import PreTrainedTokenizerBase
 
 from weaver.data.collate import LABEL_PAD
 from weaver.generation import GenerationConfig
+from weaver.tasks.loss import smoothed_cross_entropy
 from weaver.tasks.samples import log_samples, pick_samples
 from weaver.utils.distributed import gather_objects
 
@@ -53,6 +55,7 @@ class Seq2SeqTask(LightningModule):
         predictions_file: str | None = None,
         num_samples: int = 5,
         samples_dir: str | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
@@ -62,6 +65,7 @@ class Seq2SeqTask(LightningModule):
         self.max_generate_examples = max_generate_examples
         self.predictions_file = predictions_file
         self.num_samples, self.samples_dir = num_samples, samples_dir
+        self.compile_model = compile
         self.metric_signatures: dict[str, str] = {}
         # Exact corpus loss: summed over tokens (and ranks), divided once at the end.
         self.nll_sum = nn.ModuleDict({stage: SumMetric() for stage in EVAL_STAGES})
@@ -69,6 +73,12 @@ class Seq2SeqTask(LightningModule):
         self.generated: dict[str, list[dict[str, Any]]] = {stage: [] for stage in EVAL_STAGES}
 
     # ---- the model --------------------------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        """`task.compile=true`: the teacher-forced forward (training and evaluation loss) runs through
+        `torch.compile`, with dynamic shapes for the varying batch sizes; generation stays eager."""
+        if self.compile_model:
+            self.model.compile(dynamic=True)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         decoder_input_ids = shift_right(batch["labels"], self.model.decoder_start_token_id, self.tokenizer.pad_token_id)
@@ -82,12 +92,7 @@ class Seq2SeqTask(LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self(batch)
-        loss = F.cross_entropy(
-            logits.flatten(0, 1).float(),
-            batch["labels"].flatten(),
-            ignore_index=LABEL_PAD,
-            label_smoothing=self.label_smoothing,
-        )
+        loss = smoothed_cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), self.label_smoothing, LABEL_PAD)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
         return loss
 
@@ -107,11 +112,16 @@ class Seq2SeqTask(LightningModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """Lightning refuses to clip for fused optimizers under any mixed precision; without a gradient
-        scaler (bf16, fp32) the gradients are already unscaled, so clipping them directly is exact."""
+        """Two cases Lightning does not clip: FSDP, whose sharded gradients only the root module can clip by norm,
+        and fused optimizers under any mixed precision, where without a gradient scaler (bf16, fp32) the
+        gradients are already unscaled, so clipping them directly is exact."""
+        by_norm = gradient_clip_algorithm in (None, "norm")
+        if gradient_clip_val and by_norm and isinstance(self.trainer.model, FullyShardedDataParallel):
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            return
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         if gradient_clip_val and optimizer.defaults.get("fused") and scaler is None:
-            if gradient_clip_algorithm in (None, "norm"):
+            if by_norm:
                 torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
             else:
                 torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)

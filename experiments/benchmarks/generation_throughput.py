@@ -1,0 +1,91 @@
+"""Generation throughput: Weaver's beam search against HF `generate` on a BART of equal dimensions.
+
+Both models are randomly initialised and forced to the same output length (`min_new_tokens = max_new_tokens`, so
+EOS never ends a hypothesis early): the same batches of test sources, the same beam count and length, the same
+precision, so both produce exactly the same number of tokens and the ratio compares the search loops alone. Runs
+alternate (Weaver, HF, Weaver, ...); each reports generated tokens per second.
+
+    python -m experiments.benchmarks.generation_throughput [--batch-size 32] [--num-beams 4] [--max-new-tokens 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from experiments.benchmarks.workload import BENCHMARK_RUN, compose_config, datamodule, equal_size_bart
+from weaver.cli.instantiate import build_model
+from weaver.data.collate import Seq2SeqCollator
+from weaver.utils.hardware import compute_dtype
+
+Generate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def test_batches(overrides: list[str], batch_size: int, count: int) -> tuple[list[dict], object]:
+    """The first `count` batches of the test split, in file order, padded per batch."""
+    cfg = compose_config([*BENCHMARK_RUN, *overrides])
+    data = datamodule(cfg)
+    test = data.datasets["test"]
+    collate = Seq2SeqCollator(data.tokenizer.pad_token_id)
+    batches = [collate([test[i] for i in range(s, s + batch_size)]) for s in range(0, batch_size * count, batch_size)]
+    return batches, cfg, data.tokenizer
+
+
+def tokens_per_second(generate: Generate, batches: list[dict], dtype: torch.dtype, new_tokens: int) -> float:
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        generate(batches[0]["input_ids"], batches[0]["attention_mask"])  # warm-up
+        start = time.perf_counter()
+        for batch in batches:
+            output = generate(batch["input_ids"], batch["attention_mask"])
+            assert output.size(1) >= new_tokens, output.shape
+        seconds = time.perf_counter() - start
+    return sum(batch["input_ids"].size(0) for batch in batches) * new_tokens / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=6)
+    parser.add_argument("--num-beams", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--precision", default="bf16-mixed")
+    parser.add_argument("overrides", nargs="*", help="train.py overrides, e.g. model=weaver_base")
+    options = parser.parse_args()
+    overrides = ["hardware=cpu", f"trainer.precision={options.precision}", *options.overrides]
+    batches, cfg, tokenizer = test_batches(overrides, options.batch_size, options.batches)
+    dtype = compute_dtype(options.precision)
+    length = options.max_new_tokens
+    decoding = {"num_beams": options.num_beams, "max_new_tokens": length, "min_new_tokens": length}
+
+    torch.manual_seed(cfg.seed)
+    weaver = build_model(cfg, tokenizer).eval()
+    bart = equal_size_bart(cfg, tokenizer).eval()
+    bart.generation_config.update(early_stopping=False, no_repeat_ngram_size=0, length_penalty=1.0, do_sample=False)
+    systems: dict[str, Generate] = {
+        "weaver": lambda ids, mask: weaver.generate(ids, mask, **decoding),
+        "hf_bart": lambda ids, mask: bart.generate(input_ids=ids, attention_mask=mask.long(), **decoding),
+    }
+    results: dict[str, list[float]] = {name: [] for name in systems}
+    for round_index in range(options.rounds):
+        for name, generate in systems.items():
+            results[name].append(tokens_per_second(generate, batches, dtype, length))
+            print(f"round {round_index + 1} {name}: {results[name][-1]:.0f} generated tokens/s", flush=True)
+    ratios = [w / h for w, h in zip(results["weaver"], results["hf_bart"], strict=True)]
+    summary = {
+        "generated_tokens_per_sec": results,
+        "weaver_over_hf": [round(r, 3) for r in ratios],
+        "median_ratio": round(statistics.median(ratios), 3),
+        "settings": {**decoding, "batch_size": options.batch_size, "batches": options.batches},
+        "overrides": overrides,
+    }
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""What the benchmarks here run on: the default translation task's data, tokenizer and model sizes, built as
+`train.py` builds them, and HuggingFace BART and T5 models of the same dimensions."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+from transformers import (
+    BartConfig,
+    BartForConditionalGeneration,
+    PreTrainedTokenizerBase,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+from weaver.cli.config import config_dir, register_resolvers
+from weaver.cli.instantiate import build
+from weaver.data import Seq2SeqDataModule
+
+# Quiet, comparable runs: no checkpoints, no validation, CSV logs only.
+BENCHMARK_RUN = [
+    "logger=csv",
+    "test=false",
+    "print_config=false",
+    "trainer.limit_val_batches=0",
+    "trainer.max_time=null",
+    "~callbacks.model_checkpoint",
+    "~callbacks.last_checkpoint",
+    "~callbacks.early_stopping",
+    "~callbacks.model_summary",
+]
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """`train.py`'s config with `overrides`, its run dir in a temporary folder."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = tempfile.mkdtemp(prefix="weaver-benchmark-")
+    return cfg
+
+
+def datamodule(cfg: DictConfig) -> Seq2SeqDataModule:
+    data = build(cfg.data, "data", tokenizer=build(cfg.tokenizer, "tokenizer"), cache_dir=cfg.paths.cache_dir)
+    data.setup("fit")
+    return data
+
+
+def equal_size_bart(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> BartForConditionalGeneration:
+    """BART with the Weaver model's width, depth, heads, feed-forward size, dropout and vocabulary."""
+    m = cfg.model
+    config = BartConfig(
+        vocab_size=len(tokenizer),
+        d_model=m.d_model,
+        encoder_layers=m.num_encoder_layers,
+        decoder_layers=m.num_decoder_layers,
+        encoder_attention_heads=m.num_heads,
+        decoder_attention_heads=m.num_heads,
+        encoder_ffn_dim=m.ffn_dim,
+        decoder_ffn_dim=m.ffn_dim,
+        dropout=m.dropout,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        max_position_embeddings=m.max_positions,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.bos_token_id,  # as Weaver's decoder
+        forced_eos_token_id=None,
+    )
+    return BartForConditionalGeneration(config)
+
+
+def equal_size_t5(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> T5ForConditionalGeneration:
+    """T5 with the Weaver model's width, depth, heads, feed-forward size, dropout and vocabulary."""
+    m = cfg.model
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=m.d_model,
+        d_kv=m.d_model // m.num_heads,
+        d_ff=m.ffn_dim,
+        num_layers=m.num_encoder_layers,
+        num_decoder_layers=m.num_decoder_layers,
+        num_heads=m.num_heads,
+        dropout_rate=m.dropout,
+        feed_forward_proj="gelu",
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.bos_token_id,
+    )
+    return T5ForConditionalGeneration(config)
+
+
+def real_tokens(attention_mask: torch.Tensor, labels: torch.Tensor) -> int:
+    """Non-pad source tokens plus target tokens (labels of -100 are padding)."""
+    return int(attention_mask.sum()) + int(labels.ne(-100).sum())
+
+
+class TokenClock(L.Callback):
+    """Real tokens and seconds over the training steps after `warmup` (`+callbacks.token_clock=...`)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.tokens, self.start, self.seconds = warmup, 0, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, _: int) -> None:
+        if trainer.global_step == self.warmup:
+            self.start = time.perf_counter()
+        if trainer.global_step >= self.warmup:
+            self.tokens += real_tokens(batch["attention_mask"], batch["labels"])
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,33 @@
+"""The chunked label-smoothed cross-entropy equals PyTorch's, value and gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from weaver.tasks.loss import ROWS_PER_CHUNK, smoothed_cross_entropy
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_value_and_gradient_equal_torch_cross_entropy(dtype: torch.dtype, smoothing: float) -> None:
+    generator = torch.Generator().manual_seed(0)
+    rows = 3 * ROWS_PER_CHUNK + 5  # a partial last chunk
+    logits = (4 * torch.randn(rows, 301, generator=generator)).to(dtype).requires_grad_()
+    labels = torch.randint(0, 301, (rows,), generator=generator)
+    labels[::7] = -100  # padding positions are ignored
+    expected = F.cross_entropy(logits.float(), labels, ignore_index=-100, label_smoothing=smoothing)
+    (expected_grad,) = torch.autograd.grad(expected * 3.0, logits)
+    loss = smoothed_cross_entropy(logits, labels, smoothing=smoothing)
+    (grad,) = torch.autograd.grad(loss * 3.0, logits)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
+    assert grad.dtype == dtype
+    tolerance = 1e-2 if dtype == torch.bfloat16 else 1e-5  # bf16 gradients are rounded to 8 bits
+    torch.testing.assert_close(grad.float(), expected_grad.float(), rtol=tolerance, atol=1e-7)
+
+
+def test_shapes_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"expected logits \(N, V\) and labels \(N,\)"):
+        smoothed_cross_entropy(torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long))

@@ -1,0 +1,62 @@
+"""GPU runs of the hardware configs (skipped without a CUDA device), and what of them a CPU machine can check."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.strategies import FSDPStrategy
+
+from tests.cli.test_train import run_cli
+from tests.conftest import compose_config
+from weaver.cli.instantiate import build
+from weaver.models.weaver import DecoderLayer, EncoderLayer
+
+TINY_GPU = ["debug=fast", "model=weaver_tiny", "tokenizer.vocab_size=400"]
+
+
+def test_fsdp_config_wraps_each_transformer_layer() -> None:
+    strategy = build(compose_config(["hardware=fsdp"]).trainer.strategy, "trainer.strategy")
+    assert isinstance(strategy, FSDPStrategy)
+    assert strategy.kwargs["auto_wrap_policy"]._module_classes == {EncoderLayer, DecoderLayer}
+
+
+def trained_metrics(tmp_path: Path, *overrides: str) -> dict[str, float]:
+    result = run_cli(*TINY_GPU, *overrides, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "translation").glob("*/*")
+    return json.loads((run_dir / "metrics.json").read_text())["metrics"]
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_bf16_training_on_one_gpu_logs_mfu(tiny_data_dir: Path, tmp_path: Path) -> None:
+    metrics = trained_metrics(tmp_path, "hardware=gpu", f"data.data_dir={tiny_data_dir}")
+    assert torch.isfinite(torch.tensor(metrics["test/loss"]))
+    assert metrics["perf/tokens_per_sec"] > 0 and "perf/tflops" in metrics
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_ddp_on_two_gpus(tiny_data_dir: Path, tmp_path: Path) -> None:
+    metrics = trained_metrics(tmp_path, "hardware=ddp", "trainer.devices=2", f"data.data_dir={tiny_data_dir}")
+    assert torch.isfinite(torch.tensor(metrics["test/loss"]))
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_fsdp_trains_and_checkpoints(tiny_data_dir: Path, tmp_path: Path) -> None:
+    metrics = trained_metrics(tmp_path, "hardware=fsdp", "trainer.devices=1", f"data.data_dir={tiny_data_dir}")
+    assert torch.isfinite(torch.tensor(metrics["test/loss"]))
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="needs `pip install deepspeed`")
+def test_deepspeed_stage_2_trains(tiny_data_dir: Path, tmp_path: Path) -> None:
+    metrics = trained_metrics(tmp_path, "hardware=deepspeed", "trainer.devices=1", f"data.data_dir={tiny_data_dir}")
+    assert torch.isfinite(torch.tensor(metrics["test/loss"]))

@@ -1,0 +1,60 @@
+"""Fitting the run to the hardware: the peak rate MFU is measured against, CPU cores per process, FSDP units."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any
+
+import hydra
+import torch
+from lightning.fabric.utilities.throughput import get_available_flops
+from lightning.pytorch.strategies import FSDPStrategy
+
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype matrix products run in under a Lightning precision setting ("bf16-mixed" -> bfloat16)."""
+    return PRECISION_DTYPES.get(str(precision).split("-")[0], torch.float32)
+
+
+@functools.cache
+def measured_matmul_flops(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
+    """FLOP/s of `size` x `size` matrix products in `dtype` on this CPU, with the threads torch uses now: the
+    best this machine does on a dense matrix product, measured rather than read off a data sheet."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(2):
+        a @ b  # warm-up: thread pool, caches, kernel selection
+    count, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        a @ b
+        count += 1
+    return 2 * size**3 * count / elapsed
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float | None, str]:
+    """Peak FLOP/s of one device and where the figure comes from: the documented dense peak for GPUs Lightning
+    knows (H100 bf16: 989 TFLOP/s), a matrix-product measurement for CPUs."""
+    if device.type == "cpu":
+        return measured_matmul_flops(dtype), f"measured ({torch.get_num_threads()} threads)"
+    documented = get_available_flops(device, dtype)
+    return (float(documented) if documented else None), "documented"
+
+
+def share_cpu_cores(accelerator: str, processes_per_node: int) -> None:
+    """Data parallelism on the CPU: each of a node's processes takes its share of the cores, instead of torch
+    giving every process all of them (oversubscribed, several times slower). OMP_NUM_THREADS, when set, wins."""
+    if accelerator != "cpu" or processes_per_node <= 1 or os.environ.get("OMP_NUM_THREADS"):
+        return
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // processes_per_node))
+
+
+def fsdp_strategy(layers: list[str], **kwargs: Any) -> FSDPStrategy:
+    """Lightning's FSDP strategy with one FSDP unit, and optionally one activation checkpoint, per layer class
+    named in `layers` (dotted import paths: Hydra cannot pass classes)."""
+    classes = {hydra.utils.get_class(path) for path in layers}
+    if kwargs.pop("activation_checkpointing", False):
+        kwargs["activation_checkpointing_policy"] = classes
+    return FSDPStrategy(auto_wrap_policy=classes, **kwargs)
