@@ -20,6 +20,7 @@ from weaver.cli.instantiate import build
 from weaver.data.collate import Seq2SeqCollator
 from weaver.data.columns import check_columns, select_pairs
 from weaver.data.datamodule import ColumnPairs
+from weaver.utils.hardware import compute_dtype
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,9 @@ class Predictor:
         """Hypotheses in input order, generated `batch_size` at a time (longest first, so batches pad little)."""
         order = sorted(range(len(examples)), key=lambda i: -len(examples[i].source))
         hypotheses: dict[int, str] = {}
-        with torch.inference_mode():
+        # In the run's own precision (bf16 autocast for bf16-mixed), as its validation and test generated.
+        dtype = compute_dtype(self.run.cfg.trainer.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
                 texts = self.run.task.generate_texts(self.encode([examples[i] for i in chunk]))

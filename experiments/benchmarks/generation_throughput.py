@@ -37,7 +37,7 @@ def test_batches(overrides: list[str], batch_size: int, count: int) -> tuple[lis
 
 
 def tokens_per_second(generate: Generate, batches: list[dict], dtype: torch.dtype, new_tokens: int) -> float:
-    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
         generate(batches[0]["input_ids"], batches[0]["attention_mask"])  # warm-up
         start = time.perf_counter()
         for batch in batches:

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -28,7 +31,7 @@ BENCHMARK_RUN = [
     "logger=csv",
     "test=false",
     "print_config=false",
-    "trainer.limit_val_batches=0",
+    "+trainer.limit_val_batches=0",
     "trainer.max_time=null",
     "~callbacks.model_checkpoint",
     "~callbacks.last_checkpoint",
@@ -105,16 +108,35 @@ def real_tokens(attention_mask: torch.Tensor, labels: torch.Tensor) -> int:
 
 
 class TokenClock(L.Callback):
-    """Real tokens and seconds over the training steps after `warmup` (`+callbacks.token_clock=...`)."""
+    """Real tokens, wall seconds and process CPU seconds over the training steps after `warmup`
+    (`+callbacks.token_clock=...`). CPU time is what a noisy shared machine disturbs least."""
 
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.tokens, self.start, self.seconds = warmup, 0, 0.0, 0.0
+        self.warmup, self.tokens = warmup, 0
+        self.start = self.cpu_start = self.seconds = self.cpu_seconds = 0.0
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, _: int) -> None:
         if trainer.global_step == self.warmup:
-            self.start = time.perf_counter()
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
         if trainer.global_step >= self.warmup:
             self.tokens += real_tokens(batch["attention_mask"], batch["labels"])
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.seconds = time.perf_counter() - self.start
+        self.cpu_seconds = time.process_time() - self.cpu_start
+
+
+def alternate(module: str, systems: list[str], rounds: int, arguments: list[str]) -> dict[str, list[dict]]:
+    """Measure each system in a fresh process (`python -m module --system NAME arguments`, which prints one JSON
+    line last), for `rounds` rounds in ABBA order (A B, B A, A B, ...): no system inherits another's allocator or
+    cache state, and neither drift of a shared machine nor going first favours one of them."""
+    results: dict[str, list[dict]] = {system: [] for system in systems}
+    for round_index in range(rounds):
+        for system in systems if round_index % 2 == 0 else systems[::-1]:
+            command = [sys.executable, "-m", module, "--system", system, *arguments]
+            finished = subprocess.run(command, capture_output=True, text=True, check=False)
+            if finished.returncode:
+                raise RuntimeError(f"{' '.join(command)} failed:\n{finished.stderr[-3000:]}")
+            results[system].append(json.loads(finished.stdout.strip().splitlines()[-1]))
+            print(f"round {round_index + 1} {system}: {results[system][-1]}", flush=True)
+    return results

@@ -195,7 +195,7 @@ def test_forward_compiles_without_graph_breaks():
 
 
 @pytest.mark.parametrize("case", ["padding_mask", "causal", "cached_offset"])
-def test_written_out_cpu_attention_equals_sdpa(case: str) -> None:
+def test_written_out_cpu_training_attention_equals_sdpa(case: str) -> None:
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 5 if case != "cached_offset" else 2, 8, generator=generator) for _ in range(3))
     if case == "cached_offset":  # two new queries after a cached prefix of three keys
@@ -205,8 +205,13 @@ def test_written_out_cpu_attention_equals_sdpa(case: str) -> None:
         mask, causal = None, True
     else:
         mask, causal = torch.tensor([[True] * 5, [True] * 2 + [False] * 3])[:, None, None, :], False
+    q.requires_grad_()  # training: the written-out path
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
-    torch.testing.assert_close(attention(q, k, v, mask, causal), expected)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), q)
+    got = attention(q, k, v, mask, causal)
+    (grad,) = torch.autograd.grad(got.square().sum(), q)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(grad, expected_grad)
 
 
 def test_cpu_dropout_keeps_the_expected_share_and_mean() -> None:

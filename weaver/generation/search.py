@@ -47,19 +47,21 @@ class Seq2SeqModel(Protocol):
         encoder_attention_mask: Tensor,
         cache: Any = None,
     ) -> Tensor:
-        """Logits ``(batch, new_tokens, vocab)``; with a cache, only the new tokens are passed."""
+        """Logits ``(rows, new_tokens, vocab)``; with a cache, only the new tokens are passed. There may be several
+        consecutive decoder rows per source (``rows = sources * beams``): the encoder states and mask stay one row
+        per source."""
 
     def new_cache(self) -> DecodingCache: ...
 
 
 def _inference(search: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a search under `torch.inference_mode()`; return normal tensors (usable later with autograd)."""
+    """Run a search without autograd. `torch.no_grad` rather than `torch.inference_mode`: under autocast only the
+    former keeps each weight's low-precision copy across steps (inference mode casts every weight at every step)."""
 
     @functools.wraps(search)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with torch.inference_mode():
-            result = search(*args, **kwargs)
-        return tuple(t.clone() for t in result) if isinstance(result, tuple) else result.clone()
+        with torch.no_grad():
+            return search(*args, **kwargs)
 
     return wrapper
 
@@ -143,8 +145,7 @@ def beam_search(
     """
     special, beams, penalty = model.config, config.num_beams, config.length_penalty
     batch, device = input_ids.size(0), input_ids.device
-    encoder_states = model.encode(input_ids, attention_mask).repeat_interleave(beams, dim=0)
-    attention_mask = attention_mask.repeat_interleave(beams, dim=0)
+    encoder_states = model.encode(input_ids, attention_mask)  # one row per source, shared by its beams
     cache = model.new_cache()
     tokens = input_ids.new_full((batch * beams, 1), special.bos_token_id)
     beam_scores = torch.full((batch, beams), NEG_INF, device=device)

@@ -123,7 +123,8 @@ def _merge_heads(x: Tensor) -> Tensor:  # (B, H, T, D/H) -> (B, T, D)
 
 
 # Up to this many keys, attention written out as two bf16 matrix products around a float32 softmax trains faster on
-# the CPU than SDPA's fused kernels (1.5x for a whole weaver_base step at 60 keys, even at 180); beyond, SDPA wins.
+# the CPU than SDPA's fused kernels, whose backward is slow there (1.5x for a whole weaver_base step at 60 keys, even
+# at 180); beyond, and wherever no gradient is needed (evaluation, decoding), SDPA is as fast or faster.
 CPU_EXPLICIT_ATTENTION_MAX_KEYS = 192
 
 
@@ -131,7 +132,8 @@ def attention(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, is_causal: bool = False, dropout: float = 0.0
 ) -> Tensor:
     """Softmax attention (B, H, T, D/H); ``mask`` is True where a query may attend to a key."""
-    if q.device.type != "cpu" or k.size(-2) > CPU_EXPLICIT_ATTENTION_MAX_KEYS:
+    training_on_cpu = q.device.type == "cpu" and torch.is_grad_enabled() and q.requires_grad
+    if not training_on_cpu or k.size(-2) > CPU_EXPLICIT_ATTENTION_MAX_KEYS:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
     scores = (q @ k.transpose(-1, -2)).float() * q.size(-1) ** -0.5
     if is_causal:
@@ -194,14 +196,22 @@ class CrossAttention(nn.Module):
         self.out = nn.Linear(config.d_model, config.d_model)
 
     def forward(self, x: Tensor, memory: Tensor, mask: Tensor, cache: LayerCache | None = None) -> Tensor:
-        q = _split_heads(self.q(x), self.num_heads)
+        """``x`` may hold several consecutive rows per source row of ``memory`` (the beams of beam search): they
+        share that source's keys and values, which are then neither copied per beam nor read once per beam."""
+        q = _split_heads(self.q(x), self.num_heads)  # (B * group, H, T, D/H)
         if cache is not None and cache.cross_kv is not None:
             k, v = cache.cross_kv
         else:
             k, v = (_split_heads(t, self.num_heads) for t in self.kv(memory).chunk(2, dim=-1))
             if cache is not None:
-                cache.cross_kv = (k, v)
+                cache.cross_kv = (k.contiguous(), v.contiguous())  # reused every step: laid out once
+        rows, heads, length, width = q.shape
+        group = rows // k.size(0)
+        if group > 1:  # (B * group, H, T, .) -> (B, H, group * T, .): one matrix product per source and head
+            q = q.view(-1, group, heads, length, width).transpose(1, 2).reshape(-1, heads, group * length, width)
         y = attention(q, k, v, mask, dropout=self.dropout if self.training else 0.0)
+        if group > 1:
+            y = y.view(-1, heads, group, length, width).transpose(1, 2).reshape(rows, heads, length, width)
         return self.out(_merge_heads(y))
 
 

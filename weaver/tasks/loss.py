@@ -38,17 +38,20 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
             uniform_nll = log_norm - shifted.mean(-1, keepdim=True)
             weight = keep[rows, None].float()
             total += (((1.0 - smoothing) * target_nll + smoothing * uniform_nll) * weight).sum()
-            # d loss / d logits (before dividing by count): softmax - (1 - e) one_hot(target) - e / V.
+            # d loss / d logits: (softmax - (1 - e) one_hot(target) - e / V) / count.
             probs = exp.div_(sums).sub_(smoothing / vocabulary)
             probs.scatter_add_(1, targets[rows], torch.full_like(target_nll, smoothing - 1.0))
-            grad[rows] = probs.mul_(weight)
-        ctx.save_for_backward(grad, count)
+            grad[rows] = probs.mul_(weight / count)
+        ctx.save_for_backward(grad)
         return total / count
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None, None, None]:
-        grad, count = ctx.saved_tensors
-        return grad * (grad_output / count).to(grad.dtype), None, None, None
+        (grad,) = ctx.saved_tensors
+        # The loss is usually the end of the graph: its gradient is 1, and a pass over the gradient is saved.
+        if grad_output.device.type == "cpu" and grad_output.item() == 1.0:
+            return grad, None, None, None
+        return grad * grad_output.to(grad.dtype), None, None, None
 
 
 def smoothed_cross_entropy(logits: Tensor, labels: Tensor, smoothing: float = 0.0, ignore_index: int = -100) -> Tensor:
