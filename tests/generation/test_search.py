@@ -99,9 +99,9 @@ class Recorder:
     def new_cache(self):
         return self.model.new_cache()
 
-    def decode(self, decoder_input_ids, encoder_states, encoder_attention_mask, cache=None):
+    def decode(self, decoder_input_ids, encoder_states, encoder_attention_mask, cache=None, source_ids=None):
         self.decode_calls += 1
-        logits = self.model.decode(decoder_input_ids, encoder_states, encoder_attention_mask, cache)
+        logits = self.model.decode(decoder_input_ids, encoder_states, encoder_attention_mask, cache, source_ids)
         logits[..., EOS] += self.eos_bias
         if self.eos_at is not None:  # cache.length == number of the token being predicted
             eos_at = torch.tensor(self.eos_at).repeat_interleave(logits.size(0) // len(self.eos_at))  # beams

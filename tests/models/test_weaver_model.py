@@ -259,3 +259,77 @@ def test_activation_checkpointing_keeps_gradients_and_saves_memory() -> None:
     assert checkpointed_bytes < plain_bytes / 2
     for plain, checkpointed in zip(plain_grads, checkpointed_grads, strict=True):
         torch.testing.assert_close(checkpointed, plain)
+
+
+# ---- copy attention (pointer-generator) -----------------------------------------------------------------------
+
+
+def test_copy_attention_outputs_a_distribution_that_incremental_decoding_reproduces() -> None:
+    model = tiny_model(copy_attention=True)
+    src, mask = padded_batch([7, 3, 5])
+    tgt = torch.randint(3, VOCAB, (3, 6))
+    logprobs = model(src, mask, tgt)
+    assert logprobs.dtype == torch.float32
+    torch.testing.assert_close(logprobs.exp().sum(-1), torch.ones(3, 6))
+    states, cache = model.encode(src, mask), model.new_cache()
+    steps = [model.decode(tgt[:, i : i + 1], states, mask, cache, source_ids=src) for i in range(6)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), logprobs, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="needs the source_ids"):
+        model.decode(tgt, states, mask)
+
+
+def test_a_closed_gate_puts_all_probability_on_the_source_tokens() -> None:
+    model = tiny_model(copy_attention=True)
+    with torch.no_grad():
+        model.copy.gate.bias.fill_(-40.0)  # P(generate) ~ 0: copy only
+    src, mask = padded_batch([7, 3])
+    probs = model(src, mask, torch.randint(3, VOCAB, (2, 4))).exp()
+    for row in range(2):
+        in_source = torch.zeros(VOCAB, dtype=torch.bool)
+        in_source[src[row][mask[row].bool()]] = True
+        torch.testing.assert_close(probs[row][:, in_source].sum(-1), torch.ones(4))  # padding is never copied
+
+
+def test_beams_sharing_their_source_decode_like_copies_of_it() -> None:
+    model = tiny_model(copy_attention=True)
+    src, mask = padded_batch([7, 3])
+    tgt = torch.randint(3, VOCAB, (6, 5))  # three beams per source
+    states = model.encode(src, mask)
+    shared = model.decode(tgt, states, mask, source_ids=src)
+    expanded = model.decode(
+        tgt, states.repeat_interleave(3, 0), mask.repeat_interleave(3, 0), source_ids=src.repeat_interleave(3, 0)
+    )
+    torch.testing.assert_close(shared, expanded, rtol=1e-4, atol=1e-5)
+    assert model.generate(src, mask, num_beams=3, max_new_tokens=5).shape[0] == 2
+
+
+def test_copy_attention_learns_to_copy_its_source_far_sooner() -> None:
+    """Copying random token sequences: with the copy path, 60 steps get most of the way; without, not."""
+
+    def loss_after_training(copy: bool) -> float:
+        torch.manual_seed(0)
+        model = build_weaver(VOCAB, **TINY, dropout=0.0, copy_attention=copy).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(60):
+            src = torch.randint(3, VOCAB, (32, 8), generator=generator)
+            decoder_input = torch.cat([torch.full((32, 1), 1), src[:, :-1]], dim=1)
+            logits = model(src, torch.ones_like(src, dtype=torch.bool), decoder_input)
+            loss = smoothed_cross_entropy(logits.flatten(0, 1), src.flatten())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return loss.item()
+
+    copying, plain = loss_after_training(True), loss_after_training(False)
+    assert copying < 0.5 * plain, (copying, plain)
+
+
+def test_training_flops_count_the_copy_attention_too() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_weaver(vocab_size=VOCAB, **TINY, copy_attention=True)
+    src, tgt = torch.randint(3, VOCAB, (3, 7)), torch.randint(3, VOCAB, (3, 5))
+    with FlopCounterMode(display=False) as counter:
+        model(src, torch.ones_like(src, dtype=torch.bool), tgt).sum().backward()
+    assert model.training_flops(3, 7, 5) == counter.get_total_flops()

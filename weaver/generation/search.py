@@ -46,10 +46,11 @@ class Seq2SeqModel(Protocol):
         encoder_states: Tensor,
         encoder_attention_mask: Tensor,
         cache: Any = None,
+        source_ids: Tensor | None = None,
     ) -> Tensor:
-        """Logits ``(rows, new_tokens, vocab)``; with a cache, only the new tokens are passed. There may be several
-        consecutive decoder rows per source (``rows = sources * beams``): the encoder states and mask stay one row
-        per source."""
+        """Logits (or log-probabilities) ``(rows, new_tokens, vocab)``; with a cache, only the new tokens are
+        passed. There may be several consecutive decoder rows per source (``rows = sources * beams``): the encoder
+        states, mask and ``source_ids`` (for models that copy from the source) stay one row per source."""
 
     def new_cache(self) -> DecodingCache: ...
 
@@ -116,7 +117,7 @@ def _decode_loop(
     tokens = input_ids.new_full((input_ids.size(0), 1), special.bos_token_id)
     finished = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
     for step in range(config.max_new_tokens):
-        logits = model.decode(tokens[:, -1:], encoder_states, attention_mask, cache)[:, -1].float()
+        logits = model.decode(tokens[:, -1:], encoder_states, attention_mask, cache, input_ids)[:, -1].float()
         logits = _ban_tokens(logits, tokens, step, config, special.eos_token_id)
         next_tokens = choose(logits).masked_fill(finished, special.pad_token_id)
         tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
@@ -159,7 +160,7 @@ def beam_search(
 
     for step in range(config.max_new_tokens):
         length = step + 1
-        logits = model.decode(tokens[:, -1:], encoder_states, attention_mask, cache)[:, -1].float()
+        logits = model.decode(tokens[:, -1:], encoder_states, attention_mask, cache, input_ids)[:, -1].float()
         logprobs = _ban_tokens(logits.log_softmax(-1), tokens, step, config, special.eos_token_id)
         vocab = logprobs.size(-1)
         flat_scores = (beam_scores.view(-1, 1) + logprobs).view(batch, beams * vocab)

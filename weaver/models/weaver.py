@@ -46,6 +46,8 @@ class WeaverConfig:
     pad_token_id: int = 0
     bos_token_id: int = 1  # also the decoder start token
     eos_token_id: int = 2
+    # Pointer-generator copying (`CopyAttention`): the output distribution can take tokens straight from the source.
+    copy_attention: bool = False
 
     def __post_init__(self) -> None:
         sizes = "vocab_size d_model num_heads num_encoder_layers num_decoder_layers ffn_dim max_positions"
@@ -86,6 +88,7 @@ class DecoderCache:
     """Incremental decoding state: one `LayerCache` per decoder layer, filled by `WeaverModel.decode`."""
 
     layers: list[LayerCache]
+    copy_keys: Tensor | None = None  # (B, S, D), `CopyAttention` keys of the encoder states, once per source
 
     @classmethod
     def empty(cls, num_layers: int) -> DecoderCache:
@@ -108,6 +111,8 @@ class DecoderCache:
                 layer.self_kv = _select_rows(layer.self_kv, index)
             if layer.cross_kv is not None and not keep_cross_attention:
                 layer.cross_kv = _select_rows(layer.cross_kv, index)
+        if self.copy_keys is not None and not keep_cross_attention:
+            self.copy_keys = self.copy_keys.index_select(0, index)
 
 
 def _select_rows(kv: tuple[Tensor, Tensor], index: Tensor) -> tuple[Tensor, Tensor]:
@@ -215,6 +220,39 @@ class CrossAttention(nn.Module):
         return self.out(_merge_heads(y))
 
 
+class CopyAttention(nn.Module):
+    """Pointer-generator copying (See et al. 2017): the next-token distribution mixes the vocabulary softmax with a
+    distribution over the source's own tokens, read off one attention head from each decoder state over the encoder
+    states; a learnt gate sets the mix at each position. Names and terms a summary takes from its document then have
+    a direct path to the output instead of having to be relearnt as vocabulary predictions.
+
+    The result is log-probabilities (float32), which every consumer of logits can take as they are: log-softmax of
+    a log-distribution is itself, so the training loss, beam search and sampling need no change.
+    """
+
+    def __init__(self, config: WeaverConfig) -> None:
+        super().__init__()
+        self.query = nn.Linear(config.d_model, config.d_model)
+        self.key = nn.Linear(config.d_model, config.d_model)
+        self.gate = nn.Linear(config.d_model, 1)  # P(generate from the vocabulary) = sigmoid(gate(h))
+
+    def forward(self, hidden: Tensor, logits: Tensor, keys: Tensor, source_ids: Tensor, source_mask: Tensor) -> Tensor:
+        """Log-probabilities (N, T, V) from decoder states ``hidden`` (N, T, D) and their vocabulary ``logits``;
+        ``keys`` (B, S, D) = ``self.key(encoder_states)``, ``source_ids`` and ``source_mask`` (B, S). N may be a
+        multiple of B (consecutive beams of each source)."""
+        rows, length, width = hidden.shape
+        sources, source_length = source_ids.shape
+        group = rows // sources
+        queries = self.query(hidden).reshape(sources, group * length, width)  # each source's beams together
+        scores = (queries @ keys.transpose(1, 2)).float() * width**-0.5  # (B, group * T, S)
+        weights = scores.masked_fill(~source_mask.bool()[:, None, :], float("-inf")).softmax(-1)
+        copied = weights.new_zeros(sources, group * length, logits.size(-1))
+        copied.scatter_add_(2, source_ids[:, None, :].expand(-1, group * length, -1), weights)
+        generate = torch.sigmoid(self.gate(hidden).float())
+        probs = generate * logits.float().softmax(-1) + (1.0 - generate) * copied.view(rows, length, -1)
+        return probs.clamp_min(1e-12).log()
+
+
 class FeedForward(nn.Module):
     def __init__(self, config: WeaverConfig) -> None:
         super().__init__()
@@ -283,6 +321,7 @@ class WeaverModel(nn.Module):
         self.encoder_norm = nn.LayerNorm(config.d_model)
         self.decoder_layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_decoder_layers))
         self.decoder_norm = nn.LayerNorm(config.d_model)
+        self.copy = CopyAttention(config) if config.copy_attention else None
         # Recompute each layer's activations in backward instead of keeping them: less memory, ~1/3 more compute.
         self.activation_checkpointing = False
         self.apply(self._init_weights)
@@ -325,9 +364,11 @@ class WeaverModel(nn.Module):
         encoder_states: Tensor,
         encoder_attention_mask: Tensor,
         cache: DecoderCache | None = None,
+        source_ids: Tensor | None = None,
     ) -> Tensor:
-        """Logits (B, T, V) in the compute dtype (bf16 under autocast; the training loss upcasts them chunk by
-        chunk). With a cache, ``decoder_input_ids`` are only the new tokens."""
+        """Logits (N, T, V) in the compute dtype (bf16 under autocast; the training loss upcasts them chunk by
+        chunk); with `copy_attention`, float32 log-probabilities, which needs the ``source_ids``. With a cache,
+        ``decoder_input_ids`` are only the new tokens. N may be a multiple of the encoder's rows (beams)."""
         past = 0 if cache is None else cache.length
         new = decoder_input_ids.size(1)
         # Causal self-attention: SDPA's is_causal when queries and keys start together; one new query may
@@ -341,12 +382,24 @@ class WeaverModel(nn.Module):
         for i, layer in enumerate(self.decoder_layers):
             layer_cache = None if cache is None else cache.layers[i]
             x = self._run_layer(layer, x, encoder_states, memory_mask, self_mask, is_causal, layer_cache)
+        hidden = self.decoder_norm(x)
         # Output projection tied to the embedding (one V x D matrix, a single state_dict entry).
-        return F.linear(self.decoder_norm(x), self.embed.weight)
+        logits = F.linear(hidden, self.embed.weight)
+        if self.copy is None:
+            return logits
+        if source_ids is None:
+            raise ValueError("a model with copy_attention needs the source_ids to decode")
+        keys = None if cache is None else cache.copy_keys
+        if keys is None:
+            keys = self.copy.key(encoder_states)
+            if cache is not None:
+                cache.copy_keys = keys
+        return self.copy(hidden, logits, keys, source_ids, encoder_attention_mask)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor) -> Tensor:
         """Teacher-forced logits (B, T, V); targets are right-padded so causal masking is enough."""
-        return self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask)
+        states = self.encode(input_ids, attention_mask)
+        return self.decode(decoder_input_ids, states, attention_mask, source_ids=input_ids)
 
     @property
     def decoder_start_token_id(self) -> int:
@@ -410,7 +463,8 @@ class WeaverModel(nn.Module):
         encoder_layer = b * s * (4 * d * d + 2 * d * f) + 2 * b * s * s * d
         decoder_layer = b * t * (6 * d * d + 2 * d * f) + b * s * 2 * d * d + 2 * b * t * (t + s) * d
         output = b * t * d * c.vocab_size
-        forward = 2 * (c.num_encoder_layers * encoder_layer + c.num_decoder_layers * decoder_layer + output)
+        copy = (b * (t + s) * d * d + b * t * s * d + b * t * d) if c.copy_attention else 0
+        forward = 2 * (c.num_encoder_layers * encoder_layer + c.num_decoder_layers * decoder_layer + output + copy)
         return 3 * forward
 
     def num_parameters(self, trainable_only: bool = False) -> int:
