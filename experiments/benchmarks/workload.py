@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,6 +50,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
         cfg = compose("train", overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = tempfile.mkdtemp(prefix="weaver-benchmark-")
+    atexit.register(shutil.rmtree, cfg.paths.output_dir, ignore_errors=True)
     return cfg
 
 
