@@ -289,14 +289,16 @@ class Seq2SeqDataModule(LightningDataModule):
             self.setup()
         h = self.hparams
         dataset: Dataset = self.datasets[split].remove_columns("source_truncated")
+        trainer = self.trainer
         loading = {
             "collate_fn": Seq2SeqCollator(self.tokenizer.pad_token_id),
             "num_workers": h.num_workers,
             "persistent_workers": h.num_workers > 0,
+            # Page-locked batches copy to a GPU asynchronously (Lightning moves them with non_blocking=True).
+            "pin_memory": trainer is not None and trainer.strategy.root_device.type == "cuda",
         }
         # A BatchSampler subclass built inside a *_dataloader hook: under a distributed strategy Lightning
         # re-instantiates it with a DistributedSampler, whose replica count and rank match these.
-        trainer = self.trainer
         sampler = self.batch_sampler(
             split,
             shuffle,

@@ -24,15 +24,17 @@ def compute_dtype(precision: str) -> torch.dtype:
 @functools.cache
 def measured_matmul_flops(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
     """FLOP/s of `size` x `size` matrix products in `dtype` on this CPU, with the threads torch uses now: the
-    best this machine does on a dense matrix product, measured rather than read off a data sheet."""
+    best this machine does on a dense matrix product, measured rather than read off a data sheet. The best of
+    several short windows, since whatever else runs at that moment (a logger starting up) can only slow one down."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     for _ in range(2):
         a @ b  # warm-up: thread pool, caches, kernel selection
-    count, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        a @ b
-        count += 1
-    return 2 * size**3 * count / elapsed
+    best, end = 0.0, time.perf_counter() + seconds
+    while (start := time.perf_counter()) < end:
+        for _ in range(3):
+            a @ b
+        best = max(best, 3 * 2 * size**3 / (time.perf_counter() - start))
+    return best
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float | None, str]:

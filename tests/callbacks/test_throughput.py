@@ -1,0 +1,72 @@
+"""ThroughputMonitor: what it logs follows from the batches it saw, the model's FLOP count and the peak."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from weaver.callbacks import ThroughputMonitor
+from weaver.data.collate import LABEL_PAD
+
+FLOPS_PER_TOKEN_PAIR = 1e6
+
+
+class CountedModel(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+
+    def training_flops(self, batch: int, source: int, target: int) -> float:
+        return batch * source * target * FLOPS_PER_TOKEN_PAIR
+
+
+class Task(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = CountedModel()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return (self.model.weight * batch["attention_mask"].sum()).sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def batch(source_lengths: list[int], target_lengths: list[int]) -> dict[str, torch.Tensor]:
+    width, height = max(source_lengths), max(target_lengths)
+    mask = torch.tensor([[i < n for i in range(width)] for n in source_lengths])
+    labels = torch.tensor([[5 if i < n else LABEL_PAD for i in range(height)] for n in target_lengths])
+    return {"input_ids": mask.long(), "attention_mask": mask, "labels": labels}
+
+
+def test_logged_padding_efficiency_tokens_and_mfu_follow_from_the_batches(tmp_path: Path) -> None:
+    batches = [batch([4, 2], [3, 1]), batch([6, 6, 1], [2, 2, 2])] * 2
+    peak = 1e9
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=4,
+        log_every_n_steps=2,
+        logger=CSVLogger(tmp_path, name="", version=""),
+        callbacks=[ThroughputMonitor(peak_flops=peak)],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Task(), train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    with (tmp_path / "metrics.csv").open() as file:
+        rows = [row for row in csv.DictReader(file) if row.get("perf/padding_efficiency")]
+
+    # Steps 2 and 4 each cover one of each batch: real 6 + 4 + 13 + 6 tokens of 8 + 6 + 18 + 6 padded.
+    assert len(rows) == 2
+    for row in rows:
+        assert float(row["perf/padding_efficiency"]) == pytest.approx(29 / 38)
+        tokens_per_sec, tflops = float(row["perf/tokens_per_sec"]), float(row["perf/tflops"])
+        seconds = 29 / tokens_per_sec
+        flops = (2 * 4 * 3 + 3 * 6 * 2) * FLOPS_PER_TOKEN_PAIR
+        assert tflops * 1e12 * seconds == pytest.approx(flops, rel=1e-6)
+        assert float(row["perf/mfu"]) == pytest.approx(tflops * 1e12 / peak)
