@@ -20,9 +20,8 @@ import time
 import lightning as L
 import torch
 
-from experiments.benchmarks.workload import BENCHMARK_RUN, TokenClock, alternate, compose_config, datamodule
+from experiments.benchmarks.workload import BENCHMARK_RUN, alternate, compose_config, datamodule, timed_train
 from weaver.cli.instantiate import build, build_model
-from weaver.cli.train import train
 from weaver.data.collate import LABEL_PAD
 from weaver.tasks.loss import smoothed_cross_entropy
 from weaver.tasks.seq2seq import shift_right
@@ -65,11 +64,7 @@ def raw_loop(overrides: list[str], steps: int, warmup: int) -> tuple[float, floa
 
 def lightning_loop(overrides: list[str], steps: int, warmup: int) -> tuple[float, float]:
     """(wall, CPU) seconds per step of `train(cfg)`, timed by a callback over the same steps."""
-    clock = [f"+callbacks.token_clock._target_={TokenClock.__module__}.TokenClock"]
-    clock.append(f"+callbacks.token_clock.warmup={warmup}")
-    cfg = compose_config([*BENCHMARK_RUN, f"trainer.max_steps={warmup + steps}", *clock, *overrides])
-    _, objects = train(cfg)
-    (measured,) = (callback for callback in objects["trainer"].callbacks if isinstance(callback, TokenClock))
+    measured = timed_train(overrides, steps, warmup)
     return measured.seconds / steps, measured.cpu_seconds / steps
 
 

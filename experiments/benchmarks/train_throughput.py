@@ -31,14 +31,13 @@ from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTraining
 
 from experiments.benchmarks.workload import (
     BENCHMARK_RUN,
-    TokenClock,
     compose_config,
     datamodule,
     equal_size_bart,
     equal_size_t5,
     real_tokens,
+    timed_train,
 )
-from weaver.cli.train import train
 
 
 class HFTokenClock(TrainerCallback):
@@ -63,11 +62,7 @@ class HFTokenClock(TrainerCallback):
 
 
 def weaver_throughput(overrides: list[str], steps: int, warmup: int) -> dict[str, float]:
-    clock = [f"+callbacks.token_clock._target_={TokenClock.__module__}.TokenClock"]
-    clock.append(f"+callbacks.token_clock.warmup={warmup}")
-    cfg = compose_config([*BENCHMARK_RUN, f"trainer.max_steps={warmup + steps}", *clock, *overrides])
-    _, objects = train(cfg)
-    (measured,) = (callback for callback in objects["trainer"].callbacks if isinstance(callback, TokenClock))
+    measured = timed_train(overrides, steps, warmup)
     return {"tokens_per_sec": measured.tokens / measured.seconds, "seconds": measured.seconds}
 
 

@@ -26,6 +26,7 @@ from transformers import (
 
 from weaver.cli.config import config_dir, register_resolvers
 from weaver.cli.instantiate import build
+from weaver.cli.train import train
 from weaver.data import Seq2SeqDataModule
 
 # Quiet, comparable runs: no checkpoints, no validation, CSV logs only.
@@ -143,3 +144,13 @@ def alternate(module: str, systems: list[str], rounds: int, arguments: list[str]
             results[system].append(json.loads(finished.stdout.strip().splitlines()[-1]))
             print(f"round {round_index + 1} {system}: {results[system][-1]}", flush=True)
     return results
+
+
+def timed_train(overrides: list[str], steps: int, warmup: int) -> TokenClock:
+    """Run `train(cfg)` for `warmup + steps` steps; the clock that timed the last `steps`."""
+    clock = [f"+callbacks.token_clock._target_={TokenClock.__module__}.TokenClock"]
+    clock.append(f"+callbacks.token_clock.warmup={warmup}")
+    cfg = compose_config([*BENCHMARK_RUN, f"trainer.max_steps={warmup + steps}", *clock, *overrides])
+    _, objects = train(cfg)
+    (measured,) = (callback for callback in objects["trainer"].callbacks if isinstance(callback, TokenClock))
+    return measured

@@ -170,6 +170,12 @@ class EpochBatchSampler(BatchSampler):
         return {name: padding_efficiency(batches, values) for name, values in lengths.items()}
 
 
+def positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return value
+
+
 class FixedSizeBatchSampler(EpochBatchSampler):
     """`batch_size` examples a batch (the last one may be smaller), in a fresh random order each epoch when
     shuffling, else in dataset order."""
@@ -186,9 +192,7 @@ class FixedSizeBatchSampler(EpochBatchSampler):
         even: bool = True,
     ) -> None:
         super().__init__(shuffle, seed, num_replicas, rank, sampler, even)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        self.size, self.batch_size = size, batch_size
+        self.size, self.batch_size = size, positive_int("batch_size", batch_size)
         self.total_batches = math.ceil(size / batch_size)
 
     def all_batches(self, epoch: int | None = None) -> list[list[int]]:
@@ -219,13 +223,11 @@ class TokenBudgetBatchSampler(EpochBatchSampler):
         even: bool = True,
     ) -> None:
         super().__init__(shuffle, seed, num_replicas, rank, sampler, even)
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
-            raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}.")
         self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
         self.tie_lengths = np.zeros_like(self.lengths) if tie_lengths is None else np.asarray(tie_lengths).reshape(-1)
         if self.tie_lengths.shape != self.lengths.shape:
             raise ValueError(f"tie_lengths has {len(self.tie_lengths)} entries for {len(self.lengths)} examples.")
-        self.max_tokens = max_tokens
+        self.max_tokens = positive_int("max_tokens", max_tokens)
         self.bounds = cut_sorted(np.sort(self.lengths, kind="stable"), max_tokens)
         self.total_batches = len(self.bounds) - 1
         self.oversized = int((self.lengths > max_tokens).sum())
