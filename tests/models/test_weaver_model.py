@@ -98,6 +98,10 @@ def test_config_round_trips_through_json_and_validates():
         WeaverConfig.from_dict({**config.to_dict(), "d_modle": 3})
     with pytest.raises(ValueError, match="num_heads"):
         WeaverConfig(vocab_size=VOCAB, d_model=30, num_heads=4)
+    with pytest.raises(ConfigError, match="model.copy_attention must be true or false, got 'maybe'"):
+        build_weaver(VOCAB, **TINY, copy_attention="maybe")
+    with pytest.raises(ConfigError, match="model.activation_checkpointing must be true or false"):
+        build_weaver(VOCAB, **TINY, activation_checkpointing="yes")
     with pytest.raises(ValueError, match="num_decoder_layers"):
         WeaverConfig(vocab_size=VOCAB, num_decoder_layers=0)
     with pytest.raises(ValueError, match="eos_token_id"):

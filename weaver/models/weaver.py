@@ -64,6 +64,8 @@ class WeaverConfig:
         for name in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not isinstance(self.copy_attention, bool):
+            raise ConfigError(f"model.copy_attention must be true or false, got {self.copy_attention!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -486,6 +488,8 @@ def build_weaver(
             kwargs.setdefault(name, getattr(tokenizer, name))
     if vocab_size is None:
         raise ConfigError("model: build_weaver needs a tokenizer or a vocab_size")
+    if not isinstance(activation_checkpointing, bool):
+        raise ConfigError(f"model.activation_checkpointing must be true or false, got {activation_checkpointing!r}")
     model = WeaverModel(WeaverConfig(vocab_size=vocab_size, **kwargs))
     model.activation_checkpointing = activation_checkpointing
     return model
