@@ -16,6 +16,8 @@ import json
 import statistics
 from pathlib import Path
 
+import torch
+
 from experiments.benchmarks.workload import BENCHMARK_RUN, compose_config
 from weaver.cli.train import train
 
@@ -26,7 +28,8 @@ def main() -> None:
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("overrides", nargs="*")
     options = parser.parse_args()
-    overrides = ["hardware=cpu", f"trainer.max_steps={options.steps}", f"trainer.log_every_n_steps={options.log_every}"]
+    hardware = "hardware=gpu" if torch.cuda.is_available() else "hardware=cpu"
+    overrides = [hardware, f"trainer.max_steps={options.steps}", f"trainer.log_every_n_steps={options.log_every}"]
     cfg = compose_config([*BENCHMARK_RUN, *overrides, *options.overrides])
     _, objects = train(cfg)
     monitor = next(c for c in objects["trainer"].callbacks if type(c).__name__ == "ThroughputMonitor")
