@@ -3,9 +3,7 @@ bf16 as in training; the two sides of each run alternately in this process and r
 
 - loss: chunked label-smoothed cross-entropy (`weaver.tasks.loss`) against `F.cross_entropy` on upcast logits;
 - attention: the written-out attention of `weaver.models.weaver.attention` against SDPA, at several key counts;
-- dropout: `weaver.models.weaver.Dropout` against `F.dropout`;
-- allocator: a weaver_small training step on a default-sized batch in a fresh process with and without
-  `keep_freed_memory()` (glibc keeps freed blocks), with the page faults each step takes.
+- dropout: `weaver.models.weaver.Dropout` against `F.dropout`.
 
     python -m experiments.benchmarks.cpu_kernels [--repeats 10]
 """
@@ -14,19 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from weaver.models.weaver import Dropout, attention, build_weaver
+from weaver.models.weaver import Dropout, attention
 from weaver.tasks.loss import smoothed_cross_entropy
-from weaver.utils.hardware import keep_freed_memory
 
 Step = Callable[[], None]
 
@@ -81,57 +75,16 @@ def dropout(repeats: int, rows: int = 6000, width: int = 256) -> dict:
     return {"shape": [rows, width], **median_ms(steps, repeats)}
 
 
-def training_step_with(keep_freed: bool, steps: int = 12) -> dict:
-    """In this process: ms and minor page faults per weaver_small step on 34 x 40 -> 34 x 40 tokens."""
-    if keep_freed:
-        keep_freed_memory()
-    torch.manual_seed(0)
-    model = build_weaver(8000, d_model=256, num_heads=4, num_encoder_layers=3, num_decoder_layers=3, ffn_dim=1024)
-    optimizer = torch.optim.AdamW(model.parameters(), fused=True)
-    source, target = torch.randint(3, 8000, (34, 40)), torch.randint(3, 8000, (34, 40))
-    mask = torch.ones_like(source, dtype=torch.bool)
-    times, faults = [], []
-    for _ in range(steps):
-        before, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(source, mask, target)
-        smoothed_cross_entropy(logits.flatten(0, 1), target.flatten(), 0.1).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(1000 * (time.perf_counter() - start))
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    return {
-        "ms_per_step": round(statistics.median(times[2:]), 1),
-        "page_faults_per_step": statistics.median(faults[2:]),
-    }
-
-
-def allocator(rounds: int = 2) -> dict:
-    """Each setting in fresh processes (the glibc setting cannot be undone), alternating."""
-    results: dict[str, list[dict]] = {"keep_freed_memory": [], "glibc_default": []}
-    for _ in range(rounds):
-        for name in results:
-            command = [sys.executable, "-m", __spec__.name, "--step", name]
-            finished = subprocess.run(command, capture_output=True, text=True, check=True)
-            results[name].append(json.loads(finished.stdout.strip().splitlines()[-1]))
-    return results
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--step", choices=["keep_freed_memory", "glibc_default"], help="one allocator measurement")
     options = parser.parse_args()
-    if options.step:
-        print(json.dumps(training_step_with(options.step == "keep_freed_memory")))
-        return
     torch.manual_seed(0)
     report = {
         "threads": torch.get_num_threads(),
         "loss_ms": loss(options.repeats),
         "attention_ms": attention_paths(options.repeats),
         "dropout_ms": dropout(options.repeats),
-        "allocator": allocator(),
     }
     print(json.dumps(report, indent=2))
 

@@ -5,7 +5,7 @@ the same optimizer, schedule, precision, loss and gradient clipping. The Lightni
 runs it, minus checkpoints and validation: the task module, logging, the Rich progress bar and the learning-rate
 and throughput monitors. Each measurement runs in a fresh process, in ABBA order (raw Lightning, Lightning raw,
 ...) so drift hits both alike; each reports seconds per step over the steps after a warm-up, in wall-clock and in
-process CPU time. Both run with the allocator setting `train()` makes on a CPU (`keep_freed_memory`).
+process CPU time.
 
     python -m experiments.benchmarks.lightning_overhead [--steps 100] [--rounds 6] [train.py overrides]
 """
@@ -25,7 +25,7 @@ from weaver.cli.instantiate import build, build_model
 from weaver.data.collate import LABEL_PAD
 from weaver.tasks.loss import smoothed_cross_entropy
 from weaver.tasks.seq2seq import shift_right
-from weaver.utils.hardware import compute_dtype, keep_freed_memory
+from weaver.utils.hardware import compute_dtype
 
 
 def raw_loop(overrides: list[str], steps: int, warmup: int) -> tuple[float, float]:
@@ -33,7 +33,6 @@ def raw_loop(overrides: list[str], steps: int, warmup: int) -> tuple[float, floa
     loop do."""
     cfg = compose_config([*BENCHMARK_RUN, *overrides])
     L.seed_everything(cfg.seed, workers=True)  # as train() does: the same seed orders the same batches
-    keep_freed_memory()  # the process-wide allocator setting train() makes on a CPU
     data = datamodule(cfg)
     tokenizer = data.tokenizer
     model = build_model(cfg, tokenizer).train()

@@ -23,7 +23,7 @@ from weaver.cli.instantiate import build, build_model, build_named, build_task
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
 from weaver.errors import WeaverError
-from weaver.utils.hardware import keep_freed_memory, share_cpu_cores
+from weaver.utils.hardware import share_cpu_cores
 from weaver.utils.provenance import record_provenance
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             callback.config = cfg
     loggers = build_named(cfg.get("logger"), "logger")
     trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
-    accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
-    share_cpu_cores(accelerator, trainer.num_devices)
-    if accelerator == "cpu":
-        keep_freed_memory()
+    share_cpu_cores(type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(), trainer.num_devices)
     log_hyperparameters(cfg, model, trainer)
 
     metrics: dict[str, float] = {}

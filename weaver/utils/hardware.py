@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import time
@@ -61,22 +60,3 @@ def fsdp_strategy(layers: list[str], **kwargs: Any) -> FSDPStrategy:
     if kwargs.pop("activation_checkpointing", False):
         kwargs["activation_checkpointing_policy"] = classes
     return FSDPStrategy(auto_wrap_policy=classes, **kwargs)
-
-
-# glibc's mallopt parameters, and the largest mmap threshold it accepts on 64-bit systems.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, MAX_MMAP_THRESHOLD = -1, -3, 32 * 1024 * 1024
-
-
-@functools.cache
-def keep_freed_memory() -> bool:
-    """Let glibc keep freed tensor memory for reuse instead of returning it to the OS.
-
-    By default glibc gives large freed blocks back (munmap, heap trimming), and the next training step faults the
-    same pages in again: under Lightning, about 7,000 page faults a step for weaver_small, 5-7% of a CPU step.
-    Serving blocks up to 32 MB from the heap and never trimming it removes that (experiments/benchmarks/README.md).
-    A no-op where the C library is not glibc; True when applied."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, MAX_MMAP_THRESHOLD) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 40))
