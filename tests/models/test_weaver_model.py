@@ -148,7 +148,7 @@ def test_cross_attention_cache_is_computed_once():
     cross = [layer.cross_kv[0] for layer in cache.layers]
     model.decode(torch.full((2, 1), 5), states, mask, cache)
     assert all(layer.cross_kv[0] is k for layer, k in zip(cache.layers, cross, strict=True))
-    assert cache.layers[0].self_kv[0].shape == (2, TINY["num_heads"], 2, TINY["d_model"] // TINY["num_heads"])
+    assert cache.layers[0].self_kv.shape == (2, 2, TINY["num_heads"], 2, TINY["d_model"] // TINY["num_heads"])
 
 
 @pytest.mark.parametrize("keep_cross_attention", [False, True])

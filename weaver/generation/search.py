@@ -118,7 +118,7 @@ def _decode_loop(
     finished = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
     for step in range(config.max_new_tokens):
         logits = model.decode(tokens[:, -1:], encoder_states, attention_mask, cache, input_ids)[:, -1].float()
-        logits = _ban_tokens(logits, tokens, step, config, special.eos_token_id)
+        _ban_tokens_(logits, tokens, step, config, special.eos_token_id)
         next_tokens = choose(logits).masked_fill(finished, special.pad_token_id)
         tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
         finished |= next_tokens == special.eos_token_id
@@ -160,10 +160,11 @@ def beam_search(
 
     for step in range(config.max_new_tokens):
         length = step + 1
-        logits = model.decode(tokens[:, -1:], encoder_states, attention_mask, cache, input_ids)[:, -1].float()
-        logprobs = _ban_tokens(logits.log_softmax(-1), tokens, step, config, special.eos_token_id)
+        logits = model.decode(tokens[:, -1:], encoder_states, attention_mask, cache, input_ids)[:, -1]
+        logprobs = logits.log_softmax(-1, dtype=torch.float32)  # upcast and normalise in one pass over (N, V)
+        _ban_tokens_(logprobs, tokens, step, config, special.eos_token_id)
         vocab = logprobs.size(-1)
-        flat_scores = (beam_scores.view(-1, 1) + logprobs).view(batch, beams * vocab)
+        flat_scores = logprobs.add_(beam_scores.view(-1, 1)).view(batch, beams * vocab)
         scores, flat = flat_scores.topk(2 * beams, dim=1)  # >= beams of them are not EOS
         rows, next_tokens = row_offset + flat // vocab, flat % vocab
 
@@ -213,13 +214,13 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
     return logits
 
 
-def _ban_tokens(scores: Tensor, tokens: Tensor, step: int, config: GenerationConfig, eos: int) -> Tensor:
-    """Apply ``min_new_tokens`` and ``no_repeat_ngram_size`` to next-token scores (B, V)."""
+def _ban_tokens_(scores: Tensor, tokens: Tensor, step: int, config: GenerationConfig, eos: int) -> None:
+    """Apply ``min_new_tokens`` and ``no_repeat_ngram_size`` to next-token scores (B, V), in place: a copy of the
+    (B, V) matrix at every step costs as much as the softmax over it."""
     if step < config.min_new_tokens:
-        scores = scores.index_fill(1, torch.tensor([eos], device=scores.device), NEG_INF)
+        scores[:, eos] = NEG_INF
     if config.no_repeat_ngram_size > 0:
-        scores = scores.masked_fill(repeated_ngram_mask(tokens, config.no_repeat_ngram_size, scores.size(-1)), NEG_INF)
-    return scores
+        scores.masked_fill_(repeated_ngram_mask(tokens, config.no_repeat_ngram_size, scores.size(-1)), NEG_INF)
 
 
 def repeated_ngram_mask(tokens: Tensor, n: int, vocab_size: int) -> Tensor:

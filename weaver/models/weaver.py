@@ -81,7 +81,9 @@ class WeaverConfig:
 
 @dataclass
 class LayerCache:
-    self_kv: tuple[Tensor, Tensor] | None = None  # (B, H, T_so_far, D/H) each, grows every step
+    # (B, 2, H, T_so_far, D/H): keys and values in one tensor, so that each decoding step grows and reorders one
+    # tensor per layer, not two.
+    self_kv: Tensor | None = None
     cross_kv: tuple[Tensor, Tensor] | None = None  # (B, H, S, D/H) each, computed once per source
 
 
@@ -100,7 +102,7 @@ class DecoderCache:
     def length(self) -> int:
         """Number of target positions already decoded."""
         kv = self.layers[0].self_kv if self.layers else None
-        return 0 if kv is None else kv[0].size(2)
+        return 0 if kv is None else kv.size(3)
 
     def reorder(self, index: Tensor, keep_cross_attention: bool = False) -> None:
         """Row i becomes old row ``index[i]`` (beam search: follow the surviving beams).
@@ -110,15 +112,11 @@ class DecoderCache:
         """
         for layer in self.layers:
             if layer.self_kv is not None:
-                layer.self_kv = _select_rows(layer.self_kv, index)
+                layer.self_kv = layer.self_kv.index_select(0, index)
             if layer.cross_kv is not None and not keep_cross_attention:
-                layer.cross_kv = _select_rows(layer.cross_kv, index)
+                layer.cross_kv = (layer.cross_kv[0].index_select(0, index), layer.cross_kv[1].index_select(0, index))
         if self.copy_keys is not None and not keep_cross_attention:
             self.copy_keys = self.copy_keys.index_select(0, index)
-
-
-def _select_rows(kv: tuple[Tensor, Tensor], index: Tensor) -> tuple[Tensor, Tensor]:
-    return kv[0].index_select(0, index), kv[1].index_select(0, index)
 
 
 def _split_heads(x: Tensor, num_heads: int) -> Tensor:  # (B, T, D) -> (B, H, T, D/H)
@@ -185,11 +183,13 @@ class SelfAttention(nn.Module):
     def forward(
         self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False, cache: LayerCache | None = None
     ) -> Tensor:
-        q, k, v = (_split_heads(t, self.num_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, -1))  # (B, T, 3, H, D/H)
+        q, kv = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1:].permute(0, 2, 3, 1, 4)  # (B, H, T, .), (B, 2, H, T, .)
         if cache is not None:
             if cache.self_kv is not None:  # prepend the keys/values of the already-decoded prefix
-                k, v = torch.cat([cache.self_kv[0], k], dim=2), torch.cat([cache.self_kv[1], v], dim=2)
-            cache.self_kv = (k, v)
+                kv = torch.cat([cache.self_kv, kv], dim=3)
+            cache.self_kv = kv
+        k, v = kv.unbind(1)
         y = attention(q, k, v, mask, is_causal, self.dropout if self.training else 0.0)
         return self.out(_merge_heads(y))
 
