@@ -50,12 +50,13 @@ def copy_batch(n: int, vocab: int, gen: torch.Generator, max_len: int = 6):
 
 @pytest.fixture(scope="module")
 def copy_model() -> WeaverModel:
-    """A small model trained for a few seconds to copy its input (~99% exact): it emits EOS."""
+    """A small model trained for a few seconds to copy its input (~99% exact): it emits EOS. Trained past the loss
+    spike that 3e-3 gives around step 400 on some CPUs' kernels (exact copies fell to 54% there on one)."""
     torch.manual_seed(0)
     model = build_weaver(20, **{**TINY, "d_model": 64, "ffn_dim": 128}, dropout=0.0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
     gen = torch.Generator().manual_seed(0)
-    for _ in range(400):
+    for _ in range(600):
         src, mask, target = copy_batch(64, 20, gen)
         decoder_input = torch.cat([torch.full((64, 1), BOS), target[:, :-1]], 1)
         logits = model(src, mask, decoder_input)
