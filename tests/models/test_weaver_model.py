@@ -282,6 +282,34 @@ def test_copy_attention_outputs_a_distribution_that_incremental_decoding_reprodu
         model.decode(tgt, states, mask)
 
 
+def test_copy_mixture_equals_the_dense_pointer_generator_formula_with_repeated_tokens() -> None:
+    """P = g * softmax(logits) + (1 - g) * (attention weights summed per source token), values and gradients,
+    computed densely over the vocabulary as See et al. write it."""
+    torch.manual_seed(0)
+    copy = build_weaver(VOCAB, **TINY, copy_attention=True).copy
+    hidden = torch.randn(2, 5, TINY["d_model"], requires_grad=True)
+    logits = torch.randn(2, 5, VOCAB, requires_grad=True)
+    keys = torch.randn(2, 6, TINY["d_model"], requires_grad=True)
+    source_ids = torch.tensor([[7, 9, 7, 7, 2, 0], [4, 4, 5, 2, 0, 0]])  # repeats, then padding
+    source_mask = source_ids.ne(0)
+
+    scores = copy.query(hidden) @ keys.transpose(1, 2) * TINY["d_model"] ** -0.5
+    weights = scores.masked_fill(~source_mask[:, None, :], float("-inf")).softmax(-1)
+    copied = torch.zeros(2, 5, VOCAB).scatter_add(2, source_ids[:, None, :].expand(-1, 5, -1), weights)
+    generate = torch.sigmoid(copy.gate(hidden))
+    expected = (generate * logits.softmax(-1) + (1 - generate) * copied).log()
+
+    actual = copy(hidden, logits, keys, source_ids, source_mask)
+    torch.testing.assert_close(actual, expected)
+    upstream = torch.randn_like(expected)
+    for a, b in zip(
+        torch.autograd.grad((actual * upstream).sum(), (hidden, logits, keys)),
+        torch.autograd.grad((expected * upstream).sum(), (hidden, logits, keys)),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b)
+
+
 def test_a_closed_gate_puts_all_probability_on_the_source_tokens() -> None:
     model = tiny_model(copy_attention=True)
     with torch.no_grad():

@@ -241,18 +241,31 @@ class CopyAttention(nn.Module):
     def forward(self, hidden: Tensor, logits: Tensor, keys: Tensor, source_ids: Tensor, source_mask: Tensor) -> Tensor:
         """Log-probabilities (N, T, V) from decoder states ``hidden`` (N, T, D) and their vocabulary ``logits``;
         ``keys`` (B, S, D) = ``self.key(encoder_states)``, ``source_ids`` and ``source_mask`` (B, S). N may be a
-        multiple of B (consecutive beams of each source)."""
+        multiple of B (consecutive beams of each source).
+
+        The copy distribution is nonzero on the source's tokens only, so the mix is computed densely as
+        log(P(generate) * softmax) and then corrected at those S tokens per row: three passes over the (N, T, V)
+        scores instead of the eight a dense mixture takes (about twice as fast forward and backward)."""
         rows, length, width = hidden.shape
         sources, source_length = source_ids.shape
         group = rows // sources
         queries = self.query(hidden).reshape(sources, group * length, width)  # each source's beams together
         scores = (queries @ keys.transpose(1, 2)).float() * width**-0.5  # (B, group * T, S)
         weights = scores.masked_fill(~source_mask.bool()[:, None, :], float("-inf")).softmax(-1)
-        copied = weights.new_zeros(sources, group * length, logits.size(-1))
-        copied.scatter_add_(2, source_ids[:, None, :].expand(-1, group * length, -1), weights)
-        generate = torch.sigmoid(self.gate(hidden).float())
-        probs = generate * logits.float().softmax(-1) + (1.0 - generate) * copied.view(rows, length, -1)
-        return probs.clamp_min(1e-12).log()
+        # A token at several source positions is copied with the sum of their weights, gathered at its first one.
+        first = (source_ids[:, :, None] == source_ids[:, None, :]).to(torch.uint8).argmax(-1)  # (B, S)
+        index = first[:, None, :].expand_as(weights)
+        copied = weights.new_zeros(weights.shape).scatter_add_(2, index, weights).gather(2, index)
+        gate = self.gate(hidden).float()  # P(generate) = sigmoid(gate)
+        log_generated = logits.log_softmax(-1, dtype=torch.float32) + F.logsigmoid(gate)
+        log_generated = log_generated.view(sources, group * length, -1)
+        ids = source_ids[:, None, :].expand(-1, group * length, -1)
+        copy_share = torch.sigmoid(-gate).view(sources, group * length, 1)
+        mixed = (log_generated.gather(2, ids).exp() + copy_share * copied).clamp_min(1e-12).log()
+        # Repeated tokens write the same value; the gradient flows through the first occurrence only.
+        is_first = (first == torch.arange(source_length, device=first.device))[:, None, :]
+        mixed = torch.where(is_first, mixed, mixed.detach())
+        return log_generated.scatter(2, ids, mixed).view(rows, length, -1)
 
 
 class FeedForward(nn.Module):
