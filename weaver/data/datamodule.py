@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, concatenate_datasets
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
@@ -23,6 +23,7 @@ from weaver.data.batching import (
 )
 from weaver.data.collate import Seq2SeqCollator
 from weaver.data.columns import select_pairs
+from weaver.data.denoising import TextInfilling
 from weaver.data.loader import ResumableDataLoader
 from weaver.data.sources import SPLITS, load_splits
 from weaver.data.tokenizer import TextBatches, fingerprint_tokenizer
@@ -84,6 +85,9 @@ class Seq2SeqDataModule(LightningDataModule):
     Heavy work (loading, cleaning, tokenizer training, tokenization) runs in `prepare_data` on one process
     and lands in caches (`datasets` fingerprints, the tokenizer cache); `setup` on every rank reads them back.
 
+    `denoising` (e.g. `weaver.data.denoising.TextInfilling`) adds corrupted copies of the training sources to
+    reconstruct, next to the task's own training pairs.
+
     Batches hold `batch_size` examples, or with `max_tokens` (`eval_max_tokens` for validation/test) as many
     length-sorted examples as fit `count * longest <= max_tokens` (see `weaver.data.batching`).
     """
@@ -112,6 +116,7 @@ class Seq2SeqDataModule(LightningDataModule):
         source_prefix: str = "",
         cache_dir: str | None = None,
         pair_builder: PairBuilder | None = None,
+        denoising: TextInfilling | None = None,
     ) -> None:
         super().__init__()
         positive = ("max_source_length", "max_target_length", "batch_size", "eval_batch_size")
@@ -121,10 +126,11 @@ class Seq2SeqDataModule(LightningDataModule):
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}.")
         if pair_builder is None and not (source_field and target_field):
             raise ConfigError("Set data.source_field and data.target_field (or a data.pair_builder, see conf/data/).")
-        self.save_hyperparameters(ignore=["tokenizer", "pair_builder"], logger=False)
+        self.save_hyperparameters(ignore=["tokenizer", "pair_builder", "denoising"], logger=False)
         self.tokenizer_source = tokenizer
         self.pair_builder: PairBuilder = pair_builder or ColumnPairs(source_field, target_field)
         self.custom_pairs = pair_builder is not None
+        self.denoising = denoising
         self._pairs: DatasetDict | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self.datasets: DatasetDict | None = None
@@ -223,6 +229,10 @@ class Seq2SeqDataModule(LightningDataModule):
                     len(data),
                     h.max_source_length,
                 )
+        if self.denoising is not None:
+            length = min(h.max_source_length, h.max_target_length)
+            noised = self.denoising.examples(splits["train"], tokenizer, length)
+            splits["train"] = concatenate_datasets([splits["train"], noised])
         return DatasetDict(splits)
 
     # ---- batching -----------------------------------------------------------------------------------------
