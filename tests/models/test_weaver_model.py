@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from weaver.errors import ConfigError
-from weaver.models import DecoderCache, WeaverConfig, WeaverModel, build_weaver
+from weaver.models import DecoderCache, WeaverConfig, WeaverModel, build_weaver, pointer_mixture
 from weaver.models.weaver import Dropout, attention
 from weaver.tasks.loss import smoothed_cross_entropy
 
@@ -282,9 +282,13 @@ def test_copy_attention_outputs_a_distribution_that_incremental_decoding_reprodu
         model.decode(tgt, states, mask)
 
 
-def test_copy_mixture_equals_the_dense_pointer_generator_formula_with_repeated_tokens() -> None:
+@pytest.mark.parametrize("rows_per_chunk", [64, 3])
+def test_copy_mixture_equals_the_dense_pointer_generator_formula_with_repeated_tokens(
+    rows_per_chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """P = g * softmax(logits) + (1 - g) * (attention weights summed per source token), values and gradients,
-    computed densely over the vocabulary as See et al. write it."""
+    computed densely over the vocabulary as See et al. write it; in one chunk of rows and in several."""
+    monkeypatch.setattr(pointer_mixture, "ROWS_PER_CHUNK", rows_per_chunk)
     torch.manual_seed(0)
     copy = build_weaver(VOCAB, **TINY, copy_attention=True).copy
     hidden = torch.randn(2, 5, TINY["d_model"], requires_grad=True)

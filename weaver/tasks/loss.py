@@ -28,7 +28,7 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         total = logits.new_zeros((), dtype=torch.float32)
         for start in range(0, logits.size(0), ROWS_PER_CHUNK):
             rows = slice(start, start + ROWS_PER_CHUNK)
-            shifted = logits[rows].float()
+            shifted = logits[rows].to(torch.float32, copy=True)  # float32 logits: a copy, never the input
             shifted -= shifted.amax(-1, keepdim=True)
             exp = shifted.exp()
             sums = exp.sum(-1, keepdim=True)
