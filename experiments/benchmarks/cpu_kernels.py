@@ -3,7 +3,9 @@ bf16 as in training; the two sides of each run alternately in this process and r
 
 - loss: chunked label-smoothed cross-entropy (`weaver.tasks.loss`) against `F.cross_entropy` on upcast logits;
 - attention: the written-out attention of `weaver.models.weaver.attention` against SDPA, at several key counts;
-- dropout: `weaver.models.weaver.Dropout` against `F.dropout`.
+- dropout: `weaver.models.weaver.Dropout` against `F.dropout`;
+- pointer mixture: copy attention's chunked output distribution (`weaver.models.pointer_mixture`) against the same
+  mixture written with whole-matrix tensor operations.
 
     python -m experiments.benchmarks.cpu_kernels [--repeats 10]
 """
@@ -19,6 +21,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from weaver.models.pointer_mixture import pointer_mixture
 from weaver.models.weaver import Dropout, attention
 from weaver.tasks.loss import smoothed_cross_entropy
 
@@ -75,6 +78,31 @@ def dropout(repeats: int, rows: int = 6000, width: int = 256) -> dict:
     return {"shape": [rows, width], **median_ms(steps, repeats)}
 
 
+def dense_mixture(logits: torch.Tensor, gate: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log(g * softmax(logits) + (1 - g) * copy), the copy distribution scattered over the whole vocabulary."""
+    generate = torch.sigmoid(gate)
+    copied = torch.zeros(logits.shape).scatter_add_(1, ids, weights)
+    return (generate * logits.float().softmax(-1) + (1.0 - generate) * copied).clamp_min(1e-12).log()
+
+
+def mixture(repeats: int, rows: int = 2000, vocabulary: int = 8000, source: int = 64) -> dict:
+    gate = torch.randn(rows, 1).requires_grad_()
+    weights = torch.randn(rows, source).softmax(-1).requires_grad_()
+    ids = torch.randint(4, vocabulary, (rows, source))
+    first = (ids[:, :, None] == ids[:, None, :]).to(torch.uint8).argmax(-1)
+    real, unique = torch.ones_like(ids, dtype=torch.bool), first == torch.arange(source)
+
+    def weaver(logits: torch.Tensor) -> torch.Tensor:  # the copy weights summed per token, as CopyAttention does
+        copied = torch.zeros_like(weights).scatter_add(1, first, weights).gather(1, first)
+        return pointer_mixture(logits, gate, copied, ids, real, unique)
+
+    steps = {
+        "weaver": backward_of(weaver, rows, vocabulary),
+        "torch": backward_of(lambda x: dense_mixture(x, gate, weights, ids), rows, vocabulary),
+    }
+    return {"logits": [rows, vocabulary], "source_tokens": source, **median_ms(steps, repeats)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
@@ -85,6 +113,7 @@ def main() -> None:
         "loss_ms": loss(options.repeats),
         "attention_ms": attention_paths(options.repeats),
         "dropout_ms": dropout(options.repeats),
+        "pointer_mixture_ms": mixture(options.repeats),
     }
     print(json.dumps(report, indent=2))
 
