@@ -13,6 +13,7 @@ import torch
 import yaml
 from omegaconf import DictConfig
 
+from tests.conftest import SHORT_TRAINING, tiny_run_config
 from weaver.cli.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,3 +129,19 @@ def test_bad_input_gives_a_short_error(tmp_path: Path, overrides: list[str], mes
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+PRESETS = sorted(path.stem for path in (ROOT / "conf" / "generation").glob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_generation_preset_decodes_validation_and_test(preset: str, tiny_data_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_run_config(
+        [f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING, f"generation={preset}", "generation.max_new_tokens=8"],
+        tmp_path,
+    )
+    metrics, _ = train(cfg)
+    assert {"val/bleu", "test/bleu"} <= set(metrics)
+    predictions = (Path(cfg.paths.output_dir) / "test_predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 24  # one output per test source, however many were sampled

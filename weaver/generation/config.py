@@ -15,6 +15,9 @@ class GenerationConfig:
     Greedy by default; ``num_beams > 1`` selects beam search, ``do_sample=True`` selects sampling
     (``temperature`` first, then ``top_k`` and ``top_p`` filtering, drawn from a ``torch.Generator``
     seeded with ``seed`` when given). ``min_new_tokens`` forbids EOS before that many tokens.
+    ``mbr_num_samples > 0`` (with sampling) draws that many outputs per source and keeps the one that agrees most
+    with the others under ``mbr_metric`` (minimum Bayes risk decoding, `weaver.generation.mbr`), wherever outputs
+    are decoded to text: validation, test and prediction.
     """
 
     max_new_tokens: int = 64
@@ -27,6 +30,8 @@ class GenerationConfig:
     top_p: float = 1.0  # 1.0 = off
     temperature: float = 1.0
     seed: int | None = None
+    mbr_num_samples: int = 0  # 0 = off
+    mbr_metric: str = "bleu"  # or "chrf"
 
     def __post_init__(self) -> None:
         checks = [
@@ -46,6 +51,13 @@ class GenerationConfig:
                 not (self.do_sample and self.num_beams > 1),
                 "with num_beams > 1 (beam sampling) is not supported; use one or the other",
             ),
+            ("mbr_num_samples", self.mbr_num_samples >= 0, "must be >= 0 (0 = off)"),
+            (
+                "mbr_num_samples",
+                self.mbr_num_samples == 0 or self.do_sample,
+                "needs do_sample=true: minimum Bayes risk decoding chooses among sampled outputs",
+            ),
+            ("mbr_metric", self.mbr_metric in ("bleu", "chrf"), "must be 'bleu' or 'chrf'"),
         ]
         for name, ok, rule in checks:
             if not ok:

@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from weaver.data.collate import LABEL_PAD
 from weaver.generation import GenerationConfig
+from weaver.generation.mbr import UTILITIES, mbr_select
 from weaver.tasks.loss import smoothed_cross_entropy
 from weaver.tasks.samples import log_samples, pick_samples
 from weaver.utils.distributed import gather_objects
@@ -85,8 +86,21 @@ class Seq2SeqTask(LightningModule):
         return self.model(batch["input_ids"], batch["attention_mask"], decoder_input_ids)
 
     def generate_texts(self, batch: dict[str, Any]) -> list[str]:
-        tokens = self.model.generate(batch["input_ids"], batch["attention_mask"], self.generation)
-        return [text.strip() for text in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+        """One output per source; with `generation.mbr_num_samples`, the minimum-Bayes-risk choice among as many
+        samples of it."""
+        samples = self.generation.mbr_num_samples or 1
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        if samples > 1:
+            input_ids, attention_mask = (
+                input_ids.repeat_interleave(samples, 0),
+                attention_mask.repeat_interleave(samples, 0),
+            )
+        tokens = self.model.generate(input_ids, attention_mask, self.generation)
+        texts = [text.strip() for text in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+        if samples == 1:
+            return texts
+        scorer = UTILITIES[self.generation.mbr_metric]()
+        return [mbr_select(texts[start : start + samples], scorer) for start in range(0, len(texts), samples)]
 
     # ---- training ---------------------------------------------------------------------------------------
 
