@@ -41,7 +41,7 @@ def test_mbr_prefers_what_the_samples_share_over_an_outlier() -> None:
     assert mbr_select(samples, UTILITIES["bleu"]()) == "the cat sat on the mat"
 
 
-def test_samples_that_all_agree_are_returned_unscored() -> None:
+def test_samples_that_all_agree_give_that_sample() -> None:
     assert mbr_select(["same reply", "same reply"], UTILITIES["bleu"]()) == "same reply"
 
 
@@ -53,7 +53,7 @@ def test_mbr_needs_sampling_and_a_known_metric() -> None:
 
 
 class RowModel(torch.nn.Module):
-    """ "Generates" the index of each row it is asked to decode, and records the sources it was given."""
+    """Returns each row's index as its generated token, and records the sources it was given."""
 
     decoder_start_token_id = 1
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from weaver.errors import ConfigError
+from weaver.generation.mbr import UTILITIES
 
 
 @dataclass
@@ -31,7 +32,7 @@ class GenerationConfig:
     temperature: float = 1.0
     seed: int | None = None
     mbr_num_samples: int = 0  # 0 = off
-    mbr_metric: str = "bleu"  # or "chrf"
+    mbr_metric: str = "bleu"  # a key of weaver.generation.mbr.UTILITIES
 
     def __post_init__(self) -> None:
         checks = [
@@ -57,7 +58,7 @@ class GenerationConfig:
                 self.mbr_num_samples == 0 or self.do_sample,
                 "needs do_sample=true: minimum Bayes risk decoding chooses among sampled outputs",
             ),
-            ("mbr_metric", self.mbr_metric in ("bleu", "chrf"), "must be 'bleu' or 'chrf'"),
+            ("mbr_metric", self.mbr_metric in UTILITIES, "must be " + " or ".join(map(repr, UTILITIES))),
         ]
         for name, ok, rule in checks:
             if not ok:
