@@ -91,10 +91,12 @@ class Predictor:
                 hypotheses.update(zip(chunk, texts, strict=True))
         return (hypotheses[i] for i in range(len(examples)))
 
-    def reply(self, history: list[str]) -> str:
-        """The model's next turn after `history` (formatted turns, oldest first)."""
-        window = history[-self.pair_builder.max_history_turns :]
-        return next(self.generate([Example(source=self.pair_builder.turn_separator.join(window), context=window)]))
+    def reply(self, history: list[str], topic: str | None = None) -> str:
+        """The model's next turn after `history` (formatted turns, oldest first), in a conversation about `topic`
+        when the model was trained with topics (`data.pair_builder.topic_field`)."""
+        builder = self.pair_builder
+        context = ([builder.topic_token + topic.strip()] if topic else []) + history[-builder.max_history_turns :]
+        return next(self.generate([Example(source=builder.turn_separator.join(context), context=context)]))
 
     def example(self, text: str) -> Example:
         """One raw input: a source, or for dialogue a one-turn history."""

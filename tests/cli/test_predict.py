@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import sacrebleu
@@ -13,7 +14,10 @@ from tests.cli.test_pretrained_and_export import best_checkpoint
 from tests.cli.test_train import run_cli
 from tests.conftest import embedded_rows, tiny_run_config, write_jsonl
 from tests.tasks.test_dialogue_task import chitchat_slice  # noqa: F401 (a fixture)
+from weaver.cli.predict import chat
 from weaver.cli.train import train
+from weaver.data.dialogue import DialoguePairs
+from weaver.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +70,22 @@ def test_input_is_required(tmp_path: Path) -> None:
     assert result.returncode == 1 and "batch_size must be a positive integer, got 0" in result.stderr
 
 
+def test_a_topic_needs_a_model_trained_with_topics() -> None:
+    predictor = SimpleNamespace(is_dialogue=True, pair_builder=DialoguePairs())
+    with pytest.raises(ConfigError, match=r"topic= needs a dialogue checkpoint trained with topics"):
+        chat(predictor, topic="Do you have any pets?")  # type: ignore[arg-type]
+
+
 @pytest.mark.slow
-def test_chat_keeps_the_conversation(chitchat_slice: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_chat_and_conversation_files_keep_the_topic(chitchat_slice: Path, tmp_path: Path) -> None:  # noqa: F811
     cfg: DictConfig = tiny_run_config(
         [
             "task=dialogue",
             f"data.train_file={chitchat_slice}",
             "data.validation_fraction=0.1",
             "data.test_fraction=0.1",
+            "data.pair_builder.topic_field=prompt",
+            'tokenizer.extra_special_tokens=["<speaker1>","<speaker2>","<sep>","<topic>"]',
             "trainer.max_steps=4",
             "trainer.val_check_interval=2",
             "scheduler.num_warmup_steps=1",
@@ -85,9 +97,19 @@ def test_chat_keeps_the_conversation(chitchat_slice: Path, tmp_path: Path) -> No
     result = run_cli(
         f"ckpt_path={best_checkpoint(cfg)}",
         "interactive=true",
+        "topic=Do you have any pets?",
         cwd=tmp_path,
         script="predict.py",
         stdin_text="hello there\nhow are you?\n/quit\n",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sum(line.startswith("> ") for line in result.stdout.splitlines()) == 2
+    conversations = [row for row in map(json.loads, chitchat_slice.read_text().splitlines()) if row["prompt"]][:3]
+    (tmp_path / "file").mkdir()
+    rows, _ = predict_cli(
+        f"ckpt_path={best_checkpoint(cfg)}",
+        f"input_file={write_jsonl(tmp_path / 'input.jsonl', conversations)}",
+        cwd=tmp_path / "file",
+    )
+    # Every context of a conversation starts with its prompt, as in training.
+    assert rows and all(row["source"].startswith("<topic>" + conversations[0]["prompt"]) for row in rows[:2])

@@ -29,11 +29,13 @@ def conversations(count: int, length: int = 4) -> list[dict]:
     ]
 
 
-def datamodule(tmp_path: Path, rows: list[dict], builder: DialoguePairs | None = None, **kwargs) -> Seq2SeqDataModule:
+def datamodule(
+    tmp_path: Path, rows: list[dict], builder: DialoguePairs | None = None, tokens: list[str] = TOKENS, **kwargs
+) -> Seq2SeqDataModule:
     train = write_jsonl(tmp_path / "train.jsonl", rows)
     options = {"train_file": str(train), "cache_dir": str(tmp_path / "cache")}
     options.update({"validation_fraction": 0.1, "test_fraction": 0.1, **kwargs})
-    tokenizer = TrainedTokenizer(vocab_size=400, min_frequency=1, extra_special_tokens=TOKENS)
+    tokenizer = TrainedTokenizer(vocab_size=400, min_frequency=1, extra_special_tokens=tokens)
     return Seq2SeqDataModule(tokenizer, pair_builder=builder or DialoguePairs(), **options)
 
 
@@ -118,6 +120,38 @@ def test_left_truncation_drops_the_oldest_whole_turns(tmp_path: Path) -> None:
     assert checked == 1
 
 
+def test_a_topic_starts_every_context_and_survives_left_truncation(tmp_path: Path) -> None:
+    builder = DialoguePairs(max_history_turns=2, topic_field="prompt")
+    assert builder.special_tokens == [*TOKENS, "<topic>"]
+    pairs, _ = builder.conversation_pairs(turns("hi", "hello", "pets?"), topic="  Do you have <sep> pets? ")
+    assert pairs[-1] == (["<topic>Do you have pets?", "<speaker1>hi", "<speaker2>hello"], "pets?")
+    # Without a topic (missing, not text), a context is its turns alone.
+    assert builder.conversation_pairs(turns("hi", "hello"), topic=None)[0] == [(["<speaker1>hi"], "hello")]
+
+    words = " ".join(f"word{w}" for w in range(8))
+    rows = [{**row, "prompt": "what is the topic"} for row in conversations(30)]
+    rows += [{"id": "long", "prompt": "short topic", "turns": turns(*(f"turn {t} {words}" for t in range(4)))}]
+    rows += [{"id": "wordy", "prompt": " ".join(f"topic{w}" for w in range(30)), "turns": turns("a b", "c d")}]
+    options = {"validation_fraction": 0.05, "test_fraction": 0.05, "max_source_length": 32}
+    builder = DialoguePairs(max_history_turns=3, topic_field="prompt")
+    dm = datamodule(tmp_path, rows, builder, tokens=builder.special_tokens, **options)
+    dm.setup()
+    by_id = {}
+    for split in dm.datasets.values():
+        for row in split:
+            assert len(row["input_ids"]) <= 32
+            by_id.setdefault(row["conversation_id"], []).append(row)
+    for row in by_id["long"]:
+        kept = row["source"].split("<sep>")
+        # The topic stays first; the most recent whole turns follow it.
+        assert kept[0] == "<topic>short topic"
+        assert kept[1:] == row["context"][len(row["context"]) - len(kept) + 1 :]
+    assert any(row["source_truncated"] for row in by_id["long"])
+    # A topic longer than half the room gives way to the turns.
+    (wordy,) = by_id["wordy"]
+    assert wordy["source"] == "<speaker1>a b" and wordy["source_truncated"]
+
+
 def test_a_single_too_long_turn_keeps_its_end(tmp_path: Path) -> None:
     rows = conversations(30) + [{"id": "long", "turns": turns(" ".join(f"w{i}" for i in range(80)), "short answer")}]
     dm = datamodule(tmp_path, rows, max_source_length=16, validation_fraction=0.05, test_fraction=0.05)
@@ -158,6 +192,8 @@ def test_builder_options_are_checked() -> None:
         DialoguePairs(max_history_turns=0)
     with pytest.raises(ConfigError, match="speaker_tokens"):
         DialoguePairs(speaker_tokens=[])
+    with pytest.raises(ConfigError, match="topic_token must be a token without spaces"):
+        DialoguePairs(topic_field="prompt", topic_token="<the topic>")
     with pytest.raises(ConfigError, match="source_field and data.target_field"):
         Seq2SeqDataModule(TrainedTokenizer(), train_file="x.jsonl")
 

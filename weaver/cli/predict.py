@@ -23,7 +23,7 @@ from weaver.errors import ConfigError
 from weaver.inference import Example, Predictor
 
 log = logging.getLogger(__name__)
-PREDICT_KEYS = ("ckpt_path", "input_file", "input", "output_file", "interactive", "batch_size")
+PREDICT_KEYS = ("ckpt_path", "input_file", "input", "output_file", "interactive", "topic", "batch_size")
 
 
 def read_examples(cfg: DictConfig, predictor: Predictor) -> list[Example]:
@@ -52,10 +52,13 @@ def write_predictions(path: Path, examples: list[Example], hypotheses: list[str]
     log.info("Wrote %d predictions to %s", len(examples), path)
 
 
-def chat(predictor: Predictor) -> None:
-    """A conversation on the terminal; the model answers as the second speaker. `/reset` forgets, `/quit` ends."""
+def chat(predictor: Predictor, topic: str | None = None) -> None:
+    """A conversation on the terminal, about `topic` if given; the model answers as the second speaker. `/reset`
+    forgets, `/quit` ends."""
     if not predictor.is_dialogue:
         raise ConfigError("interactive=true needs a dialogue checkpoint (trained with task=dialogue).")
+    if topic and not predictor.pair_builder.topic_field:
+        raise ConfigError("topic= needs a dialogue checkpoint trained with topics (data.pair_builder.topic_field).")
     print("Chat with the model: /reset starts over, /quit (or Ctrl-D) ends.")
     history: list[str] = []
     for line in sys.stdin:
@@ -67,7 +70,7 @@ def chat(predictor: Predictor) -> None:
             continue
         if text:
             history.append(predictor.format_turn(0, text))
-            reply = predictor.reply(history)
+            reply = predictor.reply(history, topic)
             history.append(predictor.format_turn(1, reply))
             print(f"> {reply}", flush=True)
 
@@ -80,7 +83,7 @@ def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
     run = restore_run(cfg.ckpt_path, {**changes, "paths.cache_dir": cfg.paths.cache_dir})
     predictor = Predictor(run, batch_size=cfg.batch_size)
     if cfg.interactive:
-        chat(predictor)
+        chat(predictor, cfg.topic)
         return
     examples = read_examples(cfg, predictor)
     hypotheses = list(predictor.generate(examples))

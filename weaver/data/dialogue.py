@@ -62,6 +62,10 @@ class DialoguePairs:
     Speaker tokens are given by order of first appearance in each conversation (`speaker_tokens[0]` for whoever
     speaks first; with more speakers than tokens they repeat). Consecutive turns of one speaker are merged, as a
     turn is one speaker's consecutive messages. Occurrences of the special tokens inside the raw text are removed.
+
+    `topic_field` names a conversation-level text both speakers were given before it began (chitchat-dataset's
+    `prompt`, a persona, a knowledge snippet): every context then starts with it, marked by `topic_token`, and left
+    truncation never drops it while it takes at most half of `max_source_length`.
     """
 
     turns_field: str = "turns"
@@ -71,10 +75,12 @@ class DialoguePairs:
     speaker_tokens: Sequence[str] = ("<speaker1>", "<speaker2>")
     turn_separator: str = "<sep>"
     max_history_turns: int = 5
+    topic_field: str | None = None
+    topic_token: str = "<topic>"
 
     def __post_init__(self) -> None:
         self.speaker_tokens = tuple(str(token) for token in self.speaker_tokens)
-        if not self.speaker_tokens or any(not token.strip() or token != token.strip() for token in self.speaker_tokens):
+        if not self.speaker_tokens or not all(map(is_marker, self.speaker_tokens)):
             raise ConfigError(
                 f"data.pair_builder.speaker_tokens must be non-empty tokens without spaces, got {self.speaker_tokens}."
             )
@@ -83,12 +89,18 @@ class DialoguePairs:
         if self.max_history_turns < 1:
             raise ConfigError(f"data.pair_builder.max_history_turns must be >= 1, got {self.max_history_turns}.")
         self.turn_separator = str(self.turn_separator or "")
+        self.topic_token = str(self.topic_token)
+        if self.topic_field and not is_marker(self.topic_token):
+            raise ConfigError(
+                f"data.pair_builder.topic_token must be a token without spaces, got {self.topic_token!r}."
+            )
 
     @property
     def special_tokens(self) -> list[str]:
         """Markers that must stay single tokens (the tokenizer's `extra_special_tokens` must hold them)."""
         separator = self.turn_separator.strip()
-        return list(dict.fromkeys([*self.speaker_tokens, *([separator] if separator else [])]))
+        topic = [self.topic_token] if self.topic_field else []
+        return list(dict.fromkeys([*self.speaker_tokens, *([separator] if separator else []), *topic]))
 
     # ---- conversations -> pairs --------------------------------------------------------------------------
 
@@ -131,12 +143,15 @@ class DialoguePairs:
             skipped.append("single-turn conversations" if named else "conversations without usable turns")
         return named, skipped
 
-    def conversation_pairs(self, turns: Any) -> tuple[list[tuple[list[str], str]], list[str]]:
-        """`(context turns, response)` for every usable turn after the first, and the skip reasons."""
+    def conversation_pairs(self, turns: Any, topic: Any = None) -> tuple[list[tuple[list[str], str]], list[str]]:
+        """`(context, response)` for every usable turn after the first, and the skip reasons. A context is the
+        formatted topic (when there is one) and then the history window's turns."""
         named, skipped = self.conversation_turns(turns)
         formatted = [token + text for token, text in named]
+        topic_text = self.clean_text(topic) if self.topic_field and isinstance(topic, str) else ""
+        pinned = [self.topic_token + topic_text] if topic_text else []
         pairs = [
-            (formatted[max(0, index - self.max_history_turns) : index], text)
+            (pinned + formatted[max(0, index - self.max_history_turns) : index], text)
             for index, (_, text) in enumerate(named)
             if index > 0
         ]
@@ -144,7 +159,7 @@ class DialoguePairs:
 
     def build_pairs(self, dataset: Dataset, split: str) -> Dataset:
         """Columns `example_id` (0, 1, ... in conversation order), `conversation_id`, `context` (the formatted
-        history turns, oldest first), `source` (them joined) and `target` (the response)."""
+        topic, if any, then the history turns, oldest first), `source` (them joined) and `target` (the response)."""
         check_columns(dataset, split, {"pair_builder.turns_field": self.turns_field})
 
         def expand(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
@@ -153,7 +168,8 @@ class DialoguePairs:
             for row, index in zip(rows, indices, strict=True):
                 conversation_id = get_field(row, self.id_field) if self.id_field else None
                 conversation_id = str(index if conversation_id is None else conversation_id)
-                pairs, skipped = self.conversation_pairs(get_field(row, self.turns_field))
+                topic = get_field(row, self.topic_field) if self.topic_field else None
+                pairs, skipped = self.conversation_pairs(get_field(row, self.turns_field), topic)
                 # Skipped items travel as placeholder rows, so the counts survive the `datasets` cache.
                 items = [([], "", "", reason) for reason in skipped]
                 items += [(context, self.turn_separator.join(context), target, "") for context, target in pairs]
@@ -213,24 +229,27 @@ class DialoguePairs:
         self, tokenizer: PreTrainedTokenizerBase, batch: dict[str, list[Any]], max_length: int, prefix: str = ""
     ) -> dict[str, list[Any]]:
         """Token ids of each context, cut to `max_length` by dropping its oldest whole turns; only when the most
-        recent turn alone is too long is that turn cut, from the left. `source` becomes the text kept."""
-        budget = max_length - tokenizer.num_special_tokens_to_add(pair=False) - count_tokens(tokenizer, [prefix])[0]
+        recent turn alone is too long is that turn cut, from the left. A leading topic is kept ahead of the turns
+        while it takes at most half of the room. `source` becomes the text kept."""
+        room = max_length - tokenizer.num_special_tokens_to_add(pair=False) - count_tokens(tokenizer, [prefix])[0]
         separator = count_tokens(tokenizer, [self.turn_separator])[0]
         # A conversation's consecutive pairs share most of their turns: each distinct turn is counted once.
         turns = list(dict.fromkeys(turn for context in batch["context"] for turn in context))
         size = dict(zip(turns, count_tokens(tokenizer, turns), strict=True))
         sources, dropped = [], []
         for context in batch["context"]:
-            lengths = [size[turn] for turn in context]
+            topic, history = self.split_topic(context)
+            pinned = topic if topic and size[topic[0]] + separator <= room // 2 else []
+            budget = room - (size[pinned[0]] + separator if pinned else 0)
             keep, total = 0, 0
-            for length in reversed(lengths):
+            for length in reversed([size[turn] for turn in history]):
                 cost = length + (separator if keep else 0)
                 if total + cost > budget:
                     break
                 keep, total = keep + 1, total + cost
-            kept = context[len(context) - keep :] if keep else [self.cut_left(tokenizer, context[-1], budget)]
-            sources.append(self.turn_separator.join(kept))
-            dropped.append(keep < len(context))
+            kept = history[len(history) - keep :] if keep else [self.cut_left(tokenizer, history[-1], budget)]
+            sources.append(self.turn_separator.join(pinned + kept))
+            dropped.append(keep < len(history) or pinned != topic)
         inputs = tokenizer([prefix + source for source in sources], max_length=max_length, truncation=True)
         overflowing = [len(ids) >= max_length for ids in inputs["input_ids"]]
         if inputs.encodings is not None:  # fast tokenizers say exactly whether anything was cut off the end
@@ -240,6 +259,12 @@ class DialoguePairs:
             "source": sources,
             "source_truncated": [a or b for a, b in zip(dropped, overflowing, strict=True)],
         }
+
+    def split_topic(self, context: list[str]) -> tuple[list[str], list[str]]:
+        """`([topic], turns)` for a context that starts with a topic, `([], turns)` otherwise."""
+        if self.topic_field and context and context[0].startswith(self.topic_token):
+            return context[:1], context[1:]
+        return [], context
 
     def cut_left(self, tokenizer: PreTrainedTokenizerBase, turn: str, budget: int) -> str:
         """The speaker token and as much of the end of the turn's text as fits `budget` tokens."""
@@ -258,6 +283,11 @@ class DialoguePairs:
             return token
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         return token + tokenizer.decode(ids[-room:]).lstrip()
+
+
+def is_marker(token: str) -> bool:
+    """A speaker or topic marker: non-empty, no whitespace (the tokenizer keeps it as one special token)."""
+    return bool(token) and not any(character.isspace() for character in token)
 
 
 def count_tokens(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[int]:
