@@ -1,0 +1,80 @@
+"""Where a dialogue run's BLEU comes from: the n-grams of its replies that BLEU counts as matches, beside those of
+repeating the last context turn, on the same references.
+
+    python experiments/dialogue/bleu_matches.py outputs/<date>/<time>/test_predictions.jsonl
+    python experiments/dialogue/bleu_matches.py experiments/dialogue/recipe_chitchat_long/test_predictions.jsonl.gz
+
+For each n-gram order: how many n-grams each system wrote, how many BLEU matched (clipped per reply, as sacreBLEU
+counts them, on its 13a tokens), how many of the matches were copied from the last turn, and the most frequent
+matched n-grams. Corpus BLEU is the geometric mean of the four match rates, so the rare 3- and 4-gram matches
+weigh as much as the unigrams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from sacrebleu.metrics.helpers import extract_all_word_ngrams
+from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+MAX_ORDER = 4
+# Markers a dialogue source carries: speaker tokens at the start of each turn, the topic's, the separator.
+MARKER = re.compile(r"^<[^<>\s]+>")
+
+
+def last_turn(source: str, separator: str) -> str:
+    return MARKER.sub("", source.split(separator)[-1]).strip()
+
+
+def ngrams(text: str, tokenize: Tokenizer13a, order: int) -> Counter:
+    counts, _ = extract_all_word_ngrams(tokenize(text), order, order)
+    return counts
+
+
+def matches(hypotheses: list[str], references: list[str], copied_from: list[str], order: int) -> dict[str, object]:
+    tokenize = Tokenizer13a()
+    written, matched, copied = 0, Counter(), 0
+    for hypothesis, reference, turn in zip(hypotheses, references, copied_from, strict=True):
+        grams = ngrams(hypothesis, tokenize, order)
+        hits = grams & ngrams(reference, tokenize, order)
+        written += sum(grams.values())
+        matched.update(hits)
+        copied += sum((hits & ngrams(turn, tokenize, order)).values())
+    total = sum(matched.values())
+    return {"written": written, "matched": total, "copied": copied, "top": matched.most_common(8)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("predictions", type=Path, help="a run's test_predictions.jsonl (or .jsonl.gz)")
+    parser.add_argument("--separator", default="<sep>", help="the turn separator of the run's data config")
+    args = parser.parse_args()
+    opener = gzip.open if args.predictions.suffix == ".gz" else open
+    with opener(args.predictions, "rt", encoding="utf-8") as file:
+        rows = [json.loads(line) for line in file if line.strip()]
+    references = [row["reference"] for row in rows]
+    turns = [last_turn(row["source"], args.separator) for row in rows]
+    systems = {"model": [row["hypothesis"] for row in rows], "last turn": turns}
+    print(f"{len(rows)} replies from {args.predictions}")
+    print("| n | system | n-grams written | matched | match rate | matched and in the last turn |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    tops = []
+    for order in range(1, MAX_ORDER + 1):
+        for name, hypotheses in systems.items():
+            found = matches(hypotheses, references, turns, order)
+            rate = 100 * found["matched"] / max(found["written"], 1)
+            counts = f"{found['written']:,} | {found['matched']:,} | {rate:.2f}% | {found['copied']:,}"
+            print(f"| {order} | {name} | {counts} |")
+            if order >= 3:
+                tops.append((order, name, found["top"]))
+    for order, name, top in tops:
+        print(f"{order}-grams matched most often, {name}: " + "; ".join(f"{' '.join(g)} ({c})" for g, c in top))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""`experiments/dialogue/bleu_matches.py` counts BLEU's matches as sacreBLEU does."""
+
+from __future__ import annotations
+
+import pytest
+import sacrebleu
+
+from experiments.dialogue.bleu_matches import last_turn, matches
+
+HYPOTHESES = ["I don't know what you mean.", "How are you doing today?", "", "the cat sat on the mat the cat"]
+REFERENCES = ["I don't know what to say.", "I am doing well, how are you doing?", "hello", "the cat sat on a mat"]
+
+
+def test_match_rates_are_sacrebleu_precisions() -> None:
+    bleu = sacrebleu.corpus_bleu(HYPOTHESES, [REFERENCES])
+    for order in range(1, 5):
+        found = matches(HYPOTHESES, REFERENCES, REFERENCES, order)
+        assert found["written"] == bleu.totals[order - 1]
+        assert found["matched"] == bleu.counts[order - 1]
+        assert 100 * found["matched"] / found["written"] == pytest.approx(bleu.precisions[order - 1])
+        # Copied from a "last turn" equal to the reference: every match is in it.
+        assert found["copied"] == found["matched"]
+
+
+def test_last_turn_drops_the_markers_and_earlier_turns() -> None:
+    source = "<topic>Do you have pets?<sep><speaker1>I do!<sep><speaker2>What kind of pets?"
+    assert last_turn(source, "<sep>") == "What kind of pets?"
