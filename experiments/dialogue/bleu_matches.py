@@ -4,6 +4,7 @@ repeating the last context turn, on the same references.
     python experiments/dialogue/bleu_matches.py outputs/<date>/<time>/test_predictions.jsonl
     python experiments/dialogue/bleu_matches.py experiments/dialogue/recipe_chitchat_long/test_predictions.jsonl.gz
 
+The last turn is taken from the predictions' `source`, as the run kept it (cut to its `max_source_length`).
 For each n-gram order: how many n-grams each system wrote, how many BLEU matched (clipped per reply, as sacreBLEU
 counts them, on its 13a tokens), how many of the matches were copied from the last turn, and the most frequent
 matched n-grams. Corpus BLEU is the geometric mean of the four match rates, so the rare 3- and 4-gram matches
