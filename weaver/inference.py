@@ -8,7 +8,7 @@ kept whole).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from weaver.cli.instantiate import build
 from weaver.data.collate import Seq2SeqCollator
 from weaver.data.columns import check_columns, select_pairs
 from weaver.data.datamodule import ColumnPairs
+from weaver.errors import ConfigError
 from weaver.utils.hardware import compute_dtype
 
 log = logging.getLogger(__name__)
@@ -91,11 +92,18 @@ class Predictor:
                 hypotheses.update(zip(chunk, texts, strict=True))
         return (hypotheses[i] for i in range(len(examples)))
 
-    def reply(self, history: list[str], topic: str | None = None) -> str:
-        """The model's next turn after `history` (formatted turns, oldest first), in a conversation about `topic`
-        when the model was trained with topics (`data.pair_builder.topic_field`)."""
+    def topic_context(self, topic: Any) -> list[str]:
+        """The formatted topic that starts every context, as in training; `[]` for no topic."""
+        if topic is None or topic == "":
+            return []
+        if not getattr(self.pair_builder, "topic_field", None):
+            raise ConfigError("topic= needs a dialogue checkpoint trained with topics (data.pair_builder.topic_field).")
+        return self.pair_builder.format_topic(str(topic))
+
+    def reply(self, history: list[str], topic_context: Sequence[str] = ()) -> str:
+        """The model's next turn after `history` (formatted turns, oldest first), after `topic_context`."""
         builder = self.pair_builder
-        context = ([builder.topic_token + topic.strip()] if topic else []) + history[-builder.max_history_turns :]
+        context = [*topic_context, *history[-builder.max_history_turns :]]
         return next(self.generate([Example(source=builder.turn_separator.join(context), context=context)]))
 
     def example(self, text: str) -> Example:

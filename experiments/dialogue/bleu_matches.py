@@ -7,8 +7,9 @@ repeating the last context turn, on the same references.
 The last turn is taken from the predictions' `source`, as the run kept it (cut to its `max_source_length`).
 For each n-gram order: how many n-grams each system wrote, how many BLEU matched (clipped per reply, as sacreBLEU
 counts them, on its 13a tokens), how many of the matches were copied from the last turn, and the most frequent
-matched n-grams. Corpus BLEU is the geometric mean of the four match rates, so the rare 3- and 4-gram matches
-weigh as much as the unigrams.
+matched n-grams; then the share of all n-grams that also occur in the last turn, for the model and for the
+people's own replies (the references). Corpus BLEU is the geometric mean of the four match rates times the
+brevity penalty, so the rare 3- and 4-gram matches weigh as much as the unigrams.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ MARKER = re.compile(r"^<[^<>\s]+>")
 
 
 def last_turn(source: str, separator: str) -> str:
-    return MARKER.sub("", source.split(separator)[-1]).strip()
+    return MARKER.sub("", source.split(separator)[-1] if separator else source).strip()
 
 
 def ngrams(text: str, tokenize: Tokenizer13a, order: int) -> Counter:
@@ -48,6 +49,17 @@ def matches(hypotheses: list[str], references: list[str], copied_from: list[str]
         copied += sum((hits & ngrams(turn, tokenize, order)).values())
     total = sum(matched.values())
     return {"written": written, "matched": total, "copied": copied, "top": matched.most_common(8)}
+
+
+def copy_share(texts: list[str], turns: list[str], order: int) -> float:
+    """Percentage of the n-grams of `texts` that also occur in the turn each answers (clipped per text)."""
+    tokenize = Tokenizer13a()
+    written = shared = 0
+    for text, turn in zip(texts, turns, strict=True):
+        grams = ngrams(text, tokenize, order)
+        written += sum(grams.values())
+        shared += sum((grams & ngrams(turn, tokenize, order)).values())
+    return 100 * shared / max(written, 1)
 
 
 def main() -> None:
@@ -75,6 +87,9 @@ def main() -> None:
                 tops.append((order, name, found["top"]))
     for order, name, top in tops:
         print(f"{order}-grams matched most often, {name}: " + "; ".join(f"{' '.join(g)} ({c})" for g, c in top))
+    for order in range(1, MAX_ORDER + 1):
+        model, people = (copy_share(texts, turns, order) for texts in (systems["model"], references))
+        print(f"{order}-grams also in the last turn: model {model:.2f}%, references {people:.2f}%")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import sacrebleu
@@ -18,6 +17,7 @@ from weaver.cli.predict import chat
 from weaver.cli.train import train
 from weaver.data.dialogue import DialoguePairs
 from weaver.errors import ConfigError
+from weaver.inference import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +70,30 @@ def test_input_is_required(tmp_path: Path) -> None:
     assert result.returncode == 1 and "batch_size must be a positive integer, got 0" in result.stderr
 
 
-def test_a_topic_needs_a_model_trained_with_topics() -> None:
-    predictor = SimpleNamespace(is_dialogue=True, pair_builder=DialoguePairs())
+def predictor_for(builder: DialoguePairs) -> Predictor:
+    """A predictor whose generation echoes the source it was given (no model needed)."""
+    predictor = object.__new__(Predictor)
+    predictor.pair_builder = builder
+    predictor.generate = lambda examples: iter([example.source for example in examples])  # type: ignore[method-assign]
+    return predictor
+
+
+def test_chat_contexts_start_with_the_topic_as_in_training() -> None:
+    predictor = predictor_for(DialoguePairs(max_history_turns=1, topic_field="prompt"))
+    topic = predictor.topic_context("  Do you <sep> have\npets? ")
+    assert (
+        topic == DialoguePairs(topic_field="prompt").format_topic("Do you have pets?") == ["<topic>Do you have pets?"]
+    )
+    assert predictor.reply(["<speaker1>hi", "<speaker2>hello"], topic) == "<topic>Do you have pets?<sep><speaker2>hello"
+    assert predictor.topic_context(None) == predictor.topic_context("   ") == []
+    assert predictor.topic_context(42) == ["<topic>42"]  # Hydra reads topic=42 as a number
+
+
+def test_a_topic_needs_a_model_trained_with_topics(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"topic= needs a dialogue checkpoint trained with topics"):
-        chat(predictor, topic="Do you have any pets?")  # type: ignore[arg-type]
+        chat(predictor_for(DialoguePairs()), topic="Do you have any pets?")
+    result = run_cli("ckpt_path=x.ckpt", "input=hi", "topic=pets", cwd=tmp_path, script="predict.py")
+    assert result.returncode == 1 and "topic= is for interactive=true" in result.stderr
 
 
 @pytest.mark.slow

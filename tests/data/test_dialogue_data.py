@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import write_jsonl
 from weaver.data import Seq2SeqDataModule, TrainedTokenizer
 from weaver.data.dialogue import DialoguePairs, chitchat_file, chitchat_rows
-from weaver.errors import ConfigError
+from weaver.errors import ConfigError, DataError
 
 TOKENS = ["<speaker1>", "<speaker2>", "<sep>"]
 
@@ -152,6 +152,21 @@ def test_a_topic_starts_every_context_and_survives_left_truncation(tmp_path: Pat
     assert wordy["source"] == "<speaker1>a b" and wordy["source_truncated"]
 
 
+def test_conversations_without_a_topic_are_counted_and_a_wrong_topic_field_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [{**row, "prompt": "a topic" if i % 3 else None} for i, row in enumerate(conversations(30))]
+    builder = DialoguePairs(topic_field="prompt")
+    dm = datamodule(tmp_path, rows, builder, tokens=builder.special_tokens)
+    with caplog.at_level(logging.WARNING):
+        dm.setup()
+    untopical = sum(1 for split in dm.pairs().values() for row in split if row["context"][0].startswith("<speaker"))
+    counts = [int(n) for n in re.findall(r"(\d+) of \d+ pairs have no topic \('prompt' missing", caplog.text)]
+    assert untopical > 0 and sum(counts) == untopical
+    with pytest.raises(DataError, match="data.pair_builder.topic_field='promt': no column 'promt'"):
+        datamodule(tmp_path, rows, DialoguePairs(topic_field="promt"), tokens=builder.special_tokens).setup()
+
+
 def test_a_single_too_long_turn_keeps_its_end(tmp_path: Path) -> None:
     rows = conversations(30) + [{"id": "long", "turns": turns(" ".join(f"w{i}" for i in range(80)), "short answer")}]
     dm = datamodule(tmp_path, rows, max_source_length=16, validation_fraction=0.05, test_fraction=0.05)
@@ -194,6 +209,8 @@ def test_builder_options_are_checked() -> None:
         DialoguePairs(speaker_tokens=[])
     with pytest.raises(ConfigError, match="topic_token must be a token without spaces"):
         DialoguePairs(topic_field="prompt", topic_token="<the topic>")
+    with pytest.raises(ConfigError, match="must differ from the speaker tokens and the turn separator"):
+        DialoguePairs(topic_field="prompt", topic_token="<s")
     with pytest.raises(ConfigError, match="source_field and data.target_field"):
         Seq2SeqDataModule(TrainedTokenizer(), train_file="x.jsonl")
 

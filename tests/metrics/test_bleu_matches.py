@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sacrebleu
 
-from experiments.dialogue.bleu_matches import last_turn, matches
+from experiments.dialogue.bleu_matches import copy_share, last_turn, matches
 
 HYPOTHESES = ["I don't know what you mean.", "How are you doing today?", "", "the cat sat on the mat the cat"]
 REFERENCES = ["I don't know what to say.", "I am doing well, how are you doing?", "hello", "the cat sat on a mat"]
@@ -25,3 +25,8 @@ def test_match_rates_are_sacrebleu_precisions() -> None:
 def test_last_turn_drops_the_markers_and_earlier_turns() -> None:
     source = "<topic>Do you have pets?<sep><speaker1>I do!<sep><speaker2>What kind of pets?"
     assert last_turn(source, "<sep>") == "What kind of pets?"
+
+
+def test_copy_share_counts_the_ngrams_found_in_the_turn_answered() -> None:
+    assert copy_share(["a b c", "d"], ["a b", "x"], 1) == pytest.approx(50.0)
+    assert copy_share(["a b c", "d"], ["a b", "x"], 2) == pytest.approx(50.0)

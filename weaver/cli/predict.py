@@ -52,13 +52,12 @@ def write_predictions(path: Path, examples: list[Example], hypotheses: list[str]
     log.info("Wrote %d predictions to %s", len(examples), path)
 
 
-def chat(predictor: Predictor, topic: str | None = None) -> None:
+def chat(predictor: Predictor, topic: Any = None) -> None:
     """A conversation on the terminal, about `topic` if given; the model answers as the second speaker. `/reset`
     forgets, `/quit` ends."""
     if not predictor.is_dialogue:
         raise ConfigError("interactive=true needs a dialogue checkpoint (trained with task=dialogue).")
-    if topic and not predictor.pair_builder.topic_field:
-        raise ConfigError("topic= needs a dialogue checkpoint trained with topics (data.pair_builder.topic_field).")
+    topic_context = predictor.topic_context(topic)
     print("Chat with the model: /reset starts over, /quit (or Ctrl-D) ends.")
     history: list[str] = []
     for line in sys.stdin:
@@ -70,7 +69,7 @@ def chat(predictor: Predictor, topic: str | None = None) -> None:
             continue
         if text:
             history.append(predictor.format_turn(0, text))
-            reply = predictor.reply(history, topic)
+            reply = predictor.reply(history, topic_context)
             history.append(predictor.format_turn(1, reply))
             print(f"> {reply}", flush=True)
 
@@ -78,6 +77,8 @@ def chat(predictor: Predictor, topic: str | None = None) -> None:
 def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
     if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size!r}.")
+    if cfg.topic is not None and not cfg.interactive:
+        raise ConfigError("topic= is for interactive=true (a file's conversations bring their own topics).")
     if not cfg.interactive and (cfg.input is None) == (cfg.input_file is None):
         raise ConfigError('Give exactly one of input_file=<file> and input="<text>" (or interactive=true).')
     run = restore_run(cfg.ckpt_path, {**changes, "paths.cache_dir": cfg.paths.cache_dir})

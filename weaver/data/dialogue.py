@@ -64,8 +64,9 @@ class DialoguePairs:
     turn is one speaker's consecutive messages. Occurrences of the special tokens inside the raw text are removed.
 
     `topic_field` names a conversation-level text both speakers were given before it began (chitchat-dataset's
-    `prompt`, a persona, a knowledge snippet): every context then starts with it, marked by `topic_token`, and left
-    truncation never drops it while it takes at most half of `max_source_length`.
+    `prompt`, a persona or knowledge text): every context then starts with it, marked by `topic_token`, and left
+    truncation keeps it while it takes at most half of the source's room (`max_source_length` less the
+    tokenizer's special tokens and the prefix). Conversations without one (missing, empty, not text) are counted.
     """
 
     turns_field: str = "turns"
@@ -93,6 +94,14 @@ class DialoguePairs:
         if self.topic_field and not is_marker(self.topic_token):
             raise ConfigError(
                 f"data.pair_builder.topic_token must be a token without spaces, got {self.topic_token!r}."
+            )
+        others = [*self.speaker_tokens, self.turn_separator.strip()]
+        if self.topic_field and any(
+            other and (other.startswith(self.topic_token) or self.topic_token.startswith(other)) for other in others
+        ):
+            raise ConfigError(
+                f"data.pair_builder.topic_token={self.topic_token!r} must differ from the speaker tokens and the "
+                f"turn separator, and neither may start the other: {others}."
             )
 
     @property
@@ -148,8 +157,7 @@ class DialoguePairs:
         formatted topic (when there is one) and then the history window's turns."""
         named, skipped = self.conversation_turns(turns)
         formatted = [token + text for token, text in named]
-        topic_text = self.clean_text(topic) if self.topic_field and isinstance(topic, str) else ""
-        pinned = [self.topic_token + topic_text] if topic_text else []
+        pinned = self.format_topic(topic)
         pairs = [
             (pinned + formatted[max(0, index - self.max_history_turns) : index], text)
             for index, (_, text) in enumerate(named)
@@ -157,10 +165,17 @@ class DialoguePairs:
         ]
         return pairs, skipped
 
+    def format_topic(self, topic: Any) -> list[str]:
+        """`[topic_token + text]` for a usable topic, `[]` without `topic_field` or for a missing, empty or
+        non-text one."""
+        text = self.clean_text(topic) if self.topic_field and isinstance(topic, str) else ""
+        return [self.topic_token + text] if text else []
+
     def build_pairs(self, dataset: Dataset, split: str) -> Dataset:
         """Columns `example_id` (0, 1, ... in conversation order), `conversation_id`, `context` (the formatted
         topic, if any, then the history turns, oldest first), `source` (them joined) and `target` (the response)."""
-        check_columns(dataset, split, {"pair_builder.turns_field": self.turns_field})
+        topic = {"pair_builder.topic_field": self.topic_field} if self.topic_field else {}
+        check_columns(dataset, split, {"pair_builder.turns_field": self.turns_field, **topic})
 
         def expand(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
             out: dict[str, list[Any]] = {name: [] for name in PAIR_FEATURES}
@@ -221,6 +236,16 @@ class DialoguePairs:
         if skipped:
             details = ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
             log.warning("%s split: skipped %s.", split, details)
+        if self.topic_field:
+            untopical = sum(not self.split_topic(context)[0] for context in kept["context"])
+            if untopical:
+                log.warning(
+                    "%s split: %d of %d pairs have no topic ('%s' missing, empty or not text in their conversation).",
+                    split,
+                    untopical,
+                    len(kept),
+                    self.topic_field,
+                )
         return kept.select_columns(["example_id", "conversation_id", "context", "source", "target"])
 
     # ---- contexts -> token ids ---------------------------------------------------------------------------
