@@ -105,7 +105,6 @@ def test_chat_and_conversation_files_keep_the_topic(chitchat_slice: Path, tmp_pa
             "data.validation_fraction=0.1",
             "data.test_fraction=0.1",
             "data.pair_builder.topic_field=prompt",
-            'tokenizer.extra_special_tokens=["<speaker1>","<speaker2>","<sep>","<topic>"]',
             "trainer.max_steps=4",
             "trainer.val_check_interval=2",
             "scheduler.num_warmup_steps=1",

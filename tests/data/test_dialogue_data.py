@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import write_jsonl
 from weaver.data import Seq2SeqDataModule, TrainedTokenizer
 from weaver.data.dialogue import DialoguePairs, chitchat_file, chitchat_rows
+from weaver.data.tokenizer import GivenTokenizer
 from weaver.errors import ConfigError, DataError
 
 TOKENS = ["<speaker1>", "<speaker2>", "<sep>"]
@@ -133,9 +134,11 @@ def test_a_topic_starts_every_context_and_survives_left_truncation(tmp_path: Pat
     rows += [{"id": "long", "prompt": "short topic", "turns": turns(*(f"turn {t} {words}" for t in range(4)))}]
     rows += [{"id": "wordy", "prompt": " ".join(f"topic{w}" for w in range(30)), "turns": turns("a b", "c d")}]
     options = {"validation_fraction": 0.05, "test_fraction": 0.05, "max_source_length": 32}
-    builder = DialoguePairs(max_history_turns=3, topic_field="prompt")
-    dm = datamodule(tmp_path, rows, builder, tokens=builder.special_tokens, **options)
+    # The topic marker joins the configured special tokens by itself.
+    dm = datamodule(tmp_path, rows, DialoguePairs(max_history_turns=3, topic_field="prompt"), **options)
     dm.setup()
+    assert dm.tokenizer.convert_ids_to_tokens(dm.tokenizer("<topic>short topic")["input_ids"])[0] == "<topic>"
+    assert dm.tokenizer_source.extra_special_tokens == [*TOKENS, "<topic>"]
     by_id = {}
     for split in dm.datasets.values():
         for row in split:
@@ -185,15 +188,19 @@ def test_markers_are_single_special_tokens_dropped_when_decoding(tmp_path: Path)
     assert tokenizer.convert_ids_to_tokens(ids[0]) == "<speaker1>"
     assert [tokenizer.convert_ids_to_tokens(i) for i in ids].count("<sep>") == 1
     assert tokenizer.decode(ids, skip_special_tokens=True).split() == ["conversation", "3", "turn", "2"]
-    # Without them in tokenizer.extra_special_tokens, the data module says what to set.
+    # Not configured, they join a tokenizer to be trained by themselves ...
+    options = {"pair_builder": DialoguePairs(), "train_file": str(tmp_path / "train.jsonl")}
     plain = Seq2SeqDataModule(
-        TrainedTokenizer(vocab_size=400, min_frequency=1),
-        pair_builder=DialoguePairs(),
-        train_file=str(tmp_path / "train.jsonl"),
-        cache_dir=str(tmp_path / "cache"),
+        TrainedTokenizer(vocab_size=400, min_frequency=1), cache_dir=str(tmp_path / "c"), **options
     )
+    assert plain.tokenizer.convert_ids_to_tokens(plain.tokenizer("<speaker1>hi")["input_ids"])[0] == "<speaker1>"
+    # ... but a tokenizer built already that splits them is an error that says what to set.
+    without = TrainedTokenizer(vocab_size=400, min_frequency=1).build(
+        lambda: iter([["hello there", "<speaker1> general kenobi"]]), "no-markers", str(tmp_path / "t")
+    )
+    given = Seq2SeqDataModule(GivenTokenizer(without), cache_dir=str(tmp_path / "g"), **options)
     with pytest.raises(ConfigError, match=r"'<speaker1>'.*tokenizer.extra_special_tokens"):
-        _ = plain.tokenizer
+        _ = given.tokenizer
 
 
 def test_tokenized_splits_are_found_again_in_the_same_process(tmp_path: Path) -> None:

@@ -171,9 +171,22 @@ class Seq2SeqDataModule(LightningDataModule):
                     rows = train[start : start + 1000]
                     yield rows["source"] + rows["target"]
 
+            self.add_data_markers()
             self._tokenizer = self.tokenizer_source.build(texts, train._fingerprint, self.hparams.cache_dir)
             self.check_special_tokens(self._tokenizer)
         return self._tokenizer
+
+    def add_data_markers(self) -> None:
+        """The pair builder's markers (speaker, separator and topic tokens) join the special tokens of a tokenizer
+        still to be trained or loaded, after the configured ones, so a data option that adds a marker needs no
+        tokenizer override. A tokenizer given already (a checkpoint's) is left as it is."""
+        configured = getattr(self.tokenizer_source, "extra_special_tokens", None)
+        if configured is None:
+            return
+        missing = [token for token in getattr(self.pair_builder, "special_tokens", ()) if token not in configured]
+        if missing:
+            self.tokenizer_source.extra_special_tokens = [*configured, *missing]
+            log.info("Data markers %s join tokenizer.extra_special_tokens.", missing)
 
     def check_special_tokens(self, tokenizer: PreTrainedTokenizerBase) -> None:
         for token in getattr(self.pair_builder, "special_tokens", ()):

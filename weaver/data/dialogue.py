@@ -106,7 +106,7 @@ class DialoguePairs:
 
     @property
     def special_tokens(self) -> list[str]:
-        """Markers that must stay single tokens (the tokenizer's `extra_special_tokens` must hold them)."""
+        """Markers that must stay single tokens (the data module adds them to the tokenizer's special tokens)."""
         separator = self.turn_separator.strip()
         topic = [self.topic_token] if self.topic_field else []
         return list(dict.fromkeys([*self.speaker_tokens, *([separator] if separator else []), *topic]))
