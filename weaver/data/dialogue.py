@@ -66,7 +66,8 @@ class DialoguePairs:
     `topic_field` names a conversation-level text both speakers were given before it began (chitchat-dataset's
     `prompt`, a persona or knowledge text): every context then starts with it, marked by `topic_token`, and left
     truncation keeps it while it takes at most half of the source's room (`max_source_length` less the
-    tokenizer's special tokens and the prefix). Conversations without one (missing, empty, not text) are counted.
+    tokenizer's special tokens and the prefix). Pairs whose conversation has none (missing, empty, not text)
+    are counted in the log.
     """
 
     turns_field: str = "turns"
