@@ -3,9 +3,11 @@
     python experiments/baselines.py task=translation     # copy: the English source as the German output
     python experiments/baselines.py task=summarization   # lead: the document's first sentence
     python experiments/baselines.py task=dialogue        # last turn: repeat the context's last turn
+    python experiments/baselines.py task=dialogue constant="What about you?"   # one fixed output for every example
 
-Any data override a training run takes works here too (e.g. `data.data_dir=...`); `split=validation` scores the
-validation split. Prints the scores as JSON.
+A constant output shows what a metric gives for writing nothing specific to the input. Any data override a training
+run takes works here too (e.g. `data.data_dir=...`); `split=validation` scores the validation split. Prints the
+scores as JSON.
 """
 
 from __future__ import annotations
@@ -53,15 +55,25 @@ def baseline_for(task_name: str, cfg: Any) -> tuple[str, Callable[[dict[str, Any
     raise SystemExit(f"Error: no baseline for task '{task_name}'.")
 
 
+def pop_option(overrides: list[str], key: str) -> tuple[str | None, list[str]]:
+    """The value of this script's own `key=...` (None when absent) and the overrides left for Hydra."""
+    prefix = f"{key}="
+    value = next((o[len(prefix) :] for o in overrides if o.startswith(prefix)), None)
+    return value, [o for o in overrides if not o.startswith(prefix)]
+
+
 def main(overrides: list[str]) -> None:
     register_resolvers()
-    split = next((o.split("=", 1)[1] for o in overrides if o.startswith("split=")), "test")
-    overrides = [o for o in overrides if not o.startswith("split=")]
+    split, overrides = pop_option(overrides, "split")
+    constant, overrides = pop_option(overrides, "constant")
+    split = split or "test"
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = "."  # nothing is written
     name, predict, scores_of = baseline_for(cfg.task_name, cfg)
+    if constant is not None:
+        name, predict = f"constant: {constant}", lambda row: constant
     datamodule = build(cfg.data, "data", tokenizer=None, cache_dir=cfg.paths.cache_dir)
     rows = list(datamodule.pairs()[split])
     scores, signatures = scores_of([predict(row) for row in rows], [row["target"] for row in rows])

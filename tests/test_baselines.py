@@ -1,0 +1,35 @@
+"""`experiments/baselines.py` scores a fixed output with the task's own metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sacrebleu
+
+from experiments.baselines import main, pop_option
+from tests.conftest import FIXTURE_SIZES, embedded_rows
+
+
+def test_pop_option_takes_the_scripts_own_key_and_leaves_the_rest_for_hydra() -> None:
+    value, rest = pop_option(["task=dialogue", "constant=What about you?", "split=validation"], "constant")
+    assert value == "What about you?"
+    assert rest == ["task=dialogue", "split=validation"]
+    assert pop_option(["task=dialogue"], "constant") == (None, ["task=dialogue"])
+
+
+def test_constant_baseline_scores_one_text_for_every_example(
+    tiny_data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    constant = "Treiber für LibreOffice"
+    main(["task=translation", f"data.data_dir={tiny_data_dir}", "split=validation", f"constant={constant}"])
+    report = json.loads(capsys.readouterr().out)
+
+    references = [row["de"] for row in embedded_rows("ddtp_en_de", "validation", FIXTURE_SIZES["validation"])]
+    hypotheses = [constant] * len(references)
+    assert report["baseline"] == f"constant: {constant}"
+    assert report["examples"] == len(references)
+    assert report["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score)
+    assert report["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [references]).score)
+    assert report["chrf"] > 0
