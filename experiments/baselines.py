@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import open_dict
 
 from weaver.cli.config import config_dir, register_resolvers
@@ -67,8 +68,11 @@ def main(overrides: list[str]) -> None:
     split, overrides = pop_option(overrides, "split")
     constant, overrides = pop_option(overrides, "constant")
     split = split or "test"
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    try:
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            cfg = compose("train", overrides=overrides)
+    except HydraException as error:  # a bad override: Hydra's message, which names it, without the traceback
+        raise SystemExit(f"Error: {error}") from None
     with open_dict(cfg):
         cfg.paths.output_dir = "."  # nothing is written
     name, predict, scores_of = baseline_for(cfg.task_name, cfg)

@@ -33,3 +33,8 @@ def test_constant_baseline_scores_one_text_for_every_example(
     assert report["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score)
     assert report["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [references]).score)
     assert report["chrf"] > 0
+
+
+def test_a_bad_override_is_named_without_a_traceback() -> None:
+    with pytest.raises(SystemExit, match="Could not find 'task/dialog'"):
+        main(["task=dialog"])
