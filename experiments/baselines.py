@@ -79,7 +79,10 @@ def main(overrides: list[str]) -> None:
     if constant is not None:
         name, predict = f"constant: {constant}", lambda row: constant
     datamodule = build(cfg.data, "data", tokenizer=None, cache_dir=cfg.paths.cache_dir)
-    rows = list(datamodule.pairs()[split])
+    pairs = datamodule.pairs()
+    if split not in pairs:
+        raise SystemExit(f"Error: split='{split}' is not one of this data's splits: {', '.join(pairs)}.")
+    rows = list(pairs[split])
     scores, signatures = scores_of([predict(row) for row in rows], [row["target"] for row in rows])
     report = {"task": cfg.task_name, "baseline": name, "split": split, "examples": len(rows), **scores}
     print(json.dumps({**report, "signatures": signatures}, indent=2))

@@ -38,3 +38,8 @@ def test_constant_baseline_scores_one_text_for_every_example(
 def test_a_bad_override_is_named_without_a_traceback() -> None:
     with pytest.raises(SystemExit, match="Could not find 'task/dialog'"):
         main(["task=dialog"])
+
+
+def test_an_unknown_split_is_named_with_the_ones_there_are(tiny_data_dir: Path) -> None:
+    with pytest.raises(SystemExit, match="split='dev' is not one of this data's splits: train, validation, test"):
+        main(["task=translation", f"data.data_dir={tiny_data_dir}", "split=dev"])
