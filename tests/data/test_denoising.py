@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import write_jsonl
 from weaver.data import Seq2SeqDataModule, TrainedTokenizer
 from weaver.data.denoising import TextInfilling, word_starts
+from weaver.data.tokenizer import GivenTokenizer
 from weaver.errors import ConfigError
 
 WORDS = [f"word{i}" for i in range(19)]
@@ -74,9 +75,20 @@ def test_training_split_gains_corrupted_copies_to_reconstruct(tmp_path: Path) ->
     assert again["train"]["input_ids"] == train["input_ids"]
 
 
-def test_mask_token_must_be_a_special_token(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"mask_token='<mask>'.*tokenizer.extra_special_tokens"):
-        datamodule(tmp_path, TextInfilling(), special=()).tokenized_splits()
+def test_mask_token_joins_a_trained_tokenizers_special_tokens(tmp_path: Path) -> None:
+    data = datamodule(tmp_path, TextInfilling(), special=())
+    data.tokenized_splits()
+    assert data.tokenizer_source.extra_special_tokens == ["<mask>"]
+    assert "<mask>" in data.tokenizer.all_special_tokens
+    assert data.tokenizer("a <mask> b", add_special_tokens=False).tokens().count("<mask>") == 1
+
+
+def test_a_given_tokenizer_without_the_mask_token_is_refused(tmp_path: Path) -> None:
+    trained = datamodule(tmp_path / "plain", None, special=()).tokenizer
+    data = datamodule(tmp_path / "given", TextInfilling(), special=())
+    data.tokenizer_source = GivenTokenizer(trained)
+    with pytest.raises(ConfigError, match=r"mask_token='<mask>' is not a special token"):
+        data.tokenized_splits()
 
 
 @pytest.mark.parametrize(

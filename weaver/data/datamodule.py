@@ -177,13 +177,15 @@ class Seq2SeqDataModule(LightningDataModule):
         return self._tokenizer
 
     def add_data_markers(self) -> None:
-        """The pair builder's markers (speaker, separator and topic tokens) join the special tokens of a tokenizer
-        still to be trained or loaded, after the configured ones, so a data option that adds a marker needs no
-        tokenizer override. A tokenizer given already (a checkpoint's) is left as it is."""
+        """The pair builder's markers (speaker, separator and topic tokens) and the denoising mask token join the
+        special tokens of a tokenizer still to be trained or loaded, after the configured ones, so a data option
+        that adds a marker needs no tokenizer override. A tokenizer given already (a checkpoint's) is left as it
+        is."""
         configured = getattr(self.tokenizer_source, "extra_special_tokens", None)
         if configured is None:
             return
-        missing = [token for token in getattr(self.pair_builder, "special_tokens", ()) if token not in configured]
+        markers = [*getattr(self.pair_builder, "special_tokens", ()), *getattr(self.denoising, "special_tokens", ())]
+        missing = [token for token in markers if token not in configured]
         if missing:
             self.tokenizer_source.extra_special_tokens = [*configured, *missing]
             log.info("Data markers %s join tokenizer.extra_special_tokens.", missing)

@@ -55,8 +55,9 @@ class TextInfilling:
     word each, and each span becomes one `mask_token`, so the model must also tell how many words are missing.
 
     The original text is cut to the shorter of `data.max_source_length` and `data.max_target_length` tokens first,
-    so the corrupted source and its target cover the same words. `mask_token` must be one of the tokenizer's
-    special tokens (`tokenizer.extra_special_tokens` for a trained one; BART's own is `<mask>`).
+    so the corrupted source and its target cover the same words. `mask_token` joins the special tokens of a
+    tokenizer the run trains or loads (the data module adds it; BART's own is `<mask>`); a tokenizer given with a
+    checkpoint must have it already.
     """
 
     copies: int = 1
@@ -80,8 +81,8 @@ class TextInfilling:
     def mask_token_id(self, tokenizer: PreTrainedTokenizerBase) -> int:
         if self.mask_token not in tokenizer.all_special_tokens:
             raise ConfigError(
-                f"data.denoising.mask_token='{self.mask_token}' is not a special token of the tokenizer: add it to "
-                f"tokenizer.extra_special_tokens (or name the tokenizer's own mask token)."
+                f"data.denoising.mask_token='{self.mask_token}' is not a special token of the tokenizer (a "
+                f"checkpoint's tokenizer keeps the special tokens it was trained with): name one of its own."
             )
         return tokenizer.convert_tokens_to_ids(self.mask_token)
 
