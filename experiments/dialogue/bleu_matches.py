@@ -5,7 +5,8 @@ repeating the last context turn, on the same references.
     python experiments/dialogue/bleu_matches.py experiments/dialogue/recipe_chitchat_long/test_predictions.jsonl.gz
 
 The last turn is taken from the predictions' `source`, as the run kept it (cut to its `max_source_length`).
-For each n-gram order: how many n-grams each system wrote, how many BLEU matched (clipped per reply, as sacreBLEU
+First each system's corpus BLEU, with a third system that writes the model's reply and then the whole last turn;
+then, for each n-gram order: how many n-grams each system wrote, how many BLEU matched (clipped per reply, as sacreBLEU
 counts them, on its 13a tokens), how many of the matches were copied from the last turn, and the most frequent
 matched n-grams; then the share of all n-grams that also occur in the last turn, for the model and for the
 people's own replies (the references). Corpus BLEU is the geometric mean of the four match rates times the
@@ -21,6 +22,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from sacrebleu.metrics import BLEU
 from sacrebleu.metrics.helpers import extract_all_word_ngrams
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
@@ -72,8 +74,16 @@ def main() -> None:
         rows = [json.loads(line) for line in file if line.strip()]
     references = [row["reference"] for row in rows]
     turns = [last_turn(row["source"], args.separator) for row in rows]
-    systems = {"model": [row["hypothesis"] for row in rows], "last turn": turns}
+    replies = [row["hypothesis"] for row in rows]
+    # The third system writes both: all of the last turn's n-grams beside the model's, at about twice the length.
+    systems = {
+        "model": replies,
+        "last turn": turns,
+        "model, then last turn": [f"{r} {t}" for r, t in zip(replies, turns, strict=True)],
+    }
     print(f"{len(rows)} replies from {args.predictions}")
+    for name, hypotheses in systems.items():
+        print(f"{name}: {BLEU().corpus_score(hypotheses, [references])}")
     print("| n | system | n-grams written | matched | match rate | matched and in the last turn |")
     print("| --- | --- | --- | --- | --- | --- |")
     tops = []
