@@ -1,7 +1,8 @@
 """Lightning callbacks of the platform (the stock ones are configured in conf/callbacks/)."""
 
+from weaver.callbacks.ema import ExponentialMovingAverage
 from weaver.callbacks.preemption import CheckpointOnPreemption
 from weaver.callbacks.run_config import RunConfigInCheckpoint
 from weaver.callbacks.throughput import ThroughputMonitor
 
-__all__ = ["CheckpointOnPreemption", "RunConfigInCheckpoint", "ThroughputMonitor"]
+__all__ = ["CheckpointOnPreemption", "ExponentialMovingAverage", "RunConfigInCheckpoint", "ThroughputMonitor"]
