@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tests.cli.test_pretrained_and_export import best_checkpoint
 from tests.cli.test_train import run_cli
+from tests.conftest import FIXTURE_SIZES
 from weaver.cli.overrides import changed_values
 from weaver.cli.train import train
 
@@ -45,6 +46,8 @@ def test_eval_takes_data_and_generation_overrides(train_config: DictConfig, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs" / "eval").glob("*/*")
     assert {"val/bleu", "val/loss"} <= set(json.loads((run_dir / "metrics.json").read_text())["metrics"])
+    predictions = (run_dir / "validation_predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == FIXTURE_SIZES["validation"]  # every example, not the validation-time subset
     config = OmegaConf.load(run_dir / "run_config.yaml")
     assert config.generation.num_beams == 1 and config.data.eval_batch_size == 5
     assert config.model.d_model == 64  # the rest is the checkpoint's own

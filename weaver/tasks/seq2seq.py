@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torchmetrics import SumMetric
@@ -201,18 +202,25 @@ class Seq2SeqTask(LightningModule):
             step = self.trainer.global_step
             samples = pick_samples(records, self.num_samples, seed=step)
             log_samples(samples, Path(self.samples_dir), step, self.trainer.loggers)
+        # A standalone `trainer.validate` (eval.py split=validation) keeps its predictions, as a test does; the
+        # validations inside `fit` keep samples only.
+        if self.trainer.state.fn == TrainerFn.VALIDATING:
+            self.write_predictions(records, "validation")
 
     def on_test_epoch_end(self) -> None:
-        records = self.evaluation_epoch_end("test")
-        if self.predictions_file and self.trainer.is_global_zero:
-            path = Path(self.predictions_file)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w", encoding="utf-8") as file:
-                for record in records:
-                    file.write(json.dumps(record, ensure_ascii=False) + "\n")
-            log.info("Wrote %d test predictions to %s", len(records), path)
+        self.write_predictions(self.evaluation_epoch_end("test"), "test")
         for name, signature in self.metric_signatures.items():
             log.info("%s signature: %s", name, signature)
+
+    def write_predictions(self, records: list[dict[str, Any]], split: str) -> None:
+        if not self.predictions_file or not self.trainer.is_global_zero:
+            return
+        path = Path(self.predictions_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as file:
+            for record in records:
+                file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        log.info("Wrote %d %s predictions to %s", len(records), split, path)
 
     def score(self, hypotheses: list[str], references: list[str], sources: list[str]) -> dict[str, float]:
         """Corpus-level metrics of the task; the first one is shown in the progress bar."""
