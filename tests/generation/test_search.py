@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from weaver.errors import ConfigError
 from weaver.generation import (
     GenerationConfig,
+    ban_repeated_ngrams_,
     beam_search,
     filter_logits,
     generate,
     greedy_search,
-    repeated_ngram_mask,
 )
 from weaver.models import WeaverModel, build_weaver
 
@@ -248,12 +248,17 @@ def test_beam_search_rows_do_not_interact(copy_model):
 # --- n-gram blocking and sampling -----------------------------------------------------------------
 
 
-def test_repeated_ngram_mask():
+def test_ban_repeated_ngrams_():
     tokens = torch.tensor([[1, 5, 6, 7, 5], [1, 5, 5, 5, 5]])
-    banned = repeated_ngram_mask(tokens, 2, 10)
-    assert banned[0].nonzero().flatten().tolist() == [6]  # "5 6" exists, the next token follows a 5
-    assert banned[1].nonzero().flatten().tolist() == [5]
-    assert not repeated_ngram_mask(tokens[:, :2], 3, 10).any()
+    scores = torch.arange(20.0).view(2, 10)
+    ban_repeated_ngrams_(scores, tokens, 2)
+    assert scores[0].isneginf().nonzero().flatten().tolist() == [6]  # "5 6" exists, the next token follows a 5
+    assert scores[1].isneginf().nonzero().flatten().tolist() == [5]  # "5 5" several times: banned once
+    kept = scores.isfinite()
+    assert torch.equal(scores[kept], torch.arange(20.0).view(2, 10)[kept])  # every other score as it was
+    unchanged = scores.clone()
+    ban_repeated_ngrams_(scores, tokens[:, :2], 3)  # shorter than n: nothing to repeat
+    assert torch.equal(scores, unchanged)
 
 
 @pytest.mark.parametrize("extra", [{}, {"num_beams": 3}, {"do_sample": True, "seed": 0}])

@@ -3,21 +3,21 @@
 from weaver.generation.config import GenerationConfig
 from weaver.generation.search import (
     Seq2SeqModel,
+    ban_repeated_ngrams_,
     beam_search,
     filter_logits,
     generate,
     greedy_search,
-    repeated_ngram_mask,
     sample,
 )
 
 __all__ = [
     "GenerationConfig",
     "Seq2SeqModel",
+    "ban_repeated_ngrams_",
     "beam_search",
     "filter_logits",
     "generate",
     "greedy_search",
-    "repeated_ngram_mask",
     "sample",
 ]

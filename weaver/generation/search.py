@@ -220,15 +220,19 @@ def _ban_tokens_(scores: Tensor, tokens: Tensor, step: int, config: GenerationCo
     if step < config.min_new_tokens:
         scores[:, eos] = NEG_INF
     if config.no_repeat_ngram_size > 0:
-        scores.masked_fill_(repeated_ngram_mask(tokens, config.no_repeat_ngram_size, scores.size(-1)), NEG_INF)
+        ban_repeated_ngrams_(scores, tokens, config.no_repeat_ngram_size)
 
 
-def repeated_ngram_mask(tokens: Tensor, n: int, vocab_size: int) -> Tensor:
-    """Bool (B, V): True where the next token would repeat an n-gram already in ``tokens`` (B, L)."""
-    banned = torch.zeros(tokens.size(0), vocab_size, device=tokens.device)
+def ban_repeated_ngrams_(scores: Tensor, tokens: Tensor, n: int) -> None:
+    """Set to -inf, in place, the next-token scores (B, V) that would repeat an n-gram already in ``tokens`` (B, L).
+
+    One write per earlier n-gram of each row (-inf where its first n - 1 tokens are the row's last n - 1, +inf,
+    which ``amin`` ignores, elsewhere) rather than a (B, V) mask: at 16 beams over 8,000 tokens the mask's
+    allocation alone took a tenth of beam search's time."""
     if tokens.size(1) < n:
-        return banned.bool()
+        return
     ngrams = tokens.unfold(1, n, 1)  # (B, L - n + 1, n)
     prefix = tokens[:, tokens.size(1) - n + 1 :]  # the n - 1 tokens the next one would extend
     matches = (ngrams[:, :, :-1] == prefix[:, None]).all(-1)
-    return banned.scatter_add_(1, ngrams[:, :, -1], matches.float()) > 0
+    values = torch.full(matches.shape, float("inf"), dtype=scores.dtype, device=scores.device)
+    scores.scatter_reduce_(1, ngrams[:, :, -1], values.masked_fill_(matches, NEG_INF), "amin")
