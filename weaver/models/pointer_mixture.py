@@ -71,9 +71,13 @@ class _PointerMixture(torch.autograd.Function):
         return grad_logits, grad_gate, grad_copied, None, None, None
 
 
+@torch.compiler.disable
 def pointer_mixture(logits: Tensor, gate: Tensor, copied: Tensor, ids: Tensor, real: Tensor, unique: Tensor) -> Tensor:
     """Float32 log-probabilities (R, V) of the mixture, for R rows: `logits` (R, V) in any float dtype; `gate`
     (R, 1) float32, logit of P(generate); per source position (R, S): `copied` the copy probability of its token
     (summed over the token's positions), `ids` its token id, `real` False on padding, `unique` True at each token's
-    first position."""
+    first position.
+
+    Runs eagerly under `torch.compile` (`task.compile=true`): traced, its loop over chunks of rows would be unrolled
+    into one generated C++ function per batch shape, tens of thousands of lines that took the compiler minutes."""
     return _PointerMixture.apply(logits, gate, copied, ids, real, unique)
