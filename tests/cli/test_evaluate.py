@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from tests.cli.test_pretrained_and_export import best_checkpoint
 from tests.cli.test_train import run_cli
 from tests.conftest import FIXTURE_SIZES
-from weaver.cli.overrides import changed_values
+from weaver.cli.overrides import changed_values, named_values
 from weaver.cli.train import train
 
 
@@ -19,6 +19,14 @@ def test_changed_values_are_the_leaves_that_differ() -> None:
     before = {"data": {"max_tokens": 1200, "source_prefix": ""}, "generation": {"num_beams": 4}}
     after = {"data": {"max_tokens": 1200, "source_prefix": "x"}, "generation": {"num_beams": 1}, "new": {"a": 1}}
     assert changed_values(before, after) == {"data.source_prefix": "x", "generation.num_beams": 1, "new": {"a": 1}}
+
+
+def test_values_set_by_name_count_even_at_their_default() -> None:
+    """`eval.py generation.num_beams=1` on a beam-search checkpoint: 1 is the default config's value, so only
+    naming it tells the tool to change the checkpoint's."""
+    after = {"generation": {"num_beams": 1, "max_new_tokens": 64}, "seed": 3, "data": {"max_tokens": None}}
+    overrides = ["generation.num_beams=1", "+seed=3", "generation=greedy", "~data.max_tokens", "data.max_tokens=null"]
+    assert named_values(after, overrides) == {"generation.num_beams": 1, "seed": 3, "data.max_tokens": None}
 
 
 @pytest.mark.slow

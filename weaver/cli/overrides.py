@@ -28,13 +28,31 @@ def changed_values(before: Any, after: Any, prefix: str = "") -> dict[str, Any]:
     return {} if before == after else {prefix.rstrip("."): after}
 
 
+def named_values(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """{dotted key: its value in `config`} for each value an override sets by name (`generation.num_beams=1`,
+    `seed=3`), whether or not it differs from the default: the checkpoint's own value may not be the default.
+    Group choices (`generation=greedy`) and deletions are left to `changed_values`."""
+    named: dict[str, Any] = {}
+    for override in overrides:
+        if override.startswith("~") or "=" not in override:
+            continue
+        key = override.split("=", 1)[0].lstrip("+")
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is not _ABSENT and not isinstance(node, dict):
+            named[key] = node
+    return named
+
+
 def command_line_changes(overrides: Sequence[str], own_keys: Sequence[str]) -> dict[str, Any]:
     """What `overrides` (less the tool's `own_keys`) change in the default training config, compared unresolved
-    so interpolations survive. Needs an initialised Hydra (inside a `@hydra.main` app)."""
+    so interpolations survive, plus every value they set by name. Needs an initialised Hydra (inside a
+    `@hydra.main` app)."""
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in own_keys]
     before = OmegaConf.to_container(compose(config_name="train"), resolve=False)
     after = OmegaConf.to_container(compose(config_name="train", overrides=kept), resolve=False)
-    return changed_values(before, after)
+    return {**changed_values(before, after), **named_values(after, kept)}
 
 
 def checkpoint_tool(
