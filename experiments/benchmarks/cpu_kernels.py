@@ -5,7 +5,9 @@ bf16 as in training; the two sides of each run alternately in this process and r
 - attention: the written-out attention of `weaver.models.weaver.attention` against SDPA, at several key counts;
 - dropout: `weaver.models.weaver.Dropout` against `F.dropout`;
 - pointer mixture: copy attention's chunked output distribution (`weaver.models.pointer_mixture`) against the same
-  mixture written with whole-matrix tensor operations.
+  mixture written with whole-matrix tensor operations;
+- n-gram blocking, a decoding step (float32 scores, no backward): `weaver.generation.ban_repeated_ngrams_` against
+  a (rows, vocabulary) mask of the banned tokens applied with `masked_fill_`.
 
     python -m experiments.benchmarks.cpu_kernels [--repeats 10]
 """
@@ -21,6 +23,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from weaver.generation import ban_repeated_ngrams_
 from weaver.models.pointer_mixture import pointer_mixture
 from weaver.models.weaver import Dropout, attention
 from weaver.tasks.loss import smoothed_cross_entropy
@@ -103,6 +106,29 @@ def mixture(repeats: int, rows: int = 2000, vocabulary: int = 8000, source: int 
     return {"logits": [rows, vocabulary], "source_tokens": source, **median_ms(steps, repeats)}
 
 
+def dense_ngram_ban(scores: torch.Tensor, tokens: torch.Tensor, n: int) -> None:
+    """The banned next tokens marked in a (rows, vocabulary) mask, then filled with -inf."""
+    ngrams = tokens.unfold(1, n, 1)
+    matches = (ngrams[:, :, :-1] == tokens[:, tokens.size(1) - n + 1 :][:, None]).all(-1)
+    banned = torch.zeros(scores.shape).scatter_add_(1, ngrams[:, :, -1], matches.float()) > 0
+    scores.masked_fill_(banned, float("-inf"))
+
+
+def ngram_ban(repeats: int, rows: int = 3200, vocabulary: int = 8000, length: int = 30, n: int = 3) -> dict:
+    """One beam-search step's trigram blocking: 200 sources x 16 beams, 30 tokens written, as on the dialogue data."""
+    scores = torch.randn(rows, vocabulary)
+    tokens = torch.randint(4, 40, (rows, length))  # a small alphabet, so that some trigrams repeat
+    weaver, dense = scores.clone(), scores.clone()
+    ban_repeated_ngrams_(weaver, tokens, n)
+    dense_ngram_ban(dense, tokens, n)
+    assert torch.equal(weaver, dense) and weaver.isneginf().any()
+    steps = {
+        "weaver": lambda: ban_repeated_ngrams_(scores, tokens, n),
+        "torch": lambda: dense_ngram_ban(scores, tokens, n),
+    }
+    return {"scores": [rows, vocabulary], "tokens_so_far": length, "n": n, **median_ms(steps, repeats)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
@@ -114,6 +140,7 @@ def main() -> None:
         "attention_ms": attention_paths(options.repeats),
         "dropout_ms": dropout(options.repeats),
         "pointer_mixture_ms": mixture(options.repeats),
+        "ngram_ban_ms": ngram_ban(options.repeats),
     }
     print(json.dumps(report, indent=2))
 
