@@ -3,6 +3,8 @@ bf16 as in training; the two sides of each run alternately in this process and r
 
 - loss: chunked label-smoothed cross-entropy (`weaver.tasks.loss`) against `F.cross_entropy` on upcast logits;
 - attention: the written-out attention of `weaver.models.weaver.attention` against SDPA, at several key counts;
+- decoding cache, one beam-search step: `LayerCache`'s reorder-then-extend (one gathering copy) against gathering
+  the surviving beams' keys/values with `index_select` and appending the new position with `torch.cat`;
 - dropout: `weaver.models.weaver.Dropout` against `F.dropout`;
 - pointer mixture: copy attention's chunked output distribution (`weaver.models.pointer_mixture`) against the same
   mixture written with whole-matrix tensor operations;
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 
 from weaver.generation import ban_repeated_ngrams_
 from weaver.models.pointer_mixture import pointer_mixture
-from weaver.models.weaver import Dropout, attention
+from weaver.models.weaver import Dropout, LayerCache, attention
 from weaver.tasks.loss import smoothed_cross_entropy
 
 Step = Callable[[], None]
@@ -70,6 +72,25 @@ def attention_paths(repeats: int, batch: int = 40, heads: int = 8, head_dim: int
         steps = {name: causal_backward(function, qkv) for name, function in ATTENTION.items()}
         rows.append({"keys": keys, **median_ms(steps, repeats)})
     return rows
+
+
+def cache_step(repeats: int, rows: int = 3200, heads: int = 4, head_dim: int = 48, length: int = 30) -> dict:
+    """One decoder layer's self-attention cache at a beam-search step: 200 sources x 16 beams, 30 tokens written."""
+    past = torch.randn(2, rows, heads, length, head_dim).to(torch.bfloat16)
+    new = torch.randn(2, rows, heads, 1, head_dim).to(torch.bfloat16)
+    beams = torch.randint(0, rows, (rows,))
+
+    def weaver() -> torch.Tensor:
+        cache = LayerCache(self_kv=past)
+        cache.reorder(beams, keep_cross_attention=True)
+        return cache.extend(new)
+
+    def gather_then_append() -> torch.Tensor:
+        return torch.cat([past.index_select(1, beams), new], dim=3)
+
+    assert torch.equal(weaver(), gather_then_append())
+    steps = {"weaver": weaver, "torch": gather_then_append}
+    return {"keys_values": list(past.shape), **median_ms(steps, repeats)}
 
 
 def dropout(repeats: int, rows: int = 6000, width: int = 256) -> dict:
@@ -138,6 +159,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "loss_ms": loss(options.repeats),
         "attention_ms": attention_paths(options.repeats),
+        "decoding_cache_ms": cache_step(options.repeats),
         "dropout_ms": dropout(options.repeats),
         "pointer_mixture_ms": mixture(options.repeats),
         "ngram_ban_ms": ngram_ban(options.repeats),

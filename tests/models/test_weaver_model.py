@@ -151,8 +151,9 @@ def test_cross_attention_cache_is_computed_once():
     assert cache.layers[0].self_kv.shape == (2, 2, TINY["num_heads"], 2, TINY["d_model"] // TINY["num_heads"])
 
 
+@pytest.mark.parametrize("grad", [False, True])  # without a gradient the reorder gathers straight into the cache
 @pytest.mark.parametrize("keep_cross_attention", [False, True])
-def test_cache_reorder_follows_rows(keep_cross_attention):
+def test_cache_reorder_follows_rows(keep_cross_attention, grad):
     model = tiny_model()
     src, mask = padded_batch([7, 3, 5])
     if keep_cross_attention:  # beam-search layout: two copies of each source, rows only move within a source
@@ -164,12 +165,14 @@ def test_cache_reorder_follows_rows(keep_cross_attention):
     else:
         index = torch.tensor([2, 2, 0])
     tgt = torch.randint(3, VOCAB, (src.size(0), 5))
-    states = model.encode(src, mask)
-    cache = model.new_cache()
-    model.decode(tgt[:, :4], states, mask, cache)
-    cache.reorder(index, keep_cross_attention=keep_cross_attention)
-    step = model.decode(tgt[index, 4:], states[index], mask[index], cache)
-    expected = model.decode(tgt[index], states[index], mask[index])[:, 4:]
+    with torch.set_grad_enabled(grad):
+        states = model.encode(src, mask)
+        cache = model.new_cache()
+        model.decode(tgt[:, :4], states, mask, cache)
+        cache.reorder(index, keep_cross_attention=keep_cross_attention)
+        cache.reorder(torch.arange(src.size(0)), keep_cross_attention=keep_cross_attention)  # composes with the first
+        step = model.decode(tgt[index, 4:], states[index], mask[index], cache)
+        expected = model.decode(tgt[index], states[index], mask[index])[:, 4:]
     torch.testing.assert_close(step, expected, rtol=1e-5, atol=1e-5)
     assert isinstance(cache, DecoderCache)
 

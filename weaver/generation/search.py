@@ -50,7 +50,10 @@ class Seq2SeqModel(Protocol):
     ) -> Tensor:
         """Logits (or log-probabilities) ``(rows, new_tokens, vocab)``; with a cache, only the new tokens are
         passed. There may be several consecutive decoder rows per source (``rows = sources * beams``): the encoder
-        states, mask and ``source_ids`` (for models that copy from the source) stay one row per source."""
+        states, mask and ``source_ids`` (for models that copy from the source) stay one row per source.
+
+        A model whose ``decode`` returns float32 log-probabilities may say so with a true ``decodes_log_probs``
+        attribute: beam search then skips its log-softmax, a pass over (rows, vocab) that would change nothing."""
 
     def new_cache(self) -> DecodingCache: ...
 
@@ -145,6 +148,7 @@ def beam_search(
     With ``return_scores``, also returns each result's score (float, (B,)).
     """
     special, beams, penalty = model.config, config.num_beams, config.length_penalty
+    normalised = getattr(model, "decodes_log_probs", False)
     batch, device = input_ids.size(0), input_ids.device
     encoder_states = model.encode(input_ids, attention_mask)  # one row per source, shared by its beams
     cache = model.new_cache()
@@ -160,8 +164,9 @@ def beam_search(
 
     for step in range(config.max_new_tokens):
         length = step + 1
-        logits = model.decode(tokens[:, -1:], encoder_states, attention_mask, cache, input_ids)[:, -1]
-        logprobs = logits.log_softmax(-1, dtype=torch.float32)  # upcast and normalise in one pass over (N, V)
+        logprobs = model.decode(tokens[:, -1:], encoder_states, attention_mask, cache, input_ids)[:, -1]
+        if not normalised:
+            logprobs = logprobs.log_softmax(-1, dtype=torch.float32)  # upcast and normalise in one pass over (N, V)
         _ban_tokens_(logprobs, tokens, step, config, special.eos_token_id)
         vocab = logprobs.size(-1)
         flat_scores = logprobs.add_(beam_scores.view(-1, 1)).view(batch, beams * vocab)

@@ -82,10 +82,44 @@ class WeaverConfig:
 
 @dataclass
 class LayerCache:
-    # (B, 2, H, T_so_far, D/H): keys and values in one tensor, so that each decoding step grows and reorders one
-    # tensor per layer, not two.
+    # (2, B, H, T_so_far, D/H): keys and values in one tensor, so that each decoding step extends one tensor per
+    # layer, not two; keys first, so that keys and values are each contiguous (B, H, T, D/H).
     self_kv: Tensor | None = None
+    # Rows of `self_kv` the next step takes (beam search's reorders, composed): gathered while copying into the
+    # extended tensor, one copy of the prefix per step where reordering and then extending took two.
+    pending_rows: Tensor | None = None
     cross_kv: tuple[Tensor, Tensor] | None = None  # (B, H, S, D/H) each, computed once per source
+
+    def extend(self, kv: Tensor) -> Tensor:
+        """The cached keys/values, in their pending row order, followed by the new ``kv`` (2, B, H, new, D/H); kept
+        as the cache."""
+        past = self.self_kv
+        if past is None:
+            self.self_kv = kv
+            return kv
+        length = past.size(3)
+        extended = past.new_empty(*kv.shape[:3], length + kv.size(3), kv.size(4))
+        prefix = extended[:, :, :, :length]
+        if self.pending_rows is None:
+            prefix.copy_(past)
+        elif torch.is_grad_enabled() and past.requires_grad:  # out= is not differentiable: gather, then copy
+            prefix.copy_(past.index_select(1, self.pending_rows))
+        else:
+            # Gathered per (row, head): each (T, D/H) block is contiguous in both tensors, and index_select copies
+            # it whole; whole (H, T, D/H) rows into the strided prefix go element by element, 2.5x slower.
+            heads = past.size(2)
+            rows = (self.pending_rows[:, None] * heads + torch.arange(heads, device=past.device)).flatten()
+            torch.index_select(past.flatten(1, 2), 1, rows, out=extended.flatten(1, 2)[:, :, :length])
+        extended[:, :, :, length:].copy_(kv)
+        self.self_kv, self.pending_rows = extended, None
+        return extended
+
+    def reorder(self, index: Tensor, keep_cross_attention: bool) -> None:
+        if self.self_kv is not None:
+            pending = self.pending_rows
+            self.pending_rows = index if pending is None else pending.index_select(0, index)
+        if self.cross_kv is not None and not keep_cross_attention:
+            self.cross_kv = (self.cross_kv[0].index_select(0, index), self.cross_kv[1].index_select(0, index))
 
 
 @dataclass
@@ -112,10 +146,7 @@ class DecoderCache:
         beam search does): their cross-attention keys/values are identical, so they need no copy.
         """
         for layer in self.layers:
-            if layer.self_kv is not None:
-                layer.self_kv = layer.self_kv.index_select(0, index)
-            if layer.cross_kv is not None and not keep_cross_attention:
-                layer.cross_kv = (layer.cross_kv[0].index_select(0, index), layer.cross_kv[1].index_select(0, index))
+            layer.reorder(index, keep_cross_attention)
         if self.copy_keys is not None and not keep_cross_attention:
             self.copy_keys = self.copy_keys.index_select(0, index)
 
@@ -185,12 +216,10 @@ class SelfAttention(nn.Module):
         self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False, cache: LayerCache | None = None
     ) -> Tensor:
         qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, -1))  # (B, T, 3, H, D/H)
-        q, kv = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1:].permute(0, 2, 3, 1, 4)  # (B, H, T, .), (B, 2, H, T, .)
-        if cache is not None:
-            if cache.self_kv is not None:  # prepend the keys/values of the already-decoded prefix
-                kv = torch.cat([cache.self_kv, kv], dim=3)
-            cache.self_kv = kv
-        k, v = kv.unbind(1)
+        q, kv = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1:].permute(2, 0, 3, 1, 4)  # (B, H, T, .), (2, B, H, T, .)
+        if cache is not None:  # prepend the keys/values of the already-decoded prefix
+            kv = cache.extend(kv)
+        k, v = kv.unbind(0)
         y = attention(q, k, v, mask, is_causal, self.dropout if self.training else 0.0)
         return self.out(_merge_heads(y))
 
@@ -419,6 +448,11 @@ class WeaverModel(nn.Module):
         """Teacher-forced logits (B, T, V); targets are right-padded so causal masking is enough."""
         states = self.encode(input_ids, attention_mask)
         return self.decode(decoder_input_ids, states, attention_mask, source_ids=input_ids)
+
+    @property
+    def decodes_log_probs(self) -> bool:
+        """`decode` returns copy attention's float32 log-probabilities rather than logits (see `Seq2SeqModel`)."""
+        return self.copy is not None
 
     @property
     def decoder_start_token_id(self) -> int:
