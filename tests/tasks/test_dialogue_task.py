@@ -67,6 +67,7 @@ def test_logged_metrics_are_the_corpus_metrics(batch_size: int) -> None:
         assert metrics[f"test/{name}"] == pytest.approx(value, abs=1e-4)
     assert metrics["test/ppl"] == pytest.approx(8.0, rel=1e-4)  # uniform logits over 8 tokens
     assert task.metric_signatures["bleu"].startswith("nrefs:1")
+    assert sorted(metrics) == sorted(task.logged_metrics("test"))  # what monitor.metric is checked against
 
 
 def test_dialogue_task_selects_its_data_model_metric_and_generation() -> None:

@@ -44,6 +44,7 @@ def test_logged_rouge_equals_rouge_score_on_the_corpus(batch_size: int, tmp_path
     assert lsum != pytest.approx(mean_f_measure("rougeLsum", REFERENCES, HYPOTHESES))  # the split mattered
     assert metrics["test/gen_len"] == pytest.approx(sum(len(h.split()) for h in HYPOTHESES) / len(HYPOTHESES))
     assert task.metric_signatures["rouge"].startswith("nrefs:1|stem:porter")
+    assert sorted(metrics) == sorted(task.logged_metrics("test"))  # what monitor.metric is checked against
     written = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert [row["hypothesis"] for row in written] == HYPOTHESES  # the empty hypothesis is kept and scored 0
 

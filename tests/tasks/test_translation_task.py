@@ -38,6 +38,7 @@ def test_logged_bleu_and_chrf_equal_sacrebleu_on_the_corpus(batch_size: int) -> 
     assert metrics["test/bleu"] == pytest.approx(sacrebleu.corpus_bleu(HYPOTHESES, [REFERENCES]).score, abs=1e-6)
     assert metrics["test/chrf"] == pytest.approx(sacrebleu.corpus_chrf(HYPOTHESES, [REFERENCES]).score, abs=1e-6)
     assert task.metric_signatures["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert sorted(metrics) == sorted(task.logged_metrics("test"))  # what monitor.metric is checked against
 
 
 def test_loss_is_the_exact_token_mean_over_the_split() -> None:

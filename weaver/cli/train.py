@@ -22,7 +22,8 @@ from weaver.cli.config import config_dir, register_resolvers
 from weaver.cli.instantiate import build, build_model, build_named, build_task
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
-from weaver.errors import WeaverError
+from weaver.errors import ConfigError, WeaverError
+from weaver.tasks import Seq2SeqTask
 from weaver.utils.hardware import share_cpu_cores
 from weaver.utils.provenance import record_provenance
 
@@ -46,6 +47,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     save_tokenizer(tokenizer, output_dir / "tokenizer")
     model = build_model(cfg, tokenizer)
     task = build_task(cfg, model, tokenizer)
+    if cfg.get("train"):
+        check_monitor(cfg, task)
 
     callbacks = build_named(cfg.get("callbacks"), "callbacks")
     for callback in callbacks:
@@ -70,6 +73,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         write_metrics(output_dir / "metrics.json", metrics, task.metric_signatures)
     objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "task": task, "trainer": trainer}
     return metrics, objects
+
+
+def check_monitor(cfg: DictConfig, task: Seq2SeqTask) -> None:
+    """A monitored metric the task never logs would stop the run only at its first validation, inside Lightning."""
+    metric = OmegaConf.select(cfg, "monitor.metric", default=None)
+    known = [*task.logged_metrics("val"), "train/loss"]
+    if metric and metric not in known:
+        raise ConfigError(f"monitor.metric='{metric}' is not a metric this task logs; use one of: {', '.join(known)}.")
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:

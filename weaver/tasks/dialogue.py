@@ -8,6 +8,8 @@ from weaver.tasks.seq2seq import Seq2SeqTask
 
 
 class DialogueTask(Seq2SeqTask):
+    metric_names = ("f1", "bleu", "distinct_1", "distinct_2", "length")
+
     def score(self, hypotheses: list[str], references: list[str], sources: list[str]) -> dict[str, float]:
         scores, self.metric_signatures = dialogue_scores(hypotheses, references)
         return scores

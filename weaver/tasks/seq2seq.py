@@ -45,6 +45,9 @@ class Seq2SeqTask(LightningModule):
     """Wraps a model that has `forward(input_ids, attention_mask, decoder_input_ids) -> logits`,
     `generate(input_ids, attention_mask, generation_config) -> token ids` and `decoder_start_token_id`."""
 
+    # What `score` returns, each logged as val/<name> and test/<name> beside the loss and perplexity.
+    metric_names: tuple[str, ...] = ()
+
     def __init__(
         self,
         model: nn.Module,
@@ -223,5 +226,9 @@ class Seq2SeqTask(LightningModule):
         log.info("Wrote %d %s predictions to %s", len(records), split, path)
 
     def score(self, hypotheses: list[str], references: list[str], sources: list[str]) -> dict[str, float]:
-        """Corpus-level metrics of the task; the first one is shown in the progress bar."""
+        """Corpus-level metrics of the task, named as `metric_names`; the first one is shown in the progress bar."""
         raise NotImplementedError
+
+    def logged_metrics(self, stage: str) -> list[str]:
+        """Every metric an evaluation logs under ``stage`` ("val", "test"): what `monitor.metric` may name."""
+        return [f"{stage}/{name}" for name in ("loss", "ppl", *self.metric_names)]

@@ -7,6 +7,8 @@ from weaver.tasks.seq2seq import Seq2SeqTask
 
 
 class SummarizationTask(Seq2SeqTask):
+    metric_names = ("rougeL", "rouge1", "rouge2", "rougeLsum", "gen_len")
+
     def score(self, hypotheses: list[str], references: list[str], sources: list[str]) -> dict[str, float]:
         scores, self.metric_signatures = summarization_scores(hypotheses, references)
         return scores

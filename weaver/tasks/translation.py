@@ -7,6 +7,8 @@ from weaver.tasks.seq2seq import Seq2SeqTask
 
 
 class TranslationTask(Seq2SeqTask):
+    metric_names = ("bleu", "chrf")
+
     def score(self, hypotheses: list[str], references: list[str], sources: list[str]) -> dict[str, float]:
         scores, self.metric_signatures = translation_scores(hypotheses, references)
         return scores
