@@ -122,6 +122,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
         (["model=nope"], "Could not find 'model/nope'"),
         (["resume=yes"], "resume must be 'auto' or null, got 'yes'"),
         (["model=t5_small"], "Hub is unreachable (no network, or HF_HUB_OFFLINE=1) and 't5-small' is not in the local"),
+        (["monitor.mode=maximum"], "monitor.mode must be 'max' or 'min', got 'maximum'"),
         (["monitor.metric=val/BLEU"], "monitor.metric='val/BLEU' is not a metric this task logs; use one of: val/loss"),
     ],
 )

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from weaver.callbacks import RunConfigInCheckpoint
-from weaver.cli.config import config_dir, register_resolvers
+from weaver.cli.config import config_dir, optuna_direction, register_resolvers
 from weaver.cli.instantiate import build, build_model, build_named, build_task
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
@@ -76,7 +76,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 
 def check_monitor(cfg: DictConfig, task: Seq2SeqTask) -> None:
-    """A monitored metric the task never logs would stop the run only at its first validation, inside Lightning."""
+    """A monitored metric the task never logs would stop the run only at its first validation, inside Lightning; a
+    bad mode, at the callbacks' construction with Lightning's traceback."""
+    optuna_direction(OmegaConf.select(cfg, "monitor.mode", default="max"))  # raises on anything but max / min
     metric = OmegaConf.select(cfg, "monitor.metric", default=None)
     known = [*task.logged_metrics("val"), "train/loss"]
     if metric and metric not in known:
