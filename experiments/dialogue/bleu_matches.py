@@ -35,6 +35,13 @@ def last_turn(source: str, separator: str) -> str:
     return MARKER.sub("", source.split(separator)[-1] if separator else source).strip()
 
 
+def read_predictions(path: Path) -> list[dict[str, str]]:
+    """The rows of a run's test_predictions.jsonl, plain or gzipped: {id, source, reference, hypothesis}."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as file:
+        return [json.loads(line) for line in file if line.strip()]
+
+
 def ngrams(text: str, tokenize: Tokenizer13a, order: int) -> Counter:
     counts, _ = extract_all_word_ngrams(tokenize(text), order, order)
     return counts
@@ -69,9 +76,7 @@ def main() -> None:
     parser.add_argument("predictions", type=Path, help="a run's test_predictions.jsonl (or .jsonl.gz)")
     parser.add_argument("--separator", default="<sep>", help="the turn separator of the run's data config")
     args = parser.parse_args()
-    opener = gzip.open if args.predictions.suffix == ".gz" else open
-    with opener(args.predictions, "rt", encoding="utf-8") as file:
-        rows = [json.loads(line) for line in file if line.strip()]
+    rows = read_predictions(args.predictions)
     references = [row["reference"] for row in rows]
     turns = [last_turn(row["source"], args.separator) for row in rows]
     replies = [row["hypothesis"] for row in rows]
