@@ -5,7 +5,9 @@ repeating the last context turn, on the same references.
     python experiments/dialogue/bleu_matches.py experiments/dialogue/recipe_chitchat_long/test_predictions.jsonl.gz
 
 The last turn is taken from the predictions' `source`, as the run kept it (cut to its `max_source_length`).
-First each system's corpus BLEU, with a third system that writes the model's reply and then the whole last turn;
+First each system's corpus BLEU, with a third system that writes the model's reply and then the whole last turn,
+and a fourth that writes the model's reply in the reference's surface style (an oracle: lowercased where the
+reference is all lowercase, its final full stop or exclamation mark dropped where the reference ends without one);
 then, for each n-gram order: how many n-grams each system wrote, how many BLEU matched (clipped per reply, as sacreBLEU
 counts them, on its 13a tokens), how many of the matches were copied from the last turn, and the most frequent
 matched n-grams; then the share of all n-grams that also occur in the last turn, for the model and for the
@@ -33,6 +35,13 @@ MARKER = re.compile(r"^<[^<>\s]+>")
 
 def last_turn(source: str, separator: str) -> str:
     return MARKER.sub("", source.split(separator)[-1] if separator else source).strip()
+
+
+def in_reference_style(reply: str, reference: str) -> str:
+    """The reply with the reference's case and final punctuation: what surface style alone is worth to BLEU."""
+    if not reference.rstrip().endswith((".", "!", "?")):
+        reply = reply.rstrip().rstrip(".!")
+    return reply.lower() if reference == reference.lower() else reply
 
 
 def read_predictions(path: Path) -> list[dict[str, str]]:
@@ -81,10 +90,12 @@ def main() -> None:
     turns = [last_turn(row["source"], args.separator) for row in rows]
     replies = [row["hypothesis"] for row in rows]
     # The third system writes both: all of the last turn's n-grams beside the model's, at about twice the length.
+    # The fourth bounds what matching people's case and final punctuation could add.
     systems = {
         "model": replies,
         "last turn": turns,
         "model, then last turn": [f"{r} {t}" for r, t in zip(replies, turns, strict=True)],
+        "model, in the reference's style": list(map(in_reference_style, replies, references)),
     }
     print(f"{len(rows)} replies from {args.predictions}")
     for name, hypotheses in systems.items():
