@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import PreTrainedTokenizerBase
 
 from weaver.errors import ConfigError
@@ -163,14 +164,21 @@ def _merge_heads(x: Tensor) -> Tensor:  # (B, H, T, D/H) -> (B, T, D)
 # the CPU than SDPA's fused kernels, whose backward is slow there (1.5x for a whole weaver_base step at 60 keys, even
 # at 180); beyond, and wherever no gradient is needed (evaluation, decoding), SDPA is as fast or faster.
 CPU_EXPLICIT_ATTENTION_MAX_KEYS = 192
+# SDPA backends for masked attention that needs a gradient on a GPU: all but cuDNN's, torch's choice there on an H200.
+# With it, the default run trained at an eighth of the speed and its loss turned NaN by step 558; cuDNN's backward
+# is known to return NaN for some masked inputs (pytorch/pytorch#196678). Figures: experiments/benchmarks/README.md.
+MASKED_TRAINING_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def attention(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, is_causal: bool = False, dropout: float = 0.0
 ) -> Tensor:
     """Softmax attention (B, H, T, D/H); ``mask`` is True where a query may attend to a key."""
-    training_on_cpu = q.device.type == "cpu" and torch.is_grad_enabled() and q.requires_grad
-    if not training_on_cpu or k.size(-2) > CPU_EXPLICIT_ATTENTION_MAX_KEYS:
+    training = torch.is_grad_enabled() and q.requires_grad
+    if q.device.type == "cuda" and training and mask is not None:
+        with sdpa_kernel(MASKED_TRAINING_SDPA_BACKENDS):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
+    if q.device.type != "cpu" or not training or k.size(-2) > CPU_EXPLICIT_ATTENTION_MAX_KEYS:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
     scores = (q @ k.transpose(-1, -2)).float() * q.size(-1) ** -0.5
     if is_causal:
