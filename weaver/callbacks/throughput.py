@@ -23,8 +23,8 @@ class ThroughputMonitor(Callback):
     - `perf/padding_efficiency`: real / padded tokens of those batches;
     - `perf/tflops` and `perf/mfu`: the model's training FLOPs (its `training_flops(batch, source, target)`) per
       second per device, and their share of the device's peak: `peak_flops` (FLOP/s of one device) when set, else
-      the documented dense peak of a GPU, or on a CPU a dense matrix product timed at the start in the run's
-      precision.
+      the documented dense peak of a GPU, or (on a CPU, or a GPU Lightning has no figure for) a dense matrix
+      product timed at the start in the run's precision.
 
     Time spent validating is left out.
     """

@@ -21,28 +21,32 @@ def compute_dtype(precision: str) -> torch.dtype:
 
 
 @functools.cache
-def measured_matmul_flops(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
-    """FLOP/s of `size` x `size` matrix products in `dtype` on this CPU, with the threads torch uses now: the
-    best this machine does on a dense matrix product, measured rather than read off a data sheet. The best of
-    several short windows, since whatever else runs at that moment (a logger starting up) can only slow one down."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+def measured_matmul_flops(dtype: torch.dtype, device: torch.device | None = None, seconds: float = 1.0) -> float:
+    """FLOP/s of dense square matrix products in `dtype` on `device` (on a CPU with the threads torch uses now):
+    the best this machine does on a matrix product, measured rather than read off a data sheet. The best of several
+    short windows, since whatever else runs at that moment (a logger starting up) can only slow one down."""
+    device = device or torch.device("cpu")
+    size = 2048 if device.type == "cpu" else 8192
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
     for _ in range(2):
         a @ b  # warm-up: thread pool, caches, kernel selection
     best, end = 0.0, time.perf_counter() + seconds
     while (start := time.perf_counter()) < end:
         for _ in range(3):
-            a @ b
+            product = a @ b
+        product[0, 0].item()  # waits for an accelerator's queued products
         best = max(best, 3 * 2 * size**3 / (time.perf_counter() - start))
     return best
 
 
-def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float | None, str]:
+def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
     """Peak FLOP/s of one device and where the figure comes from: the documented dense peak for GPUs Lightning
-    knows (H100 bf16: 989 TFLOP/s), a matrix-product measurement for CPUs."""
-    if device.type == "cpu":
-        return measured_matmul_flops(dtype), f"measured ({torch.get_num_threads()} threads)"
-    documented = get_available_flops(device, dtype)
-    return (float(documented) if documented else None), "documented"
+    knows (H100 bf16: 989 TFLOP/s); a matrix-product measurement for CPUs and for GPUs it does not (H200)."""
+    documented = get_available_flops(device, dtype) if device.type != "cpu" else None
+    if documented:
+        return float(documented), "documented"
+    threads = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    return measured_matmul_flops(dtype, device), f"measured ({threads})"
 
 
 def share_cpu_cores(accelerator: str, processes_per_node: int) -> None:
