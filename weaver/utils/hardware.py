@@ -45,8 +45,11 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
     documented = get_available_flops(device, dtype) if device.type != "cpu" else None
     if documented:
         return float(documented), "documented"
-    threads = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
-    return measured_matmul_flops(dtype, device), f"measured ({threads})"
+    if device.type == "cpu":
+        where = f"{torch.get_num_threads()} threads"
+    else:
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return measured_matmul_flops(dtype, device), f"measured ({where})"
 
 
 def share_cpu_cores(accelerator: str, processes_per_node: int) -> None:
