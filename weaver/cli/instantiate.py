@@ -8,6 +8,7 @@ from typing import Any
 
 import hydra
 from hydra.errors import InstantiationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule
 from omegaconf import DictConfig
 from torch import nn
@@ -35,7 +36,10 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise ConfigError(f"{key}: {error} (check the keys under '{key}')") from error
     if node.get("_partial_"):  # the config asks for a factory, completed later (optimizers, schedulers)
         return functools.partial(factory, **kwargs)
-    return factory(**kwargs)
+    try:
+        return factory(**kwargs)
+    except MisconfigurationException as error:  # Lightning's "this setting is wrong" (trainer.max_steps=-5, ...)
+        raise ConfigError(f"{key}: {error}") from error
 
 
 def build_named(nodes: DictConfig | None, key: str) -> list[Any]:
