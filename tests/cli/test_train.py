@@ -125,6 +125,8 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
         (["monitor.mode=maximum"], "monitor.mode must be 'max' or 'min', got 'maximum'"),
         (["monitor.metric=val/BLEU"], "monitor.metric='val/BLEU' is not a metric this task logs; use one of: val/loss"),
         (["trainer.max_steps=-5"], "trainer: `max_steps` must be a non-negative integer or -1"),
+        (["trainer.precision=bf17"], "trainer: Precision 'bf17' is invalid"),
+        (["optimizer.lr=abc", "debug=fast"], "(check the values under 'optimizer')"),
     ],
 )
 def test_bad_input_gives_a_short_error(tmp_path: Path, overrides: list[str], message: str) -> None:

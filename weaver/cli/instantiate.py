@@ -38,7 +38,7 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         return functools.partial(factory, **kwargs)
     try:
         return factory(**kwargs)
-    except MisconfigurationException as error:  # Lightning's "this setting is wrong" (trainer.max_steps=-5, ...)
+    except (MisconfigurationException, ValueError) as error:  # a value the target refuses (trainer.max_steps=-5)
         raise ConfigError(f"{key}: {error}") from error
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from torchmetrics import SumMetric
 from transformers import PreTrainedTokenizerBase
 
 from weaver.data.collate import LABEL_PAD
+from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
 from weaver.generation.mbr import UTILITIES, mbr_select
 from weaver.tasks.loss import smoothed_cross_entropy
@@ -39,6 +41,15 @@ def shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) ->
     shifted[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == LABEL_PAD, pad_token_id)
     shifted[:, 0] = start_token_id
     return shifted
+
+
+def _configured(key: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`factory(*args, **kwargs)` built from the `key` config node; a value it refuses (optimizer.lr=abc,
+    optimizer.betas=[0.9]) becomes a one-line error naming the node rather than a traceback from inside torch."""
+    try:
+        return factory(*args, **kwargs)
+    except (TypeError, ValueError, LookupError) as error:
+        raise ConfigError(f"{key}: {error} (check the values under '{key}')") from error
 
 
 class Seq2SeqTask(LightningModule):
@@ -115,13 +126,14 @@ class Seq2SeqTask(LightningModule):
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=[p for p in self.trainer.model.parameters() if p.requires_grad])
+        parameters = [p for p in self.trainer.model.parameters() if p.requires_grad]
+        optimizer = _configured("optimizer", self.optimizer_factory, params=parameters)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         kwargs = {}
         if "num_training_steps" in inspect.signature(self.scheduler_factory.func).parameters:
             kwargs["num_training_steps"] = self.trainer.estimated_stepping_batches
-        scheduler = self.scheduler_factory(optimizer, **kwargs)
+        scheduler = _configured("scheduler", self.scheduler_factory, optimizer, **kwargs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(
