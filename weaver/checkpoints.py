@@ -31,7 +31,9 @@ class RestoredRun:
     task: Seq2SeqTask  # in eval mode, on the CPU
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path | None) -> dict[str, Any]:
+    if not path:
+        raise ConfigError("ckpt_path is required: add ckpt_path=<a .ckpt file in a run's checkpoints/> to it.")
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"ckpt_path='{path}' is not a file.")

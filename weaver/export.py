@@ -32,6 +32,10 @@ def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, adapter_onl
     run = restore_run(ckpt_path)
     model, generation = run.task.model, run.task.generation
     output = Path(output_dir).expanduser()
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"output_dir='{output_dir}': cannot create it ({error.strerror}).") from error
     if adapter_only:
         save_adapters(model, output, base=run.cfg.model.get("path") or run.cfg.model.get("name_or_path"))
     else:

@@ -63,7 +63,26 @@ def test_one_text_and_plain_text_files(translation_checkpoint: Path, tmp_path: P
     assert [r["source"] for r in rows] == ["first line", "second line"] and "reference" not in rows[0]
 
 
-def test_input_is_required(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_missing_input_file_and_an_uncreatable_export_folder_are_named(
+    translation_checkpoint: Path, tmp_path: Path
+) -> None:
+    result = run_cli(f"ckpt_path={translation_checkpoint}", "input_file=none.txt", cwd=tmp_path, script="predict.py")
+    assert result.returncode == 1 and "Error: input_file: file not found: 'none.txt'" in result.stderr
+    (tmp_path / "a_file").write_text("")
+    output_dir = tmp_path / "a_file" / "model"
+    result = run_cli(
+        f"ckpt_path={translation_checkpoint}", f"output_dir={output_dir}", cwd=tmp_path, script="export.py"
+    )
+    assert result.returncode == 1 and f"Error: output_dir='{output_dir}': cannot create it" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_input_and_checkpoint_are_required(tmp_path: Path) -> None:
+    for script, args in (("predict.py", ["input=hi"]), ("eval.py", [])):
+        result = run_cli(*args, cwd=tmp_path, script=script)
+        assert result.returncode == 1 and "Error: ckpt_path is required: add ckpt_path=" in result.stderr
+        assert "Traceback" not in result.stderr
     result = run_cli("ckpt_path=x.ckpt", cwd=tmp_path, script="predict.py")
     assert result.returncode == 1 and "Give exactly one of input_file=<file> and input=" in result.stderr
     result = run_cli("ckpt_path=x.ckpt", "input=hi", "batch_size=0", cwd=tmp_path, script="predict.py")

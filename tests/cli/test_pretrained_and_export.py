@@ -160,6 +160,9 @@ def test_export_errors_name_the_problem(tmp_path: Path) -> None:
     )
     assert result.returncode == 1 and "missing.ckpt' is not a file" in result.stderr
     assert "Traceback" not in result.stderr
+    result = run_cli(f"ckpt_path={tmp_path / 'missing.ckpt'}", cwd=tmp_path, script="export.py")
+    assert result.returncode == 1 and "Error: output_dir is required: add output_dir=..." in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

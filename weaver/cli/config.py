@@ -12,6 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from weaver.errors import WeaverError
 
@@ -93,6 +94,9 @@ def entry_point(config_name: str, run: Callable[[DictConfig], None]) -> Callable
             run(cfg)
         except WeaverError as error:
             print(f"Error: {error}", file=sys.stderr)
+            sys.exit(1)
+        except MissingMandatoryValue as error:  # a `???` key left unset
+            print(f"Error: {error.full_key} is required: add {error.full_key}=... to the command.", file=sys.stderr)
             sys.exit(1)
 
     def main() -> None:

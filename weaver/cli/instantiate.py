@@ -39,7 +39,8 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
     try:
         return factory(**kwargs)
     except (MisconfigurationException, ValueError) as error:  # a value the target refuses (trainer.max_steps=-5)
-        raise ConfigError(f"{key}: {error}") from error
+        message = str(error)
+        raise ConfigError(message if message.startswith(key) else f"{key}: {message}") from error
 
 
 def build_named(nodes: DictConfig | None, key: str) -> list[Any]:

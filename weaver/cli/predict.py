@@ -30,6 +30,8 @@ def read_examples(cfg: DictConfig, predictor: Predictor) -> list[Example]:
     if cfg.input is not None:
         return [predictor.example(str(cfg.input))]
     path = Path(cfg.input_file).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"input_file: file not found: '{cfg.input_file}'.")
     if path.suffix == ".txt":  # one source per line
         lines = path.read_text(encoding="utf-8").splitlines()
         return [predictor.example(line) for line in lines if line.strip()]
