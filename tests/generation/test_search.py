@@ -331,6 +331,10 @@ def test_top_k_and_top_p_keep_only_allowed_tokens():
         ({"top_p": 1.5}, "top_p"),
         ({"temperature": 0.0}, "temperature"),
         ({"do_sample": True, "num_beams": 2}, "do_sample"),
+        ({"length_penalty": "abc"}, "generation.length_penalty must be float, got 'abc'"),
+        ({"num_beams": 2.5}, "generation.num_beams must be int, got 2.5"),
+        ({"do_sample": 1}, "generation.do_sample must be bool, got 1"),
+        ({"seed": True}, "generation.seed must be int"),
     ],
 )
 def test_generation_config_rejects_bad_values(bad, field):

@@ -8,6 +8,9 @@ from typing import Any
 from weaver.errors import ConfigError
 from weaver.generation.mbr import UTILITIES
 
+# The field annotations (strings under `from __future__ import annotations`) and the values each accepts.
+FIELD_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "int | None": (int, type(None))}
+
 
 @dataclass
 class GenerationConfig:
@@ -35,6 +38,10 @@ class GenerationConfig:
     mbr_metric: str = "bleu"  # a key of weaver.generation.mbr.UTILITIES
 
     def __post_init__(self) -> None:
+        for field in fields(self):
+            value, allowed = getattr(self, field.name), FIELD_TYPES[field.type]
+            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                raise ConfigError(f"generation.{field.name} must be {field.type}, got {value!r}")
         checks = [
             ("max_new_tokens", self.max_new_tokens >= 1, "must be >= 1"),
             (
