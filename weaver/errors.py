@@ -1,5 +1,10 @@
 """Errors meant for the person at the keyboard: the entry points print them without a traceback."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 
 class WeaverError(Exception):
     """A problem the user can fix (a config value, a file, a column): the message says what and how."""
@@ -11,3 +16,17 @@ class ConfigError(WeaverError, ValueError):
 
 class DataError(WeaverError):
     """Input data cannot be used as configured; the message names the file, split or column."""
+
+
+def call_naming_refusals(
+    key: str, refused: tuple[type[Exception], ...], factory: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Any:
+    """`factory(*args, **kwargs)` for the config node `key`: an exception of a `refused` type (the target turning
+    down a value: trainer.max_steps=-5, optimizer.lr=abc) becomes a ConfigError naming the node, instead of a
+    traceback from inside the library. Our own errors already name their key and pass through as they are."""
+    try:
+        return factory(*args, **kwargs)
+    except WeaverError:
+        raise
+    except refused as error:
+        raise ConfigError(f"{key}: {error} (check the values under '{key}')") from error

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from weaver.errors import ConfigError, WeaverError
+from weaver.errors import ConfigError, WeaverError, call_naming_refusals
 
 
 def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -36,11 +36,7 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise ConfigError(f"{key}: {error} (check the keys under '{key}')") from error
     if node.get("_partial_"):  # the config asks for a factory, completed later (optimizers, schedulers)
         return functools.partial(factory, **kwargs)
-    try:
-        return factory(**kwargs)
-    except (MisconfigurationException, ValueError) as error:  # a value the target refuses (trainer.max_steps=-5)
-        message = str(error)
-        raise ConfigError(message if message.startswith(key) else f"{key}: {message}") from error
+    return call_naming_refusals(key, (MisconfigurationException, ValueError), factory, **kwargs)
 
 
 def build_named(nodes: DictConfig | None, key: str) -> list[Any]:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from weaver.checkpoints import restore_run
 from weaver.cli.overrides import checkpoint_tool
 from weaver.cli.train import write_metrics
-from weaver.data.sources import load_file
+from weaver.data.sources import existing_file, load_file
 from weaver.errors import ConfigError
 from weaver.inference import Example, Predictor
 
@@ -29,9 +29,7 @@ PREDICT_KEYS = ("ckpt_path", "input_file", "input", "output_file", "interactive"
 def read_examples(cfg: DictConfig, predictor: Predictor) -> list[Example]:
     if cfg.input is not None:
         return [predictor.example(str(cfg.input))]
-    path = Path(cfg.input_file).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"input_file: file not found: '{cfg.input_file}'.")
+    path = existing_file(cfg.input_file, "input_file")
     if path.suffix == ".txt":  # one source per line
         lines = path.read_text(encoding="utf-8").splitlines()
         return [predictor.example(line) for line in lines if line.strip()]

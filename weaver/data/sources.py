@@ -51,12 +51,18 @@ def files_in_dir(data_dir: str) -> dict[str, str]:
     return found
 
 
-def load_file(split: str, path: str, cache_dir: str | None, key: str | None = None) -> Dataset:
-    """One split from a local file; errors name `key` (default `data.<split>_file`)."""
-    key = key or f"data.{split}_file"
+def existing_file(path: str, key: str) -> Path:
+    """`path` (with ~ expanded), which must be a file; the error names the config `key` that gave it."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise DataError(f"{key}: file not found: '{path}'. Check the path, or leave it unset.")
+    return file
+
+
+def load_file(split: str, path: str, cache_dir: str | None, key: str | None = None) -> Dataset:
+    """One split from a local file; errors name `key` (default `data.<split>_file`)."""
+    key = key or f"data.{split}_file"
+    file = existing_file(path, key)
     builder, kwargs = file_format(file)
     try:
         return datasets.load_dataset(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from torchmetrics import SumMetric
 from transformers import PreTrainedTokenizerBase
 
 from weaver.data.collate import LABEL_PAD
-from weaver.errors import ConfigError
+from weaver.errors import call_naming_refusals
 from weaver.generation import GenerationConfig
 from weaver.generation.mbr import UTILITIES, mbr_select
 from weaver.tasks.loss import smoothed_cross_entropy
@@ -33,6 +32,8 @@ from weaver.utils.distributed import gather_objects
 
 log = logging.getLogger(__name__)
 EVAL_STAGES = ("val", "test")
+# How torch's optimizers and schedulers turn down a config value (optimizer.lr=abc, optimizer.betas=[0.9]).
+REFUSED_BY_TORCH = (TypeError, ValueError, LookupError)
 
 
 def shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) -> torch.Tensor:
@@ -41,15 +42,6 @@ def shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) ->
     shifted[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == LABEL_PAD, pad_token_id)
     shifted[:, 0] = start_token_id
     return shifted
-
-
-def _configured(key: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """`factory(*args, **kwargs)` built from the `key` config node; a value it refuses (optimizer.lr=abc,
-    optimizer.betas=[0.9]) becomes a one-line error naming the node rather than a traceback from inside torch."""
-    try:
-        return factory(*args, **kwargs)
-    except (TypeError, ValueError, LookupError) as error:
-        raise ConfigError(f"{key}: {error} (check the values under '{key}')") from error
 
 
 class Seq2SeqTask(LightningModule):
@@ -127,13 +119,13 @@ class Seq2SeqTask(LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         parameters = [p for p in self.trainer.model.parameters() if p.requires_grad]
-        optimizer = _configured("optimizer", self.optimizer_factory, params=parameters)
+        optimizer = call_naming_refusals("optimizer", REFUSED_BY_TORCH, self.optimizer_factory, params=parameters)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         kwargs = {}
         if "num_training_steps" in inspect.signature(self.scheduler_factory.func).parameters:
             kwargs["num_training_steps"] = self.trainer.estimated_stepping_batches
-        scheduler = _configured("scheduler", self.scheduler_factory, optimizer, **kwargs)
+        scheduler = call_naming_refusals("scheduler", REFUSED_BY_TORCH, self.scheduler_factory, optimizer, **kwargs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(
