@@ -15,7 +15,8 @@ from torch.profiler import ProfilerActivity, profile
 from tests.cli.test_train import run_cli
 from tests.conftest import compose_config
 from weaver.cli.instantiate import build
-from weaver.models.weaver import DecoderLayer, EncoderLayer, attention
+from weaver.models.kernels import attention
+from weaver.models.weaver import DecoderLayer, EncoderLayer
 from weaver.utils.hardware import peak_flops
 
 TINY_GPU = ["debug=fast", "model=weaver_tiny", "tokenizer.vocab_size=400"]

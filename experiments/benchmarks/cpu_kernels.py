@@ -2,10 +2,10 @@
 bf16 as in training; the two sides of each run alternately in this process and report median milliseconds:
 
 - loss: chunked label-smoothed cross-entropy (`weaver.tasks.loss`) against `F.cross_entropy` on upcast logits;
-- attention: the written-out attention of `weaver.models.weaver.attention` against SDPA, at several key counts;
+- attention: the written-out attention of `weaver.models.kernels.attention` against SDPA, at several key counts;
 - decoding cache, one beam-search step: `LayerCache`'s reorder-then-extend (one gathering copy) against gathering
   the surviving beams' keys/values with `index_select` and appending the new position with `torch.cat`;
-- dropout: `weaver.models.weaver.Dropout` against `F.dropout`;
+- dropout: `weaver.models.kernels.Dropout` against `F.dropout`;
 - pointer mixture: copy attention's chunked output distribution (`weaver.models.pointer_mixture`) against the same
   mixture written with whole-matrix tensor operations;
 - n-gram blocking, a decoding step (float32 scores, no backward): `weaver.generation.ban_repeated_ngrams_` against
@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from weaver.generation import ban_repeated_ngrams_
+from weaver.models.kernels import Dropout, attention
 from weaver.models.pointer_mixture import pointer_mixture
-from weaver.models.weaver import Dropout, LayerCache, attention
+from weaver.models.weaver import LayerCache
 from weaver.tasks.loss import smoothed_cross_entropy
 
 Step = Callable[[], None]

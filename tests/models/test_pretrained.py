@@ -108,3 +108,42 @@ def test_a_folder_without_a_seq2seq_model_is_named(tmp_path: Path) -> None:
     GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="is not a usable seq2seq model"):
         build_pretrained_seq2seq(None, str(tmp_path))
+
+
+def long_batch(tokenizer: object, length: int = 60) -> dict[str, torch.Tensor]:
+    """Two right-padded sources, the first ``length`` tokens long: several windows of 32."""
+    words = " ".join(f"library {i} provides" for i in range(length))
+    batch = tokenizer([words, "Hello world"], padding=True, return_tensors="pt", truncation=True, max_length=length)
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"].bool()}
+
+
+def test_recall_covering_the_memory_equals_the_backbone_in_one_pass(family_dir: Path) -> None:
+    model, tokenizer = load(family_dir)
+    recalling, _ = load(family_dir, memory={"window": 64, "stride": 32, "top_k": 64}, max_source_length=64)
+    batch = long_batch(tokenizer)
+    target = torch.randint(5, 100, (2, 7))
+    expected = model(batch["input_ids"], batch["attention_mask"], target)
+    torch.testing.assert_close(recalling(batch["input_ids"], batch["attention_mask"], target), expected)
+    narrow, _ = load(family_dir, memory={"window": 64, "stride": 32, "top_k": 2}, max_source_length=64)
+    assert not torch.allclose(narrow(batch["input_ids"], batch["attention_mask"], target), expected, atol=1e-3)
+    for settings in ({"num_beams": 1}, {"num_beams": 3}):
+        config = GenerationConfig(max_new_tokens=8, **settings)
+        assert torch.equal(
+            recalling.generate(**batch, generation_config=config), model.generate(**batch, generation_config=config)
+        )
+
+
+def test_recall_reads_sources_past_the_learned_positions_in_windows(tmp_path: Path) -> None:
+    folder = save_tiny_model("bart", tmp_path / "bart")  # 128 positions
+    with pytest.raises(ConfigError, match="max_source_length=400 exceeds the 128 positions"):
+        load(folder, max_source_length=400)
+    with pytest.raises(ConfigError, match="model.memory.window=256 exceeds the model's max_position_embeddings=128"):
+        load(folder, max_source_length=400, memory={"window": 256, "stride": 128})
+    model, tokenizer = load(folder, max_source_length=400, memory={"window": 64, "stride": 32, "top_k": 8})
+    batch = long_batch(tokenizer, 400)
+    assert batch["input_ids"].size(1) == 400
+    tokens = model.generate(**batch, generation_config=GenerationConfig(max_new_tokens=5, num_beams=2))
+    assert tokens.shape[0] == 2
+    logits = model.train()(batch["input_ids"], batch["attention_mask"], torch.randint(5, 100, (2, 4)))
+    logits.logsumexp(-1).mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

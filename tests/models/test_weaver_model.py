@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from weaver.errors import ConfigError
 from weaver.models import DecoderCache, WeaverConfig, WeaverModel, build_weaver, pointer_mixture
-from weaver.models.weaver import Dropout, attention
+from weaver.models.kernels import Dropout, attention
 from weaver.tasks.loss import smoothed_cross_entropy
 
 TINY = dict(d_model=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, ffn_dim=64, max_positions=64)

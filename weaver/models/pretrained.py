@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import transformers
 from torch import Tensor, nn
 from transformers import AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.modeling_outputs import BaseModelOutput
 
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
 from weaver.hub import load_pretrained
+from weaver.models.hf_memory import enable_recall
+from weaver.models.memory import MemoryConfig, encode_in_windows, memory_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +41,16 @@ SHARED_GENERATION_KEYS = (
 
 
 class PretrainedSeq2Seq(nn.Module):
-    """A `transformers` encoder-decoder (`backbone`, possibly wrapped by `peft`) as a Weaver task model."""
+    """A `transformers` encoder-decoder (`backbone`, possibly wrapped by `peft`) as a Weaver task model. With
+    ``memory``, a source of any length is read in windows and recalled from (`weaver.models.hf_memory`)."""
 
-    def __init__(self, backbone: PreTrainedModel, forced_bos_token_id: int | None = None) -> None:
+    def __init__(
+        self, backbone: PreTrainedModel, forced_bos_token_id: int | None = None, memory: MemoryConfig | None = None
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.forced_bos_token_id = forced_bos_token_id
+        self.memory = memory
 
     @property
     def hf_config(self) -> transformers.PretrainedConfig:
@@ -58,10 +66,24 @@ class PretrainedSeq2Seq(nn.Module):
             raise ConfigError(f"The {self.hf_config.model_type} model defines no decoder_start_token_id.")
         return int(start)
 
+    def encoder_inputs(self, input_ids: Tensor, attention_mask: Tensor) -> dict[str, Any]:
+        """What the backbone takes for the source: its ids, or with memory the encoder states read in windows."""
+        if self.memory is None:
+            return {"input_ids": input_ids}
+        encoder = self.backbone.get_encoder()
+
+        def encode(ids: Tensor, mask: Tensor) -> Tensor:
+            return encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+
+        states = encode_in_windows(encode, input_ids, attention_mask, self.memory)
+        return {"encoder_outputs": BaseModelOutput(last_hidden_state=states)}
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor) -> Tensor:
         """Teacher-forced logits (B, T, V), in the compute dtype."""
         outputs = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask.long(), decoder_input_ids=decoder_input_ids
+            attention_mask=attention_mask.long(),
+            decoder_input_ids=decoder_input_ids,
+            **self.encoder_inputs(input_ids, attention_mask),
         )
         return outputs.logits
 
@@ -100,9 +122,9 @@ class PretrainedSeq2Seq(nn.Module):
             if config.do_sample and config.seed is not None:
                 torch.manual_seed(config.seed)
             sequences = self.backbone.generate(
-                input_ids=input_ids,
                 attention_mask=attention_mask.long(),
                 generation_config=self.hf_generation_config(config),
+                **self.encoder_inputs(input_ids, attention_mask),
             )
         return sequences[:, 1:]
 
@@ -153,12 +175,18 @@ def build_pretrained_seq2seq(
     max_target_length: int | None = None,
     forced_bos_token: str | None = None,
     activation_checkpointing: bool = False,
+    memory: Mapping[str, Any] | None = None,
 ) -> PretrainedSeq2Seq:
-    """Hydra builder (`_target_: weaver.models.build_pretrained_seq2seq`) for `model=hf_seq2seq`."""
+    """Hydra builder (`_target_: weaver.models.build_pretrained_seq2seq`) for `model=hf_seq2seq`; ``memory``
+    (`memory=recall`) reads sources of any length in windows and recalls from them."""
     backbone = load_backbone(name_or_path, trust_remote_code)
-    check_lengths(
-        backbone.config, name_or_path, {"max_source_length": max_source_length, "max_target_length": max_target_length}
-    )
+    memory_config = memory_from_settings(memory, tokenizer)
+    lengths = {"max_target_length": max_target_length}
+    if memory_config is None:  # with memory, windows keep within the positions
+        lengths["max_source_length"] = max_source_length
+    check_lengths(backbone.config, name_or_path, lengths)
+    if memory_config is not None:
+        enable_recall(backbone, memory_config, position_limit(backbone.config))
     embeddings = backbone.get_input_embeddings().num_embeddings
     if len(tokenizer) > embeddings:  # only when the tokenizer grew (extra special tokens); T5 keeps spare rows
         log.info("Resizing the token embeddings from %d to %d for the added tokens.", embeddings, len(tokenizer))
@@ -167,4 +195,4 @@ def build_pretrained_seq2seq(
     if activation_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # `from_pretrained` returns eval mode; Lightning keeps each module's mode, so dropout would stay off in training.
-    return PretrainedSeq2Seq(backbone.train(), forced_bos_token_id=forced_bos)
+    return PretrainedSeq2Seq(backbone.train(), forced_bos_token_id=forced_bos, memory=memory_config)

@@ -2,10 +2,9 @@
 
 Pre-norm Transformer (Vaswani et al. 2017, with LayerNorm before each sub-layer and a final
 LayerNorm on encoder and decoder outputs), GELU feed-forward, one token embedding shared by
-encoder, decoder and output projection, and attention through
-`torch.nn.functional.scaled_dot_product_attention` (fused kernels on GPU). Two CPU paths, both measured
-(experiments/benchmarks/README.md): attention over short sequences is written out (faster there than SDPA's CPU
-kernels), and dropout masks come from 64-bit random words, a quarter of the draws of `F.dropout`.
+encoder, decoder and output projection, and attention through `weaver.models.kernels` (SDPA's fused kernels, and
+faster paths for the CPU). With `memory` (`weaver.models.memory`), a source of any length is encoded in overlapping
+windows and each decoder query recalls only its best-scoring memory entries (`weaver.models.recall`).
 
 Shapes: B batch, S source length, T target length, D d_model, H heads, V vocabulary.
 """
@@ -14,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -22,13 +22,15 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import PreTrainedTokenizerBase
 
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
 from weaver.generation import generate as run_generation
+from weaver.models.kernels import Dropout, attention
+from weaver.models.memory import MemoryConfig, encode_in_windows, memory_from_settings
 from weaver.models.pointer_mixture import pointer_mixture
+from weaver.models.recall import folded_recall_attention, recall_attention
 
 MODEL_TYPE = "weaver"
 CONFIG_FILE, WEIGHTS_FILE, GENERATION_CONFIG_FILE = "config.json", "model.safetensors", "generation_config.json"
@@ -50,6 +52,8 @@ class WeaverConfig:
     eos_token_id: int = 2
     # Pointer-generator copying (`CopyAttention`): the output distribution can take tokens straight from the source.
     copy_attention: bool = False
+    # Long sources: encoded in overlapping windows into a memory the decoder recalls from (`MemoryConfig`).
+    memory: MemoryConfig | None = None
 
     def __post_init__(self) -> None:
         sizes = "vocab_size d_model num_heads num_encoder_layers num_decoder_layers ffn_dim max_positions"
@@ -68,6 +72,15 @@ class WeaverConfig:
                 raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
         if not isinstance(self.copy_attention, bool):
             raise ConfigError(f"model.copy_attention must be true or false, got {self.copy_attention!r}")
+        if isinstance(self.memory, dict):
+            self.memory = MemoryConfig.from_dict(self.memory)
+        if self.memory is not None:
+            self.memory.check_positions(self.max_positions)
+            if self.copy_attention:
+                raise ConfigError(
+                    "model.copy_attention cannot be combined with model.memory: copying scores every source token "
+                    "for every output token; set model.copy_attention=false or memory=none"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,59 +173,6 @@ def _merge_heads(x: Tensor) -> Tensor:  # (B, H, T, D/H) -> (B, T, D)
     return x.transpose(1, 2).flatten(2)
 
 
-# Up to this many keys, attention written out as two bf16 matrix products around a float32 softmax trains faster on
-# the CPU than SDPA's fused kernels, whose backward is slow there (1.5x for a whole weaver_base step at 60 keys, even
-# at 180); beyond, and wherever no gradient is needed (evaluation, decoding), SDPA is as fast or faster.
-CPU_EXPLICIT_ATTENTION_MAX_KEYS = 192
-# SDPA backends for masked attention that needs a gradient on a GPU: all but cuDNN's, torch's choice there on an H200.
-# With it, the default run trained at an eighth of the speed and its loss turned NaN by step 558; cuDNN's backward
-# is known to return NaN for some masked inputs (pytorch/pytorch#196678). Figures: experiments/benchmarks/README.md.
-MASKED_TRAINING_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
-
-def attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, is_causal: bool = False, dropout: float = 0.0
-) -> Tensor:
-    """Softmax attention (B, H, T, D/H); ``mask`` is True where a query may attend to a key."""
-    training = torch.is_grad_enabled() and q.requires_grad
-    if q.device.type == "cuda" and training and mask is not None:
-        with sdpa_kernel(MASKED_TRAINING_SDPA_BACKENDS):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
-    if q.device.type != "cpu" or not training or k.size(-2) > CPU_EXPLICIT_ATTENTION_MAX_KEYS:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
-    scores = (q @ k.transpose(-1, -2)).float() * q.size(-1) ** -0.5
-    if is_causal:
-        scores = scores.masked_fill(torch.ones_like(scores[0, 0], dtype=torch.bool).triu(1), float("-inf"))
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = F.dropout(scores.softmax(-1), dropout, training=dropout > 0)
-    return weights.to(v.dtype) @ v
-
-
-class Dropout(nn.Module):
-    """`nn.Dropout`. On the CPU, where `F.dropout` draws one random number per element (as costly as ~35 additions),
-    the keep mask compares 16-bit lanes of 64-bit random words against `p`: a quarter of the draws, the same
-    distribution to 1/65,536, about twice as fast forward and backward. Seeded by torch's generator as usual."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-        # P(lane >= threshold) = 1 - round(p * 65536) / 65536: scaling by its inverse keeps the mean exactly.
-        self.threshold = round(p * 65536) - 32768
-        self.scale = 65536 / (65536 - round(p * 65536))
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0 or x.device.type != "cpu":
-            return F.dropout(x, self.p, self.training)
-        count = x.numel()
-        words = torch.empty((count + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
-        keep = words.view(torch.int16)[:count].view(x.shape) >= self.threshold
-        return x * (keep.to(x.dtype) * self.scale)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
 class SelfAttention(nn.Module):
     def __init__(self, config: WeaverConfig) -> None:
         super().__init__()
@@ -240,21 +200,40 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(config.d_model, 2 * config.d_model)  # fused K, V projection of the source
         self.out = nn.Linear(config.d_model, config.d_model)
 
-    def forward(self, x: Tensor, memory: Tensor, mask: Tensor, cache: LayerCache | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        mask: Tensor,
+        cache: LayerCache | None = None,
+        recall: MemoryConfig | None = None,
+    ) -> Tensor:
         """``x`` may hold several consecutive rows per source row of ``memory`` (the beams of beam search): they
-        share that source's keys and values, which are then neither copied per beam nor read once per beam."""
+        share that source's keys and values, which are then neither copied per beam nor read once per beam. With
+        ``recall``, each query attends to its `top_k` best memory entries only."""
         q = _split_heads(self.q(x), self.num_heads)  # (B * group, H, T, D/H)
-        if cache is not None and cache.cross_kv is not None:
-            k, v = cache.cross_kv
-        else:
-            k, v = (_split_heads(t, self.num_heads) for t in self.kv(memory).chunk(2, dim=-1))
-            if cache is not None:
-                cache.cross_kv = (k.contiguous(), v.contiguous())  # reused every step: laid out once
         rows, heads, length, width = q.shape
-        group = rows // k.size(0)
+        group = rows // memory.size(0)
         if group > 1:  # (B * group, H, T, .) -> (B, H, group * T, .): one matrix product per source and head
             q = q.view(-1, group, heads, length, width).transpose(1, 2).reshape(-1, heads, group * length, width)
-        y = attention(q, k, v, mask, dropout=self.dropout if self.training else 0.0)
+        dropout = self.dropout if self.training else 0.0
+        if recall is not None and recall.fold_keys:  # one memory of states for every layer: nothing to cache
+            key_weight, value_weight = self.kv.weight.chunk(2)
+            key_bias, value_bias = self.kv.bias.chunk(2)
+            y = folded_recall_attention(
+                q, memory, key_weight, key_bias, value_weight, value_bias, mask, recall.top_k, dropout
+            )
+        else:
+            if cache is not None and cache.cross_kv is not None:
+                k, v = cache.cross_kv
+            else:
+                k, v = (_split_heads(t, self.num_heads) for t in self.kv(memory).chunk(2, dim=-1))
+                if cache is not None:
+                    cache.cross_kv = (k.contiguous(), v.contiguous())  # reused every step: laid out once
+            if recall is not None:
+                y = recall_attention(q, k, v, mask, recall.top_k, dropout)
+            else:
+                y = attention(q, k, v, mask, dropout=dropout)
         if group > 1:
             y = y.view(-1, heads, group, length, width).transpose(1, 2).reshape(rows, heads, length, width)
         return self.out(_merge_heads(y))
@@ -347,9 +326,10 @@ class DecoderLayer(nn.Module):
         self_mask: Tensor | None,
         is_causal: bool,
         cache: LayerCache | None = None,
+        recall: MemoryConfig | None = None,
     ) -> Tensor:
         x = x + self.dropout(self.self_attn(self.self_attn_norm(x), self_mask, is_causal, cache))
-        x = x + self.dropout(self.cross_attn(self.cross_attn_norm(x), memory, memory_mask, cache))
+        x = x + self.dropout(self.cross_attn(self.cross_attn_norm(x), memory, memory_mask, cache, recall))
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
 
 
@@ -407,12 +387,30 @@ class WeaverModel(nn.Module):
         return layer(*args)
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Encoder states (B, S, D); ``attention_mask`` (B, S) is 1/True on real tokens."""
+        """Encoder states (B, S, D); ``attention_mask`` (B, S) is 1/True on real tokens. With `memory`, the source
+        may be any length: it is read in overlapping windows (each checkpointed under activation checkpointing)."""
+        memory = self.config.memory
+        if memory is None:
+            return self._encode_window(input_ids, attention_mask)
+        checkpoint = self.activation_checkpointing and self.training
+        return encode_in_windows(self._encode_window, input_ids, attention_mask, memory, checkpoint)
+
+    def _encode_window(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S), broadcast over heads and queries
         x = self._embed(input_ids)
+        layer_checkpointing = self.config.memory is None  # with memory, whole windows are checkpointed instead
         for layer in self.encoder_layers:
-            x = self._run_layer(layer, x, mask)
+            x = self._run_layer(layer, x, mask) if layer_checkpointing else layer(x, mask)
         return self.encoder_norm(x)
+
+    @property
+    def recall(self) -> MemoryConfig | None:
+        """The memory settings when the decoder recalls top-k entries: always in evaluation and decoding, and in
+        training unless `memory.training` is `full`."""
+        memory = self.config.memory
+        if memory is None or (self.training and memory.training == "full"):
+            return None
+        return memory
 
     def decode(
         self,
@@ -435,9 +433,10 @@ class WeaverModel(nn.Module):
             self_mask = self_mask.tril(diagonal=past)
         memory_mask = encoder_attention_mask.bool()[:, None, None, :]
         x = self._embed(decoder_input_ids, offset=past)
+        recall = self.recall
         for i, layer in enumerate(self.decoder_layers):
             layer_cache = None if cache is None else cache.layers[i]
-            x = self._run_layer(layer, x, encoder_states, memory_mask, self_mask, is_causal, layer_cache)
+            x = self._run_layer(layer, x, encoder_states, memory_mask, self_mask, is_causal, layer_cache, recall)
         hidden = self.decoder_norm(x)
         # Output projection tied to the embedding (one V x D matrix, a single state_dict entry).
         logits = F.linear(hidden, self.embed.weight)
@@ -537,32 +536,59 @@ def build_weaver(
     vocab_size: int | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
     activation_checkpointing: bool = False,
+    memory: Mapping[str, Any] | None = None,
+    max_source_length: int | None = None,
+    max_target_length: int | None = None,
     **kwargs: Any,
 ) -> WeaverModel:
     """Hydra builder (``_target_: weaver.models.build_weaver``): the vocabulary and special ids come from
-    ``tokenizer`` unless given."""
+    ``tokenizer`` unless given; the data's lengths are checked against the positions before any training."""
     if tokenizer is not None:
         vocab_size = vocab_size or len(tokenizer)
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             kwargs.setdefault(name, getattr(tokenizer, name))
     if vocab_size is None:
         raise ConfigError("model: build_weaver needs a tokenizer or a vocab_size")
-    if not isinstance(activation_checkpointing, bool):
-        raise ConfigError(f"model.activation_checkpointing must be true or false, got {activation_checkpointing!r}")
-    model = WeaverModel(WeaverConfig(vocab_size=vocab_size, **kwargs))
-    model.activation_checkpointing = activation_checkpointing
-    return model
+    config = WeaverConfig(vocab_size=vocab_size, memory=memory_from_settings(memory, tokenizer), **kwargs)
+    return _prepared(WeaverModel(config), activation_checkpointing, max_source_length, max_target_length)
 
 
 def load_weaver(
-    path: str, tokenizer: PreTrainedTokenizerBase | None = None, activation_checkpointing: bool = False
+    path: str,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    activation_checkpointing: bool = False,
+    memory: Mapping[str, Any] | None = None,
+    max_source_length: int | None = None,
+    max_target_length: int | None = None,
 ) -> WeaverModel:
-    """Hydra builder for `model=weaver_pretrained`: fine-tune (or adapt with LoRA) an exported Weaver model."""
+    """Hydra builder for `model=weaver_pretrained`: fine-tune (or adapt with LoRA) an exported Weaver model;
+    ``memory`` (`memory=recall`) replaces the saved model's memory settings (they add no weights)."""
     model = WeaverModel.from_pretrained(path)
-    model.activation_checkpointing = activation_checkpointing
     if tokenizer is not None and len(tokenizer) != model.config.vocab_size:
         raise ConfigError(
             f"The tokenizer has {len(tokenizer)} tokens but the model at model.path='{path}' has "
             f"{model.config.vocab_size}: use the tokenizer saved with it (tokenizer.name_or_path={path})."
         )
-    return model.train()
+    if memory is not None:
+        model.config = replace(model.config, memory=memory_from_settings(memory, tokenizer))
+    return _prepared(model.train(), activation_checkpointing, max_source_length, max_target_length)
+
+
+def _prepared(
+    model: WeaverModel, activation_checkpointing: bool, max_source_length: int | None, max_target_length: int | None
+) -> WeaverModel:
+    if not isinstance(activation_checkpointing, bool):
+        raise ConfigError(f"model.activation_checkpointing must be true or false, got {activation_checkpointing!r}")
+    config = model.config
+    lengths = {"max_target_length": max_target_length}
+    if config.memory is None:  # with memory the source may be any length: windows keep within the positions
+        lengths["max_source_length"] = max_source_length
+    for key, length in lengths.items():
+        if length is not None and length > config.max_positions:
+            hint = " (or read long sources in windows: memory=recall)" if key == "max_source_length" else ""
+            raise ConfigError(
+                f"data.{key}={length} exceeds model.max_positions={config.max_positions}; "
+                f"set data.{key}<={config.max_positions}{hint}"
+            )
+    model.activation_checkpointing = activation_checkpointing
+    return model

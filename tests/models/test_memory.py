@@ -1,0 +1,225 @@
+"""Memory and recall: windowed encoding, top-k cross-attention, and their exactness against one pass and full
+attention."""
+
+import pytest
+import torch
+
+from weaver.errors import ConfigError
+from weaver.models import WeaverModel, build_weaver
+from weaver.models.memory import MemoryConfig, encode_in_windows, prefix_lengths, window_layout
+from weaver.models.recall import folded_recall_attention, recall_attention
+
+VOCAB = 50
+TINY = dict(d_model=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, ffn_dim=64, max_positions=64)
+PREFIX_END = 3  # the token ending a prefix, in the tests that use one
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(memory: dict | None = None, seed: int = 0, **overrides) -> WeaverModel:
+    torch.manual_seed(seed)
+    model = build_weaver(VOCAB, memory=memory, **{**TINY, **overrides})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model.eval()
+
+
+def with_memory(model: WeaverModel, **memory) -> WeaverModel:
+    """The same weights with memory settings (memory adds no parameters)."""
+    twin = tiny_model(memory=memory, max_positions=model.config.max_positions)
+    twin.load_state_dict(model.state_dict())
+    return twin.eval()
+
+
+def padded_batch(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, VOCAB, (len(lengths), max(lengths)), generator=g)
+    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
+    return ids.masked_fill(~mask, 0), mask.long()
+
+
+def test_window_layout_ends_the_last_window_at_the_source_end_and_splits_halfway_between_centres():
+    starts, boundaries = window_layout(torch.tensor([300, 100, 40]), torch.tensor([0, 0, 0]), window=128, stride=64)
+    assert starts.tolist() == [[0, 64, 128, 172], [0, -1, -1, -1], [0, -1, -1, -1]]
+    # Centres 63.5, 127.5, 191.5, 235.5: position 96 is nearer the second window's centre, 95 the first's.
+    assert boundaries[0].tolist() == [96, 160, 214]
+
+
+def test_every_token_is_kept_from_the_window_where_it_sits_most_centrally():
+    lengths, window, stride = torch.tensor([300]), 128, 64
+    starts, boundaries = window_layout(lengths, torch.tensor([0]), window, stride)
+    owner = torch.searchsorted(boundaries, torch.arange(300)[None], right=True)[0]
+    for position in range(300):
+        windows = [int(s) for s in starts[0] if 0 <= s <= position < s + window]
+        margin = [min(position - s, s + window - 1 - position) for s in windows]
+        chosen = int(starts[0, owner[position]])
+        assert min(position - chosen, chosen + window - 1 - position) == max(margin)
+
+
+def test_encoding_in_one_window_equals_one_pass_encoding():
+    model = tiny_model()
+    long_window = with_memory(model, window=64, stride=32)
+    ids, mask = padded_batch([40, 25, 33])
+    torch.testing.assert_close(long_window.encode(ids, mask), model.encode(ids, mask) * mask[..., None])
+
+
+def test_each_window_state_equals_encoding_that_window_alone():
+    """Checked by hand for a three-window source: every kept state is the one-pass state of its own window."""
+    model = with_memory(tiny_model(), window=16, stride=8)
+    ids, mask = padded_batch([30, 12])
+    memory = model.encode(ids, mask)
+    # Source of 30: windows start at 0, 8, 14; boundaries at body positions 12 and 19.
+    alone = {
+        start: model._encode_window(ids[:1, start : start + 16], mask[:1, start : start + 16]) for start in (0, 8, 14)
+    }
+    for position in range(30):
+        start = 0 if position < 12 else 8 if position < 19 else 14
+        torch.testing.assert_close(memory[0, position], alone[start][0, position - start])
+    torch.testing.assert_close(memory[1, :12], model._encode_window(ids[1:, :12], mask[1:, :12])[0])
+
+
+def test_a_prefix_starts_every_window_and_its_states_come_from_the_first():
+    model = with_memory(tiny_model(), window=16, stride=8)
+    model.config.memory.prefix_token_id = PREFIX_END
+    ids, mask = padded_batch([40])
+    ids[0, 4] = PREFIX_END  # prefix: the first 5 tokens
+    assert prefix_lengths(ids, mask, PREFIX_END).tolist() == [5]
+    memory = model.encode(ids, mask)
+    first = model._encode_window(ids[:, :21], mask[:, :21])
+    torch.testing.assert_close(memory[0, :12], first[0, :12])
+    # The body's second window starts at body position 8 (source 13), read after the 5 prefix tokens.
+    second = torch.cat([ids[:, :5], ids[:, 13:29]], 1)
+    torch.testing.assert_close(memory[0, 5 + 12], model._encode_window(second, torch.ones_like(second))[0, 5 + 12 - 8])
+
+
+def test_sources_longer_than_the_positions_encode_with_memory_only():
+    model = tiny_model()
+    ids, mask = padded_batch([200, 90])
+    with pytest.raises(ValueError, match="max_positions"):
+        model.encode(ids, mask)
+    memory = with_memory(model, window=64, stride=48).encode(ids, mask)
+    assert memory.shape == (2, 200, TINY["d_model"]) and memory.isfinite().all()
+
+
+@pytest.mark.parametrize("fold_keys", [False, True])
+def test_recall_covering_the_memory_equals_full_cross_attention(fold_keys):
+    model = tiny_model()
+    recalling = with_memory(model, window=64, stride=32, top_k=64, fold_keys=fold_keys)
+    ids, mask = padded_batch([40, 25])
+    target = torch.randint(4, VOCAB, (2, 7))
+    torch.testing.assert_close(recalling(ids, mask, target), model(ids, mask, target), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+@pytest.mark.parametrize("fold_keys", [False, True])
+def test_recall_covering_the_memory_generates_what_full_attention_does(num_beams, fold_keys):
+    model = tiny_model()
+    recalling = with_memory(model, window=64, stride=32, top_k=64, fold_keys=fold_keys)
+    ids, mask = padded_batch([40, 25, 33])
+    settings = dict(num_beams=num_beams, max_new_tokens=12)
+    assert torch.equal(recalling.generate(ids, mask, **settings), model.generate(ids, mask, **settings))
+
+
+def test_folded_and_cached_recall_fetch_the_same_entries():
+    torch.manual_seed(0)
+    batch, heads, length, width, sources = 2, 4, 5, 8, 30
+    q, states = torch.randn(batch, heads, length, width), torch.randn(batch, sources, heads * width)
+    key, value = torch.nn.Linear(heads * width, heads * width), torch.nn.Linear(heads * width, heads * width)
+    mask = torch.ones(batch, 1, 1, sources, dtype=torch.bool)
+    mask[1, ..., 20:] = False
+    split = lambda t: t.unflatten(-1, (heads, width)).transpose(1, 2)  # noqa: E731
+    cached = recall_attention(q, split(key(states)), split(value(states)), mask, top_k=6)
+    folded = folded_recall_attention(q, states, key.weight, key.bias, value.weight, value.bias, mask, top_k=6)
+    torch.testing.assert_close(folded, cached)
+
+
+def test_recall_attends_only_to_the_best_scoring_entries():
+    q = torch.tensor([[[[1.0, 0.0]]]])  # (1, 1, 1, 2)
+    k = torch.tensor([[[[5.0, 0.0], [4.0, 0.0], [-9.0, 0.0], [0.0, 0.0]]]])
+    v = torch.tensor([[[[1.0, 0.0], [0.0, 1.0], [100.0, 100.0], [100.0, 100.0]]]])
+    out = recall_attention(q, k, v, torch.ones(1, 1, 1, 4, dtype=torch.bool), top_k=2)
+    weights = torch.tensor([5.0, 4.0]).div(2**0.5).softmax(0)
+    torch.testing.assert_close(out[0, 0, 0], weights)
+
+
+def test_gradients_reach_every_parameter_through_windows_and_recall():
+    model = with_memory(tiny_model(), window=16, stride=8, top_k=4).train()
+    ids, mask = padded_batch([50, 30])
+    model(ids, mask, torch.randint(4, VOCAB, (2, 6))).logsumexp(-1).mean().backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert missing == []
+
+
+def test_checkpointed_windows_give_the_same_gradients():
+    ids, mask = padded_batch([50, 30])
+    target = torch.randint(4, VOCAB, (2, 6))
+    grads = []
+    for checkpointing in (False, True):
+        model = with_memory(tiny_model(), window=16, stride=8, top_k=4, window_batch_size=2).train()
+        model.config.dropout = 0.0
+        model.activation_checkpointing = checkpointing
+        for module in model.modules():
+            if hasattr(module, "p"):
+                module.p = 0.0
+        model(ids, mask, target).logsumexp(-1).mean().backward()
+        grads.append(model.embed.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_full_training_mode_uses_full_cross_attention_in_training_only():
+    model = with_memory(tiny_model(), window=64, stride=32, top_k=2, training="full")
+    assert model.recall is not None
+    assert model.train().recall is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (dict(top_k=0), "model.memory.top_k must be a positive integer"),
+        (dict(window=128), "model.memory.window=128 exceeds model.max_positions=64"),
+        (dict(window=32, stride=32), "model.memory.stride=32 must be smaller than model.memory.window=32"),
+        (dict(training="sometimes"), "model.memory.training must be one of"),
+        (dict(windows=3), r"model.memory: unknown key\(s\) \['windows'\]"),
+    ],
+)
+def test_bad_memory_settings_name_the_key(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_model(memory={"window": 32, "stride": 16, **settings})
+
+
+def test_memory_refuses_copy_attention_and_an_unknown_prefix_token():
+    with pytest.raises(ConfigError, match="copy_attention cannot be combined with model.memory"):
+        tiny_model(memory={"window": 32, "stride": 16}, copy_attention=True)
+
+
+def test_source_length_past_the_positions_needs_memory():
+    with pytest.raises(ConfigError, match=r"data.max_source_length=100 exceeds model.max_positions=64.*memory=recall"):
+        build_weaver(VOCAB, max_source_length=100, **TINY)
+    with pytest.raises(ConfigError, match="data.max_target_length=65 exceeds model.max_positions=64"):
+        build_weaver(VOCAB, max_target_length=65, **TINY)
+    model = build_weaver(VOCAB, max_source_length=65536, memory={"window": 64, "stride": 32}, **TINY)
+    assert model.config.memory == MemoryConfig(window=64, stride=32)
+
+
+def test_memory_settings_survive_export(tmp_path):
+    model = tiny_model(memory={"window": 32, "stride": 16, "top_k": 5, "fold_keys": True})
+    model.save_pretrained(tmp_path)
+    assert WeaverModel.from_pretrained(tmp_path).config.memory == model.config.memory
+
+
+def test_encode_in_windows_works_for_any_encoder():
+    """The windowing only needs a function from (ids, mask) to states: the HF wrapper passes its encoder."""
+
+    def encode(ids, mask):
+        return torch.stack([ids.float(), mask.float()], -1)
+
+    ids, mask = padded_batch([37, 20])
+    memory = encode_in_windows(encode, ids, mask, MemoryConfig(window=8, stride=5))
+    torch.testing.assert_close(memory[..., 0], (ids * mask).float())

@@ -1,0 +1,174 @@
+"""Memory: a source far longer than the encoder's positions, read in overlapping windows.
+
+The encoder reads the source in windows of `MemoryConfig.window` tokens, `stride` tokens apart, each within the
+positions the model was trained on, so encoding cost grows linearly with the source's length and peak activation
+memory with `window_batch_size` windows at a time. Each source token keeps its state from the window where it sits
+most centrally (the one whose centre is nearest), as SLED and Unlimiformer do, so every kept state saw as much
+context on both sides as the windowing allows. An optional prefix (a query: the source's tokens up to and
+including `prefix_token_id`) is read again at the start of every window, so each part of a long source is
+encoded knowing what was asked; its states are kept once, from the first window.
+
+Where one window covers the whole source, this is exactly one-pass encoding. The memory is the encoder states of
+every source token, (B, S, D); `weaver.models.recall` reads it from the decoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from weaver.errors import ConfigError
+
+TRAINING_MODES = ("recall", "full")
+
+
+@dataclass
+class MemoryConfig:
+    """`model.memory` (`memory=recall`): how a long source is encoded and recalled. Adds no parameters, so a model
+    trained without memory can be evaluated with it and the other way round."""
+
+    window: int = 256  # source tokens an encoder window reads (the prefix comes on top)
+    stride: int = 128  # tokens between the starts of consecutive windows; < window, so windows overlap
+    top_k: int = 16  # memory entries each decoder query attends to, per layer and head
+    # Fold each layer's key projection into its queries and keep one memory of encoder states for every layer and
+    # head (Unlimiformer), instead of per-layer keys and values: 2 x layers x fewer stored entries, more compute.
+    fold_keys: bool = False
+    # recall: the decoder learns with top-k recall over the memory, gradients through the entries it fetched;
+    # full: cross-attention over the whole memory in training, top-k recall in evaluation and generation.
+    training: str = "recall"
+    window_batch_size: int = 16  # windows encoded at once: bounds peak activation memory
+    prefix_token_id: int | None = None  # the token ending a prefix that every window starts with (None: no prefix)
+
+    def __post_init__(self) -> None:
+        for name in ("window", "stride", "top_k", "window_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model.memory.{name} must be a positive integer, got {value!r}")
+        if self.stride >= self.window:
+            raise ConfigError(
+                f"model.memory.stride={self.stride} must be smaller than model.memory.window={self.window}: "
+                "windows must overlap for every token to sit inside one away from its edges"
+            )
+        if self.training not in TRAINING_MODES:
+            raise ConfigError(f"model.memory.training must be one of {list(TRAINING_MODES)}, got {self.training!r}")
+        if not isinstance(self.fold_keys, bool):
+            raise ConfigError(f"model.memory.fold_keys must be true or false, got {self.fold_keys!r}")
+
+    def check_positions(self, max_positions: int, key: str = "model.max_positions") -> None:
+        if self.window > max_positions:
+            raise ConfigError(
+                f"model.memory.window={self.window} exceeds {key}={max_positions}: a window must fit the positions "
+                "the model was trained on"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> MemoryConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"model.memory: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        return cls(**values)
+
+
+def memory_from_settings(settings: Mapping[str, Any] | None, tokenizer: Any = None) -> MemoryConfig | None:
+    """`MemoryConfig` from the `model.memory` node (`conf/memory/`), whose `prefix_token` (text) becomes
+    `prefix_token_id` with ``tokenizer``; None (`memory=none`) stays None."""
+    if settings is None:
+        return None
+    values = dict(settings)
+    prefix_token = values.pop("prefix_token", None)
+    if prefix_token is not None:
+        token_id = tokenizer.convert_tokens_to_ids(prefix_token) if tokenizer is not None else None
+        if token_id is None or token_id == getattr(tokenizer, "unk_token_id", None):
+            raise ConfigError(f"model.memory.prefix_token={prefix_token!r} is not a token of the tokenizer")
+        values["prefix_token_id"] = int(token_id)
+    return MemoryConfig.from_dict(values)
+
+
+def prefix_lengths(input_ids: Tensor, attention_mask: Tensor, prefix_token_id: int | None) -> Tensor:
+    """Per source, how many leading tokens every window repeats: up to and including the first `prefix_token_id`
+    (0 where the source has none)."""
+    if prefix_token_id is None:
+        return input_ids.new_zeros(input_ids.size(0))
+    is_end = (input_ids == prefix_token_id) & attention_mask.bool()
+    first = is_end.to(torch.uint8).argmax(1)
+    return torch.where(is_end.any(1), first + 1, 0)
+
+
+def window_layout(lengths: Tensor, prefixes: Tensor, window: int, stride: int) -> tuple[Tensor, Tensor]:
+    """Where each source's windows start in its body (the tokens after the prefix), (B, W) with -1 for windows a
+    source does not need, and the body position where each next window takes over, (B, W - 1).
+
+    Starts go `stride` apart; the last one is moved back to end at the body's end, as SLED does, so no window is
+    mostly padding. A token belongs to the window whose centre is nearest: the boundary between consecutive windows
+    is halfway between their centres, inside both, since they overlap."""
+    body = (lengths - prefixes).clamp(min=0)
+    last_start = (body - window).clamp(min=0)  # (B,)
+    counts = 1 + torch.div(last_start + stride - 1, stride, rounding_mode="floor")
+    steps = torch.arange(int(counts.max()), device=lengths.device)
+    starts = torch.minimum(steps[None, :] * stride, last_start[:, None])
+    starts = starts.masked_fill(steps[None, :] >= counts[:, None], -1)
+    # Boundary j: first body position owned by window j + 1 (centres c_j = start_j + window / 2).
+    boundaries = torch.div(starts[:, :-1] + starts[:, 1:] + window + 1, 2, rounding_mode="floor")
+    boundaries = boundaries.masked_fill(starts[:, 1:] < 0, torch.iinfo(boundaries.dtype).max)
+    return starts, boundaries
+
+
+def encode_in_windows(
+    encode: Callable[[Tensor, Tensor], Tensor],
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    config: MemoryConfig,
+    checkpoint: bool = False,
+) -> Tensor:
+    """The memory (B, S, D): ``encode(ids, mask)`` (the encoder on at most prefix + window tokens) run on every
+    window, each token's state taken from its most central window. ``checkpoint`` recomputes each batch of windows
+    in backward instead of keeping its activations."""
+    mask = attention_mask.bool()
+    batch, length = input_ids.shape
+    lengths = mask.sum(1)
+    prefixes = prefix_lengths(input_ids, mask, config.prefix_token_id)
+    starts, boundaries = window_layout(lengths, prefixes, config.window, config.stride)
+    needed = starts >= 0  # (B, W): the windows each source needs come first
+    width = int(prefixes.max()) + config.window
+    # Position m of window (b, j) reads source position m inside the prefix and m + starts[b, j] after it.
+    offsets = torch.arange(width, device=input_ids.device)
+    in_body = offsets >= prefixes[:, None, None]  # (B, 1, width)
+    source_index = offsets + torch.where(in_body, starts.clamp(min=0)[:, :, None], 0)  # (B, W, width)
+    valid = (offsets < prefixes[:, None, None] + config.window) & (source_index < lengths[:, None, None])
+    source_index = source_index.clamp(max=length - 1)
+    window_mask = valid[needed]  # (N, width), N windows in all
+    used = int(window_mask.sum(1).max())  # no column of padding alone
+    rows = torch.arange(batch, device=input_ids.device)[:, None].expand_as(needed)[needed]
+    window_ids, window_mask = input_ids[rows[:, None], source_index[needed][:, :used]], window_mask[:, :used]
+    size = config.window_batch_size
+    states = torch.cat(
+        [
+            _run(encode, window_ids[i : i + size], window_mask[i : i + size], checkpoint)
+            for i in range(0, len(window_ids), size)
+        ]
+    )
+    # Source position k of row b comes from window j (0 in the prefix; past it, the window owning body position
+    # k - prefix) at offset k - starts[b, j]; that window is number first[b] + j among the N encoded.
+    positions = torch.arange(length, device=input_ids.device).expand(batch, length)
+    body = (positions - prefixes[:, None]).clamp(min=0)
+    owner = torch.searchsorted(boundaries.contiguous(), body.contiguous(), right=True)
+    owner = torch.where(positions < prefixes[:, None], 0, owner)
+    first = needed.sum(1).cumsum(0) - needed.sum(1)
+    offset = (positions - starts.gather(1, owner)).clamp(0, used - 1)
+    flat = (first[:, None] + owner) * used + offset
+    memory = states.flatten(0, 1).index_select(0, flat.flatten()).view(batch, length, -1)
+    return memory.masked_fill(~mask[:, :, None], 0.0)
+
+
+def _run(encode: Callable[[Tensor, Tensor], Tensor], ids: Tensor, mask: Tensor, checkpoint: bool) -> Tensor:
+    if checkpoint and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(encode, ids, mask, use_reentrant=False)
+    return encode(ids, mask)
