@@ -1,0 +1,161 @@
+"""The recall set: long inputs that need recall by construction.
+
+From rows of (key, document, summary), such as Debian packages' (name, description, synopsis), each example's
+source is a query (one row's key) followed by `num_documents` documents, each headed by its own key, the queried
+one among them at a random place; the target is the queried document's summary. Only by finding the document
+headed by the queried key can a model write the right summary, wherever it sits in an input of any length: with
+100-token documents, 10 of them make a ~1k-token source and 640 a ~64k-token one.
+
+`RecallSetPairs` is the data module's `pair_builder` for such rows. Documents are drawn from the example's own
+split (splits stay apart), every draw seeded by (seed, split, example), so the same settings give the same
+examples. The query ends with `query_token`, which `memory.prefix_token` can name so every encoder window starts
+with the query.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import Dataset
+
+from weaver.data.columns import check_columns, get_field, skip_reason
+from weaver.data.datamodule import ColumnPairs
+from weaver.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+# Bump when the examples built from the same rows change, so cached datasets are not reused.
+PAIRS_VERSION = "1"
+
+
+@dataclass
+class RecallSetPairs:
+    """Rows of (key, document, summary) -> (query + `num_documents` keyed documents, the queried one's summary).
+
+    `num_documents` sets the training examples' length, `eval_num_documents` (default: the same) the validation
+    and test ones', so a model can train on short inputs and be scored on long ones. Every usable training row is
+    queried once; `eval_max_examples` caps how many validation and test rows are (the first ones). Keys come from
+    `key_field`, or from `keys_file` (JSON, optionally gzipped: {row id: key}) joined on `id_field`. Rows without a
+    usable key, document or summary are skipped and counted.
+    """
+
+    num_documents: int = 16
+    eval_num_documents: int | None = None
+    eval_max_examples: int | None = None
+    key_field: str = "name"
+    document_field: str = "document"
+    summary_field: str = "summary"
+    keys_file: str | None = None
+    id_field: str = "id"
+    query_token: str = "<query>"
+    document_token: str = "<doc>"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_documents", "eval_num_documents", "eval_max_examples"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"data.pair_builder.{name} must be a positive integer, got {value!r}")
+
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        return (self.query_token, self.document_token)
+
+    def documents_per_example(self, split: str) -> int:
+        return self.num_documents if split == "train" else (self.eval_num_documents or self.num_documents)
+
+    def build_pairs(self, dataset: Dataset, split: str) -> Dataset:
+        """Columns `example_id`, `source`, `target` and `position` (where the queried document sits, 0-based)."""
+        keys, documents, summaries, rows = self.usable_rows(dataset, split)
+        count = len(rows) if split == "train" or not self.eval_max_examples else min(len(rows), self.eval_max_examples)
+        per_example = self.documents_per_example(split)
+        if per_example > len(rows):
+            key = "num_documents" if split == "train" else "eval_num_documents"
+            raise DataError(
+                f"data.pair_builder.{key}={per_example} exceeds the {len(rows)} usable rows of the {split} split"
+            )
+        queried = {row: position for position, row in enumerate(rows[:count])}
+        split_code = zlib.crc32(split.encode())
+
+        def examples(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+            built: dict[str, list[Any]] = {"example_id": [], "source": [], "target": [], "position": []}
+            for index in indices:
+                if index not in queried:
+                    continue
+                target = queried[index]
+                rng = np.random.default_rng([self.seed, split_code, target])
+                others = rng.choice(len(rows) - 1, size=per_example - 1, replace=False)
+                others = others + (others >= target)  # every row but the queried one
+                position = int(rng.integers(per_example))
+                order = [*others[:position].tolist(), target, *others[position:].tolist()]
+                body = " ".join(f"{self.document_token} {keys[i]}: {documents[i]}" for i in order)
+                built["example_id"].append(target)
+                built["source"].append(f"{keys[target]} {self.query_token} {body}")
+                built["target"].append(summaries[target])
+                built["position"].append(position)
+            return built
+
+        fingerprint = hashlib.sha256(f"{dataset._fingerprint}|{self!r}|{split}|{PAIRS_VERSION}".encode()).hexdigest()
+        pairs = dataset.map(
+            examples,
+            batched=True,
+            with_indices=True,
+            remove_columns=dataset.column_names,
+            new_fingerprint=fingerprint[:16],
+            desc=f"Building {split} recall examples",
+        )
+        log.info(
+            "%s split: %d recall examples of %d documents each, drawn from %d rows.", split, len(pairs), per_example, len(rows)
+        )
+        return pairs
+
+    def usable_rows(self, dataset: Dataset, split: str) -> tuple[list[str], list[str], list[str], list[int]]:
+        """Keys, documents and summaries of the usable rows (by position among them), and their row indices."""
+        fields = {"document_field": self.document_field, "summary_field": self.summary_field}
+        fields["id_field" if self.keys_file else "key_field"] = self.id_field if self.keys_file else self.key_field
+        check_columns(dataset, split, {f"pair_builder.{option}": name for option, name in fields.items()})
+        lookup = read_keys(self.keys_file) if self.keys_file else None
+        keys, documents, summaries, rows = [], [], [], []
+        skipped: Counter[str] = Counter()
+        for index, row in enumerate(dataset):
+            key = lookup.get(str(get_field(row, self.id_field))) if lookup is not None else get_field(row, self.key_field)
+            values = {"key": key, "document": get_field(row, self.document_field), "summary": get_field(row, self.summary_field)}
+            reason = next((f"{name} {skip_reason(value)}" for name, value in values.items() if skip_reason(value)), None)
+            if reason:
+                skipped[reason] += 1
+                continue
+            keys.append(" ".join(values["key"].split()))
+            documents.append(" ".join(values["document"].split()))
+            summaries.append(values["summary"].strip())
+            rows.append(index)
+        if skipped:
+            details = ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
+            log.warning("%s split: skipped %d of %d rows (%s).", split, sum(skipped.values()), len(dataset), details)
+        if not rows:
+            raise DataError(f"The {split} split has no rows with a key, a document and a summary.")
+        return keys, documents, summaries, rows
+
+    # Sources are cut on the right, as for any column pair: past max_source_length, documents are dropped.
+    encode_sources = ColumnPairs.encode_sources
+
+
+def read_keys(path: str) -> dict[str, str]:
+    """{row id: key} from a JSON object file, gzipped or not."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"data.pair_builder.keys_file='{path}' does not exist.")
+    opener = gzip.open if file.suffix == ".gz" else open
+    with opener(file, "rt", encoding="utf-8") as handle:
+        keys = json.load(handle)
+    if not isinstance(keys, dict):
+        raise DataError(f"data.pair_builder.keys_file='{path}' must hold a JSON object {{row id: key}}.")
+    return keys
