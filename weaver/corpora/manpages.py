@@ -73,19 +73,23 @@ def dpkg_query(*args: str) -> str:
     try:
         result = subprocess.run(["dpkg-query", *args], capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError) as err:
-        detail = getattr(err, "stderr", "") or str(err)
-        raise DataError(f"dpkg-query {' '.join(args)} failed ({detail.strip()}); run: {INSTALL_COMMAND}") from err
+        detail = (getattr(err, "stderr", "") or str(err)).strip().split("\n")[0]
+        raise DataError(f"dpkg-query {' '.join(args)} failed ({detail}); run: {INSTALL_COMMAND}") from err
     return result.stdout
 
 
-def package_pages(packages: Iterable[str], man_dir: Path) -> list[Path]:
+def package_pages(packages: list[str], man_dir: Path) -> list[Path]:
     """The packages' English pages (``man*/<file>``), sorted, as paths under `man_dir`."""
     listed = dpkg_query("-L", *packages).splitlines()
     relative = {Path(p).relative_to(PACKAGED_MAN_DIR) for p in listed if p.startswith(f"{PACKAGED_MAN_DIR}/")}
-    return sorted(man_dir / p for p in relative if ENGLISH_PAGE.match(p.as_posix()))
+    pages = sorted(man_dir / p for p in relative if ENGLISH_PAGE.match(p.as_posix()))
+    if not pages:
+        raise DataError(f"packages {' '.join(packages)} list no English man pages under {PACKAGED_MAN_DIR}/man*/")
+    return pages
 
 
 def package_versions(packages: Iterable[str]) -> dict[str, str]:
+    """Each package's installed version, recorded because the pages change between versions."""
     return {package: dpkg_query("-W", "-f=${Version}", package) for package in packages}
 
 
@@ -100,6 +104,7 @@ def page_name(path: Path) -> str:
 
 
 def read_source(path: Path) -> str:
+    """The page's roff source, gunzipped when Debian installed it compressed."""
     if not path.is_file():
         raise DataError(f"{path} is listed by dpkg but missing; check --man-dir or reinstall: {INSTALL_COMMAND}")
     data = path.read_bytes()
@@ -174,9 +179,8 @@ def build_corpus(pages: Iterable[Path]) -> Corpus:
     skipped: Counter[str] = Counter()
     rows: list[Row] = []
     seen: set[str] = set()
-    listed = 0
-    for path in sorted(pages, key=page_name):
-        listed += 1
+    ordered = sorted(pages, key=page_name)
+    for path in ordered:
         try:
             row = page_row(path)
         except Skipped as reason:
@@ -190,7 +194,9 @@ def build_corpus(pages: Iterable[Path]) -> Corpus:
     ranked = sorted(rows, key=lambda row: split_rank(row["name"]))
     held_out = {"validation": ranked[:HELD_OUT_PAGES], "test": ranked[HELD_OUT_PAGES : 2 * HELD_OUT_PAGES]}
     splits = {**held_out, "train": ranked[2 * HELD_OUT_PAGES :]}
-    return Corpus({split: sorted(splits[split], key=lambda row: row["name"]) for split in SPLITS}, skipped, listed)
+    return Corpus(
+        {split: sorted(splits[split], key=lambda row: row["name"]) for split in SPLITS}, skipped, len(ordered)
+    )
 
 
 def percentiles(values: list[int]) -> dict[str, int]:
