@@ -4,10 +4,12 @@
     python experiments/baselines.py task=summarization   # lead: the document's first sentence
     python experiments/baselines.py task=dialogue        # last turn: repeat the context's last turn
     python experiments/baselines.py task=dialogue constant="What about you?"   # one fixed output for every example
+    python experiments/baselines.py task=summarization data=manpages lead_after=DESCRIPTION   # lead of a section
 
-A constant output shows what a metric gives for writing nothing specific to the input. Any data override a training
-run takes works here too (e.g. `data.data_dir=...`); `split=validation` scores the validation split. Prints the
-scores as JSON.
+A constant output shows what a metric gives for writing nothing specific to the input. `lead_after=HEADING` takes
+the first sentence after the line `HEADING` instead (a man page's document opens with LIBRARY or SYNOPSIS). Any data
+override a training run takes works here too (e.g. `data.data_dir=...`); `split=validation` scores the validation
+split. Prints the scores as JSON.
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ def copy_source(row: dict[str, Any]) -> str:
     return row["source"]
 
 
-def lead_sentence(row: dict[str, Any]) -> str:
+def lead_sentence(row: dict[str, Any], after: str | None = None) -> str:
+    """The source's first sentence; with `after`, the first one after the line `after` when there is one."""
     sentences = split_sentences(row["source"])
+    if after in sentences:
+        sentences = sentences[sentences.index(after) + 1 :]
     return sentences[0] if sentences else ""
 
 
@@ -67,6 +72,7 @@ def main(overrides: list[str]) -> None:
     register_resolvers()
     split, overrides = pop_option(overrides, "split")
     constant, overrides = pop_option(overrides, "constant")
+    lead_after, overrides = pop_option(overrides, "lead_after")
     split = split or "test"
     try:
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
@@ -76,6 +82,10 @@ def main(overrides: list[str]) -> None:
     with open_dict(cfg):
         cfg.paths.output_dir = "."  # nothing is written
     name, predict, scores_of = baseline_for(cfg.task_name, cfg)
+    if lead_after is not None:
+        if cfg.task_name != "summarization":
+            raise SystemExit(f"Error: lead_after= is for task=summarization, not task={cfg.task_name}.")
+        name, predict = f"lead sentence after {lead_after}", lambda row: lead_sentence(row, lead_after)
     if constant is not None:
         name, predict = f"constant: {constant}", lambda row: constant
     datamodule = build(cfg.data, "data", tokenizer=None, cache_dir=cfg.paths.cache_dir)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sacrebleu
 
-from experiments.baselines import main, pop_option
+from experiments.baselines import lead_sentence, main, pop_option
 from tests.conftest import FIXTURE_SIZES, embedded_rows
 
 
@@ -33,6 +33,18 @@ def test_constant_baseline_scores_one_text_for_every_example(
     assert report["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score)
     assert report["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [references]).score)
     assert report["chrf"] > 0
+
+
+def test_lead_after_a_heading_takes_that_sections_first_sentence() -> None:
+    row = {"source": "LIBRARY\nStandard C library\nDESCRIPTION\nThe open() call opens a file. It may create it."}
+    assert lead_sentence(row) == "LIBRARY"
+    assert lead_sentence(row, after="DESCRIPTION") == "The open() call opens a file."
+    assert lead_sentence(row, after="EXAMPLES") == "LIBRARY"
+
+
+def test_lead_after_is_refused_outside_summarization() -> None:
+    with pytest.raises(SystemExit, match="lead_after= is for task=summarization"):
+        main(["task=dialogue", "lead_after=DESCRIPTION"])
 
 
 def test_a_bad_override_is_named_without_a_traceback() -> None:

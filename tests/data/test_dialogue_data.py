@@ -1,9 +1,8 @@
 """Dialogue data: conversations -> (context, response) pairs, history window, left truncation by whole turns,
-bad data counted, splits by conversation, and the chitchat-dataset package as the source."""
+bad data counted, splits by conversation."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from tests.conftest import write_jsonl
 from weaver.data import Seq2SeqDataModule, TrainedTokenizer
-from weaver.data.dialogue import DialoguePairs, chitchat_file, chitchat_rows
+from weaver.data.dialogue import DialoguePairs
 from weaver.data.tokenizer import GivenTokenizer
 from weaver.errors import ConfigError, DataError
 
@@ -220,42 +219,3 @@ def test_builder_options_are_checked() -> None:
         DialoguePairs(topic_field="prompt", topic_token="<s")
     with pytest.raises(ConfigError, match="source_field and data.target_field"):
         Seq2SeqDataModule(TrainedTokenizer(), train_file="x.jsonl")
-
-
-def test_chitchat_messages_of_one_sender_form_one_turn() -> None:
-    raw = {
-        "u1": {
-            "prompt": "p",
-            "messages": [
-                [{"text": "Hello", "sender": "a"}, {"text": " How are\nyou? ", "sender": "a"}],
-                [{"text": "", "sender": "b"}],
-                [{"text": "fine", "sender": "a"}],
-            ],
-        }
-    }
-    assert list(chitchat_rows(raw)) == [
-        {
-            "id": "u1",
-            "prompt": "p",
-            "turns": [
-                {"speaker": "a", "text": "Hello How are you?"},
-                {"speaker": "b", "text": ""},
-                {"speaker": "a", "text": "fine"},
-            ],
-        }
-    ]
-
-
-def test_chitchat_package_is_written_once_as_conversation_rows(tmp_path: Path) -> None:
-    path = Path(chitchat_file(str(tmp_path)))
-    assert path.parent == tmp_path / "datasets"
-    mtime = path.stat().st_mtime_ns
-    assert chitchat_file(str(tmp_path)) == str(path) and path.stat().st_mtime_ns == mtime
-    with path.open(encoding="utf-8") as file:
-        rows = [json.loads(line) for line in file]
-    assert len(rows) == 7168 and len({row["id"] for row in rows}) == 7168
-    assert sum(len(row["turns"]) for row in rows) == 138737  # the package's message groups, one per turn
-    first = rows[0]["turns"]
-    assert first[0] == {"speaker": "720840be-e522-47ba-9e9f-143f66372673", "text": "Hello How are you doing today?"}
-    pairs = (pair for row in rows for pair in zip(row["turns"], row["turns"][1:], strict=False))
-    assert all(a["speaker"] != b["speaker"] for a, b in pairs)

@@ -15,8 +15,8 @@ from omegaconf import open_dict
 from torch.utils.data import DataLoader
 
 from tests.conftest import compose_config, write_jsonl
+from weaver.corpora.chitchat import chitchat_rows
 from weaver.data.collate import Seq2SeqCollator
-from weaver.data.dialogue import chitchat_rows
 from weaver.metrics.dialogue import dialogue_scores
 from weaver.tasks import DialogueTask
 

@@ -35,8 +35,8 @@ def resource_path(name: str) -> str:
 
 def chitchat_file(cache_dir: str | None = None) -> str:
     """`${weaver.chitchat:${paths.cache_dir}}`: the chitchat-dataset package's conversations as JSONL rows, written
-    once under the cache dir (see `weaver.data.dialogue`)."""
-    from weaver.data.dialogue import chitchat_file as write  # imports `datasets`: only when used
+    once under the cache dir (see `weaver.corpora.chitchat`)."""
+    from weaver.corpora.chitchat import chitchat_file as write  # reads the package's JSON: only when used
 
     return write(cache_dir)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from weaver.data import debian
+from weaver.corpora import debian
 
 EN_FILE = "deb.debian.org_debian_dists_bookworm_main_i18n_Translation-en"
 DE_FILE = "deb.debian.org_debian_dists_bookworm_main_i18n_Translation-de"

@@ -32,9 +32,6 @@ descriptions they translate. These files add no licence of their own.
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
-import json
 import re
 import subprocess
 import sys
@@ -43,26 +40,31 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from weaver.corpora.shipped import (
+    RESERVED_MD5_PREFIX,
+    SPLITS,
+    Row,
+    describe,
+    is_reserved,
+    split_rank,
+    write_splits,
+)
 from weaver.errors import DataError
 
 APT_HELPER = "/usr/lib/apt/apt-helper"
 REFRESH_COMMAND = 'apt-get -o Acquire::Languages="en,de" update'
 # apt's own compressions; anything else is read as plain text (test fixtures).
 COMPRESSED_SUFFIXES = frozenset({".lz4", ".gz", ".xz", ".bz2", ".lzma", ".zst"})
-RESERVED_MD5_PREFIX = "0"
 HELD_OUT_TARGET = 1000
 MIN_DOCUMENT_WORDS = 40
 # Keeps debian_summaries a few MB; the full train split would be about 7 MB.
 MAX_SUMMARY_TRAIN_ROWS = 12000
-SPLITS = ("train", "validation", "test")
 LICENCE_NOTE = (
     "Debian package descriptions and their DDTP translations, redistributed as "
     "part of the Debian archive; each description follows its package's licence, "
     "and DDTP translations are distributed on the same terms as the descriptions "
     "they translate."
 )
-
-Row = dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -161,11 +163,6 @@ def row_order(row: Row) -> tuple[str, int]:
     return md5, int(index or 0)
 
 
-def split_rank(key: str) -> str:
-    """Stable pseudo-random rank of a split group (an md5, a family key), independent of key order."""
-    return hashlib.sha256(f"weaver-split:{key}".encode()).hexdigest()
-
-
 def family_key(document: str) -> str:
     """The split group of a summaries document: its first paragraph, casefolded, whitespace collapsed.
 
@@ -235,11 +232,6 @@ def finalise(
         dropped["rows_over_train_cap"] += max(0, len(ranked) - max_train_rows)
         splits["train"] = ranked[:max_train_rows]
     return Corpus(name, splits, dropped)
-
-
-def is_reserved(md5: str) -> bool:
-    """md5s starting with "0" are kept back for external evaluation."""
-    return md5.startswith(RESERVED_MD5_PREFIX)
 
 
 def paragraphs_align(en: Description, de: Description) -> bool:
@@ -317,18 +309,8 @@ def release_date(index: Path) -> str | None:
     return None
 
 
-def write_jsonl_gz(path: Path, rows: list[Row]) -> None:
-    """Write rows as gzip'd JSON lines with a zero mtime, so rebuilds are byte-identical."""
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    path.write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
-
-
 def write_corpus(corpus: Corpus, output_dir: Path, sources: list[Path]) -> Path:
     """Write the three splits plus stats.json; return the corpus directory."""
-    directory = output_dir / corpus.name
-    directory.mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
-        write_jsonl_gz(directory / f"{split}.jsonl.gz", sorted(corpus.splits[split], key=row_order))
     stats = {
         "corpus": corpus.name,
         "counts": {split: len(corpus.splits[split]) for split in SPLITS},
@@ -337,8 +319,8 @@ def write_corpus(corpus: Corpus, output_dir: Path, sources: list[Path]) -> Path:
         "excluded": f"descriptions whose Description-md5 starts with {RESERVED_MD5_PREFIX!r}",
         "licence": LICENCE_NOTE,
     }
-    (directory / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
-    return directory
+    splits = {split: sorted(corpus.splits[split], key=row_order) for split in SPLITS}
+    return write_splits(output_dir / corpus.name, splits, stats)
 
 
 def build(lists_dir: Path, output_dir: Path) -> list[Path]:
@@ -353,14 +335,6 @@ def build(lists_dir: Path, output_dir: Path) -> list[Path]:
         write_corpus(build_translation(en, de), output_dir, files["en"] + files["de"]),
         write_corpus(build_summaries(en), output_dir, files["en"]),
     ]
-
-
-def describe(directory: Path) -> str:
-    """One summary line per corpus: split counts and compressed size."""
-    stats = json.loads((directory / "stats.json").read_text())
-    size = sum(p.stat().st_size for p in directory.glob("*.jsonl.gz"))
-    counts = ", ".join(f"{split}={n}" for split, n in stats["counts"].items())
-    return f"{directory}: {counts} ({size / 1e6:.2f} MB compressed)"
 
 
 def main(argv: list[str] | None = None) -> int:
