@@ -19,7 +19,8 @@ import re
 import sys
 from pathlib import Path
 
-from weaver.data.debian import SPLITS, iter_stanzas, read_index
+from weaver.corpora.debian import iter_stanzas, read_index
+from weaver.corpora.shipped import SPLITS
 from weaver.errors import DataError
 
 NAMES_FILE = "package_names.json.gz"
