@@ -76,8 +76,9 @@ def folded_recall_attention(
     key and value projections (weights (H * d, D), biases (H * d,)) applied to the fetched entries alone."""
     heads, width = q.size(1), q.size(-1)
     per_head_key = key_weight.view(heads, width, -1)  # (H, d, D)
-    folded = q @ per_head_key.to(q.dtype)  # (B, H, T, D): W_k^T q for each head
-    scores = (folded @ states[:, None].transpose(-1, -2)).float()  # (B, H, T, S), up to a per-query constant
+    folded = (q @ per_head_key.to(q.dtype)).flatten(1, 2)  # (B, H * T, D): W_k^T q for each head
+    # (B, H, T, S), up to a per-query constant; all heads in one product, so the states are read once, not per head
+    scores = (folded @ states.transpose(1, 2).to(folded.dtype)).float().view(*q.shape[:3], -1)
     ranked, index = _top_k(scores, mask, top_k)
     fetched = _gather_rows(states[:, None], index)  # (B, H, T, K, D)
 
