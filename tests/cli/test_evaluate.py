@@ -18,7 +18,10 @@ from weaver.cli.train import train
 def test_changed_values_are_the_leaves_that_differ() -> None:
     before = {"data": {"max_tokens": 1200, "source_prefix": ""}, "generation": {"num_beams": 4}}
     after = {"data": {"max_tokens": 1200, "source_prefix": "x"}, "generation": {"num_beams": 1}, "new": {"a": 1}}
-    assert changed_values(before, after) == {"data.source_prefix": "x", "generation.num_beams": 1, "new": {"a": 1}}
+    assert changed_values(before, after) == {"data.source_prefix": "x", "generation.num_beams": 1, "new.a": 1}
+    assert changed_values({"model": {"memory": None}}, {"model": {"memory": {"top_k": 8}}}) == {
+        "model.memory": {"top_k": 8}
+    }
 
 
 def test_values_set_by_name_count_even_at_their_default() -> None:

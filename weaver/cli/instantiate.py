@@ -45,8 +45,11 @@ def build_named(nodes: DictConfig | None, key: str) -> list[Any]:
 
 
 def build_model(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
-    """`cfg.model` sized for `tokenizer`, with `cfg.peft` adapters when set."""
-    model = build(cfg.model, "model", tokenizer=tokenizer)
+    """`cfg.model` sized for `tokenizer`, with `cfg.peft` adapters when set. A model node that checks the data's
+    lengths gets them from `cfg.data` as it is now: a restored run's stored copy may predate an override
+    (`eval.py ... data.max_source_length=65536`)."""
+    lengths = {key: cfg.data[key] for key in ("max_source_length", "max_target_length") if key in cfg.model}
+    model = build(cfg.model, "model", tokenizer=tokenizer, **lengths)
     if cfg.get("peft"):
         model = build(cfg.peft, "peft")(model)
     return model
