@@ -73,7 +73,11 @@ def exported_tokens(folder: Path, predictor: Predictor, examples: list[Example])
     ids=["gpt2-translation", "llama-summarization", "gpt2-dialogue", "llama-dialogue-chat-template"],
 )
 def test_a_decoder_only_model_trains_tests_predicts_and_exports(
-    family: str, task: str, chat: bool, chitchat_slice: Path, tmp_path: Path  # noqa: F811
+    family: str,
+    task: str,
+    chat: bool,
+    chitchat_slice: Path,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
 ) -> None:
     folder = save_tiny_model(family, tmp_path / family)
     if chat:
@@ -124,7 +128,8 @@ def test_adalora_allocates_ranks_over_the_real_steps_and_exports_merged(
     tiny_data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = save_tiny_model("gpt2", tmp_path / "gpt2")
-    cfg = causal_run_config(folder, "translation", tmp_path, tiny_data_dir, ["peft=adalora", "peft.tinit=1", "peft.tfinal=2"])
+    schedule = ["peft=adalora", "peft.tinit=1", "peft.tfinal=2"]
+    cfg = causal_run_config(folder, "translation", tmp_path, tiny_data_dir, schedule)
     with caplog.at_level("INFO"):
         _, objects = train(cfg)
     ranks = train_metric(cfg, "train/adalora_rank")
