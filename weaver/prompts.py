@@ -28,7 +28,7 @@ class PromptTemplate:
     """`template` with one `{source}`: the text around it is tokenized once and put around each source's tokens, so
     the source is never cut by the template and the template never by the source's truncation."""
 
-    def __init__(self, template: str, key: str = "prompt_template") -> None:
+    def __init__(self, template: str, key: str = "model.prompt_template") -> None:
         if not isinstance(template, str) or template.count(PLACEHOLDER) != 1:
             raise ConfigError(f"{key}={template!r} must hold {PLACEHOLDER} exactly once (where the source goes).")
         self.template = template
@@ -51,7 +51,9 @@ class PromptTemplate:
     def overhead(self, tokenizer: PreTrainedTokenizerBase) -> int:
         """Tokens a prompt has beyond its source's: the start token and the template, or the chat template's
         markers around one turn, whichever is more."""
-        template = len(self.start(tokenizer) + self.text_ids(tokenizer, self.prefix + self.suffix))
+        template = len(
+            self.start(tokenizer) + self.text_ids(tokenizer, self.prefix) + self.text_ids(tokenizer, self.suffix)
+        )
         if not tokenizer.chat_template:
             return template
         return max(template, len(render_chat(tokenizer, [{"role": "user", "content": ""}])))

@@ -104,7 +104,7 @@ def test_the_context_must_hold_prompt_and_completion(family_dir: Path) -> None:
 
 def test_a_template_without_its_source_is_named(family_dir: Path) -> None:
     tokenizer = PretrainedTokenizer(str(family_dir)).load()
-    with pytest.raises(ConfigError, match=r"prompt_template='Translate:' must hold \{source\} exactly once"):
+    with pytest.raises(ConfigError, match=r"model.prompt_template='Translate:' must hold \{source\} exactly once"):
         build_causal_lm(tokenizer, str(family_dir), prompt_template="Translate:")
 
 
