@@ -21,6 +21,7 @@ from weaver.data.collate import Seq2SeqCollator
 from weaver.data.columns import check_columns, select_pairs
 from weaver.data.datamodule import ColumnPairs
 from weaver.errors import ConfigError
+from weaver.prompts import PromptTemplate
 from weaver.utils.hardware import compute_dtype
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,9 @@ class Predictor:
             if data.get("pair_builder")
             else ColumnPairs(data.source_field, data.target_field)
         )
-        self.collator = Seq2SeqCollator(run.tokenizer.pad_token_id)
+        # Decoder-only models (model=hf_causal_lm) read each source inside the run's prompt template.
+        self.prompt = PromptTemplate(data.prompt_template) if data.get("prompt_template") is not None else None
+        self.collator = Seq2SeqCollator(run.tokenizer.pad_token_id, left_pad_sources=self.prompt is not None)
         self.device = next(run.task.parameters()).device
 
     @property
@@ -73,11 +76,12 @@ class Predictor:
         encoded = self.pair_builder.encode_sources(
             self.run.tokenizer, columns, data.max_source_length, data.get("source_prefix", "")
         )
-        input_ids = self.collator.pad(encoded["input_ids"], self.run.tokenizer.pad_token_id)
-        return {
-            "input_ids": input_ids.to(self.device),
-            "attention_mask": input_ids.ne(self.run.tokenizer.pad_token_id).to(self.device),
-        }
+        if self.prompt is not None:
+            encoded["input_ids"] = self.prompt.prompts(
+                self.run.tokenizer, encoded, self.pair_builder, data.max_source_length
+            )
+        input_ids, attention_mask = self.collator.sources(encoded["input_ids"])
+        return {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
 
     def generate(self, examples: list[Example]) -> Iterator[str]:
         """Hypotheses in input order, generated `batch_size` at a time (longest first, so batches pad little)."""

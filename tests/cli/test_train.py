@@ -120,6 +120,16 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
         (["data.max_source_length=0"], "data.max_source_length must be a positive integer, got 0"),
         (["task=nope"], "Could not find 'task/nope'"),
         (["model=nope"], "Could not find 'model/nope'"),
+        (["peft=nope"], "Could not find 'peft/nope'"),
+        (["model=hf_causal_lm"], "tokenizer.name_or_path is not set: point it, or model.name_or_path, at a folder"),
+        (
+            ["model=hf_causal_lm", "model.name_or_path=gpt2"],
+            "Hub is unreachable (no network, or HF_HUB_OFFLINE=1) and 'gpt2'",
+        ),
+        (
+            ["model=gpt2_small_scratch", "model.prompt_template=Translate:"],
+            "model.prompt_template='Translate:' must hold {source} exactly once",
+        ),
         (["resume=yes"], "resume must be 'auto' or null, got 'yes'"),
         (["model=t5_small"], "Hub is unreachable (no network, or HF_HUB_OFFLINE=1) and 't5-small' is not in the local"),
         (["monitor.mode=maximum"], "monitor.mode must be 'max' or 'min', got 'maximum'"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -277,6 +278,29 @@ class DialoguePairs:
             "source": sources,
             "source_truncated": [a or b for a, b in zip(dropped, overflowing, strict=True)],
         }
+
+    def messages(self, source: str) -> list[dict[str, str]]:
+        """A context (formatted turns joined) as chat messages for a tokenizer's chat template: the topic as the
+        system message, then the turns as user and assistant messages, the last one the user's (the model answers
+        it)."""
+        markers = "|".join(re.escape(token) for token in [*self.speaker_tokens, self.topic_token])
+        separator = self.turn_separator.strip()
+        turns = []
+        for piece in re.split(f"(?={markers})", source):
+            text = piece.strip()
+            if separator and text.endswith(separator):
+                text = text[: -len(separator)].strip()
+            if text:
+                turns.append(text)
+        messages = []
+        for position, turn in enumerate(reversed(turns)):
+            if self.topic_field and turn.startswith(self.topic_token):
+                messages.append({"role": "system", "content": turn[len(self.topic_token) :].strip()})
+                continue
+            marker = next((token for token in self.speaker_tokens if turn.startswith(token)), "")
+            role = "user" if position % 2 == 0 else "assistant"
+            messages.append({"role": role, "content": turn[len(marker) :].strip()})
+        return messages[::-1]
 
     def split_topic(self, context: list[str]) -> tuple[list[str], list[str]]:
         """`([topic], turns)` for a context that starts with a topic, `([], turns)` otherwise."""

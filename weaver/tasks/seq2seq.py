@@ -26,6 +26,7 @@ from weaver.data.collate import LABEL_PAD
 from weaver.errors import call_naming_refusals
 from weaver.generation import GenerationConfig
 from weaver.generation.mbr import UTILITIES, mbr_select
+from weaver.models.adapters import allocate_ranks, schedule_ranks
 from weaver.tasks.loss import smoothed_cross_entropy
 from weaver.tasks.samples import log_samples, pick_samples
 from weaver.utils.distributed import gather_objects
@@ -79,6 +80,7 @@ class Seq2SeqTask(LightningModule):
         self.nll_sum = nn.ModuleDict({stage: SumMetric() for stage in EVAL_STAGES})
         self.token_count = nn.ModuleDict({stage: SumMetric() for stage in EVAL_STAGES})
         self.generated: dict[str, list[dict[str, Any]]] = {stage: [] for stage in EVAL_STAGES}
+        self.ranked_step, self.total_rank = -1, None
 
     # ---- the model --------------------------------------------------------------------------------------
 
@@ -116,6 +118,24 @@ class Seq2SeqTask(LightningModule):
         loss = smoothed_cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), self.label_smoothing, LABEL_PAD)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
         return loss
+
+    def on_train_start(self) -> None:
+        schedule_ranks(self.model, self.trainer.estimated_stepping_batches)
+
+    def on_train_batch_end(self, outputs: Any, batch: dict[str, Any], batch_idx: int) -> None:
+        """AdaLoRA (`peft=adalora`) moves rank between its matrices after every optimizer step, while the step's
+        gradients are still in place (the next step zeroes them)."""
+        step = self.trainer.global_step
+        if step == self.ranked_step:  # gradient accumulation: not an optimizer step
+            return
+        self.ranked_step = step
+        total = allocate_ranks(self.model, step)
+        if total is None:
+            return
+        self.log("train/adalora_rank", float(total), batch_size=batch["input_ids"].size(0))
+        if total != self.total_rank:
+            log.info("AdaLoRA at step %d: total rank %d over all adapted matrices.", step, total)
+            self.total_rank = total
 
     def configure_optimizers(self) -> dict[str, Any]:
         parameters = [p for p in self.trainer.model.parameters() if p.requires_grad]
