@@ -158,3 +158,8 @@ def test_hub_id_offline_fails_fast_with_a_clear_message(monkeypatch: pytest.Monk
     tokenizer = type("Tokenizer", (), {"pad_token_id": 0, "eos_token_id": 0})()
     with pytest.raises(ConfigError, match="Hub is unreachable.*model.name_or_path at a local folder"):
         build_causal_lm(tokenizer, "gpt2")
+
+
+def test_memory_is_refused_for_a_decoder_only_model(family_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="model.memory: a decoder-only model has no encoder"):
+        load(family_dir, memory={"window": 64, "stride": 32})

@@ -162,9 +162,15 @@ def build_causal_lm(
     max_source_length: int | None = None,
     max_target_length: int | None = None,
     activation_checkpointing: bool = False,
+    memory: Mapping[str, Any] | None = None,
 ) -> CausalLM:
     """Hydra builder (`_target_: weaver.models.build_causal_lm`) for `model=hf_causal_lm`: a pretrained model from
     `name_or_path`, or a random one from `from_config` trained from scratch."""
+    if memory is not None:
+        raise ConfigError(
+            "model.memory: a decoder-only model has no encoder to read a long source in windows, nor "
+            "cross-attention to recall from it; use memory=none (or an encoder-decoder: model=hf_seq2seq)"
+        )
     if (name_or_path is None) == (from_config is None):
         raise ConfigError(
             "Set one of model.name_or_path (a pretrained model) and model.from_config (a config to train from "
