@@ -107,7 +107,8 @@ class Predictor:
     def reply(self, history: list[str], topic_context: Sequence[str] = ()) -> str:
         """The model's next turn after `history` (formatted turns, oldest first), after `topic_context`."""
         builder = self.pair_builder
-        context = [*topic_context, *history[-builder.max_history_turns :]]
+        kept = builder.max_history_turns or len(history)  # None: the whole conversation
+        context = [*topic_context, *history[max(0, len(history) - kept) :]]
         return next(self.generate([Example(source=builder.turn_separator.join(context), context=context)]))
 
     def example(self, text: str) -> Example:

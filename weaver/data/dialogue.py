@@ -69,7 +69,7 @@ class DialoguePairs:
     id_field: str | None = "id"
     speaker_tokens: Sequence[str] = ("<speaker1>", "<speaker2>")
     turn_separator: str = "<sep>"
-    max_history_turns: int = 5
+    max_history_turns: int | None = 5  # None: the whole conversation so far (long sources: memory=recall)
     topic_field: str | None = None
     topic_token: str = "<topic>"
 
@@ -79,10 +79,12 @@ class DialoguePairs:
             raise ConfigError(
                 f"data.pair_builder.speaker_tokens must be non-empty tokens without spaces, got {self.speaker_tokens}."
             )
-        if isinstance(self.max_history_turns, bool) or not isinstance(self.max_history_turns, int):
-            raise ConfigError(f"data.pair_builder.max_history_turns must be an integer, got {self.max_history_turns!r}")
-        if self.max_history_turns < 1:
-            raise ConfigError(f"data.pair_builder.max_history_turns must be >= 1, got {self.max_history_turns}.")
+        history = self.max_history_turns
+        if history is not None and (isinstance(history, bool) or not isinstance(history, int) or history < 1):
+            raise ConfigError(
+                f"data.pair_builder.max_history_turns must be a positive integer or null (the whole conversation so "
+                f"far), got {history!r}."
+            )
         self.turn_separator = str(self.turn_separator or "")
         self.topic_token = str(self.topic_token)
         if self.topic_field and not is_marker(self.topic_token):
@@ -153,7 +155,7 @@ class DialoguePairs:
         formatted = [token + text for token, text in named]
         pinned = self.format_topic(topic)
         pairs = [
-            (pinned + formatted[max(0, index - self.max_history_turns) : index], text)
+            (pinned + formatted[max(0, index - (self.max_history_turns or index)) : index], text)
             for index, (_, text) in enumerate(named)
             if index > 0
         ]
@@ -221,11 +223,11 @@ class DialoguePairs:
             desc=f"Numbering {split} pairs",
         )
         log.info(
-            "%s split: %d conversations -> %d (context, response) pairs (history up to %d turns).",
+            "%s split: %d conversations -> %d (context, response) pairs (history up to %s turns).",
             split,
             len(dataset),
             len(kept),
-            self.max_history_turns,
+            self.max_history_turns or "all",
         )
         if skipped:
             details = ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
