@@ -139,6 +139,8 @@ def test_recall_reads_sources_past_the_learned_positions_in_windows(tmp_path: Pa
         load(folder, max_source_length=400)
     with pytest.raises(ConfigError, match="model.memory.window=256 exceeds the model's max_position_embeddings=128"):
         load(folder, max_source_length=400, memory={"window": 256, "stride": 128})
+    with pytest.raises(ConfigError, match="model.memory.fold_keys=true is for the native model"):
+        load(folder, max_source_length=400, memory={"window": 64, "stride": 32, "fold_keys": True})
     model, tokenizer = load(folder, max_source_length=400, memory={"window": 64, "stride": 32, "top_k": 8})
     batch = long_batch(tokenizer, 400)
     assert batch["input_ids"].size(1) == 400
