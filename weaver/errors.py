@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import fields
 from typing import Any
 
 
@@ -30,3 +31,13 @@ def call_naming_refusals(
         raise
     except refused as error:
         raise ConfigError(f"{key}: {error} (check the values under '{key}')") from error
+
+
+def dataclass_values(cls: type, values: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``values`` for the config dataclass ``cls`` found under ``key``: a key it does not have is a ConfigError
+    listing the ones it has, not a TypeError from its constructor."""
+    known = {field.name for field in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{key}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+    return dict(values)

@@ -15,13 +15,13 @@ every source token, (B, S, D); `weaver.models.recall` reads it from the decoder.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from weaver.errors import ConfigError
+from weaver.errors import ConfigError, dataclass_values
 
 TRAINING_MODES = ("recall", "full")
 
@@ -70,11 +70,7 @@ class MemoryConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MemoryConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"model.memory: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**values)
+        return cls(**dataclass_values(cls, values, "model.memory"))
 
 
 def memory_from_settings(settings: Mapping[str, Any] | None, tokenizer: Any = None) -> MemoryConfig | None:
