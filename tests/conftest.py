@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from weaver.cli.config import config_dir, register_resolvers, resource_path
+from weaver.config import config_dir, register_resolvers, resource_path
 
 # Small enough for a CPU test, large enough for a tokenizer and a few batches.
 FIXTURE_SIZES = {"train": 240, "validation": 24, "test": 24}

@@ -14,7 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from tests.cli.test_train import run_cli
 from tests.conftest import compose_config
-from weaver.cli.instantiate import build
+from weaver.instantiate import build
 from weaver.models.weaver import DecoderLayer, EncoderLayer, attention
 from weaver.utils.hardware import peak_flops
 

@@ -17,10 +17,10 @@ from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from weaver.callbacks.run_config import CONFIG_KEY, TOKENIZER_KEY
-from weaver.cli.config import register_resolvers
-from weaver.cli.instantiate import build_model, build_task
+from weaver.config import register_resolvers
 from weaver.data.tokenizer import wrap_fast
 from weaver.errors import ConfigError
+from weaver.instantiate import build_model, build_task
 from weaver.tasks.seq2seq import Seq2SeqTask
 
 

@@ -16,11 +16,11 @@ import torch
 from datasets import Dataset
 
 from weaver.checkpoints import RestoredRun
-from weaver.cli.instantiate import build
 from weaver.data.collate import Seq2SeqCollator
 from weaver.data.columns import check_columns, select_pairs
-from weaver.data.datamodule import ColumnPairs
+from weaver.data.dialogue import DialoguePairs
 from weaver.errors import ConfigError
+from weaver.instantiate import build_pair_builder
 from weaver.utils.hardware import compute_dtype
 
 log = logging.getLogger(__name__)
@@ -38,18 +38,13 @@ class Predictor:
 
     def __init__(self, run: RestoredRun, batch_size: int = 32) -> None:
         self.run, self.batch_size = run, batch_size
-        data = run.cfg.data
-        self.pair_builder = (
-            build(data.pair_builder, "data.pair_builder")
-            if data.get("pair_builder")
-            else ColumnPairs(data.source_field, data.target_field)
-        )
+        self.pair_builder = build_pair_builder(run.cfg.data)
         self.collator = Seq2SeqCollator(run.tokenizer.pad_token_id)
         self.device = next(run.task.parameters()).device
 
     @property
     def is_dialogue(self) -> bool:
-        return hasattr(self.pair_builder, "speaker_tokens")
+        return isinstance(self.pair_builder, DialoguePairs)
 
     def examples_from(self, dataset: Dataset) -> list[Example]:
         """Rows of an input file as examples: conversations expand into (history, next turn) pairs; other rows

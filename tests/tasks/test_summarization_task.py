@@ -13,8 +13,8 @@ from rouge_score import rouge_scorer
 from tests.conftest import compose_config, embedded_slice, tiny_run_config
 from tests.metrics.rouge_corpus import HYPOTHESES, HYPOTHESIS_LINES, REFERENCE_LINES, REFERENCES
 from tests.tasks.scripted import run_scripted_test
-from weaver.cli.config import resource_path
 from weaver.cli.train import train
+from weaver.config import resource_path
 from weaver.tasks import SummarizationTask
 
 SUMMARY_FIXTURE_SIZES = {"train": 160, "validation": 16, "test": 16}

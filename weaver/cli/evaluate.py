@@ -15,11 +15,11 @@ from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from weaver.checkpoints import restore_run
-from weaver.cli.instantiate import build
 from weaver.cli.overrides import checkpoint_tool
 from weaver.cli.train import scalar_metrics, write_metrics
 from weaver.data import GivenTokenizer
 from weaver.errors import ConfigError
+from weaver.instantiate import build
 
 log = logging.getLogger(__name__)
 EVAL_KEYS = ("ckpt_path", "split")

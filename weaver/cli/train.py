@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from weaver.callbacks import RunConfigInCheckpoint
-from weaver.cli.config import config_dir, optuna_direction, register_resolvers
-from weaver.cli.instantiate import build, build_model, build_named, build_task
+from weaver.cli.entry import entry_point
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
-from weaver.errors import ConfigError, WeaverError
+from weaver.config import optuna_direction, register_resolvers
+from weaver.errors import ConfigError
+from weaver.instantiate import build, build_model, build_named, build_task
 from weaver.tasks import Seq2SeqTask
 from weaver.utils.hardware import share_cpu_cores
 from weaver.utils.provenance import record_provenance
@@ -118,26 +115,12 @@ def objective(cfg: DictConfig, metrics: dict[str, float], trainer: L.Trainer) ->
     return metrics.get(metric)
 
 
-@hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> float | None:
-    """Returns the objective of Hydra sweepers. In a multirun a failed job raises, so the sweeper records it as
-    failed and goes on; a single run exits with a one-line message."""
-    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
-    try:
-        apply_resume(cfg, list(HydraConfig.get().overrides.task))
-        metrics, objects = train(cfg)
-    except WeaverError as error:
-        if sweeping:
-            log.error("Job %s failed: %s", HydraConfig.get().job.num, error)
-            raise
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(1)
-    except SIGTERMException:
-        print("Stopped by SIGTERM after saving last.ckpt; run the same command with resume=auto to continue.")
-        sys.exit(143)
+def run(cfg: DictConfig) -> float | None:
+    """`python train.py`: continue an unfinished run if `resume=auto` finds one, train, and return the objective of
+    Hydra sweepers."""
+    apply_resume(cfg, list(HydraConfig.get().overrides.task))
+    metrics, objects = train(cfg)
     return objective(cfg, metrics, objects["trainer"])
 
 
-def main() -> None:
-    register_resolvers()
-    hydra_main()
+main = entry_point("train", run)

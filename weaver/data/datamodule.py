@@ -71,6 +71,18 @@ class ColumnPairs:
         return {"input_ids": inputs["input_ids"], "source_truncated": [bool(e.overflowing) for e in inputs.encodings]}
 
 
+def pair_builder_for(
+    pair_builder: PairBuilder | None, source_field: str | None, target_field: str | None
+) -> PairBuilder:
+    """The data config's choice, for training and for inputs alike: `data.pair_builder` when set, else one example
+    per row from the two field options."""
+    if pair_builder is not None:
+        return pair_builder
+    if not (source_field and target_field):
+        raise ConfigError("Set data.source_field and data.target_field (or a data.pair_builder, see conf/data/).")
+    return ColumnPairs(source_field, target_field)
+
+
 def require_positive(name: str, value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
         raise ConfigError(f"data.{name} must be a positive integer, got {value!r}.")
@@ -124,11 +136,9 @@ class Seq2SeqDataModule(LightningDataModule):
             require_positive(name, locals()[name])
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}.")
-        if pair_builder is None and not (source_field and target_field):
-            raise ConfigError("Set data.source_field and data.target_field (or a data.pair_builder, see conf/data/).")
         self.save_hyperparameters(ignore=["tokenizer", "pair_builder", "denoising"], logger=False)
         self.tokenizer_source = tokenizer
-        self.pair_builder: PairBuilder = pair_builder or ColumnPairs(source_field, target_field)
+        self.pair_builder = pair_builder_for(pair_builder, source_field, target_field)
         self.custom_pairs = pair_builder is not None
         self.denoising = denoising
         self._pairs: DatasetDict | None = None

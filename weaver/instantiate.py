@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from weaver.data.datamodule import PairBuilder, pair_builder_for
 from weaver.errors import ConfigError, WeaverError, call_naming_refusals
 
 
@@ -42,6 +43,12 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
 def build_named(nodes: DictConfig | None, key: str) -> list[Any]:
     """Callbacks and loggers are dicts of named nodes, so each can be tuned or removed by name."""
     return [build(node, f"{key}.{name}") for name, node in (nodes or {}).items() if node and "_target_" in node]
+
+
+def build_pair_builder(data: DictConfig) -> PairBuilder:
+    """How the data config `data` turns rows into examples, built as its datamodule builds it."""
+    pair_builder = build(data.pair_builder, "data.pair_builder") if data.get("pair_builder") else None
+    return pair_builder_for(pair_builder, data.get("source_field"), data.get("target_field"))
 
 
 def build_model(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
