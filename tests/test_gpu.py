@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.profiler import ProfilerActivity, profile
 
-from tests.cli.test_train import run_cli
 from tests.conftest import compose_config
+from tests.helpers import run_cli
 from weaver.instantiate import build
 from weaver.models.weaver import DecoderLayer, EncoderLayer, attention
 from weaver.utils.hardware import peak_flops

@@ -10,8 +10,8 @@ import sacrebleu
 from omegaconf import DictConfig
 
 from tests.cli.test_pretrained_and_export import best_checkpoint
-from tests.cli.test_train import run_cli
 from tests.conftest import embedded_rows, tiny_run_config, write_jsonl
+from tests.helpers import run_cli
 from tests.tasks.test_dialogue_task import chitchat_slice  # noqa: F401 (a fixture)
 from weaver.cli.predict import chat
 from weaver.cli.train import train

@@ -13,8 +13,8 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from tests.cli.test_train import run_cli
 from tests.conftest import SHORT_TRAINING, embedded_slice, tiny_run_config
+from tests.helpers import run_cli
 from tests.models.tiny_hf import save_tiny_model
 from weaver.checkpoints import restore_run
 from weaver.cli.train import train

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.cli.test_train import ROOT, TINY
+from tests.helpers import TINY, start
 from weaver.checkpoint_io import AtomicCheckpointIO
 from weaver.cli.resume import find_unfinished_run
 
@@ -72,18 +70,6 @@ def test_resume_finds_the_newest_unfinished_run_of_the_same_command(tmp_path: Pa
     assert find_unfinished_run(current, [*command, "resume=auto", "hydra.run.dir=x"]) == older
     newer = fake_run(task / "d2" / "t0", list(reversed(command)))
     assert find_unfinished_run(current, command) == newer
-
-
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "WEAVER_CACHE_DIR": str(cwd / "cache"), "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def wait_for(path_pattern: str, cwd: Path, process: subprocess.Popen, timeout: float = 240) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from weaver.cli.entry import entry_point
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
 from weaver.config import optuna_direction, register_resolvers
-from weaver.errors import ConfigError
+from weaver.errors import ConfigError, TrainingDiverged
 from weaver.instantiate import build, build_model, build_named, build_task
 from weaver.tasks import Seq2SeqTask
 from weaver.utils.hardware import share_cpu_cores
@@ -107,12 +108,15 @@ def write_metrics(path: Path, metrics: dict[str, float], signatures: dict[str, s
 
 def objective(cfg: DictConfig, metrics: dict[str, float], trainer: L.Trainer) -> float | None:
     """What a sweep optimises: the best value of `monitor.metric` over the run's validations (the one its best
-    checkpoint holds), else its last value."""
+    checkpoint holds), else its last value; a diverged run is an error, which a sweep records as a failed trial."""
     metric = OmegaConf.select(cfg, "monitor.metric", default="")
     for callback in trainer.checkpoint_callbacks:
         if getattr(callback, "monitor", None) == metric and callback.best_model_score is not None:
-            return float(callback.best_model_score)
-    return metrics.get(metric)
+            return float(callback.best_model_score)  # never NaN: see FiniteModelCheckpoint
+    value = metrics.get(metric)
+    if value is not None and not math.isfinite(value):
+        raise TrainingDiverged(f"{metric} is {value}: the run diverged and has no result to report.")
+    return value
 
 
 def run(cfg: DictConfig) -> float | None:
