@@ -20,8 +20,9 @@ from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
 from weaver.config import optuna_direction, register_resolvers
 from weaver.errors import ConfigError, TrainingDiverged
-from weaver.instantiate import build, build_model, build_named, build_task
+from weaver.instantiate import build, build_model, build_named, build_task, build_trainer
 from weaver.tasks import Seq2SeqTask
+from weaver.utils.distributed import exit_with_launcher
 from weaver.utils.hardware import share_cpu_cores
 from weaver.utils.provenance import record_provenance
 
@@ -32,6 +33,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train and/or test as `cfg` says; returns the final metrics and the objects built (for tests and sweeps)."""
     register_resolvers()
     if rank_zero_only.rank > 0:  # the other processes of a multi-device run keep quiet unless something is wrong
+        exit_with_launcher()
         logging.getLogger("weaver").setLevel(logging.WARNING)
     if cfg.get("print_config"):
         print_config(cfg)
@@ -40,6 +42,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     if rank_zero_only.rank == 0:
         record_provenance(output_dir / "run_info")
+    # The trainer first: a device count this machine lacks is refused before the data is prepared.
+    callbacks = build_named(cfg.get("callbacks"), "callbacks")
+    for callback in callbacks:
+        if isinstance(callback, RunConfigInCheckpoint):
+            callback.config = cfg
+    loggers = build_named(cfg.get("logger"), "logger")
+    trainer: L.Trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    share_cpu_cores(type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(), trainer.num_devices)
     datamodule = build(cfg.data, "data", tokenizer=build(cfg.tokenizer, "tokenizer"), cache_dir=cfg.paths.cache_dir)
     tokenizer = datamodule.tokenizer
     save_tokenizer(tokenizer, output_dir / "tokenizer")
@@ -48,13 +58,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("train"):
         check_monitor(cfg, task)
 
-    callbacks = build_named(cfg.get("callbacks"), "callbacks")
-    for callback in callbacks:
-        if isinstance(callback, RunConfigInCheckpoint):
-            callback.config = cfg
-    loggers = build_named(cfg.get("logger"), "logger")
-    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
-    share_cpu_cores(type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(), trainer.num_devices)
     log_hyperparameters(cfg, model, trainer)
 
     metrics: dict[str, float] = {}
