@@ -87,6 +87,17 @@ def train_config(tiny_data_dir: Path, tmp_path: Path) -> DictConfig:
     return tiny_run_config([f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING], tmp_path)
 
 
+@pytest.fixture(scope="session")
+def translation_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_data_dir: Path) -> Path:
+    """The best checkpoint of a tiny translation run, trained once for every test that reads one."""
+    from tests.helpers import best_checkpoint
+    from weaver.cli.train import train
+
+    cfg = tiny_run_config([f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING], tmp_path_factory.mktemp("trained"))
+    train(cfg)
+    return best_checkpoint(cfg)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `gpu` are skipped, with the reason shown, on machines without a CUDA device."""
     import torch

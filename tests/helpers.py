@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from omegaconf import DictConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -43,3 +45,9 @@ def start(args: list[str], cwd: Path, script: str = "train.py") -> subprocess.Po
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def best_checkpoint(cfg: DictConfig) -> Path:
+    """The best checkpoint a finished run of `cfg` wrote (not `last.ckpt`)."""
+    (path,) = [p for p in (Path(cfg.paths.output_dir) / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
+    return path

@@ -59,7 +59,8 @@ class Predictor:
         pairs = select_pairs(dataset, "input", source_field, target_field if has_references else source_field)
         return [Example(row["source"], row["target"] if has_references else None) for row in pairs]
 
-    def encode(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+    def encode(self, examples: list[Example]) -> dict[str, Any]:
+        """Padded ids on the model's device, and for each example whether its source was cut to fit."""
         columns: dict[str, list[Any]] = {
             "source": [e.source for e in examples],
             "context": [e.context for e in examples],
@@ -72,6 +73,7 @@ class Predictor:
         return {
             "input_ids": input_ids.to(self.device),
             "attention_mask": input_ids.ne(self.run.tokenizer.pad_token_id).to(self.device),
+            "source_truncated": encoded["source_truncated"],
         }
 
     def generate(self, examples: list[Example]) -> Iterator[str]:
@@ -83,7 +85,16 @@ class Predictor:
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                texts = self.run.task.generate_texts(self.encode([examples[i] for i in chunk]))
+                batch = self.encode([examples[i] for i in chunk])
+                for index, truncated in zip(chunk, batch.pop("source_truncated"), strict=True):
+                    if truncated:
+                        log.warning(
+                            "Input %d (the id of its prediction) is longer than data.max_source_length=%d tokens "
+                            "and is cut to fit, as in training: split it, or train with a larger maximum.",
+                            index,
+                            self.run.cfg.data.max_source_length,
+                        )
+                texts = self.run.task.generate_texts(batch)
                 hypotheses.update(zip(chunk, texts, strict=True))
         return (hypotheses[i] for i in range(len(examples)))
 

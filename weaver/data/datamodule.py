@@ -341,14 +341,23 @@ class Seq2SeqDataModule(LightningDataModule):
             rank=trainer.global_rank if trainer is not None else None,
         )
         oversized = getattr(sampler, "oversized", 0)
-        if oversized and self.is_global_zero():
-            log.warning(
-                "%s split: %d examples are longer than data.%smax_tokens=%d; each forms a batch of its own.",
-                split,
-                oversized,
-                "" if split == "train" else "eval_",
-                sampler.max_tokens,
-            )
+        if oversized:
+            key, longest = f"data.{'' if split == 'train' else 'eval_'}max_tokens", int(sampler.lengths.max())
+            if oversized == len(sampler.lengths):
+                raise ConfigError(
+                    f"{key}={sampler.max_tokens} is below the length of every {split} example (the longest has "
+                    f"{longest} tokens), so each would be a batch of one: set {key} to at least {longest}."
+                )
+            if self.is_global_zero():
+                log.warning(
+                    "%s split: %d examples are longer than %s=%d (the longest has %d tokens); each forms a batch of "
+                    "its own.",
+                    split,
+                    oversized,
+                    key,
+                    sampler.max_tokens,
+                    longest,
+                )
         # Training resumes mid-epoch from a checkpoint at the very batch it stopped at.
         loader_class = ResumableDataLoader if split == "train" else DataLoader
         return loader_class(dataset, batch_sampler=sampler, **loading)
