@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from weaver.callbacks import RunConfigInCheckpoint
+from weaver.checkpoint_io import remove_partial_checkpoints
 from weaver.cli.entry import entry_point
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
@@ -25,6 +26,7 @@ from weaver.tasks import Seq2SeqTask
 from weaver.utils.distributed import exit_with_launcher
 from weaver.utils.hardware import share_cpu_cores
 from weaver.utils.provenance import record_provenance
+from weaver.utils.run_lock import run_dir_lock
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +34,21 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train and/or test as `cfg` says; returns the final metrics and the objects built (for tests and sweeps)."""
     register_resolvers()
+    output_dir = Path(cfg.paths.output_dir)
     if rank_zero_only.rank > 0:  # the other processes of a multi-device run keep quiet unless something is wrong
         exit_with_launcher()
         logging.getLogger("weaver").setLevel(logging.WARNING)
+        return train_in(cfg, output_dir)
+    with run_dir_lock(output_dir):
+        remove_partial_checkpoints(output_dir / "checkpoints")
+        return train_in(cfg, output_dir)
+
+
+def train_in(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
+    """`train`, once this process may write to `output_dir`."""
     if cfg.get("print_config"):
         print_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
-
     if rank_zero_only.rank == 0:
         record_provenance(output_dir / "run_info")
     # The trainer first: a device count this machine lacks is refused before the data is prepared.
