@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import lightning as L
@@ -10,6 +11,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
+from tests.helpers import TINY, run_cli
 from weaver.callbacks import FiniteModelCheckpoint, NonFiniteLossGuard
 from weaver.cli.train import objective, train
 from weaver.errors import TrainingDiverged
@@ -87,3 +89,11 @@ def test_unguarded_a_diverged_run_scores_nan_and_a_sweep_sees_a_failed_trial(tra
     assert not list(Path(cfg.paths.output_dir).glob("checkpoints/step*.ckpt"))
     with pytest.raises(TrainingDiverged, match="val/bleu is nan: the run diverged"):
         objective(cfg, metrics, objects["trainer"])
+
+
+def test_a_diverged_command_exits_with_the_step_and_reports_no_metric(tiny_data_dir: Path, tmp_path: Path) -> None:
+    args = ["optimizer.lr=1e6", "debug=fast", "trainer.max_steps=30", f"data.data_dir={tiny_data_dir}", *TINY]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert re.search(r"^Error: Training diverged at step \d+: .*\. (No checkpoint|The last good)", result.stderr, re.M)
+    assert not list(tmp_path.glob("outputs/translation/*/*/metrics.json"))
