@@ -40,16 +40,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(partial, target)
-        except OSError as error:
+        except BaseException as error:
             partial.unlink(missing_ok=True)
+            # torch's zip writer reports a failed write as a RuntimeError raised while handling the OSError.
+            refused = error if isinstance(error, OSError) else error.__context__
+            if not isinstance(refused, OSError):
+                raise
             kept = " The previous one is kept." if target.is_file() else ""
             raise CheckpointWriteError(
-                f"Cannot write the checkpoint {target}: {error.strerror or error}.{kept} Free space there (or set "
+                f"Cannot write the checkpoint {target}: {refused.strerror or refused}.{kept} Free space there (or set "
                 "paths.output_dir to another disk), then continue with resume=auto."
             ) from error
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
 
 
 def remove_partial_checkpoints(folder: Path) -> None:

@@ -31,14 +31,28 @@ class DiskFills(io.FileIO):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+def save_on_a_full_disk(checkpoint: dict, file: io.BufferedWriter) -> None:
+    """What torch.save does when the disk fills up: its zip writer turns the OSError into a RuntimeError."""
+    file.write(b"half a checkpoint")
+    try:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    except OSError:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1913024 vs 1912912") from None
+
+
+@pytest.mark.parametrize("surfaces_as", ["OSError", "RuntimeError"])
 def test_a_full_disk_keeps_the_previous_checkpoint_and_no_partial_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    surfaces_as: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     saver, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
     saver.save_checkpoint({"global_step": 1}, path)
-    monkeypatch.setattr(checkpoint_io, "open", lambda file, mode: DiskFills(file, "w"), raising=False)
+    if surfaces_as == "OSError":
+        monkeypatch.setattr(checkpoint_io, "open", lambda file, mode: DiskFills(file, "w"), raising=False)
+    else:
+        monkeypatch.setattr(checkpoint_io.torch, "save", save_on_a_full_disk)
     with pytest.raises(CheckpointWriteError) as error:
         saver.save_checkpoint({"global_step": 2, "weights": torch.zeros(1000)}, path)
+    monkeypatch.undo()
     assert str(error.value) == (
         f"Cannot write the checkpoint {path}: No space left on device. The previous one is kept. Free space there "
         "(or set paths.output_dir to another disk), then continue with resume=auto."
