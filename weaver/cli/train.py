@@ -52,6 +52,8 @@ def train_in(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float], dict[
     if rank_zero_only.rank == 0:
         record_provenance(output_dir / "run_info")
     # The trainer first: a device count this machine lacks is refused before the data is prepared.
+    if cfg.get("train"):
+        check_monitor_mode(cfg)
     callbacks = build_named(cfg.get("callbacks"), "callbacks")
     for callback in callbacks:
         if isinstance(callback, RunConfigInCheckpoint):
@@ -65,8 +67,7 @@ def train_in(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float], dict[
     model = build_model(cfg, tokenizer)
     task = build_task(cfg, model, tokenizer)
     if cfg.get("train"):
-        check_monitor(cfg, task)
-
+        check_monitor_metric(cfg, task)
     log_hyperparameters(cfg, model, trainer)
 
     metrics: dict[str, float] = {}
@@ -85,10 +86,13 @@ def train_in(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float], dict[
     return metrics, objects
 
 
-def check_monitor(cfg: DictConfig, task: Seq2SeqTask) -> None:
-    """A monitored metric the task never logs would stop the run only at its first validation, inside Lightning; a
-    bad mode, at the callbacks' construction with Lightning's traceback."""
+def check_monitor_mode(cfg: DictConfig) -> None:
+    """Before the callbacks are built: they would name their own key, not the `monitor.mode` the user set."""
     optuna_direction(OmegaConf.select(cfg, "monitor.mode", default="max"))  # raises on anything but max / min
+
+
+def check_monitor_metric(cfg: DictConfig, task: Seq2SeqTask) -> None:
+    """A monitored metric the task never logs would stop the run only at its first validation, inside Lightning."""
     metric = OmegaConf.select(cfg, "monitor.metric", default=None)
     known = [*task.logged_metrics("val"), "train/loss"]
     if metric and metric not in known:
