@@ -19,6 +19,10 @@ class DataError(WeaverError):
     """Input data cannot be used as configured; the message names the file, split or column."""
 
 
+class TrainingDiverged(WeaverError):
+    """The loss, the gradients or the monitored metric stopped being finite numbers; the message names the step."""
+
+
 def call_naming_refusals(
     key: str, refused: tuple[type[Exception], ...], factory: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> Any:

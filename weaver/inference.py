@@ -16,11 +16,11 @@ import torch
 from datasets import Dataset
 
 from weaver.checkpoints import RestoredRun
-from weaver.cli.instantiate import build
 from weaver.data.collate import Seq2SeqCollator
 from weaver.data.columns import check_columns, select_pairs
-from weaver.data.datamodule import ColumnPairs
+from weaver.data.dialogue import DialoguePairs
 from weaver.errors import ConfigError
+from weaver.instantiate import build_pair_builder
 from weaver.prompts import PromptTemplate
 from weaver.utils.hardware import compute_dtype
 
@@ -40,11 +40,7 @@ class Predictor:
     def __init__(self, run: RestoredRun, batch_size: int = 32) -> None:
         self.run, self.batch_size = run, batch_size
         data = run.cfg.data
-        self.pair_builder = (
-            build(data.pair_builder, "data.pair_builder")
-            if data.get("pair_builder")
-            else ColumnPairs(data.source_field, data.target_field)
-        )
+        self.pair_builder = build_pair_builder(data)
         # Decoder-only models (model=hf_causal_lm) read each source inside the run's prompt template.
         self.prompt = PromptTemplate(data.prompt_template) if data.get("prompt_template") is not None else None
         self.collator = Seq2SeqCollator(run.tokenizer.pad_token_id, left_pad_sources=self.prompt is not None)
@@ -52,7 +48,7 @@ class Predictor:
 
     @property
     def is_dialogue(self) -> bool:
-        return hasattr(self.pair_builder, "speaker_tokens")
+        return isinstance(self.pair_builder, DialoguePairs)
 
     def examples_from(self, dataset: Dataset) -> list[Example]:
         """Rows of an input file as examples: conversations expand into (history, next turn) pairs; other rows
@@ -67,7 +63,8 @@ class Predictor:
         pairs = select_pairs(dataset, "input", source_field, target_field if has_references else source_field)
         return [Example(row["source"], row["target"] if has_references else None) for row in pairs]
 
-    def encode(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+    def encode(self, examples: list[Example]) -> dict[str, Any]:
+        """Padded ids on the model's device, and for each example whether its source was cut to fit."""
         columns: dict[str, list[Any]] = {
             "source": [e.source for e in examples],
             "context": [e.context for e in examples],
@@ -81,7 +78,11 @@ class Predictor:
                 self.run.tokenizer, encoded, self.pair_builder, data.max_source_length
             )
         input_ids, attention_mask = self.collator.sources(encoded["input_ids"])
-        return {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
+        return {
+            "input_ids": input_ids.to(self.device),
+            "attention_mask": attention_mask.to(self.device),
+            "source_truncated": encoded["source_truncated"],
+        }
 
     def generate(self, examples: list[Example]) -> Iterator[str]:
         """Hypotheses in input order, generated `batch_size` at a time (longest first, so batches pad little)."""
@@ -92,7 +93,16 @@ class Predictor:
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                texts = self.run.task.generate_texts(self.encode([examples[i] for i in chunk]))
+                batch = self.encode([examples[i] for i in chunk])
+                for index, truncated in zip(chunk, batch.pop("source_truncated"), strict=True):
+                    if truncated:
+                        log.warning(
+                            "Input %d (the id of its prediction) is longer than data.max_source_length=%d tokens "
+                            "and is cut to fit, as in training: split it, or train with a larger maximum.",
+                            index,
+                            self.run.cfg.data.max_source_length,
+                        )
+                texts = self.run.task.generate_texts(batch)
                 hypotheses.update(zip(chunk, texts, strict=True))
         return (hypotheses[i] for i in range(len(examples)))
 

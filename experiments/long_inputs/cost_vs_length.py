@@ -3,7 +3,8 @@ with full attention (one pass, positions as long as the source).
 
 Each (system, length) runs in a fresh process, the systems alternating within each round, the lengths in turn; a
 process measures, on random token ids in bf16 autocast as in training:
-- generation: encoding the source, then greedy decoding of 32 tokens (time per generated token, encoding apart);
+- generation: greedy decoding of 1 and of 33 tokens after a warm-up: encoding is the first's time, and the time
+  per generated token the difference over 32;
 - training: forward and backward of one (source, 32-token target) pair, the mean of 2 steps after one warm-up;
 - peak RSS after generation and after training (the process's high-water mark, so training's includes generation's).
 A process that runs past `--timeout` seconds or is killed for memory is recorded as such: full attention's cost
@@ -53,15 +54,17 @@ def measure(system: str, length: int) -> dict[str, float]:
     target = torch.randint(3, VOCAB, (1, TARGET_LENGTH))
     figures: dict[str, float] = {}
     model.eval()
-    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+
+    def generate_seconds(new_tokens: int) -> float:
         start = time.perf_counter()
-        states = model.encode(source, mask)
-        figures["encode_s"] = time.perf_counter() - start
-        del states
-        start = time.perf_counter()
-        tokens = model.generate(source, mask, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
-        total = time.perf_counter() - start
-    figures["decode_ms_per_token"] = 1000 * (total - figures["encode_s"]) / tokens.size(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model.generate(source, mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+        return time.perf_counter() - start
+
+    generate_seconds(1)  # warm-up: the first pass pays for allocations
+    whole = generate_seconds(NEW_TOKENS + 1)
+    figures["encode_s"] = generate_seconds(1)  # encoding and one decoding step
+    figures["decode_ms_per_token"] = 1000 * (whole - figures["encode_s"]) / NEW_TOKENS
     figures["generate_peak_rss_mb"] = peak_rss_mb()
     model.train()
     steps = []

@@ -12,8 +12,8 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.cli.test_pretrained_and_export import best_checkpoint
 from tests.conftest import SHORT_TRAINING, embedded_slice, tiny_run_config
+from tests.helpers import best_checkpoint
 from tests.models.tiny_hf import save_tiny_model
 from tests.tasks.test_dialogue_task import chitchat_slice  # noqa: F401 (a fixture)
 from weaver.checkpoints import restore_run

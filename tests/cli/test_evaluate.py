@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from tests.cli.test_pretrained_and_export import best_checkpoint
-from tests.cli.test_train import run_cli
 from tests.conftest import FIXTURE_SIZES
+from tests.helpers import best_checkpoint, run_cli
 from weaver.cli.overrides import changed_values, named_values
 from weaver.cli.train import train
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from tests.cli.test_pretrained_and_export import best_checkpoint
-from tests.cli.test_train import run_cli
 from tests.conftest import FIXTURE_SIZES, SHORT_TRAINING, embedded_rows, tiny_run_config, write_jsonl
+from tests.helpers import best_checkpoint, run_cli
 from weaver.cli.train import train
 
 MEMORY = ["memory=recall", "model.memory.window=64", "model.memory.stride=32", "model.memory.top_k=8"]

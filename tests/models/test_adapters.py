@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 from tests.conftest import compose_config
 from tests.models.tiny_hf import save_tiny_model
-from weaver.cli.instantiate import build
 from weaver.data import PretrainedTokenizer
 from weaver.errors import ConfigError
+from weaver.instantiate import build
 from weaver.models import (
     IA3,
     AdaLoRA,

@@ -13,7 +13,7 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from weaver.cli.config import entry_point
+from weaver.cli.entry import entry_point
 
 _ABSENT = object()
 

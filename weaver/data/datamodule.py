@@ -72,6 +72,18 @@ class ColumnPairs:
         return {"input_ids": inputs["input_ids"], "source_truncated": [bool(e.overflowing) for e in inputs.encodings]}
 
 
+def pair_builder_for(
+    pair_builder: PairBuilder | None, source_field: str | None, target_field: str | None
+) -> PairBuilder:
+    """The data config's choice, for training and for inputs alike: `data.pair_builder` when set, else one example
+    per row from the two field options."""
+    if pair_builder is not None:
+        return pair_builder
+    if not (source_field and target_field):
+        raise ConfigError("Set data.source_field and data.target_field (or a data.pair_builder, see conf/data/).")
+    return ColumnPairs(source_field, target_field)
+
+
 def require_positive(name: str, value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
         raise ConfigError(f"data.{name} must be a positive integer, got {value!r}.")
@@ -130,8 +142,6 @@ class Seq2SeqDataModule(LightningDataModule):
             require_positive(name, locals()[name])
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}.")
-        if pair_builder is None and not (source_field and target_field):
-            raise ConfigError("Set data.source_field and data.target_field (or a data.pair_builder, see conf/data/).")
         self.prompt = PromptTemplate(prompt_template) if prompt_template is not None else None
         if self.prompt is not None and denoising is not None:
             raise ConfigError(
@@ -140,7 +150,7 @@ class Seq2SeqDataModule(LightningDataModule):
             )
         self.save_hyperparameters(ignore=["tokenizer", "pair_builder", "denoising"], logger=False)
         self.tokenizer_source = tokenizer
-        self.pair_builder: PairBuilder = pair_builder or ColumnPairs(source_field, target_field)
+        self.pair_builder = pair_builder_for(pair_builder, source_field, target_field)
         self.custom_pairs = pair_builder is not None
         self.denoising = denoising
         self._pairs: DatasetDict | None = None
@@ -351,14 +361,23 @@ class Seq2SeqDataModule(LightningDataModule):
             rank=trainer.global_rank if trainer is not None else None,
         )
         oversized = getattr(sampler, "oversized", 0)
-        if oversized and self.is_global_zero():
-            log.warning(
-                "%s split: %d examples are longer than data.%smax_tokens=%d; each forms a batch of its own.",
-                split,
-                oversized,
-                "" if split == "train" else "eval_",
-                sampler.max_tokens,
-            )
+        if oversized:
+            key, longest = f"data.{'' if split == 'train' else 'eval_'}max_tokens", int(sampler.lengths.max())
+            if oversized == len(sampler.lengths):
+                raise ConfigError(
+                    f"{key}={sampler.max_tokens} is below the length of every {split} example (the longest has "
+                    f"{longest} tokens), so each would be a batch of one: set {key} to at least {longest}."
+                )
+            if self.is_global_zero():
+                log.warning(
+                    "%s split: %d examples are longer than %s=%d (the longest has %d tokens); each forms a batch of "
+                    "its own.",
+                    split,
+                    oversized,
+                    key,
+                    sampler.max_tokens,
+                    longest,
+                )
         # Training resumes mid-epoch from a checkpoint at the very batch it stopped at.
         loader_class = ResumableDataLoader if split == "train" else DataLoader
         return loader_class(dataset, batch_sampler=sampler, **loading)
