@@ -74,6 +74,14 @@ def test_a_prefix_starts_every_window_and_its_states_come_from_the_first():
     torch.testing.assert_close(memory[0, 5 + 12], model._encode_window(second, torch.ones_like(second))[0, 5 + 12 - 8])
 
 
+def test_a_prefix_that_pushes_windows_past_the_positions_names_the_window():
+    model = with_memory(tiny_model(), window=64, stride=32, prefix_token_id=PREFIX_END)
+    ids, mask = padded_batch([100])
+    ids[0, 9] = PREFIX_END
+    with pytest.raises(ConfigError, match="prefix of 10 tokens plus model.memory.window=64 make windows of 74 tokens"):
+        model.encode(ids, mask)
+
+
 def test_sources_longer_than_the_positions_encode_with_memory_only():
     model = tiny_model()
     ids, mask = padded_batch([200, 90])

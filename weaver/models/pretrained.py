@@ -115,7 +115,9 @@ class PretrainedSeq2Seq(HFBackbone):
         def encode(ids: Tensor, mask: Tensor) -> Tensor:
             return encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
 
-        states = encode_in_windows(encode, input_ids, attention_mask, self.memory)
+        states = encode_in_windows(
+            encode, input_ids, attention_mask, self.memory, max_positions=position_limit(self.hf_config)
+        )
         return {"encoder_outputs": BaseModelOutput(last_hidden_state=states)}
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor) -> Tensor:

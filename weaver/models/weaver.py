@@ -389,7 +389,9 @@ class WeaverModel(nn.Module):
         if memory is None:
             return self._encode_window(input_ids, attention_mask)
         checkpoint = self.activation_checkpointing and self.training
-        return encode_in_windows(self._encode_window, input_ids, attention_mask, memory, checkpoint)
+        return encode_in_windows(
+            self._encode_window, input_ids, attention_mask, memory, checkpoint, self.config.max_positions
+        )
 
     def _encode_window(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S), broadcast over heads and queries
