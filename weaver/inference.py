@@ -51,11 +51,12 @@ class Predictor:
         return isinstance(self.pair_builder, DialoguePairs)
 
     def examples_from(self, dataset: Dataset) -> list[Example]:
-        """Rows of an input file as examples: conversations expand into (history, next turn) pairs; other rows
-        give their source field, and their target field as the reference when the file has it."""
-        if self.is_dialogue:
+        """Rows of an input file as examples: a run with a pair builder makes them as in training (conversations
+        expand into (history, next turn) pairs, recall-set rows into queries over keyed documents); other rows give
+        their source field, and their target field as the reference when the file has it."""
+        if self.run.cfg.data.get("pair_builder"):  # rows become examples as in training: conversations, recall sets
             pairs = self.pair_builder.build_pairs(dataset, "input")
-            return [Example(row["source"], row["target"], row["context"]) for row in pairs]
+            return [Example(row["source"], row["target"], row.get("context") or []) for row in pairs]
         source_field, target_field = self.run.cfg.data.source_field, self.run.cfg.data.target_field
         check_columns(dataset, "input", {"source_field": source_field})
         has_references = target_field.split(".")[0] in dataset.column_names

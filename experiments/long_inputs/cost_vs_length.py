@@ -1,5 +1,6 @@
-"""Cost against input length: weaver_small reading one long source with memory and recall, beside the same model
-with full attention (one pass, positions as long as the source).
+"""Cost against input length: weaver_small reading one long source with memory and recall (per-layer keys;
+folded keys; windows recomputed in backward), beside the same model with full attention (one pass, positions as long
+as the source).
 
 Each (system, length) runs in a fresh process, the systems alternating within each round, the lengths in turn; a
 process measures, on random token ids in bf16 autocast as in training:
@@ -31,7 +32,7 @@ import torch
 
 from weaver.models import build_weaver
 
-SYSTEMS = ("memory", "memory_folded", "full")
+SYSTEMS = ("memory", "memory_folded", "memory_checkpointed", "full")
 LENGTHS = (1024, 4096, 16384, 65536)
 SMALL = dict(d_model=256, num_heads=4, num_encoder_layers=3, num_decoder_layers=3, ffn_dim=1024, dropout=0.1)
 VOCAB, TARGET_LENGTH, NEW_TOKENS = 8000, 32, 32
@@ -48,7 +49,8 @@ def measure(system: str, length: int) -> dict[str, float]:
         model = build_weaver(VOCAB, max_positions=max(length, TARGET_LENGTH + NEW_TOKENS), **SMALL)
     else:
         memory = {**MEMORY, "fold_keys": system == "memory_folded"}
-        model = build_weaver(VOCAB, max_positions=512, memory=memory, **SMALL)
+        checkpointed = system == "memory_checkpointed"  # each batch of windows recomputed in backward
+        model = build_weaver(VOCAB, max_positions=512, memory=memory, activation_checkpointing=checkpointed, **SMALL)
     source = torch.randint(3, VOCAB, (1, length))
     mask = torch.ones_like(source)
     target = torch.randint(3, VOCAB, (1, TARGET_LENGTH))

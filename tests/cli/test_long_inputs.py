@@ -58,6 +58,15 @@ def test_the_recall_set_trains_with_memory_and_scores_longer_sources(recall_data
     rows = [json.loads(line) for line in (run_dir / "test_predictions.jsonl").open()]
     assert len(rows) == 8 and all(row["source"].count("<doc>") == 20 for row in rows)
 
+    output = tmp_path / "predictions.jsonl"
+    inputs = f"input_file={recall_data_dir / 'test.jsonl'}"
+    result = run_cli(
+        f"ckpt_path={best_checkpoint(cfg)}", inputs, f"output_file={output}", cwd=tmp_path, script="predict.py"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    predicted = [json.loads(line) for line in output.open()]
+    assert len(predicted) == 8 and all(row["source"].count("<doc>") == 6 for row in predicted)
+
 
 @pytest.mark.slow
 def test_a_model_trained_on_short_sources_reads_long_ones_with_recall_at_evaluation(
