@@ -38,9 +38,9 @@ def attention(
 
 
 class Dropout(nn.Module):
-    """`nn.Dropout`. On the CPU, where `F.dropout` draws one random number per element (as costly as ~35 additions),
-    the keep mask compares 16-bit lanes of 64-bit random words against `p`: a quarter of the draws, the same
-    distribution to 1/65,536, about twice as fast forward and backward. Seeded by torch's generator as usual."""
+    """`nn.Dropout`. On the CPU, where `F.dropout` draws one random number per element, the keep mask compares 16-bit
+    lanes of 64-bit random words against `p`: a quarter of the draws, the same distribution to 1/65,536 (speed in
+    experiments/benchmarks/README.md). Seeded by torch's generator as usual."""
 
     def __init__(self, p: float) -> None:
         super().__init__()

@@ -116,7 +116,7 @@ class LayerCache:
             prefix.copy_(past.index_select(1, self.pending_rows))
         else:
             # Gathered per (row, head): each (T, D/H) block is contiguous in both tensors, and index_select copies
-            # it whole; whole (H, T, D/H) rows into the strided prefix go element by element, 2.5x slower.
+            # it whole; whole (H, T, D/H) rows into the strided prefix would go element by element.
             heads = past.size(2)
             rows = (self.pending_rows[:, None] * heads + torch.arange(heads, device=past.device)).flatten()
             torch.index_select(past.flatten(1, 2), 1, rows, out=extended.flatten(1, 2)[:, :, :length])
