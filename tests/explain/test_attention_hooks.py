@@ -13,7 +13,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from tests.models.test_memory import padded_batch, tiny_model, with_memory
 from tests.models.tiny_hf import save_tiny_model
 from weaver.explain.attention import RecordedAttention, recorded_cross_attention
-from weaver.models.pretrained import PretrainedSeq2Seq
+from weaver.models.pretrained import PretrainedSeq2Seq, build_pretrained_seq2seq
 
 
 def inputs_of(module: nn.Module) -> tuple[list[Tensor], object]:
@@ -73,3 +73,27 @@ def test_hf_weights_equal_eager_attention_weights(family: str, tmp_path: Path) -
     assert len(recorded) == len(eager) == 2
     for record, expected in zip(recorded, eager, strict=True):
         torch.testing.assert_close(record.weights, expected.float())
+
+
+@pytest.mark.parametrize("family", ["bart", "t5"])
+def test_hf_recall_weights_times_values_give_the_cross_attention_output(family: str, tmp_path: Path) -> None:
+    folder = save_tiny_model(family, tmp_path / family)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = build_pretrained_seq2seq(tokenizer, str(folder), memory={"window": 8, "stride": 4, "top_k": 3}).eval()
+    batch = tokenizer(["A library for reading PNG images", "Python tools"], padding=True, return_tensors="pt")
+    decoder_ids = torch.tensor([[model.decoder_start_token_id, 40, 41, 42]] * 2)
+    decoder = model.backbone.get_decoder()
+    module = decoder.layers[1].encoder_attn if family == "bart" else decoder.block[1].layer[1].EncDecAttention
+    seen, handle = inputs_of(module.out_proj if family == "bart" else module.o)
+    states: list[Tensor] = []
+    states_handle = module.register_forward_pre_hook(
+        lambda _, args, kwargs: states.append(kwargs["key_value_states"]), with_kwargs=True
+    )
+    with torch.no_grad(), recorded_cross_attention(model, [1], batch["attention_mask"].bool()) as recorded:
+        model(batch["input_ids"], batch["attention_mask"], decoder_ids)
+    handle.remove()
+    states_handle.remove()
+    assert recorded[0].indices.shape[-1] == 3  # top_k entries per query, not the whole memory
+    value = module.v_proj if family == "bart" else module.v
+    values = value(states[0]).unflatten(-1, (recorded[0].weights.size(1), -1)).transpose(1, 2)
+    torch.testing.assert_close(attended(recorded[0], values), seen[0])
