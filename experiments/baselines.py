@@ -23,8 +23,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import open_dict
 
-from weaver.cli.config import config_dir, register_resolvers
-from weaver.cli.instantiate import build
+from weaver.config import config_dir, register_resolvers
+from weaver.instantiate import build
 from weaver.metrics.dialogue import dialogue_scores
 from weaver.metrics.summarization import split_sentences, summarization_scores
 from weaver.metrics.translation import translation_scores

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from weaver.cli.config import config_dir, register_resolvers, resource_path
+from weaver.config import config_dir, register_resolvers, resource_path
 
 # Small enough for a CPU test, large enough for a tokenizer and a few batches.
 FIXTURE_SIZES = {"train": 240, "validation": 24, "test": 24}
@@ -85,6 +85,17 @@ def tiny_run_config(overrides: list[str], tmp_path: Path, model: list[str] = TIN
 def train_config(tiny_data_dir: Path, tmp_path: Path) -> DictConfig:
     """The default (translation) config shrunk to seconds."""
     return tiny_run_config([f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING], tmp_path)
+
+
+@pytest.fixture(scope="session")
+def translation_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_data_dir: Path) -> Path:
+    """The best checkpoint of a tiny translation run, trained once for every test that reads one."""
+    from tests.helpers import best_checkpoint
+    from weaver.cli.train import train
+
+    cfg = tiny_run_config([f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING], tmp_path_factory.mktemp("trained"))
+    train(cfg)
+    return best_checkpoint(cfg)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

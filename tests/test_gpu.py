@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.profiler import ProfilerActivity, profile
 
-from tests.cli.test_train import run_cli
 from tests.conftest import compose_config
-from weaver.cli.instantiate import build
+from tests.helpers import run_cli
+from weaver.instantiate import build
 from weaver.models.kernels import attention
 from weaver.models.weaver import DecoderLayer, EncoderLayer
 from weaver.utils.hardware import peak_flops

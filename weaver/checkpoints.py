@@ -5,7 +5,6 @@ Checkpoints are read with `weights_only=True`: tensors, numbers, strings and byt
 
 from __future__ import annotations
 
-import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,10 @@ from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from weaver.callbacks.run_config import CONFIG_KEY, TOKENIZER_KEY
-from weaver.cli.config import register_resolvers
-from weaver.cli.instantiate import build_model, build_task
+from weaver.config import register_resolvers
 from weaver.data.tokenizer import wrap_fast
 from weaver.errors import ConfigError
+from weaver.instantiate import build_model, build_task
 from weaver.tasks.seq2seq import Seq2SeqTask
 
 
@@ -39,8 +38,13 @@ def read_checkpoint(path: str | Path | None) -> dict[str, Any]:
         raise ConfigError(f"ckpt_path='{path}' is not a file.")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise ConfigError(f"ckpt_path='{path}' is not a readable checkpoint: {error}") from error
+    except Exception as error:  # torch.load fails on a foreign file with whatever its parser meets first
+        raise ConfigError(
+            f"ckpt_path='{path}' is not a readable checkpoint (truncated, or not a checkpoint at all: torch.load "
+            f"raised {type(error).__name__}). Give a .ckpt file from a run's checkpoints/ folder."
+        ) from error
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f"ckpt_path='{path}' holds a {type(checkpoint).__name__}, not a training checkpoint.")
     missing = [key for key in (CONFIG_KEY, TOKENIZER_KEY, "state_dict") if key not in checkpoint]
     if missing:
         raise ConfigError(f"ckpt_path='{path}' is not a Weaver training checkpoint (it lacks {missing}).")

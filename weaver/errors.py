@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import fields
 from typing import Any
 
 
@@ -18,6 +19,10 @@ class DataError(WeaverError):
     """Input data cannot be used as configured; the message names the file, split or column."""
 
 
+class TrainingDiverged(WeaverError):
+    """The loss, the gradients or the monitored metric stopped being finite numbers; the message names the step."""
+
+
 def call_naming_refusals(
     key: str, refused: tuple[type[Exception], ...], factory: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> Any:
@@ -30,3 +35,13 @@ def call_naming_refusals(
         raise
     except refused as error:
         raise ConfigError(f"{key}: {error} (check the values under '{key}')") from error
+
+
+def dataclass_values(cls: type, values: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``values`` for the config dataclass ``cls`` found under ``key``: a key it does not have is a ConfigError
+    listing the ones it has, not a TypeError from its constructor."""
+    known = {field.name for field in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{key}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+    return dict(values)

@@ -2,8 +2,9 @@
 
 Native Weaver models: `config.json`, `model.safetensors`, `generation_config.json` and the tokenizer files, loaded
 by `weaver.from_pretrained(folder)`. HuggingFace backbones: their own `save_pretrained` folder, loaded by
-`AutoModelForSeq2SeqLM.from_pretrained(folder)`. LoRA adapters are merged into the weights, or written alone
-(`adapter_only`) as a `peft` adapter folder that names its base model.
+`AutoModelForSeq2SeqLM.from_pretrained(folder)` or, for decoder-only models, `AutoModelForCausalLM`. Adapters that
+update weights (LoRA, AdaLoRA, IA3) are merged into them, or written alone (`adapter_only`) as a `peft` adapter
+folder that names its base model; virtual tokens (prefix and prompt tuning) are always written alone.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from pathlib import Path
 import transformers
 from peft import PeftModel
 from torch import nn
-from transformers import AutoModelForSeq2SeqLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from weaver.checkpoints import restore_run
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
-from weaver.models import PretrainedSeq2Seq, WeaverModel, merge_adapters, peft_model_of
+from weaver.models import HFBackbone, WeaverModel, can_merge, merge_adapters, peft_model_of
 from weaver.models.weaver import CONFIG_FILE, GENERATION_CONFIG_FILE, MODEL_TYPE
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,18 @@ def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, adapter_onl
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"output_dir='{output_dir}': cannot create it ({error.strerror}).") from error
+    if not adapter_only and peft_model_of(model) is not None and not can_merge(model):
+        log.info("Virtual-token adapters cannot be merged into the weights: exporting the adapters alone.")
+        adapter_only = True
     if adapter_only:
         save_adapters(model, output, base=run.cfg.model.get("path") or run.cfg.model.get("name_or_path"))
     else:
         model = merge_adapters(model)
-        if isinstance(model, PretrainedSeq2Seq):
+        if isinstance(model, HFBackbone):
             model.backbone.save_pretrained(output)
         else:
             model.save_pretrained(output, generation)
-    if isinstance(model, PretrainedSeq2Seq):
+    if isinstance(model, HFBackbone):
         model.hf_generation_config(generation).save_pretrained(output)
     elif adapter_only:
         (output / GENERATION_CONFIG_FILE).write_text(json.dumps(generation.to_dict(), indent=2) + "\n")
@@ -57,6 +61,11 @@ def save_adapters(model: nn.Module, output: Path, base: str | None) -> None:
     adapters = peft_model_of(model)
     if adapters is None:
         raise ConfigError("adapter_only=true, but the checkpoint has no adapters (it was trained with peft=none).")
+    if not base and not can_merge(model):
+        raise ConfigError(
+            "This model was trained from scratch with virtual tokens (peft=prefix or peft=prompt), which cannot be "
+            "merged into the weights, and has no pretrained base to apply them to: it cannot be exported."
+        )
     if not base:
         raise ConfigError(
             "adapter_only=true needs a pretrained base to apply the adapters to; this model was trained from "
@@ -64,7 +73,7 @@ def save_adapters(model: nn.Module, output: Path, base: str | None) -> None:
         )
     adapters.peft_config["default"].base_model_name_or_path = base
     # HF: peft saves the embeddings too when they were resized for added tokens; native models never resize.
-    adapters.save_pretrained(output, save_embedding_layers="auto" if isinstance(model, PretrainedSeq2Seq) else False)
+    adapters.save_pretrained(output, save_embedding_layers="auto" if isinstance(model, HFBackbone) else False)
 
 
 def from_pretrained(folder: str | Path) -> nn.Module:
@@ -86,7 +95,8 @@ def from_pretrained(folder: str | Path) -> nn.Module:
         raise ConfigError(f"'{folder}' has no {CONFIG_FILE}: not an exported model folder.")
     if json.loads(config_path.read_text()).get("model_type") == MODEL_TYPE:
         return WeaverModel.from_pretrained(folder)
-    return AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
+    encoder_decoder = AutoConfig.from_pretrained(folder).is_encoder_decoder
+    return (AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM).from_pretrained(folder).eval()
 
 
 def generation_config_of(folder: str | Path) -> GenerationConfig:

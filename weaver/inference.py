@@ -16,11 +16,12 @@ import torch
 from datasets import Dataset
 
 from weaver.checkpoints import RestoredRun
-from weaver.cli.instantiate import build
 from weaver.data.collate import Seq2SeqCollator
 from weaver.data.columns import check_columns, select_pairs
-from weaver.data.datamodule import ColumnPairs
+from weaver.data.dialogue import DialoguePairs
 from weaver.errors import ConfigError
+from weaver.instantiate import build_pair_builder
+from weaver.prompts import PromptTemplate
 from weaver.utils.hardware import compute_dtype
 
 log = logging.getLogger(__name__)
@@ -40,17 +41,15 @@ class Predictor:
     def __init__(self, run: RestoredRun, batch_size: int = 32) -> None:
         self.run, self.batch_size = run, batch_size
         data = run.cfg.data
-        self.pair_builder = (
-            build(data.pair_builder, "data.pair_builder")
-            if data.get("pair_builder")
-            else ColumnPairs(data.source_field, data.target_field)
-        )
-        self.collator = Seq2SeqCollator(run.tokenizer.pad_token_id)
+        self.pair_builder = build_pair_builder(data)
+        # Decoder-only models (model=hf_causal_lm) read each source inside the run's prompt template.
+        self.prompt = PromptTemplate(data.prompt_template) if data.get("prompt_template") is not None else None
+        self.collator = Seq2SeqCollator(run.tokenizer.pad_token_id, left_pad_sources=self.prompt is not None)
         self.device = next(run.task.parameters()).device
 
     @property
     def is_dialogue(self) -> bool:
-        return hasattr(self.pair_builder, "speaker_tokens")
+        return isinstance(self.pair_builder, DialoguePairs)
 
     def examples_from(self, dataset: Dataset) -> list[Example]:
         """Rows of an input file as examples: conversations expand into (history, next turn) pairs; other rows
@@ -65,7 +64,8 @@ class Predictor:
         pairs = select_pairs(dataset, "input", source_field, target_field if has_references else source_field)
         return [Example(row["source"], row["target"] if has_references else None) for row in pairs]
 
-    def encode(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+    def encode(self, examples: list[Example]) -> dict[str, Any]:
+        """Padded ids on the model's device, and for each example whether its source was cut to fit."""
         columns: dict[str, list[Any]] = {
             "source": [e.source for e in examples],
             "context": [e.context for e in examples],
@@ -74,10 +74,15 @@ class Predictor:
         encoded = self.pair_builder.encode_sources(
             self.run.tokenizer, columns, data.max_source_length, data.get("source_prefix", "")
         )
-        input_ids = self.collator.pad(encoded["input_ids"], self.run.tokenizer.pad_token_id)
+        if self.prompt is not None:
+            encoded["input_ids"] = self.prompt.prompts(
+                self.run.tokenizer, encoded, self.pair_builder, data.max_source_length
+            )
+        input_ids, attention_mask = self.collator.sources(encoded["input_ids"])
         return {
             "input_ids": input_ids.to(self.device),
-            "attention_mask": input_ids.ne(self.run.tokenizer.pad_token_id).to(self.device),
+            "attention_mask": attention_mask.to(self.device),
+            "source_truncated": encoded["source_truncated"],
         }
 
     def generate(self, examples: list[Example]) -> Iterator[str]:
@@ -94,7 +99,16 @@ class Predictor:
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                results.update(zip(chunk, function(self.encode([examples[i] for i in chunk])), strict=True))
+                batch = self.encode([examples[i] for i in chunk])
+                for index, truncated in zip(chunk, batch.pop("source_truncated"), strict=True):
+                    if truncated:
+                        log.warning(
+                            "Input %d (the id of its prediction) is longer than data.max_source_length=%d tokens "
+                            "and is cut to fit, as in training: split it, or train with a larger maximum.",
+                            index,
+                            self.run.cfg.data.max_source_length,
+                        )
+                results.update(zip(chunk, function(batch), strict=True))
         return [results[i] for i in range(len(examples))]
 
     def topic_context(self, topic: Any) -> list[str]:
@@ -108,7 +122,8 @@ class Predictor:
     def reply(self, history: list[str], topic_context: Sequence[str] = ()) -> str:
         """The model's next turn after `history` (formatted turns, oldest first), after `topic_context`."""
         builder = self.pair_builder
-        context = [*topic_context, *history[-builder.max_history_turns :]]
+        kept = builder.max_history_turns or len(history)  # None: the whole conversation
+        context = [*topic_context, *history[max(0, len(history) - kept) :]]
         return next(self.generate([Example(source=builder.turn_separator.join(context), context=context)]))
 
     def example(self, text: str) -> Example:

@@ -19,8 +19,8 @@ from collections.abc import Callable
 import torch
 
 from experiments.benchmarks.workload import BENCHMARK_RUN, compose_config, datamodule, equal_size_bart
-from weaver.cli.instantiate import build_model
 from weaver.data.collate import Seq2SeqCollator
+from weaver.instantiate import build_model
 from weaver.utils.hardware import compute_dtype
 
 Generate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

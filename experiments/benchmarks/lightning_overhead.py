@@ -21,8 +21,8 @@ import lightning as L
 import torch
 
 from experiments.benchmarks.workload import BENCHMARK_RUN, alternate, compose_config, datamodule, timed_train
-from weaver.cli.instantiate import build, build_model
 from weaver.data.collate import LABEL_PAD
+from weaver.instantiate import build, build_model
 from weaver.tasks.loss import smoothed_cross_entropy
 from weaver.tasks.seq2seq import shift_right
 from weaver.utils.hardware import compute_dtype

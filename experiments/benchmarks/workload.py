@@ -24,10 +24,10 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from weaver.cli.config import config_dir, register_resolvers
-from weaver.cli.instantiate import build
 from weaver.cli.train import train
+from weaver.config import config_dir, register_resolvers
 from weaver.data import Seq2SeqDataModule
+from weaver.instantiate import build
 
 # Quiet, comparable runs: no checkpoints, no validation, CSV logs only.
 BENCHMARK_RUN = [

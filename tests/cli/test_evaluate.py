@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from tests.cli.test_pretrained_and_export import best_checkpoint
-from tests.cli.test_train import run_cli
 from tests.conftest import FIXTURE_SIZES
+from tests.helpers import best_checkpoint, run_cli
 from weaver.cli.overrides import changed_values, named_values
 from weaver.cli.train import train
 
@@ -18,7 +17,10 @@ from weaver.cli.train import train
 def test_changed_values_are_the_leaves_that_differ() -> None:
     before = {"data": {"max_tokens": 1200, "source_prefix": ""}, "generation": {"num_beams": 4}}
     after = {"data": {"max_tokens": 1200, "source_prefix": "x"}, "generation": {"num_beams": 1}, "new": {"a": 1}}
-    assert changed_values(before, after) == {"data.source_prefix": "x", "generation.num_beams": 1, "new": {"a": 1}}
+    assert changed_values(before, after) == {"data.source_prefix": "x", "generation.num_beams": 1, "new.a": 1}
+    assert changed_values({"model": {"memory": None}}, {"model": {"memory": {"top_k": 8}}}) == {
+        "model.memory": {"top_k": 8}
+    }
 
 
 def test_values_set_by_name_count_even_at_their_default() -> None:

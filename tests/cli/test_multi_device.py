@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_train import TINY, run_cli
+from tests.helpers import TINY, run_cli
 
 
 @pytest.mark.slow

@@ -11,8 +11,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
-from tests.cli.test_train import TINY, run_cli
-from weaver.cli.config import config_dir, register_resolvers
+from tests.helpers import TINY, run_cli
+from weaver.config import config_dir, register_resolvers
 
 # Three heads do not divide the tiny model's d_model=64: those trials fail; two do.
 SEARCH = [

@@ -9,24 +9,14 @@ import pytest
 import sacrebleu
 from omegaconf import DictConfig
 
-from tests.cli.test_pretrained_and_export import best_checkpoint
-from tests.cli.test_train import run_cli
 from tests.conftest import embedded_rows, tiny_run_config, write_jsonl
+from tests.helpers import best_checkpoint, run_cli
 from tests.tasks.test_dialogue_task import chitchat_slice  # noqa: F401 (a fixture)
 from weaver.cli.predict import chat
 from weaver.cli.train import train
 from weaver.data.dialogue import DialoguePairs
 from weaver.errors import ConfigError
 from weaver.inference import Predictor
-
-
-@pytest.fixture(scope="module")
-def translation_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_data_dir: Path) -> Path:
-    from tests.conftest import SHORT_TRAINING
-
-    cfg = tiny_run_config([f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING], tmp_path_factory.mktemp("trained"))
-    train(cfg)
-    return best_checkpoint(cfg)
 
 
 def predict_cli(*args: str, cwd: Path, **kwargs: object) -> tuple[list[dict], Path]:

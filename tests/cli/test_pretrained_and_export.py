@@ -13,8 +13,8 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from tests.cli.test_train import run_cli
 from tests.conftest import SHORT_TRAINING, embedded_slice, tiny_run_config
+from tests.helpers import best_checkpoint, run_cli
 from tests.models.tiny_hf import save_tiny_model
 from weaver.checkpoints import restore_run
 from weaver.cli.train import train
@@ -42,11 +42,6 @@ print(json.dumps(tokens.tolist()))
 def hf_run_config(folder: Path, data_dir: Path, tmp_path: Path, overrides: list[str] = ()) -> DictConfig:
     model = ["model=hf_seq2seq", f"model.name_or_path={folder}"]
     return tiny_run_config([f"data.data_dir={data_dir}", *SHORT_TRAINING, *overrides], tmp_path, model=model)
-
-
-def best_checkpoint(cfg: DictConfig) -> Path:
-    (path,) = [p for p in (Path(cfg.paths.output_dir) / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
-    return path
 
 
 def checkpoint_tokens(ckpt: Path) -> list[list[int]]:

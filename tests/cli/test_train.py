@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +13,8 @@ import yaml
 from omegaconf import DictConfig
 
 from tests.conftest import SHORT_TRAINING, tiny_run_config
+from tests.helpers import ROOT, TINY, run_cli
 from weaver.cli.train import train
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_train_writes_checkpoint_predictions_and_metrics(train_config: DictConfig) -> None:
@@ -34,25 +32,6 @@ def test_train_writes_checkpoint_predictions_and_metrics(train_config: DictConfi
     assert (run_dir / "tokenizer" / "tokenizer.json").is_file()
     samples = [json.loads(line) for f in sorted((run_dir / "samples").glob("*.jsonl")) for line in f.open()]
     assert len(samples) == 10 and set(samples[0]) == {"id", "source", "reference", "hypothesis"}  # 5 per validation
-
-
-def run_cli(
-    *args: str, cwd: Path, timeout: int = 300, script: str = "train.py", stdin_text: str | None = None
-) -> subprocess.CompletedProcess:
-    """`python <script> args` from the repository root, as a user runs it, offline."""
-    env = {**os.environ, "WEAVER_CACHE_DIR": str(cwd / "cache"), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        input=stdin_text,
-    )
-
-
-TINY = ["model=weaver_tiny", "tokenizer.vocab_size=400", "hardware=cpu"]
 
 
 @pytest.mark.slow
@@ -120,6 +99,16 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
         (["data.max_source_length=0"], "data.max_source_length must be a positive integer, got 0"),
         (["task=nope"], "Could not find 'task/nope'"),
         (["model=nope"], "Could not find 'model/nope'"),
+        (["peft=nope"], "Could not find 'peft/nope'"),
+        (["model=hf_causal_lm"], "tokenizer.name_or_path is not set: point it, or model.name_or_path, at a folder"),
+        (
+            ["model=hf_causal_lm", "model.name_or_path=gpt2"],
+            "Hub is unreachable (no network, or HF_HUB_OFFLINE=1) and 'gpt2'",
+        ),
+        (
+            ["model=gpt2_small_scratch", "model.prompt_template=Translate:"],
+            "model.prompt_template='Translate:' must hold {source} exactly once",
+        ),
         (["resume=yes"], "resume must be 'auto' or null, got 'yes'"),
         (["model=t5_small"], "Hub is unreachable (no network, or HF_HUB_OFFLINE=1) and 't5-small' is not in the local"),
         (["monitor.mode=maximum"], "monitor.mode must be 'max' or 'min', got 'maximum'"),

@@ -1,17 +1,15 @@
-"""The data module: file formats, column mapping, bad rows, split carving, truncation and padding."""
+"""The data module: file formats, column mapping, split carving, truncation and padding (bad input: reliability)."""
 
 from __future__ import annotations
 
 import csv
-import logging
-import re
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import write_jsonl
 from weaver.data import Seq2SeqDataModule, TrainedTokenizer
-from weaver.errors import ConfigError, DataError
+from weaver.errors import ConfigError
 
 PAIRS = [
     {"en": f"the package number {i} provides tools", "de": f"das Paket Nummer {i} bietet Werkzeuge"} for i in range(60)
@@ -22,23 +20,6 @@ def datamodule(tmp_path: Path, **kwargs) -> Seq2SeqDataModule:
     options = {"source_field": "en", "target_field": "de", "cache_dir": str(tmp_path / "cache")}
     options.update(kwargs)
     return Seq2SeqDataModule(TrainedTokenizer(vocab_size=300, min_frequency=1), **options)
-
-
-def test_bad_rows_are_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    rows = PAIRS + [
-        {"en": "", "de": "leer"},
-        {"en": "missing target"},
-        {"en": 42, "de": "Zahl"},
-        {"en": "x", "de": "   "},
-    ]
-    train = write_jsonl(tmp_path / "train.jsonl", rows)
-    with caplog.at_level(logging.WARNING):
-        pairs = datamodule(tmp_path, train_file=str(train)).pairs()
-    total = sum(len(pairs[split]) for split in pairs)
-    assert total == len(PAIRS)
-    message = " ".join(caplog.messages)
-    assert sum(int(n) for n in re.findall(r"skipped (\d+) of", message)) == 4
-    assert "en empty" in message and "de missing" in message
 
 
 def test_nested_fields_are_mapped(tmp_path: Path) -> None:
@@ -78,17 +59,6 @@ def test_other_file_formats_load(tmp_path: Path, suffix: str) -> None:
             writer.writerows(PAIRS)
     pairs = datamodule(tmp_path, train_file=str(path)).pairs()
     assert sum(len(pairs[s]) for s in pairs) == len(PAIRS)
-
-
-def test_missing_file_names_the_key_and_path(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"data.train_file: file not found: '.*nope.jsonl'"):
-        datamodule(tmp_path, train_file=str(tmp_path / "nope.jsonl")).pairs()
-
-
-def test_wrong_column_names_the_key_and_the_columns(tmp_path: Path) -> None:
-    train = write_jsonl(tmp_path / "train.jsonl", PAIRS)
-    with pytest.raises(DataError, match=r"data.target_field='fr'.*columns: en, de"):
-        datamodule(tmp_path, train_file=str(train), target_field="fr").pairs()
 
 
 def test_non_positive_lengths_are_rejected() -> None:

@@ -51,6 +51,11 @@ def test_each_turn_after_the_first_answers_its_history_window() -> None:
     ]
 
 
+def test_without_a_history_limit_every_context_is_the_whole_conversation_so_far() -> None:
+    pairs, _ = DialoguePairs(max_history_turns=None).conversation_pairs(turns("hi", "hello", "how are you?", "fine"))
+    assert pairs[-1] == (["<speaker1>hi", "<speaker2>hello", "<speaker1>how are you?"], "fine")
+
+
 def test_speakers_are_numbered_by_first_appearance_and_consecutive_turns_merge() -> None:
     rows = [
         {"speaker": "bob", "text": "hey"},
@@ -209,7 +214,7 @@ def test_tokenized_splits_are_found_again_in_the_same_process(tmp_path: Path) ->
 
 
 def test_builder_options_are_checked() -> None:
-    with pytest.raises(ConfigError, match="max_history_turns must be >= 1"):
+    with pytest.raises(ConfigError, match="max_history_turns must be a positive integer or null"):
         DialoguePairs(max_history_turns=0)
     with pytest.raises(ConfigError, match="speaker_tokens"):
         DialoguePairs(speaker_tokens=[])

@@ -11,11 +11,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from tests.cli.test_predict import translation_checkpoint  # noqa: F401 (a fixture)
-from tests.cli.test_train import run_cli
-from weaver.cli.config import config_dir, register_resolvers
+from tests.helpers import run_cli
 from weaver.cli.explain import explain
 from weaver.cli.predict import predict
+from weaver.config import config_dir, register_resolvers
 from weaver.errors import ConfigError
 
 
@@ -31,7 +30,7 @@ def tool_config(name: str, overrides: list[str], tmp_path: Path) -> DictConfig:
     return cfg
 
 
-def test_explain_writes_a_heatmap_a_page_and_the_scores(translation_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_explain_writes_a_heatmap_a_page_and_the_scores(translation_checkpoint: Path, tmp_path: Path) -> None:
     cfg = tool_config("explain", [f"ckpt_path={translation_checkpoint}", "input=A library for Python"], tmp_path)
     written = explain(cfg, {})
     assert [path.name for path in written] == ["example_000.png", "example_000.html", "example_000.json"]
@@ -48,7 +47,7 @@ def test_explain_writes_a_heatmap_a_page_and_the_scores(translation_checkpoint: 
     assert data["source"] == scores["source_tokens"] and data["output"] == scores["output_tokens"]
 
 
-def test_gradient_attribution_and_its_refusals(translation_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_gradient_attribution_and_its_refusals(translation_checkpoint: Path, tmp_path: Path) -> None:
     base = [f"ckpt_path={translation_checkpoint}", "input=A library for Python"]
     cfg = tool_config("explain", [*base, "method=integrated_gradients", "integration_steps=4"], tmp_path)
     scores = json.loads(explain(cfg, {})[2].read_text())
@@ -64,7 +63,7 @@ def test_gradient_attribution_and_its_refusals(translation_checkpoint: Path, tmp
         explain(tool_config("explain", [*base, "method=recall"], tmp_path), {})
 
 
-def test_predict_explain_adds_the_top_source_spans(translation_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_predict_explain_adds_the_top_source_spans(translation_checkpoint: Path, tmp_path: Path) -> None:
     inputs = tmp_path / "inputs.txt"
     inputs.write_text("A library for Python\nTools to read PNG images\n", encoding="utf-8")
     overrides = [f"ckpt_path={translation_checkpoint}", f"input_file={inputs}", "explain=true"]

@@ -4,31 +4,13 @@ attention."""
 import pytest
 import torch
 
+from tests.models.test_weaver_model import TINY, VOCAB, padded_batch, tiny_model
 from weaver.errors import ConfigError
 from weaver.models import WeaverModel, build_weaver
 from weaver.models.memory import MemoryConfig, encode_in_windows, prefix_lengths, window_layout
 from weaver.models.recall import folded_recall_attention, recall_attention
 
-VOCAB = 50
-TINY = dict(d_model=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, ffn_dim=64, max_positions=64)
-PREFIX_END = 3  # the token ending a prefix, in the tests that use one
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_model(memory: dict | None = None, seed: int = 0, **overrides) -> WeaverModel:
-    torch.manual_seed(seed)
-    model = build_weaver(VOCAB, memory=memory, **{**TINY, **overrides})
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model.eval()
+PREFIX_END = 2  # the token ending a prefix in the tests that use one: never among padded_batch's random tokens
 
 
 def with_memory(model: WeaverModel, **memory) -> WeaverModel:
@@ -36,13 +18,6 @@ def with_memory(model: WeaverModel, **memory) -> WeaverModel:
     twin = tiny_model(memory=memory, max_positions=model.config.max_positions)
     twin.load_state_dict(model.state_dict())
     return twin.eval()
-
-
-def padded_batch(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(4, VOCAB, (len(lengths), max(lengths)), generator=g)
-    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
-    return ids.masked_fill(~mask, 0), mask.long()
 
 
 def test_window_layout_ends_the_last_window_at_the_source_end_and_splits_halfway_between_centres():
@@ -97,6 +72,14 @@ def test_a_prefix_starts_every_window_and_its_states_come_from_the_first():
     # The body's second window starts at body position 8 (source 13), read after the 5 prefix tokens.
     second = torch.cat([ids[:, :5], ids[:, 13:29]], 1)
     torch.testing.assert_close(memory[0, 5 + 12], model._encode_window(second, torch.ones_like(second))[0, 5 + 12 - 8])
+
+
+def test_a_prefix_that_pushes_windows_past_the_positions_names_the_window():
+    model = with_memory(tiny_model(), window=64, stride=32, prefix_token_id=PREFIX_END)
+    ids, mask = padded_batch([100])
+    ids[0, 9] = PREFIX_END
+    with pytest.raises(ConfigError, match="prefix of 10 tokens plus model.memory.window=64 make windows of 74 tokens"):
+        model.encode(ids, mask)
 
 
 def test_sources_longer_than_the_positions_encode_with_memory_only():

@@ -102,11 +102,11 @@ def test_hub_id_offline_fails_fast_with_a_clear_message(monkeypatch: pytest.Monk
         build_pretrained_seq2seq(None, "t5-small")
 
 
-def test_a_folder_without_a_seq2seq_model_is_named(tmp_path: Path) -> None:
+def test_a_decoder_only_model_is_sent_to_hf_causal_lm(tmp_path: Path) -> None:
     from transformers import GPT2Config
 
     GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path)
-    with pytest.raises(ConfigError, match="is not a usable seq2seq model"):
+    with pytest.raises(ConfigError, match="is a decoder-only gpt2 model: use model=hf_causal_lm"):
         build_pretrained_seq2seq(None, str(tmp_path))
 
 
@@ -139,6 +139,8 @@ def test_recall_reads_sources_past_the_learned_positions_in_windows(tmp_path: Pa
         load(folder, max_source_length=400)
     with pytest.raises(ConfigError, match="model.memory.window=256 exceeds the model's max_position_embeddings=128"):
         load(folder, max_source_length=400, memory={"window": 256, "stride": 128})
+    with pytest.raises(ConfigError, match="model.memory.fold_keys=true is for the native model"):
+        load(folder, max_source_length=400, memory={"window": 64, "stride": 32, "fold_keys": True})
     model, tokenizer = load(folder, max_source_length=400, memory={"window": 64, "stride": 32, "top_k": 8})
     batch = long_batch(tokenizer, 400)
     assert batch["input_ids"].size(1) == 400

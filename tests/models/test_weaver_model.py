@@ -15,15 +15,6 @@ TINY = dict(d_model=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=2,
 VOCAB = 50
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors gain nothing from threads, and OpenMP threads crawl when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(seed: int = 0, std: float = 0.2, **overrides) -> WeaverModel:
     """A random tiny model in eval mode. The larger-than-default init makes outputs depend on the input."""
     torch.manual_seed(seed)

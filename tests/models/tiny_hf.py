@@ -1,8 +1,10 @@
-"""Tiny randomly initialised T5, BART and Marian models saved with their tokenizers, as a Hub folder would be.
+"""Tiny randomly initialised T5, BART, Marian, GPT-2 and Llama models saved with their tokenizers, as a Hub folder
+would be.
 
 Each tokenizer is a small byte-level BPE trained on the embedded corpus with the family's special tokens at the
-family's ids (T5: pad 0, eos 1; BART: <s> 0, pad 1, </s> 2; Marian: eos 0, pad last), so the model configs,
-`decoder_start_token_id` included, are the real ones of each family.
+family's ids (T5: pad 0, eos 1; BART: <s> 0, pad 1, </s> 2; Marian: eos 0, pad last; GPT-2: <|endoftext|> as BOS
+and EOS, no pad; Llama: <unk> 0, <s> 1, </s> 2, BOS added, no pad), so the model configs, `decoder_start_token_id`
+included, are the real ones of each family.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import (
     BartConfig,
     BartForConditionalGeneration,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
     MarianConfig,
     MarianMTModel,
     PreTrainedTokenizerFast,
@@ -24,6 +30,7 @@ from transformers import (
 from tests.conftest import embedded_rows
 
 FAMILIES = ("t5", "bart", "marian")
+CAUSAL_FAMILIES = ("gpt2", "llama")
 VOCAB_SIZE = 300
 TINY = {"d_model": 64, "heads": 2, "layers": 2, "ffn": 128}
 
@@ -44,6 +51,15 @@ def train_tokenizer(special: list[str], vocab_size: int) -> Tokenizer:
 
 
 def fast_tokenizer(family: str) -> PreTrainedTokenizerFast:
+    if family == "gpt2":
+        tokenizer = train_tokenizer(["<|endoftext|>"], VOCAB_SIZE)
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        endoftext = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+        return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **endoftext)
+    if family == "llama":
+        tokenizer = train_tokenizer(["<unk>", "<s>", "</s>"], VOCAB_SIZE)
+        tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+        return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     specials = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
     if family == "t5":
         tokenizer = train_tokenizer(["<pad>", "</s>", "<unk>"], VOCAB_SIZE)
@@ -63,6 +79,23 @@ def fast_tokenizer(family: str) -> PreTrainedTokenizerFast:
 
 def tiny_model(family: str, tokenizer: PreTrainedTokenizerFast) -> torch.nn.Module:
     vocab, d, heads, layers, ffn = len(tokenizer), TINY["d_model"], TINY["heads"], TINY["layers"], TINY["ffn"]
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    if family == "gpt2":
+        config = GPT2Config(
+            vocab_size=vocab, n_embd=d, n_layer=layers, n_head=heads, n_inner=ffn, n_positions=128, **ids
+        )
+        return GPT2LMHeadModel(config)
+    if family == "llama":
+        config = LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=d,
+            intermediate_size=ffn,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=128,
+            **ids,
+        )
+        return LlamaForCausalLM(config)
     if family == "t5":
         config = T5Config(
             vocab_size=vocab,

@@ -13,7 +13,6 @@ from rouge_score import rouge_scorer
 from tests.conftest import compose_config, embedded_slice, tiny_run_config
 from tests.metrics.rouge_corpus import HYPOTHESES, HYPOTHESIS_LINES, REFERENCE_LINES, REFERENCES
 from tests.tasks.scripted import run_scripted_test
-from weaver.cli.config import resource_path
 from weaver.cli.train import train
 from weaver.tasks import SummarizationTask
 
@@ -47,19 +46,6 @@ def test_logged_rouge_equals_rouge_score_on_the_corpus(batch_size: int, tmp_path
     assert sorted(metrics) == sorted(task.logged_metrics("test"))  # what monitor.metric is checked against
     written = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert [row["hypothesis"] for row in written] == HYPOTHESES  # the empty hypothesis is kept and scored 0
-
-
-def test_task_config_selects_its_data_model_generation_and_metric() -> None:
-    cfg = compose_config(["task=summarization"])
-    assert cfg.task_name == "summarization" and cfg.task._target_ == "weaver.tasks.SummarizationTask"
-    assert (cfg.data.source_field, cfg.data.target_field) == ("document", "summary")
-    assert Path(cfg.data.data_dir) == Path(resource_path("debian_summaries"))
-    assert (cfg.data.max_source_length, cfg.data.max_target_length) == (256, 48)
-    assert cfg.model.d_model == 256 and cfg.tokenizer.algorithm == "bpe"
-    assert (cfg.generation.num_beams, cfg.generation.max_new_tokens, cfg.generation.no_repeat_ngram_size) == (4, 48, 3)
-    assert (cfg.monitor.metric, cfg.monitor.mode) == ("val/rougeL", "max")
-    assert cfg.callbacks.model_checkpoint.monitor == cfg.callbacks.early_stopping.monitor == "val/rougeL"
-    assert cfg.trainer.max_steps == 600 and cfg.trainer.val_check_interval == 200
 
 
 def test_task_defaults_stay_overridable() -> None:

@@ -1,8 +1,16 @@
 """Lightning callbacks of the platform (the stock ones are configured in conf/callbacks/)."""
 
 from weaver.callbacks.ema import ExponentialMovingAverage
+from weaver.callbacks.non_finite import FiniteModelCheckpoint, NonFiniteLossGuard
 from weaver.callbacks.preemption import CheckpointOnPreemption
 from weaver.callbacks.run_config import RunConfigInCheckpoint
 from weaver.callbacks.throughput import ThroughputMonitor
 
-__all__ = ["CheckpointOnPreemption", "ExponentialMovingAverage", "RunConfigInCheckpoint", "ThroughputMonitor"]
+__all__ = [
+    "CheckpointOnPreemption",
+    "ExponentialMovingAverage",
+    "FiniteModelCheckpoint",
+    "NonFiniteLossGuard",
+    "RunConfigInCheckpoint",
+    "ThroughputMonitor",
+]

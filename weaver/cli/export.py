@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from weaver.cli.config import entry_point
+from weaver.cli.entry import entry_point
 from weaver.export import export_checkpoint
 
 

@@ -13,13 +13,18 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from weaver.cli.config import entry_point
+from weaver.cli.entry import entry_point
 
 _ABSENT = object()
 
 
 def changed_values(before: Any, after: Any, prefix: str = "") -> dict[str, Any]:
-    """{dotted key: new value} for every leaf (or whole new subtree) that differs from `before` to `after`."""
+    """{dotted key: new value} for every leaf that differs from `before` to `after`; a subtree that replaces a
+    value that is not one (`memory=recall` where the default has `model.memory: null`) is one change. Keys absent
+    before count leaf by leaf, so `++data.pair_builder.seed=1` changes that value of the run's pair builder and
+    keeps the rest of it."""
+    if before is _ABSENT and isinstance(after, dict):
+        before = {}
     if isinstance(before, dict) and isinstance(after, dict):
         changes: dict[str, Any] = {}
         for key, value in after.items():

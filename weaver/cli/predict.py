@@ -19,8 +19,8 @@ from omegaconf import DictConfig
 from weaver.checkpoints import restore_run
 from weaver.cli.overrides import checkpoint_tool
 from weaver.cli.train import write_metrics
-from weaver.data.sources import existing_file, load_file
-from weaver.errors import ConfigError
+from weaver.data.sources import existing_file, load_file, text_lines
+from weaver.errors import ConfigError, DataError
 from weaver.explain import Explainer, Explanation
 from weaver.inference import Example, Predictor
 
@@ -33,8 +33,10 @@ def read_examples(cfg: DictConfig, predictor: Predictor) -> list[Example]:
         return [predictor.example(str(cfg.input))]
     path = existing_file(cfg.input_file, "input_file")
     if path.suffix == ".txt":  # one source per line
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return [predictor.example(line) for line in lines if line.strip()]
+        try:
+            return [predictor.example(line) for _, line in text_lines(path) if line.strip()]
+        except DataError as error:
+            raise DataError(f"input_file: {error}") from None
     dataset: Dataset = load_file("input", str(path), cfg.paths.cache_dir, key="input_file")
     return predictor.examples_from(dataset)
 

@@ -8,11 +8,13 @@ this very folder when SLURM requeues a job) whose recorded overrides are this co
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from weaver.errors import ConfigError
+from weaver.utils.run_lock import lock_holder
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,12 @@ def apply_resume(cfg: DictConfig, overrides: list[str]) -> None:
     if run is None:
         log.info("resume=auto: no unfinished run of this command found; starting afresh.")
         return
+    holder = lock_holder(run)
+    if holder is not None and holder != os.getpid():
+        raise ConfigError(
+            f"resume=auto: {run}, the latest unfinished run of this command, is still running (PID {holder}); "
+            "stop it first, or drop resume=auto to start afresh."
+        )
     with open_dict(cfg):
         cfg.ckpt_path = str(run / "checkpoints" / "last.ckpt")
         run_id = wandb_run_id(run)

@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
+import math
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from weaver.callbacks import RunConfigInCheckpoint
-from weaver.cli.config import config_dir, optuna_direction, register_resolvers
-from weaver.cli.instantiate import build, build_model, build_named, build_task
+from weaver.checkpoint_io import remove_partial_checkpoints
+from weaver.cli.entry import entry_point
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
-from weaver.errors import ConfigError, WeaverError
+from weaver.config import optuna_direction, register_resolvers
+from weaver.errors import ConfigError, TrainingDiverged
+from weaver.instantiate import build, build_model, build_named, build_task, build_trainer
 from weaver.tasks import Seq2SeqTask
+from weaver.utils.distributed import exit_with_launcher
 from weaver.utils.hardware import share_cpu_cores
 from weaver.utils.provenance import record_provenance
+from weaver.utils.run_lock import run_dir_lock
 
 log = logging.getLogger(__name__)
 
@@ -33,30 +34,40 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train and/or test as `cfg` says; returns the final metrics and the objects built (for tests and sweeps)."""
     register_resolvers()
+    output_dir = Path(cfg.paths.output_dir)
     if rank_zero_only.rank > 0:  # the other processes of a multi-device run keep quiet unless something is wrong
+        exit_with_launcher()
         logging.getLogger("weaver").setLevel(logging.WARNING)
+        return train_in(cfg, output_dir)
+    with run_dir_lock(output_dir):
+        remove_partial_checkpoints(output_dir / "checkpoints")
+        return train_in(cfg, output_dir)
+
+
+def train_in(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
+    """`train`, once this process may write to `output_dir`."""
     if cfg.get("print_config"):
         print_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
-
     if rank_zero_only.rank == 0:
         record_provenance(output_dir / "run_info")
+    # The trainer first: a device count this machine lacks is refused before the data is prepared.
+    if cfg.get("train"):
+        check_monitor_mode(cfg)
+    callbacks = build_named(cfg.get("callbacks"), "callbacks")
+    for callback in callbacks:
+        if isinstance(callback, RunConfigInCheckpoint):
+            callback.config = cfg
+    loggers = build_named(cfg.get("logger"), "logger")
+    trainer: L.Trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    share_cpu_cores(type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(), trainer.num_devices)
     datamodule = build(cfg.data, "data", tokenizer=build(cfg.tokenizer, "tokenizer"), cache_dir=cfg.paths.cache_dir)
     tokenizer = datamodule.tokenizer
     save_tokenizer(tokenizer, output_dir / "tokenizer")
     model = build_model(cfg, tokenizer)
     task = build_task(cfg, model, tokenizer)
     if cfg.get("train"):
-        check_monitor(cfg, task)
-
-    callbacks = build_named(cfg.get("callbacks"), "callbacks")
-    for callback in callbacks:
-        if isinstance(callback, RunConfigInCheckpoint):
-            callback.config = cfg
-    loggers = build_named(cfg.get("logger"), "logger")
-    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
-    share_cpu_cores(type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(), trainer.num_devices)
+        check_monitor_metric(cfg, task)
     log_hyperparameters(cfg, model, trainer)
 
     metrics: dict[str, float] = {}
@@ -75,10 +86,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     return metrics, objects
 
 
-def check_monitor(cfg: DictConfig, task: Seq2SeqTask) -> None:
-    """A monitored metric the task never logs would stop the run only at its first validation, inside Lightning; a
-    bad mode, at the callbacks' construction with Lightning's traceback."""
+def check_monitor_mode(cfg: DictConfig) -> None:
+    """Before the callbacks are built: they would name their own key, not the `monitor.mode` the user set."""
     optuna_direction(OmegaConf.select(cfg, "monitor.mode", default="max"))  # raises on anything but max / min
+
+
+def check_monitor_metric(cfg: DictConfig, task: Seq2SeqTask) -> None:
+    """A monitored metric the task never logs would stop the run only at its first validation, inside Lightning."""
     metric = OmegaConf.select(cfg, "monitor.metric", default=None)
     known = [*task.logged_metrics("val"), "train/loss"]
     if metric and metric not in known:
@@ -110,34 +124,23 @@ def write_metrics(path: Path, metrics: dict[str, float], signatures: dict[str, s
 
 def objective(cfg: DictConfig, metrics: dict[str, float], trainer: L.Trainer) -> float | None:
     """What a sweep optimises: the best value of `monitor.metric` over the run's validations (the one its best
-    checkpoint holds), else its last value."""
+    checkpoint holds), else its last value; a diverged run is an error, which a sweep records as a failed trial."""
     metric = OmegaConf.select(cfg, "monitor.metric", default="")
     for callback in trainer.checkpoint_callbacks:
         if getattr(callback, "monitor", None) == metric and callback.best_model_score is not None:
-            return float(callback.best_model_score)
-    return metrics.get(metric)
+            return float(callback.best_model_score)  # never NaN: see FiniteModelCheckpoint
+    value = metrics.get(metric)
+    if value is not None and not math.isfinite(value):
+        raise TrainingDiverged(f"{metric} is {value}: the run diverged and has no result to report.")
+    return value
 
 
-@hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> float | None:
-    """Returns the objective of Hydra sweepers. In a multirun a failed job raises, so the sweeper records it as
-    failed and goes on; a single run exits with a one-line message."""
-    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
-    try:
-        apply_resume(cfg, list(HydraConfig.get().overrides.task))
-        metrics, objects = train(cfg)
-    except WeaverError as error:
-        if sweeping:
-            log.error("Job %s failed: %s", HydraConfig.get().job.num, error)
-            raise
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(1)
-    except SIGTERMException:
-        print("Stopped by SIGTERM after saving last.ckpt; run the same command with resume=auto to continue.")
-        sys.exit(143)
+def run(cfg: DictConfig) -> float | None:
+    """`python train.py`: continue an unfinished run if `resume=auto` finds one, train, and return the objective of
+    Hydra sweepers."""
+    apply_resume(cfg, list(HydraConfig.get().overrides.task))
+    metrics, objects = train(cfg)
     return objective(cfg, metrics, objects["trainer"])
 
 
-def main() -> None:
-    register_resolvers()
-    hydra_main()
+main = entry_point("train", run)

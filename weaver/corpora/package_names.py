@@ -57,7 +57,8 @@ def write_names(corpus_dir: Path, names: dict[str, str]) -> tuple[int, int]:
     named = {row_id: names[row_id] for row_id in sorted(ids) if row_id in names}
     text = json.dumps(named, ensure_ascii=False, indent=0, sort_keys=True) + "\n"
     (corpus_dir / NAMES_FILE).write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
-    return len(named), len(ids) - len(named)
+    missing = sum(row_id not in names for row_id in ids)
+    return len(ids) - missing, missing
 
 
 def main(argv: list[str] | None = None) -> int:

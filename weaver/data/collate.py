@@ -10,22 +10,32 @@ LABEL_PAD = -100  # ignored by cross-entropy
 
 
 class Seq2SeqCollator:
-    def __init__(self, pad_token_id: int) -> None:
-        self.pad_token_id = pad_token_id
+    """`left_pad_sources`: decoder-only models read prompts padded on the left, so that every completion follows
+    its prompt directly, in training and in generation alike."""
+
+    def __init__(self, pad_token_id: int, left_pad_sources: bool = False) -> None:
+        self.pad_token_id, self.left_pad_sources = pad_token_id, left_pad_sources
 
     @staticmethod
-    def pad(sequences: list[list[int]], value: int) -> torch.Tensor:
+    def pad(sequences: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
         width = max(len(sequence) for sequence in sequences)
         out = torch.full((len(sequences), width), value, dtype=torch.long)
         for row, sequence in enumerate(sequences):
-            out[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+            columns = slice(width - len(sequence), width) if left else slice(0, len(sequence))
+            out[row, columns] = torch.tensor(sequence, dtype=torch.long)
         return out
 
+    def sources(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded source ids and their attention mask, which comes from the lengths: a pad id may also be a real
+        token of a prompt (GPT-2 and Llama pad with EOS, which a chat template may put between turns)."""
+        mask = self.pad([[1] * len(sequence) for sequence in sequences], 0, left=self.left_pad_sources)
+        return self.pad(sequences, self.pad_token_id, left=self.left_pad_sources), mask.bool()
+
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        input_ids = self.pad([e["input_ids"] for e in examples], self.pad_token_id)
+        input_ids, attention_mask = self.sources([e["input_ids"] for e in examples])
         return {
             "input_ids": input_ids,
-            "attention_mask": input_ids.ne(self.pad_token_id),
+            "attention_mask": attention_mask,
             "labels": self.pad([e["labels"] for e in examples], LABEL_PAD),
             "example_id": torch.tensor([e["example_id"] for e in examples], dtype=torch.long),
             # Raw text travels with the batch: metrics score against the original references.

@@ -28,6 +28,7 @@ from weaver.data.loader import ResumableDataLoader
 from weaver.data.sources import SPLITS, load_splits
 from weaver.data.tokenizer import TextBatches, fingerprint_tokenizer
 from weaver.errors import ConfigError
+from weaver.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,18 @@ class ColumnPairs:
         return {"input_ids": inputs["input_ids"], "source_truncated": [bool(e.overflowing) for e in inputs.encodings]}
 
 
+def pair_builder_for(
+    pair_builder: PairBuilder | None, source_field: str | None, target_field: str | None
+) -> PairBuilder:
+    """The data config's choice, for training and for inputs alike: `data.pair_builder` when set, else one example
+    per row from the two field options."""
+    if pair_builder is not None:
+        return pair_builder
+    if not (source_field and target_field):
+        raise ConfigError("Set data.source_field and data.target_field (or a data.pair_builder, see conf/data/).")
+    return ColumnPairs(source_field, target_field)
+
+
 def require_positive(name: str, value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
         raise ConfigError(f"data.{name} must be a positive integer, got {value!r}.")
@@ -88,8 +101,12 @@ class Seq2SeqDataModule(LightningDataModule):
     `denoising` (e.g. `weaver.data.denoising.TextInfilling`) adds corrupted copies of the training sources to
     reconstruct, next to the task's own training pairs.
 
+    `prompt_template` (set by `model=hf_causal_lm`) lays examples out for a decoder-only model: each source inside
+    the template, as a prompt padded on the left, and each target as its completion (`weaver.prompts`).
+
     Batches hold `batch_size` examples, or with `max_tokens` (`eval_max_tokens` for validation/test) as many
-    length-sorted examples as fit `count * longest <= max_tokens` (see `weaver.data.batching`).
+    length-sorted examples as fit `count * longest <= max_tokens` (see `weaver.data.batching`); an example's length
+    is its longer side, or for a decoder-only model prompt and completion together (one row).
     """
 
     def __init__(
@@ -117,6 +134,7 @@ class Seq2SeqDataModule(LightningDataModule):
         cache_dir: str | None = None,
         pair_builder: PairBuilder | None = None,
         denoising: TextInfilling | None = None,
+        prompt_template: str | None = None,
     ) -> None:
         super().__init__()
         positive = ("max_source_length", "max_target_length", "batch_size", "eval_batch_size")
@@ -124,11 +142,15 @@ class Seq2SeqDataModule(LightningDataModule):
             require_positive(name, locals()[name])
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}.")
-        if pair_builder is None and not (source_field and target_field):
-            raise ConfigError("Set data.source_field and data.target_field (or a data.pair_builder, see conf/data/).")
+        self.prompt = PromptTemplate(prompt_template) if prompt_template is not None else None
+        if self.prompt is not None and denoising is not None:
+            raise ConfigError(
+                "data.denoising makes examples for encoder-decoder models; set data.denoising=null for a decoder-only "
+                "model (model=hf_causal_lm)."
+            )
         self.save_hyperparameters(ignore=["tokenizer", "pair_builder", "denoising"], logger=False)
         self.tokenizer_source = tokenizer
-        self.pair_builder: PairBuilder = pair_builder or ColumnPairs(source_field, target_field)
+        self.pair_builder = pair_builder_for(pair_builder, source_field, target_field)
         self.custom_pairs = pair_builder is not None
         self.denoising = denoising
         self._pairs: DatasetDict | None = None
@@ -225,11 +247,17 @@ class Seq2SeqDataModule(LightningDataModule):
         recipe += f"{h.max_target_length}|{h.source_prefix}"
         if self.custom_pairs:
             recipe += f"|{self.pair_builder!r}"
+        if self.prompt is not None:
+            recipe += f"|{self.prompt!r}|{tokenizer.chat_template}"
 
         def tokenize(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
             encoded = self.pair_builder.encode_sources(tokenizer, batch, h.max_source_length, h.source_prefix)
-            labels = tokenizer(text_target=batch["target"], max_length=h.max_target_length, truncation=True)
-            return {**encoded, "labels": labels["input_ids"]}
+            if self.prompt is None:
+                labels = tokenizer(text_target=batch["target"], max_length=h.max_target_length, truncation=True)
+                return {**encoded, "labels": labels["input_ids"]}
+            prompts = self.prompt.prompts(tokenizer, encoded, self.pair_builder, h.max_source_length)
+            completions = self.prompt.completions(tokenizer, batch["target"], h.max_target_length)
+            return {**encoded, "input_ids": prompts, "labels": completions}
 
         splits = {}
         for split, data in self.pairs().items():
@@ -289,8 +317,10 @@ class Seq2SeqDataModule(LightningDataModule):
         replica["even"] = split == "train"
         if not self.max_tokens(split):
             return FixedSizeBatchSampler(len(lengths["source"]), self.batch_size(split), **replica)
+        # A decoder-only model reads prompt and completion as one row.
+        combine = np.add if self.prompt is not None else np.maximum
         return TokenBudgetBatchSampler(
-            lengths=np.maximum(lengths["source"], lengths["target"]),
+            lengths=combine(lengths["source"], lengths["target"]),
             max_tokens=self.max_tokens(split),
             tie_lengths=lengths["source"] + lengths["target"],
             **replica,
@@ -316,7 +346,7 @@ class Seq2SeqDataModule(LightningDataModule):
         dataset: Dataset = self.datasets[split].remove_columns("source_truncated")
         trainer = self.trainer
         loading = {
-            "collate_fn": Seq2SeqCollator(self.tokenizer.pad_token_id),
+            "collate_fn": Seq2SeqCollator(self.tokenizer.pad_token_id, left_pad_sources=self.prompt is not None),
             "num_workers": h.num_workers,
             "persistent_workers": h.num_workers > 0,
             # Page-locked batches copy to a GPU asynchronously (Lightning moves them with non_blocking=True).
@@ -331,14 +361,23 @@ class Seq2SeqDataModule(LightningDataModule):
             rank=trainer.global_rank if trainer is not None else None,
         )
         oversized = getattr(sampler, "oversized", 0)
-        if oversized and self.is_global_zero():
-            log.warning(
-                "%s split: %d examples are longer than data.%smax_tokens=%d; each forms a batch of its own.",
-                split,
-                oversized,
-                "" if split == "train" else "eval_",
-                sampler.max_tokens,
-            )
+        if oversized:
+            key, longest = f"data.{'' if split == 'train' else 'eval_'}max_tokens", int(sampler.lengths.max())
+            if oversized == len(sampler.lengths):
+                raise ConfigError(
+                    f"{key}={sampler.max_tokens} is below the length of every {split} example (the longest has "
+                    f"{longest} tokens), so each would be a batch of one: set {key} to at least {longest}."
+                )
+            if self.is_global_zero():
+                log.warning(
+                    "%s split: %d examples are longer than %s=%d (the longest has %d tokens); each forms a batch of "
+                    "its own.",
+                    split,
+                    oversized,
+                    key,
+                    sampler.max_tokens,
+                    longest,
+                )
         # Training resumes mid-epoch from a checkpoint at the very batch it stopped at.
         loader_class = ResumableDataLoader if split == "train" else DataLoader
         return loader_class(dataset, batch_sampler=sampler, **loading)

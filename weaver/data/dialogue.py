@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ class DialoguePairs:
     id_field: str | None = "id"
     speaker_tokens: Sequence[str] = ("<speaker1>", "<speaker2>")
     turn_separator: str = "<sep>"
-    max_history_turns: int = 5
+    max_history_turns: int | None = 5  # None: the whole conversation so far (long sources: memory=recall)
     topic_field: str | None = None
     topic_token: str = "<topic>"
 
@@ -78,10 +79,12 @@ class DialoguePairs:
             raise ConfigError(
                 f"data.pair_builder.speaker_tokens must be non-empty tokens without spaces, got {self.speaker_tokens}."
             )
-        if isinstance(self.max_history_turns, bool) or not isinstance(self.max_history_turns, int):
-            raise ConfigError(f"data.pair_builder.max_history_turns must be an integer, got {self.max_history_turns!r}")
-        if self.max_history_turns < 1:
-            raise ConfigError(f"data.pair_builder.max_history_turns must be >= 1, got {self.max_history_turns}.")
+        history = self.max_history_turns
+        if history is not None and (isinstance(history, bool) or not isinstance(history, int) or history < 1):
+            raise ConfigError(
+                f"data.pair_builder.max_history_turns must be a positive integer or null (the whole conversation so "
+                f"far), got {history!r}."
+            )
         self.turn_separator = str(self.turn_separator or "")
         self.topic_token = str(self.topic_token)
         if self.topic_field and not is_marker(self.topic_token):
@@ -152,7 +155,7 @@ class DialoguePairs:
         formatted = [token + text for token, text in named]
         pinned = self.format_topic(topic)
         pairs = [
-            (pinned + formatted[max(0, index - self.max_history_turns) : index], text)
+            (pinned + formatted[max(0, index - (self.max_history_turns or index)) : index], text)
             for index, (_, text) in enumerate(named)
             if index > 0
         ]
@@ -220,11 +223,11 @@ class DialoguePairs:
             desc=f"Numbering {split} pairs",
         )
         log.info(
-            "%s split: %d conversations -> %d (context, response) pairs (history up to %d turns).",
+            "%s split: %d conversations -> %d (context, response) pairs (history up to %s turns).",
             split,
             len(dataset),
             len(kept),
-            self.max_history_turns,
+            self.max_history_turns or "all",
         )
         if skipped:
             details = ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
@@ -277,6 +280,29 @@ class DialoguePairs:
             "source": sources,
             "source_truncated": [a or b for a, b in zip(dropped, overflowing, strict=True)],
         }
+
+    def messages(self, source: str) -> list[dict[str, str]]:
+        """A context (formatted turns joined) as chat messages for a tokenizer's chat template: the topic as the
+        system message, then the turns as user and assistant messages, the last one the user's (the model answers
+        it)."""
+        markers = "|".join(re.escape(token) for token in [*self.speaker_tokens, self.topic_token])
+        separator = self.turn_separator.strip()
+        turns = []
+        for piece in re.split(f"(?={markers})", source):
+            text = piece.strip()
+            if separator and text.endswith(separator):
+                text = text[: -len(separator)].strip()
+            if text:
+                turns.append(text)
+        messages = []
+        for position, turn in enumerate(reversed(turns)):
+            if self.topic_field and turn.startswith(self.topic_token):
+                messages.append({"role": "system", "content": turn[len(self.topic_token) :].strip()})
+                continue
+            marker = next((token for token in self.speaker_tokens if turn.startswith(token)), "")
+            role = "user" if position % 2 == 0 else "assistant"
+            messages.append({"role": role, "content": turn[len(marker) :].strip()})
+        return messages[::-1]
 
     def split_topic(self, context: list[str]) -> tuple[list[str], list[str]]:
         """`([topic], turns)` for a context that starts with a topic, `([], turns)` otherwise."""

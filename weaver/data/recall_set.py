@@ -114,7 +114,11 @@ class RecallSetPairs:
             desc=f"Building {split} recall examples",
         )
         log.info(
-            "%s split: %d recall examples of %d documents each, drawn from %d rows.", split, len(pairs), per_example, len(rows)
+            "%s split: %d recall examples of %d documents each, drawn from %d rows.",
+            split,
+            len(pairs),
+            per_example,
+            len(rows),
         )
         return pairs
 
@@ -127,9 +131,17 @@ class RecallSetPairs:
         keys, documents, summaries, rows = [], [], [], []
         skipped: Counter[str] = Counter()
         for index, row in enumerate(dataset):
-            key = lookup.get(str(get_field(row, self.id_field))) if lookup is not None else get_field(row, self.key_field)
-            values = {"key": key, "document": get_field(row, self.document_field), "summary": get_field(row, self.summary_field)}
-            reason = next((f"{name} {skip_reason(value)}" for name, value in values.items() if skip_reason(value)), None)
+            key = (
+                lookup.get(str(get_field(row, self.id_field))) if lookup is not None else get_field(row, self.key_field)
+            )
+            values = {
+                "key": key,
+                "document": get_field(row, self.document_field),
+                "summary": get_field(row, self.summary_field),
+            }
+            reason = next(
+                (f"{name} {skip_reason(value)}" for name, value in values.items() if skip_reason(value)), None
+            )
             if reason:
                 skipped[reason] += 1
                 continue

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import json
 import logging
+import lzma
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import datasets
 from datasets import Dataset, DatasetDict
@@ -24,6 +30,13 @@ FILE_FORMATS: dict[str, tuple[str, dict[str, str]]] = {
     ".parquet": ("parquet", {}),
 }
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+# How to read a compressed text file line by line (zstandard is not in the standard library: not checked).
+OPENERS: dict[str, Callable[[Path], BinaryIO]] = {
+    ".gz": gzip.open,
+    ".bz2": bz2.open,
+    ".xz": lzma.open,
+    "": lambda path: path.open("rb"),
+}
 
 
 def file_format(path: Path) -> tuple[str, dict[str, str]]:
@@ -59,17 +72,57 @@ def existing_file(path: str, key: str) -> Path:
     return file
 
 
+def text_lines(file: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a text file, compressed or not; a byte that is not UTF-8 is an error naming the line.
+    (pyarrow would load such a byte as it is and `datasets` fail much later, with a traceback from deep inside.)"""
+    opener = OPENERS.get(file.suffix if file.suffix in COMPRESSIONS else "")
+    if opener is None:
+        return
+    with opener(file) as lines:
+        for number, line in enumerate(lines, start=1):
+            try:
+                yield number, line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(
+                    f"'{file}' is not UTF-8 text: line {number} has byte 0x{line[error.start]:02x} at column "
+                    f"{error.start + 1}. Save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+                ) from None
+
+
+def check_text_file(file: Path, key: str) -> None:
+    """One pass before `datasets` reads a text file: UTF-8 throughout, and not empty."""
+    try:
+        rows = sum(1 for _, text in text_lines(file) if text.strip())  # reads every line, so checks every byte
+    except DataError as error:
+        raise DataError(f"{key}: {error}") from None
+    if rows == 0:
+        raise DataError(f"{key}: '{file}' is empty. Give a file with at least one row.")
+
+
+def bad_json_line(file: Path) -> str | None:
+    """Where a JSON-lines file stops being JSON (pyarrow's message gives a byte offset into a block, not a line)."""
+    for number, text in text_lines(file):
+        try:
+            if text.strip():
+                json.loads(text.strip())
+        except json.JSONDecodeError as error:
+            return f"line {number} is not valid JSON ({error.msg} at column {error.colno})"
+    return None
+
+
 def load_file(split: str, path: str, cache_dir: str | None, key: str | None = None) -> Dataset:
     """One split from a local file; errors name `key` (default `data.<split>_file`)."""
     key = key or f"data.{split}_file"
     file = existing_file(path, key)
     builder, kwargs = file_format(file)
+    if builder != "parquet":
+        check_text_file(file, key)
     try:
         return datasets.load_dataset(
             builder, data_files={split: str(file.resolve())}, split=split, cache_dir=cache_dir, **kwargs
         )
     except Exception as error:  # datasets wraps parse errors in several exception types
-        cause = error.__cause__ or error
+        cause = (builder == "json" and bad_json_line(file)) or error.__cause__ or error
         raise DataError(f"{key}: cannot read '{path}' as {builder}: {cause}") from error
 
 

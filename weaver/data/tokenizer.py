@@ -151,13 +151,22 @@ class PretrainedTokenizer:
         return tokenizer
 
     def load(self) -> PreTrainedTokenizerBase:
-        """Nothing to train: the folder or Hub id as it is."""
+        """Nothing to train: the folder or Hub id as it is, padding with EOS when it has no pad token (padded
+        positions are masked, so any id will do)."""
 
         def from_pretrained(name_or_path: str) -> PreTrainedTokenizerBase:
             return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=self.trust_remote_code, **self.kwargs)
 
-        hint = " (model=hf_seq2seq sets it from model.name_or_path)"
-        return load_pretrained(from_pretrained, self.name_or_path, "tokenizer.name_or_path", hint)
+        hint = " (model=hf_seq2seq and model=hf_causal_lm set it from model.name_or_path)"
+        if not self.name_or_path:
+            raise ConfigError(
+                f"tokenizer.name_or_path is not set: point it, or model.name_or_path, at a folder or a Hub id{hint}."
+            )
+        tokenizer = load_pretrained(from_pretrained, self.name_or_path, "tokenizer.name_or_path", hint)
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:  # GPT-2, Llama
+            tokenizer.pad_token = tokenizer.eos_token
+            log.info("The tokenizer has no pad token: batches are padded with its EOS token %r.", tokenizer.eos_token)
+        return tokenizer
 
 
 class GivenTokenizer:

@@ -52,6 +52,12 @@ def base_model(model: nn.Module) -> nn.Module:
     return model.get_base_model() if isinstance(model, PeftModel) else model
 
 
+def reads_a_source(model: nn.Module) -> bool:
+    """Whether ``model`` is an encoder-decoder, whose outputs can be traced back to source tokens (decoder-only
+    backbones read prompt and output as one sequence)."""
+    return isinstance(base_model(model), WeaverModel | PretrainedSeq2Seq)
+
+
 def recall_settings(model: nn.Module) -> MemoryConfig | None:
     """The memory settings under which ``model`` (in eval mode) recalls top-k entries, or None."""
     model = base_model(model)

@@ -13,7 +13,9 @@ from transformers import PreTrainedTokenizerBase
 from weaver.errors import ConfigError
 from weaver.explain.attention import (
     RecordedAttention,
+    base_model,
     cross_attention_readers,
+    reads_a_source,
     recall_settings,
     recorded_cross_attention,
 )
@@ -158,6 +160,11 @@ class Explainer:
         integration_steps: int = 16,
         max_gradient_source_tokens: int = 512,
     ) -> None:
+        if not reads_a_source(model):
+            raise ConfigError(
+                f"model: relevance to the source needs an encoder-decoder; a {type(base_model(model)).__name__} "
+                "reads prompt and output as one sequence."
+            )
         memory = recall_settings(model)
         method = method or ("recall" if memory is not None else "cross_attention")
         check_method(method)

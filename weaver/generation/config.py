@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from weaver.errors import ConfigError
+from weaver.errors import ConfigError, dataclass_values
 from weaver.generation.mbr import UTILITIES
 
 # The field annotations (strings under `from __future__ import annotations`) and the values each accepts.
@@ -76,8 +76,4 @@ class GenerationConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GenerationConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"generation: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**values)
+        return cls(**dataclass_values(cls, values, "generation"))

@@ -54,6 +54,11 @@ AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 def enable_recall(backbone: PreTrainedModel, memory: MemoryConfig, position_limit: int | None) -> None:
     """Mark ``backbone``'s cross-attention modules with ``memory`` and dispatch its attention through recall;
     a window must fit the positions of a model with learned ones (``position_limit``)."""
+    if memory.fold_keys:
+        raise ConfigError(
+            "model.memory.fold_keys=true is for the native model: a HuggingFace backbone's cross-attention caches "
+            "its own keys and values; set model.memory.fold_keys=false"
+        )
     if position_limit is not None:
         memory.check_positions(position_limit, key="the model's max_position_embeddings")
     marked = 0

@@ -15,13 +15,13 @@ every source token, (B, S, D); `weaver.models.recall` reads it from the decoder.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from weaver.errors import ConfigError
+from weaver.errors import ConfigError, dataclass_values
 
 TRAINING_MODES = ("recall", "full")
 
@@ -70,11 +70,7 @@ class MemoryConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MemoryConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"model.memory: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**values)
+        return cls(**dataclass_values(cls, values, "model.memory"))
 
 
 def memory_from_settings(settings: Mapping[str, Any] | None, tokenizer: Any = None) -> MemoryConfig | None:
@@ -115,7 +111,8 @@ def window_layout(lengths: Tensor, prefixes: Tensor, window: int, stride: int) -
     steps = torch.arange(int(counts.max()), device=lengths.device)
     starts = torch.minimum(steps[None, :] * stride, last_start[:, None])
     starts = starts.masked_fill(steps[None, :] >= counts[:, None], -1)
-    # Boundary j: first body position owned by window j + 1 (centres c_j = start_j + window / 2).
+    # Boundary j: the first body position owned by window j + 1 (centres start_j + (window - 1) / 2; a token halfway
+    # between two centres stays with the earlier window).
     boundaries = torch.div(starts[:, :-1] + starts[:, 1:] + window + 1, 2, rounding_mode="floor")
     boundaries = boundaries.masked_fill(starts[:, 1:] < 0, torch.iinfo(boundaries.dtype).max)
     return starts, boundaries
@@ -127,10 +124,11 @@ def encode_in_windows(
     attention_mask: Tensor,
     config: MemoryConfig,
     checkpoint: bool = False,
+    max_positions: int | None = None,
 ) -> Tensor:
     """The memory (B, S, D): ``encode(ids, mask)`` (the encoder on at most prefix + window tokens) run on every
     window, each token's state taken from its most central window. ``checkpoint`` recomputes each batch of windows
-    in backward instead of keeping its activations."""
+    in backward instead of keeping its activations; ``max_positions`` bounds prefix + window."""
     mask = attention_mask.bool()
     batch, length = input_ids.shape
     lengths = mask.sum(1)
@@ -146,6 +144,11 @@ def encode_in_windows(
     source_index = source_index.clamp(max=length - 1)
     window_mask = valid[needed]  # (N, width), N windows in all
     used = int(window_mask.sum(1).max())  # no column of padding alone
+    if max_positions is not None and used > max_positions:
+        raise ConfigError(
+            f"A source's prefix of {int(prefixes.max())} tokens plus model.memory.window={config.window} make "
+            f"windows of {used} tokens, past the model's {max_positions} positions: lower model.memory.window"
+        )
     rows = torch.arange(batch, device=input_ids.device)[:, None].expand_as(needed)[needed]
     window_ids, window_mask = input_ids[rows[:, None], source_index[needed][:, :used]], window_mask[:, :used]
     size = config.window_batch_size

@@ -3,6 +3,10 @@
 `PretrainedSeq2Seq` gives a `transformers` model the three things `Seq2SeqTask` needs: teacher-forced logits from
 `forward(input_ids, attention_mask, decoder_input_ids)`, `generate(..., GenerationConfig)` through HF `generate`,
 and `decoder_start_token_id`. `build_pretrained_seq2seq` is its Hydra builder (`model=hf_seq2seq`).
+
+`HFBackbone`, its base, holds what every HF backbone shares (decoder-only ones too, `weaver.models.causal_lm`):
+Weaver's decoding settings as HF's, seeded generation, loading with clear errors, embeddings grown with the
+tokenizer.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from typing import Any
 
 import torch
 import transformers
+from peft import TaskType
 from torch import Tensor, nn
-from transformers import AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 
 from weaver.errors import ConfigError
@@ -40,21 +45,56 @@ SHARED_GENERATION_KEYS = (
 )
 
 
-class PretrainedSeq2Seq(nn.Module):
-    """A `transformers` encoder-decoder (`backbone`, possibly wrapped by `peft`) as a Weaver task model. With
-    ``memory``, a source of any length is read in windows and recalled from (`weaver.models.hf_memory`)."""
+class HFBackbone(nn.Module):
+    """A `transformers` model (`backbone`, possibly wrapped by `peft`) as a Weaver task model: the shared part."""
 
-    def __init__(
-        self, backbone: PreTrainedModel, forced_bos_token_id: int | None = None, memory: MemoryConfig | None = None
-    ) -> None:
+    # How `peft` wraps this kind of backbone.
+    peft_task_type: TaskType
+
+    def __init__(self, backbone: PreTrainedModel) -> None:
         super().__init__()
         self.backbone = backbone
-        self.forced_bos_token_id = forced_bos_token_id
-        self.memory = memory
 
     @property
     def hf_config(self) -> transformers.PretrainedConfig:
         return self.backbone.config
+
+    def hf_generation_config(self, config: GenerationConfig, **model_settings: Any) -> transformers.GenerationConfig:
+        """The model's own generation defaults (special ids), Weaver's decoding settings and then `model_settings`
+        on top."""
+        hf_config = copy.deepcopy(self.backbone.generation_config)
+        updates: dict[str, Any] = {key: getattr(config, key) for key in SHARED_GENERATION_KEYS}
+        if not config.do_sample:  # sampling-only knobs would make HF warn on every call
+            updates.update(top_k=None, top_p=None, temperature=None)
+        hf_config.update(**updates, **model_settings)
+        return hf_config
+
+    def seeded_generate(
+        self, input_ids: Tensor, attention_mask: Tensor, config: GenerationConfig, **kwargs: Any
+    ) -> Tensor:
+        """HF `generate`'s sequences; sampling with `config.seed` repeats without touching the global RNG. ``kwargs``
+        may hold the encoder's outputs instead of reading ``input_ids`` (memory)."""
+        inputs = kwargs if "encoder_outputs" in kwargs else {"input_ids": input_ids, **kwargs}
+        with torch.random.fork_rng(devices=[input_ids.device] if input_ids.is_cuda else []):
+            if config.do_sample and config.seed is not None:
+                torch.manual_seed(config.seed)
+            return self.backbone.generate(
+                attention_mask=attention_mask.long(), generation_config=self.hf_generation_config(config), **inputs
+            )
+
+
+class PretrainedSeq2Seq(HFBackbone):
+    """A `transformers` encoder-decoder as a Weaver task model. With ``memory``, a source of any length is read in
+    windows and recalled from (`weaver.models.hf_memory`)."""
+
+    peft_task_type = TaskType.SEQ_2_SEQ_LM
+
+    def __init__(
+        self, backbone: PreTrainedModel, forced_bos_token_id: int | None = None, memory: MemoryConfig | None = None
+    ) -> None:
+        super().__init__(backbone)
+        self.forced_bos_token_id = forced_bos_token_id
+        self.memory = memory
 
     @property
     def decoder_start_token_id(self) -> int:
@@ -75,7 +115,9 @@ class PretrainedSeq2Seq(nn.Module):
         def encode(ids: Tensor, mask: Tensor) -> Tensor:
             return encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
 
-        states = encode_in_windows(encode, input_ids, attention_mask, self.memory)
+        states = encode_in_windows(
+            encode, input_ids, attention_mask, self.memory, max_positions=position_limit(self.hf_config)
+        )
         return {"encoder_outputs": BaseModelOutput(last_hidden_state=states)}
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor) -> Tensor:
@@ -99,48 +141,65 @@ class PretrainedSeq2Seq(nn.Module):
             * (linear_weights(encoder) * source_length + (linear_weights(decoder) + output) * target_length)
         )
 
-    def hf_generation_config(self, config: GenerationConfig) -> transformers.GenerationConfig:
-        """The model's own generation defaults (forced BOS, special ids), with Weaver's decoding settings on top."""
-        hf_config = copy.deepcopy(self.backbone.generation_config)
-        updates: dict[str, Any] = {key: getattr(config, key) for key in SHARED_GENERATION_KEYS}
-        updates["decoder_start_token_id"] = self.decoder_start_token_id
+    def hf_generation_config(self, config: GenerationConfig, **model_settings: Any) -> transformers.GenerationConfig:
+        """The shared settings plus the decoder start and, for multilingual decoders, the forced first token."""
         if self.forced_bos_token_id is not None:
-            updates["forced_bos_token_id"] = self.forced_bos_token_id
-        if not config.do_sample:  # sampling-only knobs would make HF warn on every call
-            updates.update(top_k=None, top_p=None, temperature=None)
-        hf_config.update(**updates)
-        return hf_config
+            model_settings.setdefault("forced_bos_token_id", self.forced_bos_token_id)
+        return super().hf_generation_config(
+            config, decoder_start_token_id=self.decoder_start_token_id, **model_settings
+        )
 
     def generate(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, generation_config: GenerationConfig | None = None
     ) -> Tensor:
         """Generated tokens (B, L) after the start token, EOS included, padded after EOS (as `WeaverModel`)."""
-        config = generation_config or GenerationConfig()
         if attention_mask is None:
             attention_mask = input_ids.ne(self.hf_config.pad_token_id)
-        with torch.random.fork_rng(devices=[input_ids.device] if input_ids.is_cuda else []):
-            if config.do_sample and config.seed is not None:
-                torch.manual_seed(config.seed)
-            sequences = self.backbone.generate(
-                attention_mask=attention_mask.long(),
-                generation_config=self.hf_generation_config(config),
-                **self.encoder_inputs(input_ids, attention_mask),
-            )
-        return sequences[:, 1:]
+        config = generation_config or GenerationConfig()
+        memory = {} if self.memory is None else self.encoder_inputs(input_ids, attention_mask)
+        return self.seeded_generate(input_ids, attention_mask, config, **memory)[:, 1:]
 
 
 def linear_weights(module: nn.Module) -> int:
     return sum(layer.weight.numel() for layer in module.modules() if isinstance(layer, nn.Linear))
 
 
-def load_backbone(name_or_path: str, trust_remote_code: bool) -> PreTrainedModel:
+def load_backbone(
+    auto_class: type, name_or_path: str, trust_remote_code: bool, encoder_decoder: bool
+) -> PreTrainedModel:
+    """`auto_class.from_pretrained(name_or_path)`, after checking from its config that the model is of the kind
+    the model config expects (`AutoModelForCausalLM` would take BART's decoder alone)."""
+    config_name, kind = ("hf_seq2seq", "an encoder-decoder") if encoder_decoder else ("hf_causal_lm", "a decoder-only")
+
     def from_pretrained(path: str) -> PreTrainedModel:
         try:
-            return AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=trust_remote_code)
-        except ValueError as error:  # e.g. a decoder-only model, or code that needs trust_remote_code
-            raise ConfigError(f"model.name_or_path='{name_or_path}' is not a usable seq2seq model: {error}") from error
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+            check_architecture(config, encoder_decoder, "model.name_or_path", name_or_path)
+            return auto_class.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except ValueError as error:  # e.g. code that needs trust_remote_code, or an unknown architecture
+            if isinstance(error, ConfigError):
+                raise
+            raise ConfigError(
+                f"model.name_or_path='{name_or_path}' is not usable as {kind} model (model={config_name}): {error}"
+            ) from error
 
     return load_pretrained(from_pretrained, name_or_path, "model.name_or_path")
+
+
+def check_architecture(config: transformers.PretrainedConfig, encoder_decoder: bool, key: str, value: object) -> None:
+    """A decoder-only model given to `model=hf_seq2seq`, or an encoder-decoder given to `model=hf_causal_lm`."""
+    if bool(getattr(config, "is_encoder_decoder", False)) == encoder_decoder:
+        return
+    kind, other = ("a decoder-only", "hf_causal_lm") if encoder_decoder else ("an encoder-decoder", "hf_seq2seq")
+    raise ConfigError(f"{key}='{value}' is {kind} {config.model_type} model: use model={other} for it.")
+
+
+def fit_embeddings(backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Grow the token embeddings only when the tokenizer grew (extra special tokens); T5 keeps spare rows."""
+    embeddings = backbone.get_input_embeddings().num_embeddings
+    if len(tokenizer) > embeddings:
+        log.info("Resizing the token embeddings from %d to %d for the added tokens.", embeddings, len(tokenizer))
+        backbone.resize_token_embeddings(len(tokenizer))
 
 
 def position_limit(config: transformers.PretrainedConfig) -> int | None:
@@ -179,7 +238,7 @@ def build_pretrained_seq2seq(
 ) -> PretrainedSeq2Seq:
     """Hydra builder (`_target_: weaver.models.build_pretrained_seq2seq`) for `model=hf_seq2seq`; ``memory``
     (`memory=recall`) reads sources of any length in windows and recalls from them."""
-    backbone = load_backbone(name_or_path, trust_remote_code)
+    backbone = load_backbone(AutoModelForSeq2SeqLM, name_or_path, trust_remote_code, encoder_decoder=True)
     memory_config = memory_from_settings(memory, tokenizer)
     lengths = {"max_target_length": max_target_length}
     if memory_config is None:  # with memory, windows keep within the positions
@@ -187,10 +246,7 @@ def build_pretrained_seq2seq(
     check_lengths(backbone.config, name_or_path, lengths)
     if memory_config is not None:
         enable_recall(backbone, memory_config, position_limit(backbone.config))
-    embeddings = backbone.get_input_embeddings().num_embeddings
-    if len(tokenizer) > embeddings:  # only when the tokenizer grew (extra special tokens); T5 keeps spare rows
-        log.info("Resizing the token embeddings from %d to %d for the added tokens.", embeddings, len(tokenizer))
-        backbone.resize_token_embeddings(len(tokenizer))
+    fit_embeddings(backbone, tokenizer)
     forced_bos = token_id(tokenizer, forced_bos_token, "model.forced_bos_token") if forced_bos_token else None
     if activation_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from weaver.errors import ConfigError
+from weaver.errors import ConfigError, dataclass_values
 from weaver.generation import GenerationConfig
 from weaver.generation import generate as run_generation
 from weaver.models.kernels import Dropout, attention
@@ -87,11 +87,7 @@ class WeaverConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> WeaverConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"model: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**values)
+        return cls(**dataclass_values(cls, values, "model"))
 
 
 @dataclass
@@ -393,7 +389,9 @@ class WeaverModel(nn.Module):
         if memory is None:
             return self._encode_window(input_ids, attention_mask)
         checkpoint = self.activation_checkpointing and self.training
-        return encode_in_windows(self._encode_window, input_ids, attention_mask, memory, checkpoint)
+        return encode_in_windows(
+            self._encode_window, input_ids, attention_mask, memory, checkpoint, self.config.max_positions
+        )
 
     def _encode_window(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S), broadcast over heads and queries

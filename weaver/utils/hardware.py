@@ -12,6 +12,8 @@ import torch
 from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.strategies import FSDPStrategy
 
+from weaver.errors import ConfigError
+
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 
 
@@ -58,6 +60,22 @@ def share_cpu_cores(accelerator: str, processes_per_node: int) -> None:
     if accelerator != "cpu" or processes_per_node <= 1 or os.environ.get("OMP_NUM_THREADS"):
         return
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // processes_per_node))
+
+
+def check_devices(accelerator: str, devices: Any) -> None:
+    """`trainer.devices` beyond what this machine has would start that many processes (which then wait for each
+    other forever on the CPU); refuse it before any starts. `-1`, `"auto"` and lists of GPU ids are Lightning's."""
+    if isinstance(devices, bool) or not isinstance(devices, (int, str)) or not str(devices).isdigit():
+        return
+    requested = int(devices)
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    available = torch.cuda.device_count() if on_gpu else len(os.sched_getaffinity(0))
+    kind = "visible GPUs" if on_gpu else "CPU cores available to this process"
+    if requested > available:
+        raise ConfigError(
+            f"trainer.devices={requested}, but this machine has {available} {kind}: set trainer.devices to at most "
+            f"{available}."
+        )
 
 
 def fsdp_strategy(layers: list[str], **kwargs: Any) -> FSDPStrategy:

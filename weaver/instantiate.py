@@ -7,6 +7,7 @@ import inspect
 from typing import Any
 
 import hydra
+import lightning as L
 from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule
@@ -14,7 +15,9 @@ from omegaconf import DictConfig
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from weaver.data.datamodule import PairBuilder, pair_builder_for
 from weaver.errors import ConfigError, WeaverError, call_naming_refusals
+from weaver.utils.hardware import check_devices
 
 
 def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -44,9 +47,24 @@ def build_named(nodes: DictConfig | None, key: str) -> list[Any]:
     return [build(node, f"{key}.{name}") for name, node in (nodes or {}).items() if node and "_target_" in node]
 
 
+def build_trainer(node: DictConfig, **kwargs: Any) -> L.Trainer:
+    """The Lightning Trainer of `node` (`cfg.trainer`), once its device count is known to fit this machine."""
+    check_devices(str(node.get("accelerator", "auto")), node.get("devices", "auto"))
+    return build(node, "trainer", **kwargs)
+
+
+def build_pair_builder(data: DictConfig) -> PairBuilder:
+    """How the data config `data` turns rows into examples, built as its datamodule builds it."""
+    pair_builder = build(data.pair_builder, "data.pair_builder") if data.get("pair_builder") else None
+    return pair_builder_for(pair_builder, data.get("source_field"), data.get("target_field"))
+
+
 def build_model(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
-    """`cfg.model` sized for `tokenizer`, with `cfg.peft` adapters when set."""
-    model = build(cfg.model, "model", tokenizer=tokenizer)
+    """`cfg.model` sized for `tokenizer`, with `cfg.peft` adapters when set. A model node that checks the data's
+    lengths gets them from `cfg.data` as it is now: a restored run's stored copy may predate an override
+    (`eval.py ... data.max_source_length=65536`)."""
+    lengths = {key: cfg.data[key] for key in ("max_source_length", "max_target_length") if key in cfg.model}
+    model = build(cfg.model, "model", tokenizer=tokenizer, **lengths)
     if cfg.get("peft"):
         model = build(cfg.peft, "peft")(model)
     return model

@@ -1,18 +1,14 @@
-"""Where the Hydra config tree lives, and the resolvers it uses."""
+"""Where the Hydra config tree lives, and the resolvers it uses (`${weaver.resource:...}`, ...)."""
 
 from __future__ import annotations
 
 import re
-import sys
-from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf import OmegaConf
 
 from weaver.errors import WeaverError
 
@@ -22,7 +18,7 @@ def config_dir() -> Path:
     packaged = Path(str(files("weaver"))) / "conf"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[2] / "conf"
+    return Path(__file__).resolve().parents[1] / "conf"
 
 
 def resource_path(name: str) -> str:
@@ -82,25 +78,3 @@ def register_resolvers() -> None:
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
-
-
-def entry_point(config_name: str, run: Callable[[DictConfig], None]) -> Callable[[], None]:
-    """The `main()` of a command-line tool: a Hydra app on `conf/<config_name>.yaml` calling `run(cfg)`, where a
-    user error (`WeaverError`) exits with its one-line message instead of a traceback."""
-
-    @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
-    def hydra_main(cfg: DictConfig) -> None:
-        try:
-            run(cfg)
-        except WeaverError as error:
-            print(f"Error: {error}", file=sys.stderr)
-            sys.exit(1)
-        except MissingMandatoryValue as error:  # a `???` key left unset
-            print(f"Error: {error.full_key} is required: add {error.full_key}=... to the command.", file=sys.stderr)
-            sys.exit(1)
-
-    def main() -> None:
-        register_resolvers()
-        hydra_main()
-
-    return main

@@ -1,0 +1,157 @@
+"""Decoder-only models in real runs of every task: train, validate, test, predict and export, on tiny random GPT-2 and
+Llama folders and on a GPT-2 shape trained from scratch; and peft methods on them."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tests.conftest import SHORT_TRAINING, embedded_slice, tiny_run_config
+from tests.helpers import best_checkpoint
+from tests.models.tiny_hf import save_tiny_model
+from tests.tasks.test_dialogue_task import chitchat_slice  # noqa: F401 (a fixture)
+from weaver.checkpoints import restore_run
+from weaver.cli.train import train
+from weaver.export import export_checkpoint, from_pretrained
+from weaver.inference import Example, Predictor
+
+CORPORA = {"translation": "ddtp_en_de", "summarization": "debian_summaries"}
+MAIN_METRIC = {"translation": "bleu", "summarization": "rougeL", "dialogue": "f1"}
+# Words of each task's prompt template, none of which its references use: they must never reach a prediction.
+PROMPT_WORDS = {"translation": ["Translate", "German:"], "summarization": ["Summarize", "Summary:"], "dialogue": []}
+# The tiny models have 128 positions: prompt and completion must fit them together.
+LENGTHS = ["data.max_source_length=40", "data.max_target_length=24", "generation.max_new_tokens=8"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message.role }}|>{{ message.content }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def data_overrides(task: str, tmp_path: Path, chitchat: Path) -> list[str]:
+    if task == "dialogue":
+        return [f"data.train_file={chitchat}", "data.validation_fraction=0.1", "data.test_fraction=0.1"]
+    (tmp_path / "data").mkdir(exist_ok=True)
+    sizes = {"train": 64, "validation": 16, "test": 16}
+    return [f"data.data_dir={embedded_slice(tmp_path / 'data', CORPORA[task], sizes)}"]
+
+
+def causal_run_config(folder: Path, task: str, tmp_path: Path, chitchat: Path, overrides: list[str] = ()) -> DictConfig:
+    model = ["model=hf_causal_lm", f"model.name_or_path={folder}"]
+    data = data_overrides(task, tmp_path, chitchat)
+    return tiny_run_config([f"task={task}", *data, *SHORT_TRAINING, *LENGTHS, *overrides], tmp_path, model=model)
+
+
+def predictions(cfg: DictConfig) -> list[dict]:
+    lines = (Path(cfg.paths.output_dir) / "test_predictions.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def exported_tokens(folder: Path, predictor: Predictor, examples: list[Example]) -> torch.Tensor:
+    """What `AutoModelForCausalLM` generates from the exported folder alone, new tokens only, cut at stop strings
+    as the task cuts them."""
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    batch = predictor.encode(examples)
+    with torch.no_grad():
+        sequences = model.generate(**batch, tokenizer=AutoTokenizer.from_pretrained(folder))
+    return predictor.run.task.model.cut_at_stop(sequences[:, batch["input_ids"].size(1) :])
+
+
+@pytest.mark.parametrize(
+    ("family", "task", "chat"),
+    [
+        ("gpt2", "translation", False),
+        ("llama", "summarization", False),
+        ("gpt2", "dialogue", False),
+        ("llama", "dialogue", True),
+    ],
+    ids=["gpt2-translation", "llama-summarization", "gpt2-dialogue", "llama-dialogue-chat-template"],
+)
+def test_a_decoder_only_model_trains_tests_predicts_and_exports(
+    family: str,
+    task: str,
+    chat: bool,
+    chitchat_slice: Path,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    folder = save_tiny_model(family, tmp_path / family)
+    if chat:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer.chat_template = CHAT_TEMPLATE
+        tokenizer.save_pretrained(folder)
+    cfg = causal_run_config(folder, task, tmp_path, chitchat_slice)
+    metrics, objects = train(cfg)
+    assert {"val/loss", "val/ppl", "test/loss", f"test/{MAIN_METRIC[task]}"} <= set(metrics)
+    rows = predictions(cfg)
+    assert rows and not any(word in row["hypothesis"] for row in rows for word in PROMPT_WORDS[task])
+
+    run = restore_run(best_checkpoint(cfg))
+    predictor = Predictor(run, batch_size=4)
+    examples = [Example(source=row["source"]) for row in rows[:6]]
+    if task == "dialogue":
+        pairs = objects["datamodule"].pairs()["test"].select(range(6))
+        examples = [Example(row["source"], context=row["context"]) for row in pairs]
+        if chat:  # the prompt is the chat template's rendering of the turns
+            assert run.tokenizer.decode(predictor.encode(examples[:1])["input_ids"][0]).endswith("<|assistant|>")
+    else:  # predict renders the prompt as training did: the same hypotheses as the test split's
+        assert list(predictor.generate(examples)) == [row["hypothesis"] for row in rows[:6]]
+    export_checkpoint(best_checkpoint(cfg), tmp_path / "exported")
+    with torch.no_grad():
+        expected = run.task.model.generate(**predictor.encode(examples), generation_config=run.task.generation)
+    assert torch.equal(exported_tokens(tmp_path / "exported", predictor, examples), expected)
+
+
+def test_gpt2_small_scratch_trains_on_the_task_tokenizer(tiny_data_dir: Path, tmp_path: Path) -> None:
+    shrink = ["n_embd=32", "n_layer=1", "n_head=2", "n_inner=64"]
+    model = ["model=gpt2_small_scratch", "tokenizer.vocab_size=400", *[f"model.from_config.{s}" for s in shrink]]
+    cfg = tiny_run_config([f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING], tmp_path, model=model)
+    metrics, objects = train(cfg)
+    assert {"val/loss", "test/bleu"} <= set(metrics)
+    backbone = objects["model"].backbone
+    assert backbone.config.model_type == "gpt2"
+    assert backbone.get_input_embeddings().num_embeddings == len(objects["datamodule"].tokenizer) == 400
+    export_checkpoint(best_checkpoint(cfg), tmp_path / "exported")
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "exported").config.n_layer == 1
+
+
+def train_metric(cfg: DictConfig, name: str) -> list[float]:
+    with (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").open() as file:
+        return [float(row[name]) for row in csv.DictReader(file) if row.get(name)]
+
+
+def test_adalora_allocates_ranks_over_the_real_steps_and_exports_merged(
+    tiny_data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = save_tiny_model("gpt2", tmp_path / "gpt2")
+    schedule = ["peft=adalora", "peft.tinit=1", "peft.tfinal=2"]
+    cfg = causal_run_config(folder, "translation", tmp_path, tiny_data_dir, schedule)
+    with caplog.at_level("INFO"):
+        _, objects = train(cfg)
+    ranks = train_metric(cfg, "train/adalora_rank")
+    assert len(ranks) == 6 and ranks[-1] < ranks[0]  # from init_r to target_r on average, over the 6 steps
+    assert objects["model"].backbone.peft_config["default"].total_step == 6
+    assert "AdaLoRA at step" in caplog.text
+    export_checkpoint(best_checkpoint(cfg), tmp_path / "exported")
+    assert not (tmp_path / "exported" / "adapter_config.json").exists()
+    AutoModelForCausalLM.from_pretrained(tmp_path / "exported")
+
+
+def test_prefix_tuning_exports_its_adapters_which_reload_onto_the_base(tiny_data_dir: Path, tmp_path: Path) -> None:
+    folder = save_tiny_model("gpt2", tmp_path / "gpt2")
+    cfg = causal_run_config(folder, "translation", tmp_path, tiny_data_dir, ["peft=prefix"])
+    train(cfg)
+    export_checkpoint(best_checkpoint(cfg), tmp_path / "adapter")  # cannot merge: adapters alone
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    reloaded = from_pretrained(tmp_path / "adapter")
+    run = restore_run(best_checkpoint(cfg))
+    predictor = Predictor(run)
+    batch = predictor.encode([Example(source="A library for Python"), Example(source="Documentation files")])
+    with torch.no_grad():
+        expected = run.task.model.generate(**batch, generation_config=run.task.generation)
+        sequences = reloaded.generate(**batch, tokenizer=run.tokenizer)
+    assert torch.equal(run.task.model.cut_at_stop(sequences[:, batch["input_ids"].size(1) :]), expected)

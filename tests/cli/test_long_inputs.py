@@ -1,0 +1,90 @@
+"""Long inputs end to end: the recall set trained with memory and recall, and a model trained on short sources
+scored on long ones with recall switched on at evaluation only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from tests.conftest import FIXTURE_SIZES, SHORT_TRAINING, embedded_rows, tiny_run_config, write_jsonl
+from tests.helpers import best_checkpoint, run_cli
+from weaver.cli.train import train
+
+MEMORY = ["memory=recall", "model.memory.window=64", "model.memory.stride=32", "model.memory.top_k=8"]
+
+
+@pytest.fixture(scope="module")
+def recall_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The summaries fixture with a `name` per row: the recall set's keys."""
+    folder = tmp_path_factory.mktemp("recall_set")
+    for split, count in FIXTURE_SIZES.items():
+        rows = embedded_rows("debian_summaries", split, count)
+        write_jsonl(folder / f"{split}.jsonl", [{**row, "name": f"package-{row['id'][:6]}"} for row in rows])
+    return folder
+
+
+def recall_config(data_dir: Path, tmp_path: Path, *overrides: str) -> DictConfig:
+    recall_set = [
+        "task=summarization",
+        "data=recall_set",
+        f"data.data_dir={data_dir}",
+        "data.pair_builder.keys_file=null",
+        "data.pair_builder.num_documents=3",
+        "data.pair_builder.eval_num_documents=6",
+        "data.pair_builder.eval_max_examples=8",
+        "data.max_source_length=4096",
+    ]
+    return tiny_run_config([*recall_set, *SHORT_TRAINING, *overrides], tmp_path)
+
+
+@pytest.mark.slow
+def test_the_recall_set_trains_with_memory_and_scores_longer_sources(recall_data_dir: Path, tmp_path: Path) -> None:
+    cfg = recall_config(recall_data_dir, tmp_path, *MEMORY, "model.memory.prefix_token='<query>'")
+    metrics, objects = train(cfg)
+    assert objects["model"].config.memory.prefix_token_id == objects["datamodule"].tokenizer.convert_tokens_to_ids(
+        "<query>"
+    )
+    assert {"test/rougeL", "test/loss"} <= set(metrics)
+    predictions = [json.loads(line) for line in (Path(cfg.paths.output_dir) / "test_predictions.jsonl").open()]
+    assert len(predictions) == 8 and all(row["source"].count("<doc>") == 6 for row in predictions)
+
+    longer = ["++data.pair_builder.eval_num_documents=20", "generation.num_beams=2"]  # a key only the run has
+    result = run_cli(f"ckpt_path={best_checkpoint(cfg)}", *longer, cwd=tmp_path, script="eval.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "eval").glob("*/*")
+    rows = [json.loads(line) for line in (run_dir / "test_predictions.jsonl").open()]
+    assert len(rows) == 8 and all(row["source"].count("<doc>") == 20 for row in rows)
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_short_sources_reads_long_ones_with_recall_at_evaluation(
+    recall_data_dir: Path, tmp_path: Path
+) -> None:
+    cfg = recall_config(recall_data_dir, tmp_path, "data.max_source_length=64")
+    train(cfg)
+    assert cfg.model.memory is None
+    too_long = run_cli(
+        f"ckpt_path={best_checkpoint(cfg)}", "data.max_source_length=4096", cwd=tmp_path, script="eval.py"
+    )
+    assert too_long.returncode != 0
+    assert "data.max_source_length=4096 exceeds model.max_positions=512" in too_long.stderr
+    assert "Traceback" not in too_long.stderr
+
+    recalled = run_cli(
+        f"ckpt_path={best_checkpoint(cfg)}", "data.max_source_length=4096", *MEMORY, cwd=tmp_path, script="eval.py"
+    )
+    assert recalled.returncode == 0, recalled.stderr[-3000:]
+    (run_dir,) = sorted((tmp_path / "outputs" / "eval").glob("*/*"))[-1:]
+    config = (run_dir / "run_config.yaml").read_text()
+    assert "top_k: 8" in config and "window: 64" in config
+    assert "test/rougeL" in json.loads((run_dir / "metrics.json").read_text())["metrics"]
+
+
+def test_bad_memory_settings_are_one_line_errors(tmp_path: Path) -> None:
+    result = run_cli("memory=recall", "model.memory.top_k=0", "debug=fast", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "model.memory.top_k must be a positive integer, got 0" in result.stderr
+    assert "Traceback" not in result.stderr

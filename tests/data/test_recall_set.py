@@ -1,0 +1,78 @@
+"""The recall set: a query, then keyed documents, one of them the queried one; its summary is the target."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+
+from weaver.data.recall_set import RecallSetPairs
+from weaver.errors import ConfigError, DataError
+
+ROWS = [
+    {"id": f"id{i}", "name": f"pkg{i}", "document": f"Document {i} text.", "summary": f"summary {i}"} for i in range(30)
+]
+
+
+def documents_in(source: str) -> list[tuple[str, str]]:
+    """(key, document) of each document of a source, in order."""
+    return re.findall(r"<doc> (\S+): (Document \d+ text\.)", source)
+
+
+def test_every_source_holds_the_queried_document_once_among_distinct_others() -> None:
+    pairs = RecallSetPairs(num_documents=5).build_pairs(Dataset.from_list(ROWS), "train")
+    assert len(pairs) == len(ROWS)  # every training row is queried once
+    for example in pairs:
+        query, _, body = example["source"].partition(" <query> ")
+        documents = documents_in(body)
+        assert len(documents) == 5 and len(set(documents)) == 5
+        index = int(query.removeprefix("pkg"))
+        assert documents[example["position"]] == (query, f"Document {index} text.")
+        assert example["target"] == f"summary {index}"
+
+
+def test_examples_are_the_same_for_the_same_settings_and_differ_by_seed() -> None:
+    data = Dataset.from_list(ROWS)
+    first = RecallSetPairs(num_documents=4).build_pairs(data, "validation")["source"]
+    assert RecallSetPairs(num_documents=4).build_pairs(data, "validation")["source"] == first
+    assert RecallSetPairs(num_documents=4, seed=1).build_pairs(data, "validation")["source"] != first
+
+
+def test_queried_documents_sit_all_over_the_source() -> None:
+    positions = RecallSetPairs(num_documents=10).build_pairs(Dataset.from_list(ROWS), "train")["position"]
+    assert min(positions) <= 1 and max(positions) >= 8
+
+
+def test_evaluation_splits_take_their_own_length_and_count() -> None:
+    builder = RecallSetPairs(num_documents=2, eval_num_documents=6, eval_max_examples=7)
+    test = builder.build_pairs(Dataset.from_list(ROWS), "test")
+    assert len(test) == 7 and all(len(documents_in(source)) == 6 for source in test["source"])
+    assert len(documents_in(builder.build_pairs(Dataset.from_list(ROWS), "train")[0]["source"])) == 2
+
+
+def test_keys_come_from_a_file_joined_on_the_row_id_and_rows_without_one_are_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = tmp_path / "names.json.gz"
+    keys.write_bytes(gzip.compress(json.dumps({row["id"]: f"name-{row['id']}" for row in ROWS[:20]}).encode()))
+    rows = [{key: value for key, value in row.items() if key != "name"} for row in ROWS]
+    rows[3]["document"] = "  "
+    with caplog.at_level(logging.WARNING):
+        pairs = RecallSetPairs(num_documents=3, keys_file=str(keys)).build_pairs(Dataset.from_list(rows), "train")
+    assert len(pairs) == 19
+    assert "skipped 11 of 30 rows (10 key missing, 1 document empty)" in caplog.text
+    assert all(source.startswith("name-id") for source in pairs["source"])
+
+
+def test_bad_settings_and_data_name_the_key() -> None:
+    with pytest.raises(ConfigError, match="data.pair_builder.num_documents must be a positive integer"):
+        RecallSetPairs(num_documents=0)
+    with pytest.raises(DataError, match="eval_num_documents=40 exceeds the 30 usable rows of the test split"):
+        RecallSetPairs(eval_num_documents=40).build_pairs(Dataset.from_list(ROWS), "test")
+    with pytest.raises(DataError, match="data.pair_builder.key_field='title': no column 'title'"):
+        RecallSetPairs(key_field="title").build_pairs(Dataset.from_list(ROWS), "train")

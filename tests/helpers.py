@@ -1,0 +1,126 @@
+"""Running the command-line tools as a user does, and waiting for what a real process does, without sleeping."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, Trainer
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def user_env(cwd: Path) -> dict[str, str]:
+    """The environment of a user's shell, offline, with its caches under `cwd`."""
+    return {**os.environ, "WEAVER_CACHE_DIR": str(cwd / "cache"), "HF_HUB_OFFLINE": "1"}
+
+
+def run_cli(
+    *args: str, cwd: Path, timeout: int = 300, script: str = "train.py", stdin_text: str | None = None
+) -> subprocess.CompletedProcess:
+    """`python <script> args` from the repository root, as a user runs it, offline."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        env=user_env(cwd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin_text,
+    )
+
+
+TINY = ["model=weaver_tiny", "tokenizer.vocab_size=400", "hardware=cpu"]
+# A translation run long enough to be interrupted: validation (and a checkpoint) every 10 steps.
+LONG_TINY_RUN = [
+    *TINY,
+    "logger=csv",
+    "data.max_tokens=null",
+    "data.eval_max_tokens=null",
+    "data.batch_size=16",
+    "data.eval_batch_size=16",
+    "trainer.max_steps=40",
+    "trainer.val_check_interval=10",
+    "trainer.log_every_n_steps=1",
+    "scheduler.num_warmup_steps=2",
+    "task.max_generate_examples=8",
+    "generation.max_new_tokens=8",
+    "~callbacks.early_stopping",
+    "print_config=false",
+]
+
+
+def start(args: list[str], cwd: Path, script: str = "train.py") -> subprocess.Popen:
+    """`python <script> args` started in the background, its output piped."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        env=user_env(cwd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def best_checkpoint(cfg: DictConfig) -> Path:
+    """The best checkpoint a finished run of `cfg` wrote (not `last.ckpt`)."""
+    (path,) = [p for p in (Path(cfg.paths.output_dir) / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
+    return path
+
+
+class AnnounceStep(Callback):
+    """Prints `step <n>` once training has taken `step` optimizer steps: the line a test waits for, instead of
+    sleeping (`+callbacks.announce._target_=tests.helpers.AnnounceStep +callbacks.announce.step=<n>`)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            print(f"step {self.step}", flush=True)
+
+
+def announce_step(step: int) -> list[str]:
+    """The overrides that add `AnnounceStep(step)` to a run."""
+    return ["+callbacks.announce._target_=tests.helpers.AnnounceStep", f"+callbacks.announce.step={step}"]
+
+
+def wait_for_line(process: subprocess.Popen, text: str) -> None:
+    """Reads the process's output until a line holds `text`; fails with its errors if it ends first."""
+    for line in process.stdout:
+        if text in line:
+            return
+    raise AssertionError(f"{text!r} never came: {process.communicate()[1][-3000:]}")
+
+
+# Holds the run lock of the folder given as its argument until its input ends.
+HOLD_LOCK = """import sys
+from pathlib import Path
+from weaver.utils.run_lock import run_dir_lock
+with run_dir_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def another_run_holding(folder: Path) -> Iterator[subprocess.Popen]:
+    """A live process that holds `folder`'s run lock while the block runs."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(folder)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        yield holder
+    finally:
+        holder.communicate("")

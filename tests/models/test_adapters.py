@@ -1,0 +1,102 @@
+"""Every `peft=` option on tiny HF encoder-decoders and decoder-only models: few trainable parameters, and they
+train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.conftest import compose_config
+from tests.models.tiny_hf import save_tiny_model
+from weaver.data import PretrainedTokenizer
+from weaver.errors import ConfigError
+from weaver.instantiate import build
+from weaver.models import (
+    IA3,
+    AdaLoRA,
+    LoRA,
+    PrefixTuning,
+    PromptTuning,
+    build_causal_lm,
+    build_pretrained_seq2seq,
+    build_weaver,
+    can_merge,
+    merge_adapters,
+    peft_model_of,
+)
+from weaver.tasks.seq2seq import shift_right
+
+METHODS = {
+    "lora": lambda: LoRA(r=4),
+    "adalora": lambda: AdaLoRA(init_r=2, target_r=1, total_step=10),  # T5: every projection by default
+    "ia3": IA3,
+    "prefix": lambda: PrefixTuning(num_virtual_tokens=4),
+    "prompt": lambda: PromptTuning(num_virtual_tokens=4),
+}
+
+
+@pytest.fixture(scope="module", params=["t5", "gpt2", "llama"])
+def backbone(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    return request.param, save_tiny_model(request.param, tmp_path_factory.mktemp("hf") / request.param)
+
+
+def build_model(family: str, folder: Path) -> tuple[torch.nn.Module, object]:
+    tokenizer = PretrainedTokenizer(str(folder)).load()
+    if family == "t5":
+        return build_pretrained_seq2seq(tokenizer, str(folder)), tokenizer
+    return build_causal_lm(tokenizer, str(folder)), tokenizer
+
+
+def train_step(model: torch.nn.Module, tokenizer: object) -> None:
+    source = tokenizer(["A library for Python", "Hello"], padding=True, return_tensors="pt")
+    labels = torch.randint(5, 100, (2, 4))
+    decoder_input_ids = shift_right(labels, model.decoder_start_token_id, tokenizer.pad_token_id)
+    logits = model(source["input_ids"], source["attention_mask"].bool(), decoder_input_ids)
+    loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=0.5)
+    loss.backward()
+    optimizer.step()
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_method_trains_a_tenth_of_the_parameters_or_less(method: str, backbone: tuple[str, Path]) -> None:
+    model, tokenizer = build_model(*backbone)
+    total = sum(p.numel() for p in model.parameters())
+    model = METHODS[method]()(model)
+    trainable = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    frozen = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
+    assert 0 < sum(p.numel() for p in trainable.values()) * 10 <= total
+    train_step(model.train(), tokenizer)
+    after = dict(model.named_parameters())
+    assert any(not torch.equal(after[name], value) for name, value in trainable.items())
+    assert all(torch.equal(after[name], value) for name, value in frozen.items())
+
+
+@pytest.mark.parametrize(("method", "mergeable"), [("lora", True), ("ia3", True), ("prefix", False)])
+def test_weight_updates_merge_and_virtual_tokens_do_not(method: str, mergeable: bool, tmp_path: Path) -> None:
+    model, tokenizer = build_model("gpt2", save_tiny_model("gpt2", tmp_path / "gpt2"))
+    model = METHODS[method]()(model)
+    assert can_merge(model) is mergeable
+    assert (peft_model_of(merge_adapters(model)) is None) is mergeable  # merged: plain modules again
+
+
+def test_virtual_tokens_need_a_huggingface_model() -> None:
+    native = build_weaver(vocab_size=400, d_model=64, num_heads=2, num_encoder_layers=1, num_decoder_layers=1)
+    with pytest.raises(ConfigError, match="peft=prefix needs a HuggingFace model"):
+        PrefixTuning()(native)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["peft=adalora", "trainer.max_steps=-1"], "peft.total_step=-1: AdaLoRA schedules its ranks over the run"),
+        (["peft=lora", "peft.r=0"], "peft.r must be >= 1, got 0"),
+    ],
+)
+def test_bad_peft_settings_give_one_line_errors(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        build(compose_config(overrides).peft, "peft")

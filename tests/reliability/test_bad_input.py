@@ -1,0 +1,151 @@
+"""Bad input of every kind gives one line that names the key, file or row and what to do, and changes no file."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig, open_dict
+
+from tests.conftest import write_jsonl
+from tests.helpers import TINY, run_cli
+from weaver.checkpoints import read_checkpoint, restore_run
+from weaver.cli.train import train
+from weaver.data import Seq2SeqDataModule, TrainedTokenizer
+from weaver.data.sources import load_file
+from weaver.errors import ConfigError, DataError, WeaverError
+from weaver.inference import Example, Predictor
+
+PAIRS = [
+    {"en": f"the package number {i} provides tools", "de": f"das Paket Nummer {i} bietet Werkzeuge"} for i in range(60)
+]
+
+
+def pairs_of(tmp_path: Path, train_file: Path, **options: str) -> dict:
+    fields = {"source_field": "en", "target_field": "de", **options}
+    tokenizer = TrainedTokenizer(vocab_size=300, min_frequency=1)
+    return Seq2SeqDataModule(tokenizer, train_file=str(train_file), cache_dir=str(tmp_path / "cache"), **fields).pairs()
+
+
+def one_line(error: pytest.ExceptionInfo[WeaverError]) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_missing_data_file_names_the_key_and_the_path(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as error:
+        pairs_of(tmp_path, tmp_path / "nope.jsonl")
+    assert re.match(r"data.train_file: file not found: '.*nope.jsonl'. Check the path", one_line(error))
+
+
+def test_an_empty_data_file_is_named(tmp_path: Path) -> None:
+    empty = tmp_path / "train.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError) as error:
+        load_file("train", str(empty), str(tmp_path / "cache"))
+    assert one_line(error) == f"data.train_file: '{empty}' is empty. Give a file with at least one row."
+
+
+def test_a_broken_json_line_is_named_by_its_number(tmp_path: Path) -> None:
+    lines = write_jsonl(tmp_path / "train.jsonl", PAIRS).read_text().splitlines()
+    lines[11] = '{"en": "cut short", "de": '
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as error:
+        load_file("train", str(broken), str(tmp_path / "cache"))
+    assert "as json: line 12 is not valid JSON (Expecting value" in one_line(error)
+
+
+def test_a_byte_that_is_not_utf8_is_named_with_its_line(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "train.jsonl", PAIRS).read_bytes().replace(b"number 7 ", b"number \xff7 ")
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(data)
+    with pytest.raises(DataError) as error:
+        pairs_of(tmp_path, latin)
+    assert one_line(error) == (
+        f"data.train_file: '{latin}' is not UTF-8 text: line 8 has byte 0xff at column 28. Save it as UTF-8 "
+        "(e.g. iconv -f latin1 -t utf-8)."
+    )
+    assert latin.read_bytes() == data
+
+
+def test_a_wrong_column_names_the_key_and_the_columns_there_are(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as error:
+        pairs_of(tmp_path, write_jsonl(tmp_path / "train.jsonl", PAIRS), target_field="fr")
+    assert "data.target_field='fr': no column 'fr' in the train split (columns: en, de)" in one_line(error)
+
+
+def test_rows_with_missing_empty_or_non_text_fields_are_skipped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = [{"en": "", "de": "leer"}, {"en": "missing target"}, {"en": 42, "de": "Zahl"}, {"en": "x", "de": "   "}]
+    with caplog.at_level(logging.WARNING):
+        pairs = pairs_of(tmp_path, write_jsonl(tmp_path / "train.jsonl", PAIRS + bad))
+    assert sum(len(pairs[split]) for split in pairs) == len(PAIRS)
+    message = " ".join(caplog.messages)
+    assert sum(int(n) for n in re.findall(r"skipped (\d+) of", message)) == 4
+    assert "en empty" in message and "de missing" in message and "en not text" in message
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello world\n")
+    with pytest.raises(ConfigError) as error:
+        read_checkpoint(notes)
+    assert one_line(error).startswith(f"ckpt_path='{notes}' is not a readable checkpoint (truncated, or not a")
+    assert notes.read_text() == "hello world\n"
+
+
+def test_a_truncated_checkpoint_is_named(translation_checkpoint: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(translation_checkpoint.read_bytes()[:100_000])
+    with pytest.raises(ConfigError) as error:
+        read_checkpoint(truncated)
+    assert "is not a readable checkpoint (truncated, or not a checkpoint at all" in one_line(error)
+
+
+def test_a_missing_checkpoint_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        read_checkpoint(tmp_path / "gone.ckpt")
+    assert one_line(error) == f"ckpt_path='{tmp_path / 'gone.ckpt'}' is not a file."
+
+
+def test_a_negative_learning_rate_names_the_optimizer(train_config: DictConfig) -> None:
+    with open_dict(train_config):
+        train_config.optimizer.lr = -0.001
+    with pytest.raises(ConfigError) as error:
+        train(train_config)
+    assert one_line(error) == "optimizer: Invalid learning rate: -0.001 (check the values under 'optimizer')"
+
+
+def test_a_misspelt_override_is_named_without_a_traceback(tmp_path: Path) -> None:
+    result = run_cli("optimizer.lrr=0.1", *TINY, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert "Could not override 'optimizer.lrr'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_token_budget_below_every_example_names_the_longest(train_config: DictConfig) -> None:
+    with open_dict(train_config):
+        train_config.data.max_tokens = 5
+    with pytest.raises(ConfigError) as error:
+        train(train_config)
+    assert re.fullmatch(
+        r"data.max_tokens=5 is below the length of every train example \(the longest has (\d+) tokens\), so each "
+        r"would be a batch of one: set data.max_tokens to at least \1.",
+        one_line(error),
+    )
+
+
+def test_an_input_longer_than_the_source_limit_is_named_when_predicting(
+    translation_checkpoint: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    predictor = Predictor(restore_run(translation_checkpoint))
+    with caplog.at_level(logging.WARNING):
+        list(predictor.generate([Example("a short one"), Example(" ".join(["word"] * 400))]))
+    assert caplog.messages == [
+        "Input 1 (the id of its prediction) is longer than data.max_source_length=128 tokens and is cut to fit, as "
+        "in training: split it, or train with a larger maximum."
+    ]

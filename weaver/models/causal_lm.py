@@ -1,0 +1,198 @@
+"""HuggingFace decoder-only language models (GPT-2, Llama, ...) behind the interface every task uses.
+
+Batches keep the encoder-decoder layout: `input_ids` are the prompts (left-padded, `weaver.prompts`) and `labels`
+their completions. `forward` runs prompt and completion as one row and returns the logits of the completion's
+positions only, aligned with `labels`, so `Seq2SeqTask`'s training loss, exact validation loss and perplexity cover
+completion tokens alone. `generate` continues the prompts with HF `generate` (KV cache) and returns the new tokens
+only, cut at EOS or a stop string. `build_causal_lm` is the Hydra builder of `model=hf_causal_lm`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from omegaconf import DictConfig, OmegaConf
+from peft import PeftType, TaskType
+from torch import Tensor
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from weaver.errors import ConfigError
+from weaver.generation import GenerationConfig
+from weaver.models.pretrained import HFBackbone, check_architecture, fit_embeddings, load_backbone
+from weaver.prompts import PromptTemplate
+
+log = logging.getLogger(__name__)
+
+
+class CausalLM(HFBackbone):
+    """A `transformers` decoder-only model as a Weaver task model. `tokenizer` finds the tokens that hold a stop
+    string (`stop_strings`, e.g. a newline after a one-line translation)."""
+
+    peft_task_type = TaskType.CAUSAL_LM
+
+    def __init__(
+        self, backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stop_strings: Sequence[str] = ()
+    ) -> None:
+        super().__init__(backbone)
+        self.tokenizer = tokenizer
+        self.stop_strings = [str(stop) for stop in stop_strings]
+
+    @property
+    def decoder_start_token_id(self) -> int:
+        """Any id: the prompt's last token plays the start token's part, and `forward` drops the start column."""
+        return int(self.tokenizer.pad_token_id)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor) -> Tensor:
+        """Logits (B, T, V) of the T completion positions: position t predicts completion token t from the prompt
+        and the completion before it (`decoder_input_ids` is the start token and the completion, shifted right)."""
+        completion = decoder_input_ids[:, 1:]
+        sequence = torch.cat([input_ids, completion], dim=1)
+        # The completion's padding is on the right, where causal attention keeps it from every real position.
+        mask = torch.cat([attention_mask.long(), torch.ones_like(completion)], dim=1)
+        kwargs: dict[str, Any] = {}
+        if self.takes_position_ids:  # left padding: every prompt starts at position 0
+            kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        outputs = self.backbone(
+            input_ids=sequence, attention_mask=mask, logits_to_keep=decoder_input_ids.size(1), **kwargs
+        )
+        return outputs.logits[:, -decoder_input_ids.size(1) :]
+
+    @property
+    def takes_position_ids(self) -> bool:
+        """`peft` ignores position ids (with a warning) for prompt tuning, and shifts them itself for prefixes."""
+        config = getattr(self.backbone, "active_peft_config", None)
+        return config is None or not config.is_prompt_learning or config.peft_type == PeftType.PREFIX_TUNING
+
+    def training_flops(self, batch_size: int, source_length: int, target_length: int) -> int:
+        """An estimate for MFU: 6 per weight matrix entry (the tied output projection counted once) per token of
+        the prompt and completion (Kaplan et al. 2020); attention score products are left out."""
+        weights = sum(p.numel() for p in self.backbone.parameters() if p.dim() == 2)
+        return 6 * batch_size * weights * (source_length + target_length)
+
+    def hf_generation_config(self, config: GenerationConfig, **model_settings: Any) -> transformers.GenerationConfig:
+        if self.stop_strings:
+            model_settings.setdefault("stop_strings", self.stop_strings)
+        return super().hf_generation_config(config, **model_settings)
+
+    def generate(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, generation_config: GenerationConfig | None = None
+    ) -> Tensor:
+        """The completions (B, L) of left-padded prompts: new tokens only, EOS included, padding after EOS and
+        from the first token that holds a stop string on (HF stops there too, but keeps that token)."""
+        if attention_mask is None:
+            attention_mask = input_ids.ne(self.tokenizer.pad_token_id)
+        kwargs = {"tokenizer": self.tokenizer} if self.stop_strings else {}
+        sequences = self.seeded_generate(input_ids, attention_mask, generation_config or GenerationConfig(), **kwargs)
+        return self.cut_at_stop(sequences[:, input_ids.size(1) :])
+
+    def cut_at_stop(self, tokens: Tensor) -> Tensor:
+        if not self.stop_strings:
+            return tokens
+        stops = torch.isin(tokens, torch.tensor(self.stop_token_ids, dtype=tokens.dtype, device=tokens.device))
+        return tokens.masked_fill(stops.cumsum(dim=1) > 0, self.tokenizer.pad_token_id)
+
+    @cached_property
+    def stop_token_ids(self) -> list[int]:
+        """Every token whose text holds a stop string (byte-level BPE keeps a newline out of word tokens)."""
+        texts = self.tokenizer.batch_decode([[index] for index in range(len(self.tokenizer))])
+        return [index for index, text in enumerate(texts) if any(stop in text for stop in self.stop_strings)]
+
+
+def config_from(from_config: Mapping[str, Any] | str, trust_remote_code: bool) -> transformers.PretrainedConfig:
+    """`model.from_config`: a folder holding a `config.json`, or the config's fields with its `model_type`."""
+    if isinstance(from_config, str):
+        if not (Path(from_config).expanduser() / "config.json").is_file():
+            raise ConfigError(f"model.from_config='{from_config}' is not a folder with a config.json.")
+        return AutoConfig.from_pretrained(str(Path(from_config).expanduser()), trust_remote_code=trust_remote_code)
+    fields = dict(OmegaConf.to_container(from_config) if isinstance(from_config, DictConfig) else from_config)
+    model_type = fields.pop("model_type", None)
+    if not model_type:
+        raise ConfigError("model.from_config needs a model_type (e.g. gpt2, llama) beside the sizes.")
+    try:
+        return AutoConfig.for_model(model_type, **fields)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"model.from_config: {error}") from error
+
+
+def random_backbone(
+    from_config: Mapping[str, Any] | str, tokenizer: PreTrainedTokenizerBase, trust_remote_code: bool
+) -> PreTrainedModel:
+    """A randomly initialised model of that config, its vocabulary and special ids the tokenizer's."""
+    config = config_from(from_config, trust_remote_code)
+    check_architecture(config, False, "model.from_config", config.model_type)
+    config.vocab_size = len(tokenizer)
+    config.pad_token_id, config.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    config.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+
+
+def check_context(
+    config: transformers.PretrainedConfig,
+    model: str,
+    prompt_tokens: int,
+    max_source_length: int | None,
+    max_target_length: int | None,
+) -> None:
+    """Prompt (source and template) and completion must fit the model's positions together."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None or max_source_length is None or max_target_length is None:
+        return
+    total = max_source_length + prompt_tokens + max_target_length
+    if total > limit:
+        raise ConfigError(
+            f"data.max_source_length={max_source_length} + {prompt_tokens} prompt template tokens + "
+            f"data.max_target_length={max_target_length} = {total} exceed the {limit} positions of {model}; "
+            "lower data.max_source_length or data.max_target_length."
+        )
+
+
+def build_causal_lm(
+    tokenizer: PreTrainedTokenizerBase,
+    name_or_path: str | None = None,
+    from_config: Mapping[str, Any] | str | None = None,
+    prompt_template: str = "{source}",
+    stop_strings: Sequence[str] = (),
+    trust_remote_code: bool = False,
+    max_source_length: int | None = None,
+    max_target_length: int | None = None,
+    activation_checkpointing: bool = False,
+    memory: Mapping[str, Any] | None = None,
+) -> CausalLM:
+    """Hydra builder (`_target_: weaver.models.build_causal_lm`) for `model=hf_causal_lm`: a pretrained model from
+    `name_or_path`, or a random one from `from_config` trained from scratch."""
+    if memory is not None:
+        raise ConfigError(
+            "model.memory: a decoder-only model has no encoder to read a long source in windows, nor "
+            "cross-attention to recall from it; use memory=none (or an encoder-decoder: model=hf_seq2seq)"
+        )
+    if (name_or_path is None) == (from_config is None):
+        raise ConfigError(
+            "Set one of model.name_or_path (a pretrained model) and model.from_config (a config to train from "
+            f"scratch), got name_or_path={name_or_path!r} and from_config={from_config!r}."
+        )
+    template = PromptTemplate(prompt_template)  # a bad template fails before any weights are loaded
+    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+        raise ConfigError(
+            f"The tokenizer ({tokenizer.name_or_path}) needs an EOS token, which ends completions and pads batches."
+        )
+    if name_or_path is not None:
+        backbone = load_backbone(AutoModelForCausalLM, name_or_path, trust_remote_code, encoder_decoder=False)
+        model = f"model.name_or_path='{name_or_path}' ({backbone.config.model_type})"
+    else:
+        backbone = random_backbone(from_config, tokenizer, trust_remote_code)
+        model = f"model.from_config ({backbone.config.model_type})"
+    check_context(backbone.config, model, template.overhead(tokenizer), max_source_length, max_target_length)
+    fit_embeddings(backbone, tokenizer)
+    backbone.config.pad_token_id = backbone.generation_config.pad_token_id = tokenizer.pad_token_id
+    if backbone.generation_config.eos_token_id is None:
+        backbone.generation_config.eos_token_id = tokenizer.eos_token_id
+    if activation_checkpointing:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # `from_pretrained` returns eval mode; Lightning keeps each module's mode, so dropout would stay off in training.
+    return CausalLM(backbone.train(), tokenizer, stop_strings=stop_strings)
