@@ -19,13 +19,7 @@ TINY = dict(d_model=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=2,
 PAD, BOS, EOS = 0, 1, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors gain nothing from threads, and OpenMP threads crawl when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def random_model(vocab: int = 50, seed: int = 0, std: float = 0.2) -> WeaverModel:

@@ -1,13 +1,8 @@
-"""Model tests run on tiny tensors."""
+"""Model tests run on tiny tensors: one thread each (see `single_thread`)."""
 
 import pytest
-import torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors gain nothing from threads, and OpenMP threads crawl when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(autouse=True)
+def _single_thread(single_thread: None) -> None:
+    """Every model test runs single-threaded."""
