@@ -8,9 +8,9 @@ kept whole).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from datasets import Dataset
@@ -25,6 +25,7 @@ from weaver.prompts import PromptTemplate
 from weaver.utils.hardware import compute_dtype
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -86,10 +87,15 @@ class Predictor:
         }
 
     def generate(self, examples: list[Example]) -> Iterator[str]:
-        """Hypotheses in input order, generated `batch_size` at a time (longest first, so batches pad little)."""
+        """Hypotheses in input order."""
+        return iter(self.map_batches(examples, self.run.task.generate_texts))
+
+    def map_batches(self, examples: list[Example], function: Callable[[dict[str, torch.Tensor]], list[T]]) -> list[T]:
+        """``function`` on the encoded examples, `batch_size` at a time (longest first, so batches pad little), in
+        the run's own precision (bf16 autocast for bf16-mixed, as its validation and test generated); one result
+        per example, in input order."""
         order = sorted(range(len(examples)), key=lambda i: -len(examples[i].source))
-        hypotheses: dict[int, str] = {}
-        # In the run's own precision (bf16 autocast for bf16-mixed), as its validation and test generated.
+        results: dict[int, T] = {}
         dtype = compute_dtype(self.run.cfg.trainer.precision)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             for start in range(0, len(order), self.batch_size):
@@ -103,9 +109,8 @@ class Predictor:
                             index,
                             self.run.cfg.data.max_source_length,
                         )
-                texts = self.run.task.generate_texts(batch)
-                hypotheses.update(zip(chunk, texts, strict=True))
-        return (hypotheses[i] for i in range(len(examples)))
+                results.update(zip(chunk, function(batch), strict=True))
+        return [results[i] for i in range(len(examples))]
 
     def topic_context(self, topic: Any) -> list[str]:
         """The formatted topic that starts every context, as in training; `[]` for no topic."""

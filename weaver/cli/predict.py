@@ -1,7 +1,8 @@
 """`python predict.py ckpt_path=... input_file=... | input="..." | interactive=true` / `weaver-predict`.
 
 Writes JSONL (`id`, `source`, `hypothesis`; with `reference` and the task's main metric on that example as `score`
-when the input has references) and, with references, the corpus metrics and their signatures to `metrics.json`.
+when the input has references; with `explain=true`, the source spans the output attended to most as `spans`) and,
+with references, the corpus metrics and their signatures to `metrics.json`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from weaver.cli.overrides import checkpoint_tool
 from weaver.cli.train import write_metrics
 from weaver.data.sources import existing_file, load_file, text_lines
 from weaver.errors import ConfigError, DataError
+from weaver.explain import Explainer, Explanation
 from weaver.inference import Example, Predictor
 
 log = logging.getLogger(__name__)
-PREDICT_KEYS = ("ckpt_path", "input_file", "input", "output_file", "interactive", "topic", "batch_size")
+PREDICT_KEYS = ("ckpt_path", "input_file", "input", "output_file", "interactive", "topic", "batch_size", "explain")
 
 
 def read_examples(cfg: DictConfig, predictor: Predictor) -> list[Example]:
@@ -39,7 +41,13 @@ def read_examples(cfg: DictConfig, predictor: Predictor) -> list[Example]:
     return predictor.examples_from(dataset)
 
 
-def write_predictions(path: Path, examples: list[Example], hypotheses: list[str], predictor: Predictor) -> None:
+def write_predictions(
+    path: Path,
+    examples: list[Example],
+    hypotheses: list[str],
+    predictor: Predictor,
+    explanations: list[Explanation] | None = None,
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     with partial.open("w", encoding="utf-8") as file:
@@ -49,6 +57,8 @@ def write_predictions(path: Path, examples: list[Example], hypotheses: list[str]
                 record["reference"] = example.reference
                 scores = predictor.run.task.score([hypothesis], [example.reference], [example.source])
                 record["score"] = next(iter(scores.values()))
+            if explanations is not None:
+                record["spans"] = [{"text": span.text, "score": span.score} for span in explanations[index].spans()]
             file.write(json.dumps(record, ensure_ascii=False) + "\n")
     partial.replace(path)  # a kill mid-write leaves the previous file whole
     log.info("Wrote %d predictions to %s", len(examples), path)
@@ -76,24 +86,38 @@ def chat(predictor: Predictor, topic: Any = None) -> None:
             print(f"> {reply}", flush=True)
 
 
-def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
+def check_inputs(cfg: DictConfig, alternative: str = "") -> None:
+    """`batch_size`, and exactly one of `input_file` and `input`: checked before a checkpoint is loaded."""
     if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size!r}.")
+    if (cfg.input is None) == (cfg.input_file is None):
+        raise ConfigError(f'Give exactly one of input_file=<file> and input="<text>"{alternative}.')
+
+
+def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
     if cfg.topic is not None and not cfg.interactive:
         raise ConfigError("topic= is for interactive=true (a file's conversations bring their own topics).")
-    if not cfg.interactive and (cfg.input is None) == (cfg.input_file is None):
-        raise ConfigError('Give exactly one of input_file=<file> and input="<text>" (or interactive=true).')
+    if not cfg.interactive:
+        check_inputs(cfg, " (or interactive=true)")
+    if not isinstance(cfg.explain, bool):
+        raise ConfigError(f"explain must be true or false, got {cfg.explain!r}.")
     run = restore_run(cfg.ckpt_path, {**changes, "paths.cache_dir": cfg.paths.cache_dir})
     predictor = Predictor(run, batch_size=cfg.batch_size)
     if cfg.interactive:
         chat(predictor, cfg.topic)
         return
     examples = read_examples(cfg, predictor)
-    hypotheses = list(predictor.generate(examples))
+    explanations = None
+    if cfg.explain:  # the outputs come from the explainer's own generation, with the same settings
+        explanations = predictor.map_batches(examples, Explainer(run.task.model, run.tokenizer, run.task.generation))
+        hypotheses = [explanation.output_text for explanation in explanations]
+    else:
+        hypotheses = list(predictor.generate(examples))
     if cfg.input is not None:
         print(hypotheses[0])
     output_dir = Path(cfg.paths.output_dir)
-    write_predictions(Path(cfg.output_file or output_dir / "predictions.jsonl"), examples, hypotheses, predictor)
+    predictions = Path(cfg.output_file or output_dir / "predictions.jsonl")
+    write_predictions(predictions, examples, hypotheses, predictor, explanations)
     if examples and all(example.reference is not None for example in examples):
         references = [example.reference for example in examples]
         scores = run.task.score(hypotheses, references, [example.source for example in examples])

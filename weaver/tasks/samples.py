@@ -1,4 +1,5 @@
-"""A few generated examples per validation, so a user sees what the model writes, not only a number."""
+"""A few generated examples per validation, so a user sees what the model writes, not only a number, and where in
+the source it looked (relevance heatmaps)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import Logger, WandbLogger
+import numpy as np
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 
 COLUMNS = ("id", "source", "reference", "hypothesis")
 
@@ -30,3 +32,20 @@ def log_samples(samples: list[dict[str, Any]], folder: Path, step: int, loggers:
         if isinstance(logger, WandbLogger):
             logger.log_table(key="val/samples", columns=list(COLUMNS), data=rows, step=step)
     return path
+
+
+def image_loggers(loggers: list[Logger]) -> list[Logger]:
+    """The loggers that show images."""
+    return [logger for logger in loggers if isinstance(logger, TensorBoardLogger | WandbLogger)]
+
+
+def log_heatmaps(images: list[np.ndarray], step: int, loggers: list[Logger]) -> None:
+    """(H, W, 3) RGB heatmaps as images: `val/relevance/<n>` in TensorBoard, one `val/relevance` list in W&B."""
+    if not images:
+        return
+    for logger in image_loggers(loggers):
+        if isinstance(logger, TensorBoardLogger):
+            for index, image in enumerate(images):
+                logger.experiment.add_image(f"val/relevance/{index}", image, step, dataformats="HWC")
+        else:
+            logger.log_image(key="val/relevance", images=images, step=step)

@@ -13,22 +13,26 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.nn.utils.rnn import pad_sequence
 from torchmetrics import SumMetric
 from transformers import PreTrainedTokenizerBase
 
 from weaver.data.collate import LABEL_PAD
 from weaver.errors import call_naming_refusals
+from weaver.explain import Explainer, figure_pixels, heatmap
+from weaver.explain.attention import reads_a_source
 from weaver.generation import GenerationConfig
 from weaver.generation.mbr import UTILITIES, mbr_select
 from weaver.models.adapters import allocate_ranks, schedule_ranks
 from weaver.tasks.loss import smoothed_cross_entropy
-from weaver.tasks.samples import log_samples, pick_samples
+from weaver.tasks.samples import COLUMNS, image_loggers, log_heatmaps, log_samples, pick_samples
 from weaver.utils.distributed import gather_objects
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,7 @@ class Seq2SeqTask(LightningModule):
         predictions_file: str | None = None,
         num_samples: int = 5,
         samples_dir: str | None = None,
+        sample_heatmaps: bool = True,
         compile: bool = False,
     ) -> None:
         super().__init__()
@@ -74,6 +79,7 @@ class Seq2SeqTask(LightningModule):
         self.max_generate_examples = max_generate_examples
         self.predictions_file = predictions_file
         self.num_samples, self.samples_dir = num_samples, samples_dir
+        self.sample_heatmaps = sample_heatmaps
         self.compile_model = compile
         self.metric_signatures: dict[str, str] = {}
         # Exact corpus loss: summed over tokens (and ranks), divided once at the end. A NaN is kept, not dropped
@@ -189,14 +195,15 @@ class Seq2SeqTask(LightningModule):
         index = torch.tensor(selected, device=batch["input_ids"].device)
         subset = {"input_ids": batch["input_ids"][index], "attention_mask": batch["attention_mask"][index]}
         for i, hypothesis in zip(selected, self.generate_texts(subset), strict=True):
-            self.generated[stage].append(
-                {
-                    "id": int(batch["example_id"][i]),
-                    "source": batch["source"][i],
-                    "reference": batch["target"][i],
-                    "hypothesis": hypothesis,
-                }
-            )
+            record = {
+                "id": int(batch["example_id"][i]),
+                "source": batch["source"][i],
+                "reference": batch["target"][i],
+                "hypothesis": hypothesis,
+            }
+            if stage == "val" and self.sample_heatmaps:  # what a sample's heatmap is computed from
+                record["input_ids"] = batch["input_ids"][i][batch["attention_mask"][i].bool()].tolist()
+            self.generated[stage].append(record)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.evaluation_step("val", batch)
@@ -230,14 +237,36 @@ class Seq2SeqTask(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         records = self.evaluation_epoch_end("val")
-        if records and self.samples_dir and self.num_samples > 0 and self.trainer.is_global_zero:
+        if records and self.samples_dir and self.num_samples > 0:
             step = self.trainer.global_step
             samples = pick_samples(records, self.num_samples, seed=step)
-            log_samples(samples, Path(self.samples_dir), step, self.trainer.loggers)
+            heatmaps = self.heatmaps(samples)  # on every rank: a sharded model runs forward on all of them together
+            if self.trainer.is_global_zero:
+                log_samples(samples, Path(self.samples_dir), step, self.trainer.loggers)
+                log_heatmaps(heatmaps, step, self.trainer.loggers)
         # A standalone `trainer.validate` (eval.py split=validation) keeps its predictions, as a test does; the
         # validations inside `fit` keep samples only.
         if self.trainer.state.fn == TrainerFn.VALIDATING:
             self.write_predictions(records, "validation")
+
+    def heatmaps(self, samples: list[dict[str, Any]]) -> list[np.ndarray]:
+        """Each sample's relevance heatmap (the attention the model applies) as an RGB image, for the image loggers
+        (TensorBoard, W&B); none without one of them, with `sample_heatmaps=false`, for a decoder-only model, or
+        under MBR decoding, whose choice among samples no single generation reproduces."""
+        if not self.sample_heatmaps or (self.generation.mbr_num_samples or 1) > 1 or not reads_a_source(self.model):
+            return []
+        if not image_loggers(self.trainer.loggers):
+            return []
+        sources = [torch.tensor(sample["input_ids"]) for sample in samples]
+        input_ids = pad_sequence(sources, batch_first=True, padding_value=self.tokenizer.pad_token_id).to(self.device)
+        lengths = torch.tensor([len(source) for source in sources], device=self.device)
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": torch.arange(input_ids.size(1), device=self.device) < lengths[:, None],
+        }
+        with self.trainer.precision_plugin.forward_context():
+            explanations = Explainer(self.model, self.tokenizer, self.generation)(batch)
+        return [figure_pixels(heatmap(explanation)) for explanation in explanations]
 
     def on_test_epoch_end(self) -> None:
         self.write_predictions(self.evaluation_epoch_end("test"), "test")
@@ -251,7 +280,7 @@ class Seq2SeqTask(LightningModule):
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8") as file:
             for record in records:
-                file.write(json.dumps(record, ensure_ascii=False) + "\n")
+                file.write(json.dumps({column: record[column] for column in COLUMNS}, ensure_ascii=False) + "\n")
         log.info("Wrote %d %s predictions to %s", len(records), split, path)
 
     def score(self, hypotheses: list[str], references: list[str], sources: list[str]) -> dict[str, float]:

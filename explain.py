@@ -1,0 +1,6 @@
+"""Show which source tokens each output relied on: `python explain.py ckpt_path=... input="..." | input_file=...`."""
+
+from weaver.cli.explain import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""`Explainer` on a tiny native model: recall kept sparse, gradient attributions that add up, long sources cut to
+their most relevant spans in the heatmap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import PreTrainedTokenizerFast
+
+from tests.models.tiny_hf import fast_tokenizer
+from weaver.explain import Explainer, heatmap, write_views
+from weaver.explain.explainer import top_spans
+from weaver.generation import GenerationConfig
+from weaver.models import WeaverModel, build_weaver
+
+GREEDY = GenerationConfig(max_new_tokens=5, num_beams=1)
+TEXTS = ["A library for reading PNG images", "Python tools"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> PreTrainedTokenizerFast:
+    return fast_tokenizer("bart")
+
+
+def tiny_model(tokenizer: PreTrainedTokenizerFast, memory: dict | None = None) -> WeaverModel:
+    torch.manual_seed(0)
+    sizes = dict(d_model=32, num_heads=2, num_encoder_layers=2, num_decoder_layers=2, ffn_dim=64, max_positions=64)
+    return build_weaver(tokenizer=tokenizer, memory=memory, **sizes).eval()
+
+
+def encoded(tokenizer: PreTrainedTokenizerFast, texts: list[str]) -> dict[str, torch.Tensor]:
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"].bool()}
+
+
+def test_recall_scores_are_sparse_and_point_at_the_fetched_entries(tokenizer: PreTrainedTokenizerFast) -> None:
+    model = tiny_model(tokenizer, memory={"window": 8, "stride": 4, "top_k": 3})
+    explanation = Explainer(model, tokenizer, GREEDY)(encoded(tokenizer, TEXTS))[0]
+    assert explanation.method == "recall" and explanation.relevance.is_sparse
+    indices, weights = explanation.recalled.indices, explanation.recalled.weights
+    outputs = len(explanation.output_tokens)
+    assert indices.shape == weights.shape == (2, 2, outputs, 3)  # layers, heads, output steps, top_k
+    relevance = explanation.relevance.coalesce()
+    for step in range(outputs):
+        columns = set(relevance.indices()[1][relevance.indices()[0] == step].tolist())
+        assert columns == set(indices[:, :, step].flatten().tolist())
+    torch.testing.assert_close(torch.sparse.sum(relevance, 1).to_dense(), torch.ones(outputs))
+    scores = explanation.to_dict()
+    assert scores["relevance"]["format"] == "coo" and len(scores["relevance"]["values"]) <= 2 * 2 * 3 * outputs
+    assert torch.tensor(scores["recall"]["indices"]).shape == (2, 2, outputs, 3)
+
+
+def test_integrated_gradients_add_up_to_the_change_in_log_probability(tokenizer: PreTrainedTokenizerFast) -> None:
+    model = tiny_model(tokenizer)
+    batch = encoded(tokenizer, TEXTS[:1])
+    explainer = Explainer(model, tokenizer, GREEDY, method="integrated_gradients", integration_steps=24)
+    explanation = explainer(batch)[0]
+    output = explainer.trimmed(model.generate(batch["input_ids"], batch["attention_mask"], GREEDY)[0].tolist())
+    decoder_ids = explainer.teacher_forcing_inputs([output])
+
+    def log_probs(source_ids: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = model(source_ids, batch["attention_mask"], decoder_ids).log_softmax(-1)
+        return logits[0].gather(-1, torch.tensor(output)[:, None]).squeeze(-1)
+
+    change = log_probs(batch["input_ids"]) - log_probs(torch.full_like(batch["input_ids"], tokenizer.pad_token_id))
+    torch.testing.assert_close(explanation.relevance.sum(1), change, atol=2e-3, rtol=2e-2)
+
+
+def test_a_long_source_is_shown_as_its_most_relevant_spans(tokenizer: PreTrainedTokenizerFast, tmp_path: Path) -> None:
+    model = tiny_model(tokenizer, memory={"window": 16, "stride": 8, "top_k": 4})
+    long_text = " ".join(["The quick brown fox jumps over the lazy dog."] * 40)
+    explanation = Explainer(model, tokenizer, GREEDY)(encoded(tokenizer, [long_text]))[0]
+    assert len(explanation.source_tokens) > 400
+    columns = len(heatmap(explanation, max_tokens=32).axes[0].get_xticks())
+    assert 16 <= columns <= 32 + 3  # spans of 8 tokens, with a gap column between spans that do not touch
+    png, page, scores = write_views(explanation, tmp_path / "long", {"source": long_text}, max_heatmap_tokens=32)
+    assert json.loads(scores.read_text())["relevance"]["format"] == "coo"
+    assert png.stat().st_size < 500_000 and page.stat().st_size < 200_000
+
+
+def test_spans_grow_from_the_peaks_while_neighbours_score_high() -> None:
+    scores = torch.tensor([0.0, 0.1, 0.9, 0.5, 0.05, 0.0, 0.7, 0.0])
+    assert top_spans(scores, 2, max_tokens=4, share=0.25) == [(2, 4), (6, 7)]
+    assert top_spans(scores, 1, max_tokens=3, share=0.0) == [(1, 4)]  # towards the higher neighbour

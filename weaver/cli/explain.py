@@ -1,0 +1,71 @@
+"""`python explain.py ckpt_path=... input="..." | input_file=... [method=...]` / `weaver-explain`.
+
+For each source, generates its output with the checkpoint's settings and writes the relevance of each source token
+to each output token: `example_<n>.png` (heatmap), `example_<n>.html` (one self-contained page) and
+`example_<n>.json` (the scores), in the run dir.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from weaver.checkpoints import restore_run
+from weaver.cli.overrides import checkpoint_tool
+from weaver.cli.predict import check_inputs, read_examples
+from weaver.errors import ConfigError
+from weaver.explain import Explainer, check_method, write_views
+from weaver.inference import Predictor
+
+log = logging.getLogger(__name__)
+EXPLAIN_KEYS = (
+    "ckpt_path",
+    "input_file",
+    "input",
+    "method",
+    "layers",
+    "heads",
+    "integration_steps",
+    "max_gradient_source_tokens",
+    "max_heatmap_tokens",
+    "batch_size",
+)
+
+
+def explain(cfg: DictConfig, changes: dict[str, Any]) -> list[Path]:
+    """The files written, three per example."""
+    check_inputs(cfg)
+    if cfg.method is not None:
+        check_method(cfg.method)
+    for key in ("integration_steps", "max_gradient_source_tokens", "max_heatmap_tokens"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}.")
+    run = restore_run(cfg.ckpt_path, {**changes, "paths.cache_dir": cfg.paths.cache_dir})
+    explainer = Explainer(
+        run.task.model,
+        run.tokenizer,
+        run.task.generation,
+        method=cfg.method,
+        layers=cfg.layers,
+        heads=cfg.heads,
+        integration_steps=cfg.integration_steps,
+        max_gradient_source_tokens=cfg.max_gradient_source_tokens,
+    )
+    predictor = Predictor(run, batch_size=cfg.batch_size)
+    examples = read_examples(cfg, predictor)
+    explanations = predictor.map_batches(examples, explainer)
+    if cfg.input is not None:
+        print(explanations[0].output_text)
+    output_dir = Path(cfg.paths.output_dir)
+    written = []
+    for index, (example, explanation) in enumerate(zip(examples, explanations, strict=True)):
+        extra = {"id": index, "source": example.source}
+        written += write_views(explanation, output_dir / f"example_{index:03d}", extra, cfg.max_heatmap_tokens)
+    log.info("Wrote the relevance of %d outputs (%s) to %s", len(examples), explainer.method, output_dir)
+    return written
+
+
+main = checkpoint_tool("explain", explain, EXPLAIN_KEYS)

@@ -1,0 +1,160 @@
+"""Cross-attention weights as a model applies them, recomputed from each cross-attention module's own projections
+while a teacher-forced forward runs, so no model needs code of its own to expose them.
+
+Read through forward hooks: the native `CrossAttention`, and the BART-style (`encoder_attn`: BART, mBART, Marian,
+Pegasus) and T5-style (`EncDecAttention`) modules of `transformers`. With memory, each query's `top_k` entries are
+chosen as `weaver.models.recall` chooses them and kept as (indices, weights): never a row as long as the memory.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from peft import PeftModel
+from torch import Tensor, nn
+
+from weaver.models.hf_memory import CROSS_ATTENTION_NAMES
+from weaver.models.memory import MemoryConfig
+from weaver.models.pretrained import PretrainedSeq2Seq
+from weaver.models.weaver import CrossAttention, WeaverModel
+
+
+@dataclass
+class CrossAttentionReader:
+    """What recomputing one module's attention needs: its query and key projections and where its inputs are."""
+
+    module: nn.Module
+    query: Callable[[Tensor], Tensor]  # decoder states (B, T, D) -> (B, T, H * d)
+    key: Callable[[Tensor], Tensor]  # source states (B, S, D) -> (B, S, H * d)
+    num_heads: int
+    scale: float
+    query_argument: str  # names of the decoder states and the source states in `module.forward`
+    source_argument: str
+    # Folded recall (`memory.fold_keys`) ranks raw states against W_k^T q, as the model does: (q, states) -> scores.
+    ranking: Callable[[Tensor, Tensor], Tensor] | None = None
+
+
+@dataclass
+class RecordedAttention:
+    """One module's weights for a batch: dense (B, H, T, S) with ``indices`` None, or with recall (B, H, T, K)
+    beside the memory ``indices`` (B, H, T, K) they belong to, heaviest first."""
+
+    weights: Tensor
+    indices: Tensor | None = None
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The native model inside LoRA's `PeftModel` wrapper (a `PretrainedSeq2Seq` keeps its class under LoRA)."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def reads_a_source(model: nn.Module) -> bool:
+    """Whether ``model`` is an encoder-decoder, whose outputs can be traced back to source tokens (decoder-only
+    backbones read prompt and output as one sequence)."""
+    return isinstance(base_model(model), WeaverModel | PretrainedSeq2Seq)
+
+
+def recall_settings(model: nn.Module) -> MemoryConfig | None:
+    """The memory settings under which ``model`` (in eval mode) recalls top-k entries, or None."""
+    model = base_model(model)
+    return model.recall if isinstance(model, WeaverModel) else getattr(model, "memory", None)
+
+
+def _native_reader(module: CrossAttention, memory: MemoryConfig | None) -> CrossAttentionReader:
+    heads = module.num_heads
+    width = module.q.out_features // heads
+    ranking = None
+    if memory is not None and memory.fold_keys:
+        key_weight = module.kv.weight.chunk(2)[0].view(heads, width, -1)  # (H, d, D)
+
+        def ranking(q: Tensor, states: Tensor) -> Tensor:
+            folded = q @ key_weight.to(q.dtype)  # (B, H, T, D): W_k^T q per head
+            return (folded.flatten(1, 2) @ states.transpose(1, 2).to(folded.dtype)).float().view(*q.shape[:3], -1)
+
+    return CrossAttentionReader(
+        module=module,
+        query=module.q,
+        key=lambda states: module.kv(states).chunk(2, dim=-1)[0],
+        num_heads=heads,
+        scale=width**-0.5,
+        query_argument="x",
+        source_argument="memory",
+        ranking=ranking,
+    )
+
+
+def _hf_reader(module: nn.Module) -> CrossAttentionReader:
+    if hasattr(module, "q_proj"):  # BART family
+        query, key, heads = module.q_proj, module.k_proj, module.num_heads
+    else:  # T5 family: no scaling of the scores
+        query, key, heads = module.q, module.k, module.n_heads
+    return CrossAttentionReader(module, query, key, heads, module.scaling, "hidden_states", "key_value_states")
+
+
+def cross_attention_readers(model: nn.Module) -> list[CrossAttentionReader]:
+    """One reader per decoder layer, in layer order."""
+    inner = base_model(model)
+    if isinstance(inner, WeaverModel):
+        memory = recall_settings(inner)
+        return [_native_reader(layer.cross_attn, memory) for layer in inner.decoder_layers]
+    if isinstance(inner, PretrainedSeq2Seq):
+        modules = inner.backbone.get_decoder().named_modules()
+        return [_hf_reader(module) for name, module in modules if name.rsplit(".", 1)[-1] in CROSS_ATTENTION_NAMES]
+    raise TypeError(f"no cross-attention reader for a {type(inner).__name__}")
+
+
+def attention_weights(
+    reader: CrossAttentionReader,
+    decoder_states: Tensor,
+    source_states: Tensor,
+    source_mask: Tensor,
+    memory: MemoryConfig | None,
+) -> RecordedAttention:
+    """The module's softmax weights; with ``memory``, over each query's `top_k` best entries only."""
+
+    def heads(x: Tensor) -> Tensor:  # (B, L, H * d) -> (B, H, L, d)
+        return x.unflatten(-1, (reader.num_heads, -1)).transpose(1, 2)
+
+    q, k = heads(reader.query(decoder_states)), heads(reader.key(source_states))
+    blocked = ~source_mask.bool()[:, None, None, :]
+    scores = ((q @ k.transpose(-1, -2)).float() * reader.scale).masked_fill(blocked, float("-inf"))
+    if memory is None:
+        return RecordedAttention(scores.softmax(-1))
+    ranking = scores if reader.ranking is None else reader.ranking(q, source_states).masked_fill(blocked, float("-inf"))
+    indices = ranking.topk(min(memory.top_k, scores.size(-1)), dim=-1).indices
+    weights = scores.gather(-1, indices).softmax(-1)
+    order = weights.argsort(-1, descending=True)
+    return RecordedAttention(weights.gather(-1, order), indices.gather(-1, order))
+
+
+@contextmanager
+def recorded_cross_attention(
+    model: nn.Module, layers: list[int], source_mask: Tensor
+) -> Iterator[list[RecordedAttention]]:
+    """While open, each forward of ``model`` appends the recomputed weights of decoder ``layers`` (in that order)
+    to the yielded list; ``source_mask`` (B, S) is True on the source's real tokens."""
+    readers = cross_attention_readers(model)
+    memory = recall_settings(model)
+    recorded: list[RecordedAttention] = []
+
+    def hook_for(reader: CrossAttentionReader) -> Callable[..., None]:
+        signature = inspect.signature(reader.module.forward)
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+            arguments = signature.bind(*args, **kwargs).arguments
+            decoder_states, source_states = arguments[reader.query_argument], arguments[reader.source_argument]
+            recorded.append(attention_weights(reader, decoder_states, source_states, source_mask, memory))
+
+        return hook
+
+    handles = [readers[i].module.register_forward_hook(hook_for(readers[i]), with_kwargs=True) for i in layers]
+    try:
+        with torch.no_grad():
+            yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
