@@ -35,10 +35,10 @@ def test_validation_heatmaps_reach_tensorboard_unless_switched_off(train_config:
         assert not tags
 
 
-def test_heatmaps_go_to_wandb_as_one_list_of_images() -> None:
+def test_heatmaps_go_to_wandb_one_key_each() -> None:
     logger = object.__new__(WandbLogger)
     calls: list[dict] = []
     logger.log_image = lambda **kwargs: calls.append(kwargs)  # type: ignore[method-assign]
-    images = [np.zeros((20, 30, 3), dtype=np.uint8)] * 2
+    images = [np.zeros((20, 30, 3), dtype=np.uint8), np.zeros((25, 40, 3), dtype=np.uint8)]
     log_heatmaps(images, 7, [logger])
-    assert calls == [{"key": "val/relevance", "images": images, "step": 7}]
+    assert calls == [{"key": f"val/relevance/{i}", "images": [image], "step": 7} for i, image in enumerate(images)]

@@ -40,12 +40,11 @@ def image_loggers(loggers: list[Logger]) -> list[Logger]:
 
 
 def log_heatmaps(images: list[np.ndarray], step: int, loggers: list[Logger]) -> None:
-    """(H, W, 3) RGB heatmaps as images: `val/relevance/<n>` in TensorBoard, one `val/relevance` list in W&B."""
-    if not images:
-        return
+    """(H, W, 3) RGB heatmaps as images `val/relevance/<n>`, one key each: their sizes differ with the lengths of
+    source and output, which one W&B image list cannot show."""
     for logger in image_loggers(loggers):
-        if isinstance(logger, TensorBoardLogger):
-            for index, image in enumerate(images):
+        for index, image in enumerate(images):
+            if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(f"val/relevance/{index}", image, step, dataformats="HWC")
-        else:
-            logger.log_image(key="val/relevance", images=images, step=step)
+            else:
+                logger.log_image(key=f"val/relevance/{index}", images=[image], step=step)
