@@ -114,9 +114,18 @@ class Seq2SeqTask(LightningModule):
 
     # ---- training ---------------------------------------------------------------------------------------
 
+    def training_logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (N, V) and labels (N,): of every label column, or of a packed batch's completion tokens alone
+        (`data.packing`: rows of several examples, with their `document_ids`)."""
+        if "document_ids" not in batch:
+            return self(batch).flatten(0, 1), batch["labels"].flatten()
+        scored = batch["labels"].ne(LABEL_PAD)
+        logits = self.model.packed_logits(batch["input_ids"], batch["position_ids"], batch["document_ids"], scored)
+        return logits, batch["labels"][scored]
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        logits = self(batch)
-        loss = smoothed_cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), self.label_smoothing, LABEL_PAD)
+        logits, labels = self.training_logits(batch)
+        loss = smoothed_cross_entropy(logits, labels, self.label_smoothing, LABEL_PAD)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
         return loss
 
