@@ -18,6 +18,7 @@ from tests.models.tiny_hf import save_tiny_model
 from tests.tasks.test_dialogue_task import chitchat_slice  # noqa: F401 (a fixture)
 from weaver.checkpoints import restore_run
 from weaver.cli.train import train
+from weaver.data.packing import PackedBatchSampler
 from weaver.errors import ConfigError
 from weaver.export import export_checkpoint, from_pretrained
 from weaver.inference import Example, Predictor
@@ -158,17 +159,14 @@ def test_prefix_tuning_exports_its_adapters_which_reload_onto_the_base(tiny_data
     assert torch.equal(run.task.model.cut_at_stop(sequences[:, batch["input_ids"].size(1) :]), expected)
 
 
-def test_packed_training_runs_and_logs_its_padding_efficiency(
-    tiny_data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    folder = save_tiny_model("llama", tmp_path / "llama")
+def test_packed_training_runs_and_logs_its_padding_efficiency(tiny_data_dir: Path, tmp_path: Path) -> None:
     packing = ["data.packing=true", "data.max_tokens=512", "data.packing_row_length=128"]
-    cfg = causal_run_config(folder, "translation", tmp_path, tiny_data_dir, packing)
-    with caplog.at_level("INFO"):
-        metrics, _ = train(cfg)
-    assert "packed rows of up to 128 tokens" in caplog.text
+    llama = save_tiny_model("llama", tmp_path / "llama")
+    metrics, objects = train(causal_run_config(llama, "translation", tmp_path, tiny_data_dir, packing))
+    rows = objects["datamodule"].train_dataloader().batch_sampler
+    assert isinstance(rows, PackedBatchSampler) and (rows.row_length, rows.rows_per_batch) == (128, 4)
     assert {"val/loss", "test/bleu"} <= set(metrics)
-    assert min(train_metric(cfg, "perf/padding_efficiency")) > 0.9
+    assert min(train_metric(objects["cfg"], "perf/padding_efficiency")) > 0.9
 
 
 def test_packing_refuses_virtual_tokens(tiny_data_dir: Path, tmp_path: Path) -> None:
