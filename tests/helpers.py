@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,16 +39,13 @@ def run_cli(
 
 
 TINY = ["model=weaver_tiny", "tokenizer.vocab_size=400", "hardware=cpu"]
-# A translation run long enough to be interrupted: validation (and a checkpoint) every 10 steps.
-LONG_TINY_RUN = [
-    *TINY,
+# Any model's run, shrunk to be interrupted and resumed: every step logged, small batches and evaluations.
+INTERRUPTIBLE = [
     "logger=csv",
     "data.max_tokens=null",
     "data.eval_max_tokens=null",
     "data.batch_size=16",
     "data.eval_batch_size=16",
-    "trainer.max_steps=40",
-    "trainer.val_check_interval=10",
     "trainer.log_every_n_steps=1",
     "scheduler.num_warmup_steps=2",
     "task.max_generate_examples=8",
@@ -54,6 +53,8 @@ LONG_TINY_RUN = [
     "~callbacks.early_stopping",
     "print_config=false",
 ]
+# A translation run long enough to be interrupted: validation (and a checkpoint) every 10 steps.
+LONG_TINY_RUN = [*TINY, *INTERRUPTIBLE, "trainer.max_steps=40", "trainer.val_check_interval=10"]
 
 
 def start(args: list[str], cwd: Path, script: str = "train.py") -> subprocess.Popen:
@@ -97,6 +98,30 @@ def wait_for_line(process: subprocess.Popen, text: str) -> None:
         if text in line:
             return
     raise AssertionError(f"{text!r} never came: {process.communicate()[1][-3000:]}")
+
+
+def kill_after_step(process: subprocess.Popen, step: int) -> None:
+    """SIGKILLs a run started with `announce_step(step)` once it has taken that step: no chance to save more."""
+    wait_for_line(process, f"step {step}")
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+
+
+def resume_killed(args: list[str], cwd: Path, killed: Path) -> Path:
+    """Runs `train.py args` (holding `resume=auto`) to its end in `cwd`, checks that it continued the run in `killed`,
+    and returns its own run dir, beside the runs of its task that `resume=auto` looks through."""
+    run_dir = killed.parents[1] / "resumed" / "run"
+    resumed = start([*args, f"hydra.run.dir={run_dir}"], cwd)
+    stdout, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr[-3000:]
+    assert f"resume=auto: continuing {killed}" in stdout + stderr
+    return run_dir
+
+
+def logged_values(run_dir: Path, name: str) -> dict[int, float]:
+    """The values of metric `name` in a run's CSV log, by step."""
+    with (run_dir / "csv" / "metrics.csv").open() as file:
+        return {int(row["step"]): float(row[name]) for row in csv.DictReader(file) if row.get(name)}
 
 
 # Holds the run lock of the folder given as its argument until its input ends.

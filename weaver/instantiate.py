@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from weaver.data.datamodule import PairBuilder, pair_builder_for
 from weaver.errors import ConfigError, WeaverError, call_naming_refusals
+from weaver.models.causal_lm import CausalLM
 from weaver.utils.hardware import check_devices
 
 
@@ -67,6 +68,8 @@ def build_model(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> nn.Modul
     model = build(cfg.model, "model", tokenizer=tokenizer, **lengths)
     if cfg.get("peft"):
         model = build(cfg.peft, "peft")(model)
+    if cfg.data.get("packing") and isinstance(model, CausalLM):  # before the data is read, not at the first step
+        model.check_packing()
     return model
 
 

@@ -18,6 +18,8 @@ from tests.models.tiny_hf import save_tiny_model
 from tests.tasks.test_dialogue_task import chitchat_slice  # noqa: F401 (a fixture)
 from weaver.checkpoints import restore_run
 from weaver.cli.train import train
+from weaver.data.packing import PackedBatchSampler
+from weaver.errors import ConfigError
 from weaver.export import export_checkpoint, from_pretrained
 from weaver.inference import Example, Predictor
 
@@ -155,3 +157,20 @@ def test_prefix_tuning_exports_its_adapters_which_reload_onto_the_base(tiny_data
         expected = run.task.model.generate(**batch, generation_config=run.task.generation)
         sequences = reloaded.generate(**batch, tokenizer=run.tokenizer)
     assert torch.equal(run.task.model.cut_at_stop(sequences[:, batch["input_ids"].size(1) :]), expected)
+
+
+def test_packed_training_runs_and_logs_its_padding_efficiency(tiny_data_dir: Path, tmp_path: Path) -> None:
+    packing = ["data.packing=true", "data.max_tokens=512", "data.packing_row_length=128"]
+    llama = save_tiny_model("llama", tmp_path / "llama")
+    metrics, objects = train(causal_run_config(llama, "translation", tmp_path, tiny_data_dir, packing))
+    rows = objects["datamodule"].train_dataloader().batch_sampler
+    assert isinstance(rows, PackedBatchSampler) and (rows.row_length, rows.rows_per_batch) == (128, 4)
+    assert {"val/loss", "test/bleu"} <= set(metrics)
+    assert min(train_metric(objects["cfg"], "perf/padding_efficiency")) > 0.9
+
+
+def test_packing_refuses_virtual_tokens(tiny_data_dir: Path, tmp_path: Path) -> None:
+    folder = save_tiny_model("gpt2", tmp_path / "gpt2")
+    overrides = ["peft=prompt", "data.packing=true", "data.max_tokens=512"]
+    with pytest.raises(ConfigError, match="data.packing=true cannot go with peft=prompt: its virtual tokens"):
+        train(causal_run_config(folder, "translation", tmp_path, tiny_data_dir, overrides))

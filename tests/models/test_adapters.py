@@ -27,6 +27,7 @@ from weaver.models import (
     merge_adapters,
     peft_model_of,
 )
+from weaver.models.adapters import allocate_ranks, load_rank_allocator_state, rank_allocator_state
 from weaver.tasks.seq2seq import shift_right
 
 METHODS = {
@@ -100,3 +101,22 @@ def test_virtual_tokens_need_a_huggingface_model() -> None:
 def test_bad_peft_settings_give_one_line_errors(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         build(compose_config(overrides).peft, "peft")
+
+
+def test_adalora_rank_allocator_state_survives_a_checkpoint(tmp_path: Path) -> None:
+    folder = save_tiny_model("gpt2", tmp_path / "gpt2")
+    method = AdaLoRA(init_r=2, target_r=1, tinit=1, tfinal=2, total_step=6)
+    model, tokenizer = build_model("gpt2", folder)
+    model = method(model)
+    for step in range(1, 4):  # before step 4 (total_step - tfinal), when peft clears the scores
+        train_step(model.train(), tokenizer)
+        allocate_ranks(model, step)
+    path = tmp_path / "state.pt"
+    torch.save(rank_allocator_state(model), path)
+    restored = method(build_model("gpt2", folder)[0])
+    load_rank_allocator_state(restored, torch.load(path, weights_only=True))
+    saved, loaded = rank_allocator_state(model), rank_allocator_state(restored)
+    assert saved["rank_pattern"] and loaded["rank_pattern"] == saved["rank_pattern"]
+    for name in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
+        assert saved[name].keys() == loaded[name].keys() and saved[name]
+        assert all(torch.equal(saved[name][key], loaded[name][key]) for key in saved[name])

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tests.models.tiny_hf import CAUSAL_FAMILIES, save_tiny_model
 from weaver.data import PretrainedTokenizer
 from weaver.data.collate import LABEL_PAD, Seq2SeqCollator
+from weaver.data.packing import PackedCollator
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
 from weaver.models import CausalLM, build_causal_lm
@@ -18,8 +19,8 @@ from weaver.prompts import PromptTemplate
 from weaver.tasks.seq2seq import shift_right
 
 TEMPLATE = "Translate English to German:\n{source}\nGerman:"
-SOURCES = ["The package provides a library.", "Hello world"]
-TARGETS = ["Das Paket enthält eine Bibliothek.", "Hallo Welt"]
+SOURCES = ["The package provides a library.", "Hello world", "Documentation files for the package"]
+TARGETS = ["Das Paket enthält eine Bibliothek.", "Hallo Welt", "Dokumentation"]
 
 
 @pytest.fixture(scope="module", params=CAUSAL_FAMILIES)
@@ -58,6 +59,25 @@ def test_masked_prompt_loss_equals_the_loss_of_each_whole_row(family_dir: Path) 
             by_hand -= predicted.gather(1, completion[:, None]).sum()
     assert logits.shape[:2] == batch["labels"].shape
     assert ours.item() == pytest.approx(by_hand.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_rows_give_each_example_its_unpacked_logits(family_dir: Path, attention: str) -> None:
+    model, tokenizer = load(family_dir)
+    model.backbone.set_attn_implementation(attention)
+    batch = batch_of(tokenizer)
+    examples = [
+        {"input_ids": prompt[mask].tolist(), "labels": labels[labels.ne(LABEL_PAD)].tolist()}
+        for prompt, mask, labels in zip(batch["input_ids"], batch["attention_mask"], batch["labels"], strict=True)
+    ]
+    packed = PackedCollator(tokenizer.pad_token_id)([examples[:2], examples[2:]])  # the second row padded
+    scored = packed["labels"].ne(LABEL_PAD)
+    decoder_input_ids = shift_right(batch["labels"], model.decoder_start_token_id, tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = model.packed_logits(packed["input_ids"], packed["position_ids"], packed["document_ids"], scored)
+        unpacked = model(batch["input_ids"], batch["attention_mask"], decoder_input_ids)
+    assert torch.equal(packed["labels"][scored], batch["labels"][batch["labels"].ne(LABEL_PAD)])
+    torch.testing.assert_close(logits, unpacked[batch["labels"].ne(LABEL_PAD)], atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize(

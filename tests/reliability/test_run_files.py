@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, open_dict
 
-from tests.helpers import LONG_TINY_RUN, announce_step, another_run_holding, start, wait_for_line
+from tests.helpers import LONG_TINY_RUN, announce_step, another_run_holding, kill_after_step, resume_killed, start
 from weaver import checkpoint_io
 from weaver.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from weaver.cli.train import train
@@ -132,20 +131,13 @@ def test_resume_auto_after_sigkill_finishes_like_an_uninterrupted_run(tiny_data_
     (tmp_path / "reference").mkdir()
     (tmp_path / "interrupted").mkdir()
     uninterrupted = start(args, tmp_path / "reference")
-    interrupted = start(args, tmp_path / "interrupted")
-    wait_for_line(interrupted, "step 11")  # past the validation, and so the checkpoint, of step 10
-    interrupted.send_signal(signal.SIGKILL)  # no chance to save anything more
-    interrupted.communicate(timeout=60)
+    kill_after_step(start(args, tmp_path / "interrupted"), 11)  # past the validation and checkpoint of step 10
     (killed,) = (tmp_path / "interrupted").glob("outputs/translation/*/*")
     killed_log = (killed / "csv" / "metrics.csv").read_text()
-    resumed = start([*args, "hydra.run.dir=outputs/translation/resumed/run"], tmp_path / "interrupted")
-    stdout, stderr = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, stderr[-3000:]
-    assert f"resume=auto: continuing {killed}" in stdout + stderr
+    finished = resume_killed(args, tmp_path / "interrupted", killed)
     _, stderr = uninterrupted.communicate(timeout=600)
     assert uninterrupted.returncode == 0, stderr[-3000:]
 
-    finished = tmp_path / "interrupted" / "outputs" / "translation" / "resumed" / "run"
     last = torch.load(finished / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 40
     assert (killed / "csv" / "metrics.csv").read_text() == killed_log  # the killed run's own files are left alone

@@ -55,10 +55,17 @@ class ThroughputMonitor(Callback):
         if self.start is None:
             self.start = time.perf_counter()
         labels = batch["labels"]
-        self.real = self.real + batch["attention_mask"].sum() + labels.ne(LABEL_PAD).sum()  # summed on the device
-        self.padded += batch["input_ids"].numel() + labels.numel()
+        if "document_ids" in batch:  # packed rows (data.packing): prompts and completions share the columns
+            real, padded = batch["attention_mask"].sum(), batch["input_ids"].numel()
+            shape = (labels.size(0), labels.size(1), 0)
+        else:
+            real = batch["attention_mask"].sum() + labels.ne(LABEL_PAD).sum()
+            padded = batch["input_ids"].numel() + labels.numel()
+            shape = (labels.size(0), batch["input_ids"].size(1), labels.size(1))
+        self.real = self.real + real  # summed on the device
+        self.padded += padded
         if self.flops_of is not None:
-            self.flops += self.flops_of(labels.size(0), batch["input_ids"].size(1), labels.size(1))
+            self.flops += self.flops_of(*shape)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.pause_start = time.perf_counter()

@@ -25,6 +25,7 @@ from weaver.data.collate import Seq2SeqCollator
 from weaver.data.columns import select_pairs
 from weaver.data.denoising import TextInfilling
 from weaver.data.loader import ResumableDataLoader
+from weaver.data.packing import PackedBatchSampler, PackedCollator, PackedRows
 from weaver.data.sources import SPLITS, load_splits
 from weaver.data.tokenizer import TextBatches, fingerprint_tokenizer
 from weaver.errors import ConfigError
@@ -107,6 +108,9 @@ class Seq2SeqDataModule(LightningDataModule):
     Batches hold `batch_size` examples, or with `max_tokens` (`eval_max_tokens` for validation/test) as many
     length-sorted examples as fit `count * longest <= max_tokens` (see `weaver.data.batching`); an example's length
     is its longer side, or for a decoder-only model prompt and completion together (one row).
+
+    `packing` (decoder-only models) packs the training examples into shared rows of `packing_row_length` tokens
+    (default: the longest training example), `max_tokens // packing_row_length` rows a batch (`weaver.data.packing`).
     """
 
     def __init__(
@@ -135,9 +139,11 @@ class Seq2SeqDataModule(LightningDataModule):
         pair_builder: PairBuilder | None = None,
         denoising: TextInfilling | None = None,
         prompt_template: str | None = None,
+        packing: bool = False,
+        packing_row_length: int | None = None,
     ) -> None:
         super().__init__()
-        positive = ("max_source_length", "max_target_length", "batch_size", "eval_batch_size")
+        positive = ("max_source_length", "max_target_length", "batch_size", "eval_batch_size", "packing_row_length")
         for name in (*positive, "max_tokens", "eval_max_tokens"):
             require_positive(name, locals()[name])
         if num_workers < 0:
@@ -148,6 +154,13 @@ class Seq2SeqDataModule(LightningDataModule):
                 "data.denoising makes examples for encoder-decoder models; set data.denoising=null for a decoder-only "
                 "model (model=hf_causal_lm)."
             )
+        if packing and self.prompt is None:
+            raise ConfigError(
+                "data.packing=true packs prompts and completions of a decoder-only model into shared rows; an "
+                "encoder-decoder reads sources and targets apart: use model=hf_causal_lm or set data.packing=false."
+            )
+        if packing and max_tokens is None:
+            raise ConfigError("data.packing=true fills batches of data.max_tokens tokens: set data.max_tokens.")
         self.save_hyperparameters(ignore=["tokenizer", "pair_builder", "denoising"], logger=False)
         self.tokenizer_source = tokenizer
         self.pair_builder = pair_builder_for(pair_builder, source_field, target_field)
@@ -170,7 +183,18 @@ class Seq2SeqDataModule(LightningDataModule):
         if stage in (None, "fit") and not self._efficiency_logged and self.is_global_zero():
             self._efficiency_logged = True
             h = self.hparams
-            batches = self.batches("train")
+            sampler = self.batch_sampler("train", shuffle=True, num_replicas=1, rank=0)
+            if isinstance(sampler, PackedBatchSampler):
+                log.info(
+                    "Train batches (%d per epoch, %d packed rows of up to %d tokens): padding efficiency %.1f%% "
+                    "(real / padded tokens).",
+                    len(sampler),
+                    sampler.rows_per_batch,
+                    sampler.row_length,
+                    100 * sampler.row_efficiency(),
+                )
+                return
+            batches = sampler.all_batches()
             efficiency = self.padding_efficiency("train", batches)
             batching = f"max_tokens={h.max_tokens}" if h.max_tokens else f"batch_size={h.batch_size}, random"
             log.info(
@@ -317,6 +341,8 @@ class Seq2SeqDataModule(LightningDataModule):
         replica["even"] = split == "train"
         if not self.max_tokens(split):
             return FixedSizeBatchSampler(len(lengths["source"]), self.batch_size(split), **replica)
+        if split == "train" and self.hparams.packing:
+            return self.packed_batch_sampler(lengths["source"] + lengths["target"], replica)
         # A decoder-only model reads prompt and completion as one row.
         combine = np.add if self.prompt is not None else np.maximum
         return TokenBudgetBatchSampler(
@@ -325,6 +351,25 @@ class Seq2SeqDataModule(LightningDataModule):
             tie_lengths=lengths["source"] + lengths["target"],
             **replica,
         )
+
+    def packed_batch_sampler(self, lengths: np.ndarray, replica: dict[str, Any]) -> PackedBatchSampler:
+        """`data.packing`: rows of `packing_row_length` tokens (default: the longest example), as many a batch as
+        `max_tokens` holds."""
+        h = self.hparams
+        row_length = h.packing_row_length or int(lengths.max())
+        if row_length > h.max_tokens:
+            raise ConfigError(
+                f"data.max_tokens={h.max_tokens} cannot hold one packed row of {row_length} tokens: raise it, or lower "
+                "data.packing_row_length."
+            )
+        longer = int((lengths > row_length).sum())
+        if longer and self.is_global_zero():
+            log.warning(
+                "train split: %d examples are longer than data.packing_row_length=%d; each fills a row of its own.",
+                longer,
+                row_length,
+            )
+        return PackedBatchSampler(lengths, row_length, h.max_tokens // row_length, **replica)
 
     def batches(self, split: str, shuffle: bool | None = None) -> list[list[int]]:
         """One epoch's batches of `split` over all ranks, as the loaders form them. `shuffle` defaults to train
@@ -343,10 +388,13 @@ class Seq2SeqDataModule(LightningDataModule):
         if self.datasets is None:
             self.setup()
         h = self.hparams
-        dataset: Dataset = self.datasets[split].remove_columns("source_truncated")
+        dataset: Dataset | PackedRows = self.datasets[split].remove_columns("source_truncated")
         trainer = self.trainer
+        collator = Seq2SeqCollator(self.tokenizer.pad_token_id, left_pad_sources=self.prompt is not None)
+        if split == "train" and h.packing:
+            dataset, collator = PackedRows(dataset), PackedCollator(self.tokenizer.pad_token_id)
         loading = {
-            "collate_fn": Seq2SeqCollator(self.tokenizer.pad_token_id, left_pad_sources=self.prompt is not None),
+            "collate_fn": collator,
             "num_workers": h.num_workers,
             "persistent_workers": h.num_workers > 0,
             # Page-locked batches copy to a GPU asynchronously (Lightning moves them with non_blocking=True).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from peft import (
@@ -260,3 +261,29 @@ def allocate_ranks(model: nn.Module, step: int) -> int | None:
     if not pattern:
         return int(tuner.rankallocator.init_bgt)
     return int(sum(sum(mask) for mask in pattern.values()))
+
+
+# The rank allocator's running importance statistics, per adapted parameter name.
+ALLOCATOR_SCORES = ("ipt", "exp_avg_ipt", "exp_avg_unc")
+
+
+def rank_allocator_state(model: nn.Module) -> dict[str, Any] | None:
+    """AdaLoRA's importance scores and the rank pattern chosen so far (None without AdaLoRA): `peft` keeps them out
+    of the module's state dict, and a resumed run needs them to go on with its schedule where it stopped."""
+    tuner = adalora_of(model)
+    if tuner is None:
+        return None
+    state = {name: dict(getattr(tuner.rankallocator, name)) for name in ALLOCATOR_SCORES}
+    return {**state, "rank_pattern": tuner.peft_config[tuner.trainable_adapter_name].rank_pattern}
+
+
+def load_rank_allocator_state(model: nn.Module, state: dict[str, Any] | None) -> None:
+    """Puts back what `rank_allocator_state` saved, each score on its parameter's device."""
+    tuner = adalora_of(model)
+    if tuner is None or state is None:
+        return
+    devices = {name: parameter.device for name, parameter in tuner.model.named_parameters()}
+    for name in ALLOCATOR_SCORES:
+        scores = {key: value.to(devices[key]) for key, value in state[name].items()}
+        setattr(tuner.rankallocator, name, scores)
+    tuner.peft_config[tuner.trainable_adapter_name].rank_pattern = state["rank_pattern"]

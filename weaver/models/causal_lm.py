@@ -4,7 +4,8 @@ Batches keep the encoder-decoder layout: `input_ids` are the prompts (left-padde
 their completions. `forward` runs prompt and completion as one row and returns the logits of the completion's
 positions only, aligned with `labels`, so `Seq2SeqTask`'s training loss, exact validation loss and perplexity cover
 completion tokens alone. `generate` continues the prompts with HF `generate` (KV cache) and returns the new tokens
-only, cut at EOS or a stop string. `build_causal_lm` is the Hydra builder of `model=hf_causal_lm`.
+only, cut at EOS or a stop string. `packed_logits` scores rows that pack several examples (`data.packing`, training
+only) under a block-diagonal causal mask. `build_causal_lm` is the Hydra builder of `model=hf_causal_lm`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 import transformers
 from omegaconf import DictConfig, OmegaConf
-from peft import PeftType, TaskType
+from peft import PeftModel, PeftType, TaskType
 from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -63,6 +64,40 @@ class CausalLM(HFBackbone):
         )
         return outputs.logits[:, -decoder_input_ids.size(1) :]
 
+    def packed_logits(self, input_ids: Tensor, position_ids: Tensor, document_ids: Tensor, scored: Tensor) -> Tensor:
+        """Logits (N, V) of the N `scored` positions of packed rows (`weaver.data.packing`), in row-major order.
+
+        A token attends to the tokens before it in its own example (`document_ids`), and counts its position from
+        the example's start where the model takes position ids, so each example's logits are those it has alone.
+        The body runs on every token and the output layer on the scored positions only (those that predict a
+        completion token), as `forward` keeps the completion's alone."""
+        self.check_packing()
+        model = self.backbone.get_base_model() if isinstance(self.backbone, PeftModel) else self.backbone
+        kwargs: dict[str, Any] = {"position_ids": position_ids} if self.takes_position_ids else {}
+        mask = document_mask(document_ids, model.config._attn_implementation, model.dtype)
+        hidden = model.base_model(input_ids=input_ids, attention_mask=mask, use_cache=False, **kwargs).last_hidden_state
+        return model.get_output_embeddings()(hidden[scored])
+
+    def check_packing(self) -> None:
+        """Packing needs one attention mask over the rows' own tokens, as written by `document_mask`."""
+        config = getattr(self.backbone, "active_peft_config", None)
+        if config is not None and config.is_prompt_learning:
+            raise ConfigError(
+                f"data.packing=true cannot go with peft={config.peft_type.value.lower().removesuffix('_tuning')}: "
+                "its virtual tokens would be shared by every example of a row; set data.packing=false."
+            )
+        implementation = self.hf_config._attn_implementation
+        if implementation not in ("sdpa", "eager"):
+            raise ConfigError(
+                f"data.packing=true needs attn_implementation sdpa or eager (the model uses {implementation}); set "
+                "data.packing=false."
+            )
+        if getattr(self.hf_config, "final_logit_softcapping", None) or getattr(self.hf_config, "logit_scale", None):
+            raise ConfigError(
+                f"data.packing=true: {self.hf_config.model_type} rescales its logits after the output layer, which "
+                "packed rows skip; set data.packing=false."
+            )
+
     @property
     def takes_position_ids(self) -> bool:
         """`peft` ignores position ids (with a warning) for prompt tuning, and shifts them itself for prefixes."""
@@ -102,6 +137,17 @@ class CausalLM(HFBackbone):
         """Every token whose text holds a stop string (byte-level BPE keeps a newline out of word tokens)."""
         texts = self.tokenizer.batch_decode([[index] for index in range(len(self.tokenizer))])
         return [index for index, text in enumerate(texts) if any(stop in text for stop in self.stop_strings)]
+
+
+def document_mask(document_ids: Tensor, implementation: str, dtype: torch.dtype) -> Tensor:
+    """The 4D mask (R, 1, W, W) that HF attention takes as it is: query q sees key k <= q of the same document;
+    boolean for `sdpa`, additive for `eager`. Padding (document -1) sees padding, so no query sees nothing."""
+    width = document_ids.size(1)
+    causal = torch.ones(width, width, dtype=torch.bool, device=document_ids.device).tril()
+    allowed = (document_ids[:, None, :, None] == document_ids[:, None, None, :]) & causal
+    if implementation == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def config_from(from_config: Mapping[str, Any] | str, trust_remote_code: bool) -> transformers.PretrainedConfig:

@@ -30,7 +30,7 @@ from weaver.explain import Explainer, figure_pixels, heatmap
 from weaver.explain.attention import reads_a_source
 from weaver.generation import GenerationConfig
 from weaver.generation.mbr import UTILITIES, mbr_select
-from weaver.models.adapters import allocate_ranks, schedule_ranks
+from weaver.models.adapters import allocate_ranks, load_rank_allocator_state, rank_allocator_state, schedule_ranks
 from weaver.tasks.loss import smoothed_cross_entropy
 from weaver.tasks.samples import COLUMNS, image_loggers, log_heatmaps, log_samples, pick_samples
 from weaver.utils.distributed import gather_objects
@@ -88,6 +88,7 @@ class Seq2SeqTask(LightningModule):
         self.token_count = nn.ModuleDict({stage: SumMetric() for stage in EVAL_STAGES})
         self.generated: dict[str, list[dict[str, Any]]] = {stage: [] for stage in EVAL_STAGES}
         self.ranked_step, self.total_rank = -1, None
+        self.resumed_rng_states: dict[str, Any] | None = None
 
     # ---- the model --------------------------------------------------------------------------------------
 
@@ -120,9 +121,18 @@ class Seq2SeqTask(LightningModule):
 
     # ---- training ---------------------------------------------------------------------------------------
 
+    def training_logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (N, V) and labels (N,): of every label column, or of a packed batch's completion tokens alone
+        (`data.packing`: rows of several examples, with their `document_ids`)."""
+        if "document_ids" not in batch:
+            return self(batch).flatten(0, 1), batch["labels"].flatten()
+        scored = batch["labels"].ne(LABEL_PAD)
+        logits = self.model.packed_logits(batch["input_ids"], batch["position_ids"], batch["document_ids"], scored)
+        return logits, batch["labels"][scored]
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        logits = self(batch)
-        loss = smoothed_cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), self.label_smoothing, LABEL_PAD)
+        logits, labels = self.training_logits(batch)
+        loss = smoothed_cross_entropy(logits, labels, self.label_smoothing, LABEL_PAD)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
         return loss
 
@@ -143,6 +153,30 @@ class Seq2SeqTask(LightningModule):
         if total != self.total_rank:
             log.info("AdaLoRA at step %d: total rank %d over all adapted matrices.", step, total)
             self.total_rank = total
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Beside what Lightning saves: the random number generators (dropout) and AdaLoRA's rank allocator, so a
+        resumed run takes the very steps an uninterrupted one would."""
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        allocator = rank_allocator_state(self.model)
+        if allocator is not None:
+            checkpoint["adalora_rank_allocator"] = allocator
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.resumed_rng_states = checkpoint.get("rng_states")
+        load_rank_allocator_state(self.model, checkpoint.get("adalora_rank_allocator"))
+
+    def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """The saved generators come back at the first step after a resume, not at loading: the resumed run's new
+        data loaders draw from them, where an uninterrupted run went on with its loader."""
+        if self.resumed_rng_states is None:
+            return
+        torch.set_rng_state(self.resumed_rng_states["torch"])
+        if "cuda" in self.resumed_rng_states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self.resumed_rng_states["cuda"])
+        self.resumed_rng_states = None
 
     def configure_optimizers(self) -> dict[str, Any]:
         parameters = [p for p in self.trainer.model.parameters() if p.requires_grad]
