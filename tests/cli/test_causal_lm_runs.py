@@ -54,11 +54,17 @@ def predictions(cfg: DictConfig) -> list[dict]:
     return [json.loads(line) for line in lines]
 
 
+def model_inputs(predictor: Predictor, examples: list[Example]) -> dict[str, torch.Tensor]:
+    """The padded ids and mask `Predictor` gives a model for ``examples``."""
+    encoded = predictor.encode(examples)
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
 def exported_tokens(folder: Path, predictor: Predictor, examples: list[Example]) -> torch.Tensor:
     """What `AutoModelForCausalLM` generates from the exported folder alone, new tokens only, cut at stop strings
     as the task cuts them."""
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
-    batch = predictor.encode(examples)
+    batch = model_inputs(predictor, examples)
     with torch.no_grad():
         sequences = model.generate(**batch, tokenizer=AutoTokenizer.from_pretrained(folder))
     return predictor.run.task.model.cut_at_stop(sequences[:, batch["input_ids"].size(1) :])
@@ -104,7 +110,7 @@ def test_a_decoder_only_model_trains_tests_predicts_and_exports(
         assert list(predictor.generate(examples)) == [row["hypothesis"] for row in rows[:6]]
     export_checkpoint(best_checkpoint(cfg), tmp_path / "exported")
     with torch.no_grad():
-        expected = run.task.model.generate(**predictor.encode(examples), generation_config=run.task.generation)
+        expected = run.task.model.generate(**model_inputs(predictor, examples), generation_config=run.task.generation)
     assert torch.equal(exported_tokens(tmp_path / "exported", predictor, examples), expected)
 
 
@@ -152,7 +158,7 @@ def test_prefix_tuning_exports_its_adapters_which_reload_onto_the_base(tiny_data
     reloaded = from_pretrained(tmp_path / "adapter")
     run = restore_run(best_checkpoint(cfg))
     predictor = Predictor(run)
-    batch = predictor.encode([Example(source="A library for Python"), Example(source="Documentation files")])
+    batch = model_inputs(predictor, [Example(source="A library for Python"), Example(source="Documentation files")])
     with torch.no_grad():
         expected = run.task.model.generate(**batch, generation_config=run.task.generation)
         sequences = reloaded.generate(**batch, tokenizer=run.tokenizer)
