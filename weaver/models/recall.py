@@ -16,6 +16,7 @@ values of the entries each query fetched.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -28,11 +29,16 @@ def _top_k(scores: Tensor, mask: Tensor | None, top_k: int) -> tuple[Tensor, Ten
 
 
 def _gather_rows(values: Tensor, index: Tensor) -> Tensor:
-    """``values`` (B, H or 1, S, E) at ``index`` (B, H, T, K): (B, H, T, K, E), without copying ``values`` per
-    query."""
-    batch, heads, length, _ = index.shape
-    expanded = values[:, :, None].expand(batch, heads, length, values.size(-2), values.size(-1))
-    return expanded.gather(3, index[..., None].expand(-1, -1, -1, -1, values.size(-1)))
+    """``values`` (B, H or 1, S, E) at ``index`` (B, H, T, K): (B, H, T, K, E). Rows are picked from the flattened
+    values by one index, so neither the values nor, in backward, their gradient is ever laid out per query (a
+    gather over the values expanded to (B, H, T, S, E) would allocate that whole gradient)."""
+    batch, heads, length, k = index.shape
+    rows, width = values.size(-2), values.size(-1)
+    base = torch.arange(batch, device=index.device)[:, None] * values.size(1)
+    if values.size(1) > 1:  # one set of rows per head
+        base = base + torch.arange(heads, device=index.device)[None, :]
+    flat = (base[:, :, None, None] * rows + index).flatten()
+    return values.reshape(-1, width)[flat].view(batch, heads, length, k, width)
 
 
 def _attend(values: Tensor, scores: Tensor, dropout: float) -> Tensor:
