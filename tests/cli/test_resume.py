@@ -51,7 +51,6 @@ def test_resume_refuses_a_run_that_is_still_running(tmp_path: Path) -> None:
     )
 
 
-
 def test_resume_on_another_node_continues_the_run_its_rank_zero_holds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -63,6 +62,7 @@ def test_resume_on_another_node_continues_the_run_its_rank_zero_holds(
     with another_run_holding(running):
         apply_resume(cfg, [*command, "resume=auto"])
     assert cfg.ckpt_path == str(running / "checkpoints" / "last.ckpt")
+
 
 @pytest.mark.slow
 def test_sigterm_saves_a_loadable_checkpoint(tiny_data_dir: Path, tmp_path: Path) -> None:

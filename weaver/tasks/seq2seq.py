@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
@@ -27,7 +26,7 @@ from weaver.errors import call_naming_refusals
 from weaver.generation import GenerationConfig
 from weaver.generation.mbr import UTILITIES, mbr_select
 from weaver.models.adapters import allocate_ranks, schedule_ranks
-from weaver.tasks.loss import smoothed_cross_entropy
+from weaver.tasks.loss import smoothed_cross_entropy, summed_nll
 from weaver.tasks.samples import log_samples, pick_samples
 from weaver.utils.distributed import gather_objects
 
@@ -176,8 +175,7 @@ class Seq2SeqTask(LightningModule):
     def evaluation_step(self, stage: str, batch: dict[str, Any]) -> None:
         logits = self(batch)
         labels = batch["labels"]
-        nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=LABEL_PAD, reduction="sum")
-        self.nll_sum[stage].update(nll)
+        self.nll_sum[stage].update(summed_nll(logits.flatten(0, 1), labels.flatten(), LABEL_PAD))
         self.token_count[stage].update(labels.ne(LABEL_PAD).sum())
 
         limit = self.max_generate_examples if stage == "val" else None
