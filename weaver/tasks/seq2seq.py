@@ -173,11 +173,7 @@ class Seq2SeqTask(LightningModule):
     # ---- evaluation -------------------------------------------------------------------------------------
 
     def evaluation_step(self, stage: str, batch: dict[str, Any]) -> None:
-        logits = self(batch)
-        labels = batch["labels"]
-        self.nll_sum[stage].update(summed_nll(logits.flatten(0, 1), labels.flatten(), LABEL_PAD))
-        self.token_count[stage].update(labels.ne(LABEL_PAD).sum())
-
+        self.update_loss(stage, batch)
         limit = self.max_generate_examples if stage == "val" else None
         selected = [
             i for i, example_id in enumerate(batch["example_id"].tolist()) if limit is None or example_id < limit
@@ -195,6 +191,12 @@ class Seq2SeqTask(LightningModule):
                     "hypothesis": hypothesis,
                 }
             )
+
+    def update_loss(self, stage: str, batch: dict[str, Any]) -> None:
+        """A method of its own so the batch's logits are freed before its beam search, not held through it."""
+        labels = batch["labels"]
+        self.nll_sum[stage].update(summed_nll(self(batch).flatten(0, 1), labels.flatten(), LABEL_PAD))
+        self.token_count[stage].update(labels.ne(LABEL_PAD).sum())
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.evaluation_step("val", batch)
