@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from lightning.pytorch import Callback, Trainer
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,14 +59,17 @@ INTERRUPTIBLE = [
 LONG_TINY_RUN = [*TINY, *INTERRUPTIBLE, "trainer.max_steps=40", "trainer.val_check_interval=10"]
 
 
-def start(args: list[str], cwd: Path, script: str = "train.py") -> subprocess.Popen:
-    """`python <script> args` started in the background, its output piped."""
+def start(
+    args: list[str], cwd: Path, script: str = "train.py", env: dict[str, str] | None = None, output: IO | None = None
+) -> subprocess.Popen:
+    """`python <script> args` started in the background with `env` added to the user's, its output piped (or both
+    streams written to `output`)."""
     return subprocess.Popen(
         [sys.executable, str(ROOT / script), *args],
         cwd=cwd,
-        env=user_env(cwd),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        env={**user_env(cwd), **(env or {})},
+        stdout=output or subprocess.PIPE,
+        stderr=subprocess.STDOUT if output else subprocess.PIPE,
         text=True,
     )
 
@@ -90,6 +95,23 @@ class AnnounceStep(Callback):
 def announce_step(step: int) -> list[str]:
     """The overrides that add `AnnounceStep(step)` to a run."""
     return ["+callbacks.announce._target_=tests.helpers.AnnounceStep", f"+callbacks.announce.step={step}"]
+
+
+def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """One hash of every tensor's name and bytes: equal digests, bit-identical weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state_dict.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class PrintWeights(Callback):
+    """Prints `rank <r> weights <digest>` when training ends, on every rank: how a test compares the weights held by
+    separate processes (`+callbacks.weights._target_=tests.helpers.PrintWeights`)."""
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        print(f"rank {trainer.global_rank} weights {weights_digest(pl_module.state_dict())}", flush=True)
 
 
 def wait_for_line(process: subprocess.Popen, text: str) -> None:

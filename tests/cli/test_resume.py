@@ -51,6 +51,19 @@ def test_resume_refuses_a_run_that_is_still_running(tmp_path: Path) -> None:
     )
 
 
+def test_resume_on_another_node_continues_the_run_its_rank_zero_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A requeued two-node job: rank 0 has taken the run dir again by the time rank 1 looks for it."""
+    command = ["task=translation", "trainer.max_steps=40"]
+    running = fake_run(tmp_path / "outputs" / "translation" / "d1" / "t1", command)
+    cfg = OmegaConf.create({"resume": "auto", "ckpt_path": None, "paths": {"output_dir": str(running)}})
+    monkeypatch.setenv("NODE_RANK", "1")
+    with another_run_holding(running):
+        apply_resume(cfg, [*command, "resume=auto"])
+    assert cfg.ckpt_path == str(running / "checkpoints" / "last.ckpt")
+
+
 @pytest.mark.slow
 def test_sigterm_saves_a_loadable_checkpoint(tiny_data_dir: Path, tmp_path: Path) -> None:
     args = [f"data.data_dir={tiny_data_dir}", *LONG_TINY_RUN, "trainer.max_steps=100000", *announce_step(3)]

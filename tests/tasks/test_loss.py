@@ -1,4 +1,4 @@
-"""The chunked label-smoothed cross-entropy equals PyTorch's, value and gradient."""
+"""The chunked cross-entropies (label-smoothed for training, summed for evaluation) equal PyTorch's."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from weaver.tasks.loss import ROWS_PER_CHUNK, smoothed_cross_entropy
+from weaver.tasks.loss import EVAL_ROWS_PER_CHUNK, ROWS_PER_CHUNK, smoothed_cross_entropy, summed_nll
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -31,3 +31,13 @@ def test_value_and_gradient_equal_torch_cross_entropy(dtype: torch.dtype, smooth
 def test_shapes_are_checked() -> None:
     with pytest.raises(ValueError, match=r"expected logits \(N, V\) and labels \(N,\)"):
         smoothed_cross_entropy(torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_summed_evaluation_loss_equals_torch_cross_entropy_of_float_logits() -> None:
+    generator = torch.Generator().manual_seed(0)
+    rows = 2 * EVAL_ROWS_PER_CHUNK + 5  # a partial last chunk
+    logits = (4 * torch.randn(rows, 31, generator=generator)).to(torch.bfloat16)
+    labels = torch.randint(0, 31, (rows,), generator=generator)
+    labels[::7] = -100
+    expected = F.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="sum")
+    torch.testing.assert_close(summed_nll(logits, labels), expected, rtol=1e-6, atol=0.0)

@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from weaver.errors import ConfigError
+from weaver.utils.distributed import is_first_process
 from weaver.utils.run_lock import lock_holder
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ def apply_resume(cfg: DictConfig, overrides: list[str]) -> None:
         log.info("resume=auto: no unfinished run of this command found; starting afresh.")
         return
     holder = lock_holder(run)
-    if holder is not None and holder != os.getpid():
+    # The other ranks of a multi-process run (a requeued SLURM job) continue the run their rank 0 holds.
+    if holder is not None and holder != os.getpid() and is_first_process():
         raise ConfigError(
             f"resume=auto: {run}, the latest unfinished run of this command, is still running (PID {holder}); "
             "stop it first, or drop resume=auto to start afresh."

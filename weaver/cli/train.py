@@ -23,7 +23,7 @@ from weaver.config import optuna_direction, register_resolvers
 from weaver.errors import ConfigError, TrainingDiverged
 from weaver.instantiate import build, build_model, build_named, build_task, build_trainer
 from weaver.tasks import Seq2SeqTask
-from weaver.utils.distributed import exit_with_launcher
+from weaver.utils.distributed import exit_with_launcher, is_first_process
 from weaver.utils.hardware import share_cpu_cores
 from weaver.utils.provenance import record_provenance
 from weaver.utils.run_lock import run_dir_lock
@@ -35,7 +35,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train and/or test as `cfg` says; returns the final metrics and the objects built (for tests and sweeps)."""
     register_resolvers()
     output_dir = Path(cfg.paths.output_dir)
-    if rank_zero_only.rank > 0:  # the other processes of a multi-device run keep quiet unless something is wrong
+    if not is_first_process():  # the other processes of a multi-device run keep quiet unless something is wrong
         exit_with_launcher()
         logging.getLogger("weaver").setLevel(logging.WARNING)
         return train_in(cfg, output_dir)
@@ -49,7 +49,7 @@ def train_in(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float], dict[
     if cfg.get("print_config"):
         print_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    if rank_zero_only.rank == 0:
+    if is_first_process():
         record_provenance(output_dir / "run_info")
     # The trainer first: a device count this machine lacks is refused before the data is prepared.
     if cfg.get("train"):

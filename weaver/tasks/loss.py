@@ -12,9 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 ROWS_PER_CHUNK = 64  # 64 x 8,000 float32 logits = 2 MB: stays in cache across the passes below
+# Evaluation upcasts this many rows at a time: large enough that the loop costs nothing, small enough that the
+# float32 copy and its log-softmax stay a few MB whatever the eval batch.
+EVAL_ROWS_PER_CHUNK = 1024
 
 
 class _SmoothedCrossEntropy(torch.autograd.Function):
@@ -60,3 +64,14 @@ def smoothed_cross_entropy(logits: Tensor, labels: Tensor, smoothing: float = 0.
     if logits.dim() != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"expected logits (N, V) and labels (N,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
     return _SmoothedCrossEntropy.apply(logits, labels, smoothing, ignore_index)
+
+
+def summed_nll(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tensor:
+    """Float32 cross-entropy of `logits` (N, V) summed over the `labels` (N,) that are not `ignore_index`: the
+    evaluation loss. `F.cross_entropy(logits.float(), ..., reduction="sum")` in one piece would hold two float32
+    copies of an eval batch's logits at once (the upcast and its log-softmax); here a chunk of rows at a time."""
+    total = logits.new_zeros((), dtype=torch.float32)
+    for start in range(0, logits.size(0), EVAL_ROWS_PER_CHUNK):
+        rows = slice(start, start + EVAL_ROWS_PER_CHUNK)
+        total += F.cross_entropy(logits[rows].float(), labels[rows], ignore_index=ignore_index, reduction="sum")
+    return total

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
@@ -31,7 +30,7 @@ from weaver.explain.attention import reads_a_source
 from weaver.generation import GenerationConfig
 from weaver.generation.mbr import UTILITIES, mbr_select
 from weaver.models.adapters import allocate_ranks, load_rank_allocator_state, rank_allocator_state, schedule_ranks
-from weaver.tasks.loss import smoothed_cross_entropy
+from weaver.tasks.loss import smoothed_cross_entropy, summed_nll
 from weaver.tasks.samples import COLUMNS, image_loggers, log_heatmaps, log_samples, pick_samples
 from weaver.utils.distributed import gather_objects
 
@@ -214,12 +213,7 @@ class Seq2SeqTask(LightningModule):
     # ---- evaluation -------------------------------------------------------------------------------------
 
     def evaluation_step(self, stage: str, batch: dict[str, Any]) -> None:
-        logits = self(batch)
-        labels = batch["labels"]
-        nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=LABEL_PAD, reduction="sum")
-        self.nll_sum[stage].update(nll)
-        self.token_count[stage].update(labels.ne(LABEL_PAD).sum())
-
+        self.update_loss(stage, batch)
         limit = self.max_generate_examples if stage == "val" else None
         selected = [
             i for i, example_id in enumerate(batch["example_id"].tolist()) if limit is None or example_id < limit
@@ -238,6 +232,12 @@ class Seq2SeqTask(LightningModule):
             if stage == "val" and self.sample_heatmaps:  # what a sample's heatmap is computed from
                 record["input_ids"] = batch["input_ids"][i][batch["attention_mask"][i].bool()].tolist()
             self.generated[stage].append(record)
+
+    def update_loss(self, stage: str, batch: dict[str, Any]) -> None:
+        """A method of its own so the batch's logits are freed before its beam search, not held through it."""
+        labels = batch["labels"]
+        self.nll_sum[stage].update(summed_nll(self(batch).flatten(0, 1), labels.flatten(), LABEL_PAD))
+        self.token_count[stage].update(labels.ne(LABEL_PAD).sum())
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.evaluation_step("val", batch)

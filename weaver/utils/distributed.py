@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_only
 
 
 def world_size() -> int:
@@ -22,6 +23,17 @@ def gather_objects(items: list[Any]) -> list[Any]:
     parts: list[list[Any] | None] = [None] * world_size()
     dist.all_gather_object(parts, items)
     return [item for part in parts for item in part or []]
+
+
+def is_first_process() -> bool:
+    """Whether this process is rank 0 of its run, known before the Trainer works the ranks out.
+
+    Lightning reads the rank at import from what launchers set (`RANK` from torchrun, `SLURM_PROCID` from srun,
+    `LOCAL_RANK` for its own launcher's children); a run started by hand on each node sets only `NODE_RANK`, so the
+    first process of node 1 would also look like rank 0 and take the run dir from the real one.
+    """
+    node_rank = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")))
+    return rank_zero_only.rank == 0 and node_rank == 0
 
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
