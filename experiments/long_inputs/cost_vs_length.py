@@ -12,7 +12,7 @@ A process that runs past `--timeout` seconds or is killed for memory is recorded
 grows with the square of the length.
 
     python -m experiments.long_inputs.cost_vs_length --rounds 5 --systems memory full --lengths 1024 4096 16384
-    python -m experiments.long_inputs.cost_vs_length --rounds 3 --lengths 65536
+    python -m experiments.long_inputs.cost_vs_length --rounds 1 --lengths 65536
     python -m experiments.long_inputs.cost_vs_length --report     # the table and cost_vs_length.png
     python -m experiments.long_inputs.cost_vs_length --measure --system memory --length 4096   # one process
 """
