@@ -87,7 +87,7 @@ def test_a_given_tokenizer_without_the_mask_token_is_refused(tmp_path: Path) -> 
     trained = datamodule(tmp_path / "plain", None, special=()).tokenizer
     data = datamodule(tmp_path / "given", TextInfilling(), special=())
     data.tokenizer_source = GivenTokenizer(trained)
-    with pytest.raises(ConfigError, match=r"mask_token='<mask>' is not a special token"):
+    with pytest.raises(ConfigError, match=r"data.denoising.mask_token: .<mask>. is not a special token"):
         data.tokenized_splits()
 
 

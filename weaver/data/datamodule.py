@@ -23,7 +23,7 @@ from weaver.data.batching import (
 )
 from weaver.data.collate import Seq2SeqCollator
 from weaver.data.columns import select_pairs
-from weaver.data.denoising import TextInfilling
+from weaver.data.denoising import Corruption
 from weaver.data.loader import ResumableDataLoader
 from weaver.data.packing import PackedBatchSampler, PackedCollator, PackedRows
 from weaver.data.sources import SPLITS, load_splits
@@ -99,8 +99,9 @@ class Seq2SeqDataModule(LightningDataModule):
     Heavy work (loading, cleaning, tokenizer training, tokenization) runs in `prepare_data` on one process
     and lands in caches (`datasets` fingerprints, the tokenizer cache); `setup` on every rank reads them back.
 
-    `denoising` (e.g. `weaver.data.denoising.TextInfilling`) adds corrupted copies of the training sources to
-    reconstruct, next to the task's own training pairs.
+    `denoising` (`weaver.data.denoising.TextInfilling` or `SpanCorruption`) adds corrupted copies of the training
+    sources to reconstruct next to the task's own training pairs, or with `replace_pairs` (task=pretrain) makes every
+    split's examples corrupted texts.
 
     `prompt_template` (set by `model=hf_causal_lm`) lays examples out for a decoder-only model: each source inside
     the template, as a prompt padded on the left, and each target as its completion (`weaver.prompts`).
@@ -137,7 +138,7 @@ class Seq2SeqDataModule(LightningDataModule):
         source_prefix: str = "",
         cache_dir: str | None = None,
         pair_builder: PairBuilder | None = None,
-        denoising: TextInfilling | None = None,
+        denoising: Corruption | None = None,
         prompt_template: str | None = None,
         packing: bool = False,
         packing_row_length: int | None = None,
@@ -297,9 +298,13 @@ class Seq2SeqDataModule(LightningDataModule):
                     h.max_source_length,
                 )
         if self.denoising is not None:
-            length = min(h.max_source_length, h.max_target_length)
-            noised = self.denoising.examples(splits["train"], tokenizer, length)
-            splits["train"] = concatenate_datasets([splits["train"], noised])
+            length = self.denoising.text_length(h.max_source_length, h.max_target_length)
+            if self.denoising.replace_pairs:  # the objective is the task (task=pretrain): every split's examples
+                splits = {name: self.denoising.examples(data, tokenizer, length, name) for name, data in splits.items()}
+            else:
+                first_id = int(max(splits["train"]["example_id"], default=-1)) + 1
+                noised = self.denoising.examples(splits["train"], tokenizer, length, "train", first_id)
+                splits["train"] = concatenate_datasets([splits["train"], noised])
         return DatasetDict(splits)
 
     # ---- batching -----------------------------------------------------------------------------------------

@@ -1,20 +1,24 @@
-"""Denoising examples mixed into a task's training split: BART's text infilling (Lewis et al. 2020).
+"""Denoising examples: BART's text infilling (Lewis et al. 2020) and T5's span corruption (Raffel et al. 2020).
 
-A model trained from scratch on a few thousand labelled pairs sees each source only as context for a short
-target: it learns the sources' language slowly, and copying a name token by token from the source, which a summary
-needs, it sees a few times per name at most. `data.denoising` adds, next to every training example, `copies`
-examples whose target is that example's source and whose source is the same text with spans of whole words each
-replaced by one mask token: reconstructing them is practice at reading the sources and at copying them out in order.
-Validation and test are untouched, so the monitored metrics stay the task's own.
+Two uses, one mechanism (`data.denoising`):
+- Beside a task's own pairs (`replace_pairs: false`). A model trained from scratch on a few thousand labelled pairs
+  sees each source only as context for a short target: it learns the sources' language slowly, and copying a name
+  token by token from the source, which a summary needs, it sees a few times per name at most. `copies` examples
+  are added next to every training example, whose target is that example's source and whose source is the same
+  text corrupted: reconstructing them is practice at reading the sources and at copying them out in order.
+  Validation and test are untouched, so the monitored metrics stay the task's own.
+- As the whole task (`replace_pairs: true`, `task=pretrain`): every split's examples are corrupted texts, so the
+  validation loss is the objective's own, on held-out text.
 
-Noise is drawn once, per (copy, example) from a fixed seed: the examples are cached by `datasets` with the rest of
-the tokenized data, and a run, a resumed run and a rerun all see the same ones.
+Noise is drawn once, per (split, copy, example) from a fixed seed: the examples are cached by `datasets` with the
+rest of the tokenized data, and a run, a resumed run and a rerun all see the same ones.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,8 +53,98 @@ def fingerprint(recipe: str) -> str:
 
 
 @dataclass
-class TextInfilling:
-    """`copies` corrupted versions of every training source, each to be reconstructed: `mask_ratio` of its words
+class Corruption:
+    """What both objectives share: `copies` corrupted versions of each training text (one of each validation and
+    test text), drawn from `seed`, added beside the task's pairs or replacing them (`replace_pairs`)."""
+
+    copies: int = 1
+    seed: int = 0
+    replace_pairs: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.copies, bool) or not isinstance(self.copies, int) or self.copies < 1:
+            raise ConfigError(f"data.denoising.copies must be a positive integer, got {self.copies!r}.")
+
+    # The option naming the tokens the objective writes.
+    tokens_key = ""
+
+    @property
+    def special_tokens(self) -> list[str]:
+        """Tokens the objective writes, which join the special tokens of a tokenizer the run trains or loads."""
+        raise NotImplementedError
+
+    def text_length(self, max_source_length: int, max_target_length: int) -> int:
+        """Tokens of each text kept before corrupting it."""
+        raise NotImplementedError
+
+    def pair(
+        self, ids: list[int], special: np.ndarray, tokenizer: PreTrainedTokenizerBase, rng: np.random.Generator
+    ) -> tuple[list[int], list[int]]:
+        """(corrupted source, target) of one tokenized text; `special` marks its special tokens."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def check_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        missing = [token for token in self.special_tokens if token not in tokenizer.all_special_tokens]
+        if missing:
+            raise ConfigError(
+                f"data.denoising.{self.tokens_key}: '{missing[0]}' is not a special token of the tokenizer (a "
+                f"checkpoint's or a pretrained tokenizer keeps the special tokens it was made with): name its own."
+            )
+
+    def examples(
+        self,
+        data: Dataset,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int,
+        split: str = "train",
+        first_id: int = 0,
+    ) -> Dataset:
+        """Corrupted copies of `data` (tokenized rows whose `input_ids` are the texts, cut to `max_length` first):
+        `copies` of a training split, one of any other, with example ids from `first_id` on and every other column
+        as in `data`."""
+        self.check_tokenizer(tokenizer)
+        special_ids = np.array(sorted(set(tokenizer.all_special_ids)))
+        split_code = zlib.crc32(split.encode())
+
+        def noised(batch: dict[str, list[Any]], indices: list[int], copy: int) -> dict[str, list[Any]]:
+            inputs, labels = [], []
+            for index, ids in zip(indices, batch["input_ids"], strict=True):
+                if len(ids) > max_length:  # cut as the tokenizer cuts: its final token (EOS) stays
+                    ids = ids[: max_length - 1] + ids[-1:]
+                # Training draws keep the seeds of the copies added beside a task's pairs; other splits their own.
+                key = [self.seed, copy, index] if split == "train" else [self.seed, split_code, copy, index]
+                source, target = self.pair(ids, np.isin(ids, special_ids), tokenizer, np.random.default_rng(key))
+                inputs.append(source)
+                labels.append(target)
+            return {
+                "input_ids": inputs,
+                "labels": labels,
+                "example_id": [first_id + copy * len(data) + index for index in indices],
+                "target": batch["source"],
+                "source_truncated": [False] * len(indices),
+            }
+
+        copies = [
+            data.map(
+                noised,
+                batched=True,
+                with_indices=True,
+                fn_kwargs={"copy": copy},
+                new_fingerprint=fingerprint(f"{data._fingerprint}|{max_length}|{self!r}|{split}|{copy}"),
+                desc=f"Denoising {split}, copy {copy}",
+            )
+            for copy in range(self.copies if split == "train" else 1)
+        ]
+        log.info("Denoising: %d corrupted copies of %d %s texts (%s).", len(copies), len(data), split, self.describe())
+        return concatenate_datasets(copies)
+
+
+@dataclass
+class TextInfilling(Corruption):
+    """BART's noise: `mask_ratio` of a text's words
     (never special tokens) are masked in spans whose lengths in words follow Poisson(`mean_span_words`), at least one
     word each, and each span becomes one `mask_token`, so the model must also tell how many words are missing.
 
@@ -60,15 +154,13 @@ class TextInfilling:
     checkpoint must have it already.
     """
 
-    copies: int = 1
     mask_ratio: float = 0.3
     mean_span_words: float = 3.0
     mask_token: str = "<mask>"
-    seed: int = 0
+    tokens_key = "mask_token"
 
     def __post_init__(self) -> None:
-        if isinstance(self.copies, bool) or not isinstance(self.copies, int) or self.copies < 1:
-            raise ConfigError(f"data.denoising.copies must be a positive integer, got {self.copies!r}.")
+        super().__post_init__()
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"data.denoising.mask_ratio must be in (0, 1), got {self.mask_ratio}.")
         if self.mean_span_words <= 0:
@@ -78,13 +170,17 @@ class TextInfilling:
     def special_tokens(self) -> list[str]:
         return [self.mask_token]
 
-    def mask_token_id(self, tokenizer: PreTrainedTokenizerBase) -> int:
-        if self.mask_token not in tokenizer.all_special_tokens:
-            raise ConfigError(
-                f"data.denoising.mask_token='{self.mask_token}' is not a special token of the tokenizer (a "
-                f"checkpoint's tokenizer keeps the special tokens it was trained with): name one of its own."
-            )
-        return tokenizer.convert_tokens_to_ids(self.mask_token)
+    def text_length(self, max_source_length: int, max_target_length: int) -> int:
+        return min(max_source_length, max_target_length)  # the corrupted source and its target cover the same words
+
+    def describe(self) -> str:
+        return f"text infilling: {100 * self.mask_ratio:.0f}% of words masked, spans of ~{self.mean_span_words:g} words"
+
+    def pair(
+        self, ids: list[int], special: np.ndarray, tokenizer: PreTrainedTokenizerBase, rng: np.random.Generator
+    ) -> tuple[list[int], list[int]]:
+        starts = word_starts(tokenizer.convert_ids_to_tokens(ids), special)
+        return self.corrupt(ids, starts, special, tokenizer.convert_tokens_to_ids(self.mask_token), rng), list(ids)
 
     def corrupt(
         self, ids: list[int], starts: np.ndarray, special: np.ndarray, mask_id: int, rng: np.random.Generator
@@ -107,47 +203,84 @@ class TextInfilling:
                 out.append(mask_id)
         return out
 
-    def examples(self, train: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:
-        """The corrupted copies of `train` (tokenized rows, `input_ids` = the sources, cut to `max_length`), with
-        example ids after `train`'s and every other column as in `train`."""
-        mask_id = self.mask_token_id(tokenizer)
-        special_ids = np.array(sorted(set(tokenizer.all_special_ids)))
-        first_id = int(max(train["example_id"], default=-1)) + 1
 
-        def noised(batch: dict[str, list[Any]], indices: list[int], copy: int) -> dict[str, list[Any]]:
-            inputs, labels = [], []
-            for index, ids in zip(indices, batch["input_ids"], strict=True):
-                if len(ids) > max_length:  # cut as the tokenizer cuts: its final token (EOS) stays
-                    ids = ids[: max_length - 1] + ids[-1:]
-                special = np.isin(ids, special_ids)
-                starts = word_starts(tokenizer.convert_ids_to_tokens(ids), special)
-                rng = np.random.default_rng([self.seed, copy, index])
-                inputs.append(self.corrupt(ids, starts, special, mask_id, rng))
-                labels.append(list(ids))
-            return {
-                "input_ids": inputs,
-                "labels": labels,
-                "example_id": [first_id + copy * len(train) + index for index in indices],
-                "target": batch["source"],
-                "source_truncated": [False] * len(indices),
-            }
+@dataclass
+class SpanCorruption(Corruption):
+    """T5's noise: `noise_density` of a text's tokens (never special ones) are dropped in spans of `mean_span_tokens`
+    on average, each span replaced by its own sentinel (`<extra_id_0>`, `<extra_id_1>`, ...); the target is each
+    sentinel followed by the tokens it stands for, then EOS. Texts are cut to `data.max_source_length` tokens first;
+    targets are about a third as long (noise plus one sentinel per span).
 
-        copies = [
-            train.map(
-                noised,
-                batched=True,
-                with_indices=True,
-                fn_kwargs={"copy": copy},
-                new_fingerprint=fingerprint(f"{train._fingerprint}|{max_length}|{self!r}|{copy}"),
-                desc=f"Denoising copy {copy}",
+    As in T5, a text of n tokens has round(n * noise_density) noise tokens in round(noise / mean_span_tokens) spans,
+    at most `num_sentinels` of them: noise and kept tokens are each split into that many non-empty runs at random,
+    and the runs alternate, kept first."""
+
+    noise_density: float = 0.15
+    mean_span_tokens: float = 3.0
+    num_sentinels: int = 100
+    sentinel_format: str = "<extra_id_{}>"
+    tokens_key = "sentinel_format"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 < self.noise_density < 1.0:
+            raise ConfigError(f"data.denoising.noise_density must be in (0, 1), got {self.noise_density}.")
+        if self.mean_span_tokens < 1:
+            raise ConfigError(f"data.denoising.mean_span_tokens must be >= 1, got {self.mean_span_tokens}.")
+        if isinstance(self.num_sentinels, bool) or not isinstance(self.num_sentinels, int) or self.num_sentinels < 1:
+            raise ConfigError(f"data.denoising.num_sentinels must be a positive integer, got {self.num_sentinels!r}.")
+        if "{}" not in self.sentinel_format:
+            raise ConfigError(
+                f"data.denoising.sentinel_format={self.sentinel_format!r} needs '{{}}' where the span number goes."
             )
-            for copy in range(self.copies)
-        ]
-        log.info(
-            "Denoising: %d corrupted copies of the %d training sources (%.0f%% of words masked, spans of ~%g words).",
-            self.copies,
-            len(train),
-            100 * self.mask_ratio,
-            self.mean_span_words,
-        )
-        return concatenate_datasets(copies)
+
+    @property
+    def special_tokens(self) -> list[str]:
+        return [self.sentinel_format.format(number) for number in range(self.num_sentinels)]
+
+    def text_length(self, max_source_length: int, max_target_length: int) -> int:
+        return max_source_length
+
+    def describe(self) -> str:
+        return f"span corruption: {100 * self.noise_density:.0f}% of tokens, spans of ~{self.mean_span_tokens:g}"
+
+    def noise_mask(self, length: int, rng: np.random.Generator) -> np.ndarray:
+        """(length,) True on the tokens a text of `length` corruptible tokens loses: non-empty runs of noise and of
+        kept tokens alternating, kept first; no noise in a text too short to keep a token."""
+        noise = min(max(round(length * self.noise_density), 1), length - 1)
+        spans = min(max(round(noise / self.mean_span_tokens), 1), self.num_sentinels, noise, length - noise)
+        if noise < 1 or spans < 1:
+            return np.zeros(length, dtype=bool)
+
+        def run_lengths(total: int) -> np.ndarray:  # `spans` positive parts summing to `total`
+            cuts = np.sort(rng.choice(np.arange(1, total), size=spans - 1, replace=False)) if spans > 1 else []
+            return np.diff(np.concatenate([[0], cuts, [total]])).astype(int)
+
+        mask = np.zeros(length, dtype=bool)
+        position = 0
+        for kept, dropped in zip(run_lengths(length - noise), run_lengths(noise), strict=True):
+            position += kept
+            mask[position : position + dropped] = True
+            position += dropped
+        return mask
+
+    def pair(
+        self, ids: list[int], special: np.ndarray, tokenizer: PreTrainedTokenizerBase, rng: np.random.Generator
+    ) -> tuple[list[int], list[int]]:
+        sentinels = tokenizer.convert_tokens_to_ids(self.special_tokens)
+        corruptible = np.flatnonzero(~special)
+        noise = self.noise_mask(len(corruptible), rng)
+        dropped = np.zeros(len(ids), dtype=bool)
+        dropped[corruptible[noise]] = True
+        # A span starts at a noise token whose corruptible predecessor was kept (special tokens in between, which
+        # always stay, do not split a span).
+        starts = np.zeros(len(ids), dtype=bool)
+        starts[corruptible[noise & ~np.concatenate([[False], noise[:-1]])]] = True
+        source, target, span = [], [], -1
+        for position, token_id in enumerate(ids):
+            if starts[position]:
+                span += 1
+                source.append(sentinels[span])
+                target.append(sentinels[span])
+            (target if dropped[position] else source).append(token_id)
+        return source, [*target, tokenizer.eos_token_id]

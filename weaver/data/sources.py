@@ -28,6 +28,8 @@ FILE_FORMATS: dict[str, tuple[str, dict[str, str]]] = {
     ".csv": ("csv", {}),
     ".tsv": ("csv", {"delimiter": "\t"}),
     ".parquet": ("parquet", {}),
+    # Plain text, one row (column `text`) per paragraph: blank lines separate them.
+    ".txt": ("text", {"sample_by": "paragraph"}),
 }
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 # How to read a compressed text file line by line (zstandard is not in the standard library: not checked).
