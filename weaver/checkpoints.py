@@ -20,6 +20,7 @@ from weaver.config import register_resolvers
 from weaver.data.tokenizer import wrap_fast
 from weaver.errors import ConfigError
 from weaver.instantiate import build_model, build_task
+from weaver.models import WeaverModel, can_merge, merge_adapters, peft_model_of
 from weaver.tasks.seq2seq import Seq2SeqTask
 
 
@@ -30,24 +31,25 @@ class RestoredRun:
     task: Seq2SeqTask  # in eval mode, on the CPU
 
 
-def read_checkpoint(path: str | Path | None) -> dict[str, Any]:
+def read_checkpoint(path: str | Path | None, key: str = "ckpt_path") -> dict[str, Any]:
+    """The checkpoint at `path`; errors name the config `key` that gave it."""
     if not path:
-        raise ConfigError("ckpt_path is required: add ckpt_path=<a .ckpt file in a run's checkpoints/> to it.")
+        raise ConfigError(f"{key} is required: add ckpt_path=<a .ckpt file in a run's checkpoints/> to it.")
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"ckpt_path='{path}' is not a file.")
+        raise ConfigError(f"{key}='{path}' is not a file.")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load fails on a foreign file with whatever its parser meets first
         raise ConfigError(
-            f"ckpt_path='{path}' is not a readable checkpoint (truncated, or not a checkpoint at all: torch.load "
+            f"{key}='{path}' is not a readable checkpoint (truncated, or not a checkpoint at all: torch.load "
             f"raised {type(error).__name__}). Give a .ckpt file from a run's checkpoints/ folder."
         ) from error
     if not isinstance(checkpoint, dict):
-        raise ConfigError(f"ckpt_path='{path}' holds a {type(checkpoint).__name__}, not a training checkpoint.")
+        raise ConfigError(f"{key}='{path}' holds a {type(checkpoint).__name__}, not a training checkpoint.")
     missing = [key for key in (CONFIG_KEY, TOKENIZER_KEY, "state_dict") if key not in checkpoint]
     if missing:
-        raise ConfigError(f"ckpt_path='{path}' is not a Weaver training checkpoint (it lacks {missing}).")
+        raise ConfigError(f"{key}='{path}' is not a Weaver training checkpoint (it lacks {missing}).")
     return checkpoint
 
 
@@ -62,11 +64,11 @@ def restore_tokenizer(files: dict[str, bytes] | str, cfg: DictConfig) -> PreTrai
         return AutoTokenizer.from_pretrained(folder)
 
 
-def restore_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None) -> RestoredRun:
+def restore_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None, key: str = "ckpt_path") -> RestoredRun:
     """The task of `ckpt_path` with its trained weights; `overrides` ({dotted key: value}, e.g.
     `{"generation.num_beams": 4}`) replace values of the stored config before anything is built."""
     register_resolvers()
-    checkpoint = read_checkpoint(ckpt_path)
+    checkpoint = read_checkpoint(ckpt_path, key)
     cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, merge=False, force_add=True)
@@ -75,3 +77,27 @@ def restore_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None) 
     task.load_state_dict(checkpoint["state_dict"])
     task.eval()
     return RestoredRun(cfg=cfg, tokenizer=tokenizer, task=task)
+
+
+def checkpoint_tokenizer(path: str | Path, key: str) -> PreTrainedTokenizerBase:
+    """The tokenizer a training checkpoint stores, without building its model."""
+    checkpoint = read_checkpoint(path, key)
+    return restore_tokenizer(checkpoint[TOKENIZER_KEY], OmegaConf.create(checkpoint[CONFIG_KEY]))
+
+
+def checkpoint_weaver(path: str | Path) -> WeaverModel:
+    """The native Weaver model a training checkpoint holds (mergeable adapters merged in), to start another run."""
+    model = restore_run(path, key="model.path").task.model
+    if peft_model_of(model) is not None:
+        if not can_merge(model):
+            raise ConfigError(
+                f"model.path='{path}': its adapters cannot be merged into the weights; train on from it with "
+                "resume or ckpt_path instead."
+            )
+        model = merge_adapters(model)
+    if not isinstance(model, WeaverModel):
+        raise ConfigError(
+            f"model.path='{path}' holds a {type(model).__name__}, not a native Weaver model: export it (python "
+            "export.py) and load the folder with its own model config (model=hf_seq2seq model.name_or_path=...)."
+        )
+    return model

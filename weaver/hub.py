@@ -58,6 +58,8 @@ def load_pretrained(load: Callable[[str], T], name_or_path: str, key: str, hint:
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
         return load(str(folder))
+    if name_or_path.startswith(("/", "./", "../", "~")):  # a path, never a Hub id
+        raise ConfigError(f"{key}='{name_or_path}' is not a folder: point it at one saved with save_pretrained{hint}.")
     reachable = hub_reachable()
     try:
         if reachable:

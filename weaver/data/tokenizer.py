@@ -157,12 +157,20 @@ class PretrainedTokenizer:
         def from_pretrained(name_or_path: str) -> PreTrainedTokenizerBase:
             return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=self.trust_remote_code, **self.kwargs)
 
-        hint = " (model=hf_seq2seq and model=hf_causal_lm set it from model.name_or_path)"
+        hint = (
+            " (model=hf_seq2seq and model=hf_causal_lm set it from model.name_or_path, model=weaver_pretrained from"
+            " model.path)"
+        )
         if not self.name_or_path:
             raise ConfigError(
                 f"tokenizer.name_or_path is not set: point it, or model.name_or_path, at a folder or a Hub id{hint}."
             )
-        tokenizer = load_pretrained(from_pretrained, self.name_or_path, "tokenizer.name_or_path", hint)
+        if Path(self.name_or_path).expanduser().is_file():  # a training checkpoint's own tokenizer
+            from weaver.checkpoints import checkpoint_tokenizer  # it builds models: imported here, not at module load
+
+            tokenizer = checkpoint_tokenizer(Path(self.name_or_path).expanduser(), "tokenizer.name_or_path")
+        else:
+            tokenizer = load_pretrained(from_pretrained, self.name_or_path, "tokenizer.name_or_path", hint)
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:  # GPT-2, Llama
             tokenizer.pad_token = tokenizer.eos_token
             log.info("The tokenizer has no pad token: batches are padded with its EOS token %r.", tokenizer.eos_token)

@@ -559,9 +559,15 @@ def load_weaver(
     max_source_length: int | None = None,
     max_target_length: int | None = None,
 ) -> WeaverModel:
-    """Hydra builder for `model=weaver_pretrained`: fine-tune (or adapt with LoRA) an exported Weaver model;
-    ``memory`` (`memory=recall`) replaces the saved model's memory settings (they add no weights)."""
-    model = WeaverModel.from_pretrained(path)
+    """Hydra builder for `model=weaver_pretrained`: fine-tune (or adapt with LoRA) an exported Weaver model, or the
+    one in a training checkpoint (a `.ckpt` file, e.g. of `task=pretrain`); ``memory`` (`memory=recall`) replaces
+    the saved model's memory settings (they add no weights)."""
+    if Path(path).expanduser().is_file():
+        from weaver.checkpoints import checkpoint_weaver  # it builds models: imported here, not at module load
+
+        model = checkpoint_weaver(Path(path).expanduser())
+    else:
+        model = WeaverModel.from_pretrained(path)
     if tokenizer is not None and len(tokenizer) != model.config.vocab_size:
         raise ConfigError(
             f"The tokenizer has {len(tokenizer)} tokens but the model at model.path='{path}' has "
