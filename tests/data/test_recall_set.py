@@ -55,6 +55,20 @@ def test_evaluation_splits_take_their_own_length_and_count() -> None:
     assert len(documents_in(builder.build_pairs(Dataset.from_list(ROWS), "train")[0]["source"])) == 2
 
 
+def test_training_examples_draw_their_count_between_min_and_num_documents() -> None:
+    builder = RecallSetPairs(num_documents=4, min_documents=1, eval_num_documents=6)
+    train = builder.build_pairs(Dataset.from_list(ROWS), "train")
+    counts = [len(documents_in(source)) for source in train["source"]]
+    assert set(counts) == {1, 2, 3, 4}
+    for example, count in zip(train, counts, strict=True):
+        key = example["source"].partition(" <query> ")[0]
+        assert documents_in(example["source"])[example["position"]][0] == key and example["position"] < count
+    test = builder.build_pairs(Dataset.from_list(ROWS), "test")
+    assert all(len(documents_in(source)) == 6 for source in test["source"])  # evaluation keeps its own count
+    with pytest.raises(ConfigError, match="min_documents=5 exceeds num_documents=4"):
+        RecallSetPairs(num_documents=4, min_documents=5)
+
+
 def test_keys_come_from_a_file_joined_on_the_row_id_and_rows_without_one_are_counted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

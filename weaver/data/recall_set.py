@@ -34,7 +34,7 @@ from weaver.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 # Bump when the examples built from the same rows change, so cached datasets are not reused.
-PAIRS_VERSION = "1"
+PAIRS_VERSION = "1"  # min_documents=None builds the same examples as before it existed
 
 
 @dataclass
@@ -42,7 +42,9 @@ class RecallSetPairs:
     """Rows of (key, document, summary) -> (query + `num_documents` keyed documents, the queried one's summary).
 
     `num_documents` sets the training examples' length, `eval_num_documents` (default: the same) the validation
-    and test ones', so a model can train on short inputs and be scored on long ones. Every usable training row is
+    and test ones', so a model can train on short inputs and be scored on long ones. With `min_documents`, each
+    training example draws its count uniformly from `min_documents` to `num_documents`: examples of one document
+    teach summarizing it directly, longer ones finding it. Every usable training row is
     queried once; `eval_max_examples` caps how many validation and test rows are (the first ones). Keys come from
     `key_field`, or from `keys_file` (JSON, optionally gzipped: {row id: key}) joined on `id_field`. Rows without a
     usable key, document or summary are skipped and counted.
@@ -50,6 +52,7 @@ class RecallSetPairs:
 
     num_documents: int = 16
     eval_num_documents: int | None = None
+    min_documents: int | None = None
     eval_max_examples: int | None = None
     key_field: str = "name"
     document_field: str = "document"
@@ -61,10 +64,14 @@ class RecallSetPairs:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("num_documents", "eval_num_documents", "eval_max_examples"):
+        for name in ("num_documents", "eval_num_documents", "min_documents", "eval_max_examples"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"data.pair_builder.{name} must be a positive integer, got {value!r}")
+        if self.min_documents is not None and self.min_documents > self.num_documents:
+            raise ConfigError(
+                f"data.pair_builder.min_documents={self.min_documents} exceeds num_documents={self.num_documents}"
+            )
 
     @property
     def special_tokens(self) -> tuple[str, ...]:
@@ -93,9 +100,16 @@ class RecallSetPairs:
                     continue
                 target = queried[index]
                 rng = np.random.default_rng([self.seed, split_code, target])
-                others = rng.choice(len(rows) - 1, size=per_example - 1, replace=False)
+                count = per_example
+                if split == "train" and self.min_documents is not None:
+                    count = int(
+                        np.random.default_rng([self.seed, split_code, target, 1]).integers(
+                            self.min_documents, per_example + 1
+                        )
+                    )
+                others = rng.choice(len(rows) - 1, size=count - 1, replace=False)
                 others = others + (others >= target)  # every row but the queried one
-                position = int(rng.integers(per_example))
+                position = int(rng.integers(count))
                 order = [*others[:position].tolist(), target, *others[position:].tolist()]
                 body = " ".join(f"{self.document_token} {keys[i]}: {documents[i]}" for i in order)
                 built["example_id"].append(target)
@@ -113,11 +127,12 @@ class RecallSetPairs:
             new_fingerprint=fingerprint[:16],
             desc=f"Building {split} recall examples",
         )
+        counts = f"{self.min_documents} to {per_example}" if split == "train" and self.min_documents else per_example
         log.info(
-            "%s split: %d recall examples of %d documents each, drawn from %d rows.",
+            "%s split: %d recall examples of %s documents each, drawn from %d rows.",
             split,
             len(pairs),
-            per_example,
+            counts,
             len(rows),
         )
         return pairs
