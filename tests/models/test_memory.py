@@ -15,7 +15,9 @@ PREFIX_END = 2  # the token ending a prefix in the tests that use one: never amo
 
 def with_memory(model: WeaverModel, **memory) -> WeaverModel:
     """The same weights with memory settings (memory adds no parameters)."""
-    twin = tiny_model(memory=memory, max_positions=model.config.max_positions)
+    twin = tiny_model(
+        memory=memory, max_positions=model.config.max_positions, copy_attention=model.config.copy_attention
+    )
     twin.load_state_dict(model.state_dict())
     return twin.eval()
 
@@ -177,9 +179,34 @@ def test_bad_memory_settings_name_the_key(settings, message):
         tiny_model(memory={"window": 32, "stride": 16, **settings})
 
 
-def test_memory_refuses_copy_attention_and_an_unknown_prefix_token():
-    with pytest.raises(ConfigError, match="copy_attention cannot be combined with model.memory"):
-        tiny_model(memory={"window": 32, "stride": 16}, copy_attention=True)
+def test_copying_from_a_memory_covered_by_top_k_equals_copying_from_the_whole_source():
+    model = tiny_model(copy_attention=True)
+    recalling = with_memory(model, window=64, stride=32, top_k=64)
+    ids, mask = padded_batch([40, 25])
+    ids[0, 5:9] = ids[0, 20:24]  # repeated tokens: copied with the sum of their weights
+    target = torch.randint(4, VOCAB, (2, 7))
+    torch.testing.assert_close(recalling(ids, mask, target), model(ids, mask, target), atol=1e-4, rtol=1e-4)
+    settings = dict(num_beams=3, max_new_tokens=10)
+    assert torch.equal(recalling.generate(ids, mask, **settings), model.generate(ids, mask, **settings))
+
+
+def test_copying_with_recall_takes_only_the_top_k_source_tokens_and_trains():
+    model = with_memory(tiny_model(copy_attention=True), window=32, stride=16, top_k=4).train()
+    ids, mask = padded_batch([120, 90])
+    target = torch.randint(4, VOCAB, (2, 6))
+    log_probs = model(ids, mask, target)
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(2, 6))  # still one distribution per position
+    # Through the fetched tokens (all among the source's), gradients reach the copy scores.
+    log_probs.gather(-1, ids[:, None, :].expand(-1, 6, -1)).sum().backward()
+    assert model.copy.query.weight.grad.abs().sum() > 0 and model.copy.key.weight.grad.abs().sum() > 0
+    # Only the fetched tokens gain copy probability: with 4 per position, at most 4 token ids per row move.
+    hidden = torch.randn(2, 6, TINY["d_model"])
+    logits = torch.zeros(2, 6, VOCAB)
+    keys = torch.randn(2, 120, TINY["d_model"])
+    with torch.no_grad():
+        out = model.copy(hidden, logits, keys, ids, mask, top_k=4)
+    boosted = (out > torch.log_softmax(logits, -1) + 1e-6).sum(-1)
+    assert boosted.max() <= 4 and boosted.min() >= 1
 
 
 def test_source_length_past_the_positions_needs_memory():

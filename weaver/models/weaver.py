@@ -76,11 +76,6 @@ class WeaverConfig:
             self.memory = MemoryConfig.from_dict(self.memory)
         if self.memory is not None:
             self.memory.check_positions(self.max_positions)
-            if self.copy_attention:
-                raise ConfigError(
-                    "model.copy_attention cannot be combined with model.memory: copying scores every source token "
-                    "for every output token; set model.copy_attention=false or memory=none"
-                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -243,6 +238,9 @@ class CopyAttention(nn.Module):
 
     The result is log-probabilities (float32), which every consumer of logits can take as they are: log-softmax of
     a log-distribution is itself, so the training loss, beam search and sampling need no change.
+
+    With memory (``top_k``), each output position copies from its `top_k` best-scoring source tokens only, as recall
+    reads: the mixture is then corrected at K entries per row instead of the whole (any-length) source.
     """
 
     def __init__(self, config: WeaverConfig) -> None:
@@ -251,35 +249,49 @@ class CopyAttention(nn.Module):
         self.key = nn.Linear(config.d_model, config.d_model)
         self.gate = nn.Linear(config.d_model, 1)  # P(generate from the vocabulary) = sigmoid(gate(h))
 
-    def forward(self, hidden: Tensor, logits: Tensor, keys: Tensor, source_ids: Tensor, source_mask: Tensor) -> Tensor:
+    def forward(
+        self,
+        hidden: Tensor,
+        logits: Tensor,
+        keys: Tensor,
+        source_ids: Tensor,
+        source_mask: Tensor,
+        top_k: int | None = None,
+    ) -> Tensor:
         """Log-probabilities (N, T, V) from decoder states ``hidden`` (N, T, D) and their vocabulary ``logits``;
         ``keys`` (B, S, D) = ``self.key(encoder_states)``, ``source_ids`` and ``source_mask`` (B, S). N may be a
         multiple of B (consecutive beams of each source).
 
         The mixture is computed a chunk of rows at a time (`pointer_mixture`): the copy distribution is nonzero only
-        at the source's tokens, so each row is a log-softmax corrected at S entries."""
+        at the source's tokens (or its ``top_k`` best-scoring ones), so each row is a log-softmax corrected there."""
         rows, length, width = hidden.shape
         sources, source_length = source_ids.shape
         group = rows // sources
         queries = self.query(hidden).reshape(sources, group * length, width)  # each source's beams together
         scores = (queries @ keys.transpose(1, 2)).float() * width**-0.5  # (B, group * T, S)
-        weights = scores.masked_fill(~source_mask.bool()[:, None, :], float("-inf")).softmax(-1)
-        # A token at several source positions is copied with the sum of their weights, gathered at each of them.
-        first = (source_ids[:, :, None] == source_ids[:, None, :]).to(torch.uint8).argmax(-1)  # (B, S)
-        index = first[:, None, :].expand_as(weights)
-        copied = weights.new_zeros(weights.shape).scatter_add_(2, index, weights).gather(2, index)
-
-        def per_row(values: Tensor) -> Tensor:  # (B, S) -> (B * group * T, S), one row per output row
-            return values[:, None, :].expand(-1, group * length, -1).reshape(-1, source_length)
-
-        unique = first == torch.arange(source_length, device=first.device)
+        scores = scores.masked_fill(~source_mask.bool()[:, None, :], float("-inf"))
+        # A token at several positions is copied with the sum of their weights, gathered at each of them: `first` is
+        # the first position holding each position's token.
+        if top_k is not None and top_k < source_length:  # (B, group * T, K): each row's own K source positions
+            scores, where = scores.topk(top_k, dim=-1)
+            ids = source_ids.gather(1, where.flatten(1)).view_as(where)
+            real = scores.isfinite()
+            first = (ids[..., :, None] == ids[..., None, :]).to(torch.uint8).argmax(-1)
+        else:  # every row reads the same S positions
+            ids = source_ids[:, None, :].expand(-1, group * length, -1)
+            real = source_mask.bool()[:, None, :].expand_as(ids)
+            first = (source_ids[:, :, None] == source_ids[:, None, :]).to(torch.uint8).argmax(-1)[:, None, :]
+            first = first.expand_as(ids)
+        weights = scores.softmax(-1)
+        copied = weights.new_zeros(weights.shape).scatter_add_(2, first, weights).gather(2, first)
+        unique = first == torch.arange(ids.size(-1), device=first.device)
         log_probs = pointer_mixture(
             logits.reshape(rows * length, -1),
             self.gate(hidden).float().reshape(-1, 1),
-            copied.reshape(-1, source_length),
-            per_row(source_ids),
-            per_row(source_mask.bool()),
-            per_row(unique),
+            copied.reshape(-1, ids.size(-1)),
+            ids.reshape(-1, ids.size(-1)),
+            real.reshape(-1, ids.size(-1)),
+            unique.reshape(-1, ids.size(-1)),
         )
         return log_probs.view(rows, length, -1)
 
@@ -447,7 +459,9 @@ class WeaverModel(nn.Module):
             keys = self.copy.key(encoder_states)
             if cache is not None:
                 cache.copy_keys = keys
-        return self.copy(hidden, logits, keys, source_ids, encoder_attention_mask)
+        return self.copy(
+            hidden, logits, keys, source_ids, encoder_attention_mask, None if recall is None else recall.top_k
+        )
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor) -> Tensor:
         """Teacher-forced logits (B, T, V); targets are right-padded so causal masking is enough."""
