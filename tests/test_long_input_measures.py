@@ -1,0 +1,44 @@
+"""The long-input measurement helpers: where recall weight falls, and ROUGE-L gaps with their bootstrap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from experiments.long_inputs.recall_mass import document_spans, shares
+from experiments.long_inputs.rouge_gap import paired_bootstrap, per_example_rouge_l
+from weaver.explain.attention import RecordedAttention
+from weaver.explain.explainer import Explanation
+
+
+def explanation(indices: list[int], weights: list[float]) -> Explanation:
+    """One layer, one head, one output token that fetched `indices` with `weights`."""
+    tokens = [" pkg", "<query>", "<doc>", " a", " b", "<doc>", " c", " d", " e"]
+    recalled = RecordedAttention(torch.tensor([[[weights]]]), torch.tensor([[[indices]]]))
+    return Explanation("recall", tokens, ["x"], "x", torch.zeros(1, len(tokens)).to_sparse(), recalled=recalled)
+
+
+def test_recall_shares_split_the_weight_between_query_queried_document_and_the_rest() -> None:
+    example = explanation([3, 0, 7, 4], [0.4, 0.1, 0.3, 0.2])
+    spans = document_spans(example, "<doc>")
+    assert spans == [(2, 5), (5, 9)]
+    measured = shares(example, spans[0], spans[0][0])
+    assert np.isclose(measured["queried"], 0.6) and np.isclose(measured["query"], 0.1)
+    assert measured["top_entry_in_queried"] == 1.0 and np.isclose(measured["queried_token_share"], 3 / 9)
+    assert shares(example, spans[1], spans[0][0])["top_entry_in_queried"] == 0.0
+
+
+def test_the_paired_bootstrap_brackets_a_real_gap_and_a_null_one(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    a = rng.uniform(20, 40, 200)
+    gap = paired_bootstrap(a, a - 10, samples=2000, seed=0)
+    assert gap["difference_95"][0] > 9 and gap["ratio_95"][0] > 1
+    same = paired_bootstrap(a, a + rng.normal(0, 1, 200), samples=2000, seed=0)
+    assert same["difference_95"][0] < 0 < same["difference_95"][1]
+    rows = [{"id": 3, "reference": "parse pathname components", "hypothesis": "parse a pathname"}]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    assert np.isclose(per_example_rouge_l(path)[3], 100 * 2 * (2 / 3 * 2 / 3) / (4 / 3))
