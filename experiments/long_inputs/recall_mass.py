@@ -29,7 +29,8 @@ from weaver.inference import Example, Predictor
 from weaver.instantiate import build
 
 HERE = Path(__file__).parent
-TOKENS_PER_DOCUMENT = 160  # an upper bound on average (descriptions average ~110 tokens with their headers)
+# Sources are never cut: memory reads any length, and a cut could drop the queried description.
+MAX_SOURCE_TOKENS = 1 << 20
 
 
 def document_spans(explanation: Explanation, document_token: str) -> list[tuple[int, int]]:
@@ -58,7 +59,7 @@ def measure(ckpt: str, documents: int, examples: int, batch_size: int, views: Pa
     overrides = {
         "data.pair_builder.eval_num_documents": documents,
         "data.pair_builder.eval_max_examples": examples,
-        "data.max_source_length": max(512, documents * TOKENS_PER_DOCUMENT),
+        "data.max_source_length": MAX_SOURCE_TOKENS,
     }
     run = restore_run(ckpt, overrides)
     datamodule = build(run.cfg.data, "data", tokenizer=GivenTokenizer(run.tokenizer))
