@@ -34,7 +34,7 @@ class RestoredRun:
 def read_checkpoint(path: str | Path | None, key: str = "ckpt_path") -> dict[str, Any]:
     """The checkpoint at `path`; errors name the config `key` that gave it."""
     if not path:
-        raise ConfigError(f"{key} is required: add ckpt_path=<a .ckpt file in a run's checkpoints/> to it.")
+        raise ConfigError(f"{key} is required: add {key}=<a .ckpt file in a run's checkpoints/> to it.")
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"{key}='{path}' is not a file.")

@@ -23,12 +23,12 @@ PARAGRAPHS = [
 
 
 class FakeTokenizer:
-    """Ids are their own tokens; 2 is EOS; sentinels are 900, 901, ..."""
+    """2 is EOS."""
 
     eos_token_id = 2
 
-    def convert_tokens_to_ids(self, tokens: list[str]) -> list[int]:
-        return [900 + int(token.removeprefix("<extra_id_").removesuffix(">")) for token in tokens]
+
+SENTINEL_IDS = list(range(900, 910))  # <extra_id_0> ... <extra_id_9>
 
 
 def test_span_corruption_drops_spans_that_the_target_restores_with_sentinels() -> None:
@@ -36,7 +36,7 @@ def test_span_corruption_drops_spans_that_the_target_restores_with_sentinels() -
     ids = [100 + i for i in range(80)] + [2]
     special = np.array([False] * 80 + [True])
     for seed in range(30):
-        source, target = corruption.pair(ids, special, FakeTokenizer(), np.random.default_rng(seed))
+        source, target = corruption.pair(ids, special, FakeTokenizer(), SENTINEL_IDS, np.random.default_rng(seed))
         sentinels = [token for token in source if token >= 900]
         assert sentinels == list(range(900, 900 + len(sentinels))) and 1 <= len(sentinels) <= 10
         assert [token for token in target if token >= 900] == sentinels and target[-1] == 2
@@ -107,7 +107,7 @@ def pretraining_datamodule(tmp_path: Path, denoising: object, **files: str) -> S
 def test_an_objective_replacing_pairs_corrupts_every_split_with_fixed_noise(tmp_path: Path, objective: type) -> None:
     text = tmp_path / "train.txt"
     text.write_text("\n\n".join(PARAGRAPHS), encoding="utf-8")
-    data = pretraining_datamodule(tmp_path, objective(replace_pairs=True, copies=2), train_file=str(text))
+    data = pretraining_datamodule(tmp_path, objective(copies=2), train_file=str(text))
     splits = data.tokenized_splits()
     tokenizer = data.tokenizer
     marker = "<mask>" if objective is TextInfilling else "<extra_id_0>"
@@ -121,14 +121,14 @@ def test_an_objective_replacing_pairs_corrupts_every_split_with_fixed_noise(tmp_
         assert len(set(split["example_id"])) == len(split)
     if objective is TextInfilling:  # the target is the text itself
         assert all(tokenizer.decode(row, skip_special_tokens=True).split() for row in splits["validation"]["labels"])
-    again = pretraining_datamodule(tmp_path / "again", objective(replace_pairs=True, copies=2), train_file=str(text))
+    again = pretraining_datamodule(tmp_path / "again", objective(copies=2), train_file=str(text))
     assert again.tokenized_splits()["validation"]["input_ids"] == splits["validation"]["input_ids"]
 
 
 def test_a_text_file_reads_one_row_per_paragraph(tmp_path: Path) -> None:
     text = tmp_path / "train.txt"
     text.write_text("\n\n".join(PARAGRAPHS), encoding="utf-8")
-    data = pretraining_datamodule(tmp_path, None, train_file=str(text))
+    data = pretraining_datamodule(tmp_path, TextInfilling(), train_file=str(text))
     pairs = data.pairs()
     assert sum(len(pairs[split]) for split in pairs) >= len(PARAGRAPHS)
     assert "second line of it" in " ".join(pairs["train"]["source"])
@@ -139,11 +139,26 @@ def test_bad_text_files_are_refused_naming_the_file(tmp_path: Path, content: byt
     text = tmp_path / "train.txt"
     text.write_bytes(content)
     with pytest.raises(DataError, match=f"data.train_file.*{message}"):
-        pretraining_datamodule(tmp_path, None, train_file=str(text)).pairs()
+        pretraining_datamodule(tmp_path, TextInfilling(), train_file=str(text)).pairs()
 
 
 def test_jsonl_rows_give_their_named_column(tmp_path: Path) -> None:
     rows = [{"text": paragraph, "id": i} for i, paragraph in enumerate(PARAGRAPHS)]
     rows = write_jsonl(tmp_path / "train.jsonl", rows)
-    pairs = pretraining_datamodule(tmp_path, None, train_file=str(rows)).pairs()
+    pairs = pretraining_datamodule(tmp_path, TextInfilling(), train_file=str(rows)).pairs()
     assert all(len(text.split()) <= 8 for text in pairs["train"]["source"])
+
+
+def test_unlabelled_text_needs_an_objective_and_an_encoder_decoder(tmp_path: Path) -> None:
+    text = tmp_path / "train.txt"
+    text.write_text("\n\n".join(PARAGRAPHS), encoding="utf-8")
+    with pytest.raises(ConfigError, match="denoising=text_infilling or denoising=span_corruption"):
+        pretraining_datamodule(tmp_path, None, train_file=str(text))
+    with pytest.raises(ConfigError, match="decoder-only pretraining is not supported yet"):
+        Seq2SeqDataModule(
+            TrainedTokenizer(vocab_size=300),
+            pair_builder=RawText(),
+            train_file=str(text),
+            denoising=TextInfilling(),
+            prompt_template="{source}",
+        )

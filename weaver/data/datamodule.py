@@ -100,8 +100,8 @@ class Seq2SeqDataModule(LightningDataModule):
     and lands in caches (`datasets` fingerprints, the tokenizer cache); `setup` on every rank reads them back.
 
     `denoising` (`weaver.data.denoising.TextInfilling` or `SpanCorruption`) adds corrupted copies of the training
-    sources to reconstruct next to the task's own training pairs, or with `replace_pairs` (task=pretrain) makes every
-    split's examples corrupted texts.
+    sources to reconstruct next to the task's own training pairs; with a pair builder of unlabelled texts
+    (`weaver.data.raw_text.RawText`, task=pretrain) every split's examples are corrupted texts instead.
 
     `prompt_template` (set by `model=hf_causal_lm`) lays examples out for a decoder-only model: each source inside
     the template, as a prompt padded on the left, and each target as its completion (`weaver.prompts`).
@@ -150,6 +150,17 @@ class Seq2SeqDataModule(LightningDataModule):
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}.")
         self.prompt = PromptTemplate(prompt_template) if prompt_template is not None else None
+        self.unlabelled = getattr(pair_builder, "unlabelled", False)
+        if self.unlabelled and self.prompt is not None:
+            raise ConfigError(
+                "Unlabelled text (data=pretrain_text) is pretraining data for encoder-decoders (text infilling, span "
+                "corruption); decoder-only pretraining is not supported yet: use a Weaver or model=hf_seq2seq model."
+            )
+        if self.unlabelled and denoising is None:
+            raise ConfigError(
+                "Unlabelled text (data=pretrain_text) needs an objective to make examples of it: set "
+                "denoising=text_infilling or denoising=span_corruption."
+            )
         if self.prompt is not None and denoising is not None:
             raise ConfigError(
                 "data.denoising makes examples for encoder-decoder models; set data.denoising=null for a decoder-only "
@@ -299,7 +310,7 @@ class Seq2SeqDataModule(LightningDataModule):
                 )
         if self.denoising is not None:
             length = self.denoising.text_length(h.max_source_length, h.max_target_length)
-            if self.denoising.replace_pairs:  # the objective is the task (task=pretrain): every split's examples
+            if self.unlabelled:  # the objective is the task (task=pretrain): every split's examples
                 splits = {name: self.denoising.examples(data, tokenizer, length, name) for name, data in splits.items()}
             else:
                 first_id = int(max(splits["train"]["example_id"], default=-1)) + 1

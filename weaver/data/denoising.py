@@ -1,14 +1,14 @@
 """Denoising examples: BART's text infilling (Lewis et al. 2020) and T5's span corruption (Raffel et al. 2020).
 
 Two uses, one mechanism (`data.denoising`):
-- Beside a task's own pairs (`replace_pairs: false`). A model trained from scratch on a few thousand labelled pairs
+- Beside a task's own pairs. A model trained from scratch on a few thousand labelled pairs
   sees each source only as context for a short target: it learns the sources' language slowly, and copying a name
   token by token from the source, which a summary needs, it sees a few times per name at most. `copies` examples
   are added next to every training example, whose target is that example's source and whose source is the same
   text corrupted: reconstructing them is practice at reading the sources and at copying them out in order.
   Validation and test are untouched, so the monitored metrics stay the task's own.
-- As the whole task (`replace_pairs: true`, `task=pretrain`): every split's examples are corrupted texts, so the
-  validation loss is the objective's own, on held-out text.
+- As the whole task, when the examples are raw texts (`task=pretrain`, `weaver.data.raw_text.RawText`): every
+  split's examples are corrupted texts, so the validation loss is the objective's own, on held-out text.
 
 Noise is drawn once, per (split, copy, example) from a fixed seed: the examples are cached by `datasets` with the
 rest of the tokenized data, and a run, a resumed run and a rerun all see the same ones.
@@ -55,11 +55,10 @@ def fingerprint(recipe: str) -> str:
 @dataclass
 class Corruption:
     """What both objectives share: `copies` corrupted versions of each training text (one of each validation and
-    test text), drawn from `seed`, added beside the task's pairs or replacing them (`replace_pairs`)."""
+    test text), drawn from `seed`."""
 
     copies: int = 1
     seed: int = 0
-    replace_pairs: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.copies, bool) or not isinstance(self.copies, int) or self.copies < 1:
@@ -78,9 +77,15 @@ class Corruption:
         raise NotImplementedError
 
     def pair(
-        self, ids: list[int], special: np.ndarray, tokenizer: PreTrainedTokenizerBase, rng: np.random.Generator
+        self,
+        ids: list[int],
+        special: np.ndarray,
+        tokenizer: PreTrainedTokenizerBase,
+        marker_ids: list[int],
+        rng: np.random.Generator,
     ) -> tuple[list[int], list[int]]:
-        """(corrupted source, target) of one tokenized text; `special` marks its special tokens."""
+        """(corrupted source, target) of one tokenized text; `special` marks its special tokens, `marker_ids` are the
+        ids of `special_tokens`."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -107,6 +112,7 @@ class Corruption:
         as in `data`."""
         self.check_tokenizer(tokenizer)
         special_ids = np.array(sorted(set(tokenizer.all_special_ids)))
+        marker_ids = tokenizer.convert_tokens_to_ids(self.special_tokens)
         split_code = zlib.crc32(split.encode())
 
         def noised(batch: dict[str, list[Any]], indices: list[int], copy: int) -> dict[str, list[Any]]:
@@ -116,7 +122,8 @@ class Corruption:
                     ids = ids[: max_length - 1] + ids[-1:]
                 # Training draws keep the seeds of the copies added beside a task's pairs; other splits their own.
                 key = [self.seed, copy, index] if split == "train" else [self.seed, split_code, copy, index]
-                source, target = self.pair(ids, np.isin(ids, special_ids), tokenizer, np.random.default_rng(key))
+                rng = np.random.default_rng(key)
+                source, target = self.pair(ids, np.isin(ids, special_ids), tokenizer, marker_ids, rng)
                 inputs.append(source)
                 labels.append(target)
             return {
@@ -177,10 +184,15 @@ class TextInfilling(Corruption):
         return f"text infilling: {100 * self.mask_ratio:.0f}% of words masked, spans of ~{self.mean_span_words:g} words"
 
     def pair(
-        self, ids: list[int], special: np.ndarray, tokenizer: PreTrainedTokenizerBase, rng: np.random.Generator
+        self,
+        ids: list[int],
+        special: np.ndarray,
+        tokenizer: PreTrainedTokenizerBase,
+        marker_ids: list[int],
+        rng: np.random.Generator,
     ) -> tuple[list[int], list[int]]:
         starts = word_starts(tokenizer.convert_ids_to_tokens(ids), special)
-        return self.corrupt(ids, starts, special, tokenizer.convert_tokens_to_ids(self.mask_token), rng), list(ids)
+        return self.corrupt(ids, starts, special, marker_ids[0], rng), list(ids)
 
     def corrupt(
         self, ids: list[int], starts: np.ndarray, special: np.ndarray, mask_id: int, rng: np.random.Generator
@@ -265,9 +277,13 @@ class SpanCorruption(Corruption):
         return mask
 
     def pair(
-        self, ids: list[int], special: np.ndarray, tokenizer: PreTrainedTokenizerBase, rng: np.random.Generator
+        self,
+        ids: list[int],
+        special: np.ndarray,
+        tokenizer: PreTrainedTokenizerBase,
+        marker_ids: list[int],
+        rng: np.random.Generator,
     ) -> tuple[list[int], list[int]]:
-        sentinels = tokenizer.convert_tokens_to_ids(self.special_tokens)
         corruptible = np.flatnonzero(~special)
         noise = self.noise_mask(len(corruptible), rng)
         dropped = np.zeros(len(ids), dtype=bool)
@@ -280,7 +296,7 @@ class SpanCorruption(Corruption):
         for position, token_id in enumerate(ids):
             if starts[position]:
                 span += 1
-                source.append(sentinels[span])
-                target.append(sentinels[span])
+                source.append(marker_ids[span])
+                target.append(marker_ids[span])
             (target if dropped[position] else source).append(token_id)
         return source, [*target, tokenizer.eos_token_id]

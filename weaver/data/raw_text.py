@@ -2,9 +2,10 @@
 
 `RawText` is the data module's `pair_builder` for rows of plain text: a `.txt` file (one row per paragraph), a
 column of jsonl/csv/parquet rows, a `datasets` source, or the text sides of the embedded corpora. Each text becomes
-examples whose source and target are both the text; `data.denoising` (with `replace_pairs: true`) then corrupts the
-sources in token space. Texts longer than `max_words` words are split into pieces of at most that many, so a long
-document is read whole instead of cut at `data.max_source_length`.
+examples whose source and target are both the text; `data.denoising` then corrupts every split's sources in token
+space: with no labelled pairs to add them beside, the corrupted texts are the examples. Texts longer than
+`max_words` words are split into pieces of at most that many, so a long document is read whole instead of cut at
+`data.max_source_length`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class RawText:
     """Rows -> pieces of text, each the source and the target of one example. Every non-empty text of each of
     `text_fields` (dotted names reach into nested fields) counts; rows where it is missing, empty or not text are
     skipped and counted, as are pieces of fewer than `min_words` words."""
+
+    # No labels: the data module makes every split's examples `data.denoising`'s corrupted texts.
+    unlabelled = True
 
     text_fields: list[str] = field(default_factory=lambda: ["text"])
     max_words: int = 200

@@ -1,6 +1,6 @@
 """Self-supervised pretraining (`task=pretrain`): the shared task, scored by its loss on held-out text alone.
 
-The examples are corrupted texts to reconstruct (`data.denoising` with `replace_pairs: true`): the validation and
+The examples are raw texts (`data=pretrain_text`) corrupted by `data.denoising`, to reconstruct: the validation and
 test losses and perplexities are the objective's own, computed exactly over the whole split as for every task. No
 output is generated, so an evaluation costs one forward pass per batch.
 """
