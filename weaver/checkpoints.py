@@ -87,17 +87,17 @@ def checkpoint_tokenizer(path: str | Path, key: str) -> PreTrainedTokenizerBase:
 
 def checkpoint_weaver(path: str | Path) -> WeaverModel:
     """The native Weaver model a training checkpoint holds (mergeable adapters merged in), to start another run."""
-    model = restore_run(path, key="model.path").task.model
+    model = restore_run(path, key="model.init_from").task.model
     if peft_model_of(model) is not None:
         if not can_merge(model):
             raise ConfigError(
-                f"model.path='{path}': its adapters cannot be merged into the weights; train on from it with "
+                f"model.init_from='{path}': its adapters cannot be merged into the weights; train on from it with "
                 "resume or ckpt_path instead."
             )
         model = merge_adapters(model)
     if not isinstance(model, WeaverModel):
         raise ConfigError(
-            f"model.path='{path}' holds a {type(model).__name__}, not a native Weaver model: export it (python "
+            f"model.init_from='{path}' holds a {type(model).__name__}, not a native Weaver model: export it (python "
             "export.py) and load the folder with its own model config (model=hf_seq2seq model.name_or_path=...)."
         )
     return model

@@ -29,6 +29,15 @@ def resource_path(name: str) -> str:
     return str(path)
 
 
+def pretrained_path(name: str) -> str:
+    """Absolute path of a model shipped with the package (`${weaver.pretrained:weaver_small_pretrained}`)."""
+    path = Path(str(files("weaver"))) / "pretrained" / name
+    if not (path / "config.json").is_file():
+        shipped = sorted(p.name for p in path.parent.iterdir() if p.is_dir()) if path.parent.is_dir() else []
+        raise WeaverError(f"No model named '{name}' ships with this package (shipped: {', '.join(shipped) or 'none'}).")
+    return str(path)
+
+
 def chitchat_file(cache_dir: str | None = None) -> str:
     """`${weaver.chitchat:${paths.cache_dir}}`: the chitchat-dataset package's conversations as JSONL rows, written
     once under the cache dir (see `weaver.corpora.chitchat`)."""
@@ -69,6 +78,7 @@ def register_resolvers() -> None:
     """Idempotent, so tests and every entry point can call it."""
     resolvers = {
         "weaver.resource": resource_path,
+        "weaver.pretrained": pretrained_path,
         "weaver.safe_name": safe_name,
         "weaver.chitchat": chitchat_file,
         "weaver.optuna_direction": optuna_direction,

@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+import torch
 import transformers
 from peft import PeftModel
 from torch import nn
@@ -28,8 +29,16 @@ log = logging.getLogger(__name__)
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 
 
-def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, adapter_only: bool = False) -> Path:
-    """Write the model of `ckpt_path`, its tokenizer and its decoding settings to `output_dir`."""
+WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def export_checkpoint(
+    ckpt_path: str | Path, output_dir: str | Path, adapter_only: bool = False, weights_dtype: str | None = None
+) -> Path:
+    """Write the model of `ckpt_path`, its tokenizer and its decoding settings to `output_dir`; `weights_dtype`
+    (float16, bfloat16) stores the weights at half the size, and loading casts them back to the model's dtype."""
+    if weights_dtype is not None and weights_dtype not in WEIGHTS_DTYPES:
+        raise ConfigError(f"weights_dtype={weights_dtype!r}: choose one of {', '.join(WEIGHTS_DTYPES)} (or null).")
     run = restore_run(ckpt_path)
     model, generation = run.task.model, run.task.generation
     output = Path(output_dir).expanduser()
@@ -41,9 +50,11 @@ def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, adapter_onl
         log.info("Virtual-token adapters cannot be merged into the weights: exporting the adapters alone.")
         adapter_only = True
     if adapter_only:
-        save_adapters(model, output, base=run.cfg.model.get("path") or run.cfg.model.get("name_or_path"))
+        save_adapters(model, output, base=run.cfg.model.get("init_from") or run.cfg.model.get("name_or_path"))
     else:
         model = merge_adapters(model)
+        if weights_dtype is not None:
+            model = model.to(WEIGHTS_DTYPES[weights_dtype])
         if isinstance(model, HFBackbone):
             model.backbone.save_pretrained(output)
         else:

@@ -54,6 +54,28 @@ def build_trainer(node: DictConfig, **kwargs: Any) -> L.Trainer:
     return build(node, "trainer", **kwargs)
 
 
+PRETRAINED_TOKENIZER = "weaver.data.PretrainedTokenizer"
+
+
+def build_tokenizer(cfg: DictConfig) -> Any:
+    """The tokenizer spec of `cfg.tokenizer`. A model started from saved weights (`model.init_from`) reads its ids
+    through the tokenizer saved with it: another one (trained anew, or loaded from elsewhere) would silently give
+    every embedding a different token, so it is refused before any data is read."""
+    init_from = cfg.model.get("init_from")
+    if init_from is not None:
+        source = cfg.tokenizer.get("name_or_path")
+        if cfg.tokenizer.get("_target_") != PRETRAINED_TOKENIZER or source != init_from:
+            given = (
+                f"tokenizer.name_or_path={source}" if source else f"tokenizer._target_={cfg.tokenizer.get('_target_')}"
+            )
+            raise ConfigError(
+                f"model.init_from='{init_from}' brings its own tokenizer, but the config asks for another ({given}): "
+                "drop the tokenizer override (the model's tokenizer is used), or train from scratch with a model "
+                "config that has no init_from (e.g. model=weaver_small)."
+            )
+    return build(cfg.tokenizer, "tokenizer")
+
+
 def build_pair_builder(data: DictConfig) -> PairBuilder:
     """How the data config `data` turns rows into examples, built as its datamodule builds it."""
     pair_builder = build(data.pair_builder, "data.pair_builder") if data.get("pair_builder") else None

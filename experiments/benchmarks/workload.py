@@ -27,7 +27,7 @@ from transformers import (
 from weaver.cli.train import train
 from weaver.config import config_dir, register_resolvers
 from weaver.data import Seq2SeqDataModule
-from weaver.instantiate import build
+from weaver.instantiate import build, build_tokenizer
 
 # Quiet, comparable runs: no checkpoints, no validation, CSV logs only.
 BENCHMARK_RUN = [
@@ -56,7 +56,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 
 def datamodule(cfg: DictConfig) -> Seq2SeqDataModule:
-    data = build(cfg.data, "data", tokenizer=build(cfg.tokenizer, "tokenizer"), cache_dir=cfg.paths.cache_dir)
+    data = build(cfg.data, "data", tokenizer=build_tokenizer(cfg), cache_dir=cfg.paths.cache_dir)
     data.setup("fit")
     return data
 

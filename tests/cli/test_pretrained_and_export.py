@@ -138,7 +138,7 @@ def test_native_lora_adapts_an_exported_model(train_config: DictConfig, tiny_dat
     base = tmp_path / "base"
     export_checkpoint(best_checkpoint(train_config), base)
     overrides = [f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING, "peft=lora"]
-    cfg = tiny_run_config(overrides, tmp_path / "adapted", model=["model=weaver_pretrained", f"model.path={base}"])
+    cfg = tiny_run_config(overrides, tmp_path / "adapted", model=["model=weaver_pretrained", f"model.init_from={base}"])
     metrics, objects = train(cfg)
     trainable = sum(p.numel() for p in objects["model"].parameters() if p.requires_grad)
     assert trainable * 10 <= sum(p.numel() for p in objects["model"].parameters())

@@ -9,7 +9,7 @@ from weaver.export import export_checkpoint
 
 
 def export(cfg: DictConfig) -> None:
-    export_checkpoint(cfg.ckpt_path, cfg.output_dir, adapter_only=cfg.adapter_only)
+    export_checkpoint(cfg.ckpt_path, cfg.output_dir, adapter_only=cfg.adapter_only, weights_dtype=cfg.weights_dtype)
 
 
 main = entry_point("export", export)

@@ -21,7 +21,7 @@ from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
 from weaver.config import optuna_direction, register_resolvers
 from weaver.errors import ConfigError, TrainingDiverged
-from weaver.instantiate import build, build_model, build_named, build_task, build_trainer
+from weaver.instantiate import build, build_model, build_named, build_task, build_tokenizer, build_trainer
 from weaver.tasks import Seq2SeqTask
 from weaver.utils.distributed import exit_with_launcher, is_first_process
 from weaver.utils.hardware import share_cpu_cores
@@ -61,7 +61,7 @@ def train_in(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float], dict[
     loggers = build_named(cfg.get("logger"), "logger")
     trainer: L.Trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     share_cpu_cores(type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(), trainer.num_devices)
-    datamodule = build(cfg.data, "data", tokenizer=build(cfg.tokenizer, "tokenizer"), cache_dir=cfg.paths.cache_dir)
+    datamodule = build(cfg.data, "data", tokenizer=build_tokenizer(cfg), cache_dir=cfg.paths.cache_dir)
     tokenizer = datamodule.tokenizer
     save_tokenizer(tokenizer, output_dir / "tokenizer")
     model = build_model(cfg, tokenizer)

@@ -159,7 +159,7 @@ class PretrainedTokenizer:
 
         hint = (
             " (model=hf_seq2seq and model=hf_causal_lm set it from model.name_or_path, model=weaver_pretrained from"
-            " model.path)"
+            " model.init_from)"
         )
         if not self.name_or_path:
             raise ConfigError(

@@ -566,29 +566,44 @@ def build_weaver(
 
 
 def load_weaver(
-    path: str,
+    init_from: str,
     tokenizer: PreTrainedTokenizerBase | None = None,
     activation_checkpointing: bool = False,
     memory: Mapping[str, Any] | None = None,
+    dropout: float | None = None,
     max_source_length: int | None = None,
     max_target_length: int | None = None,
 ) -> WeaverModel:
-    """Hydra builder for `model=weaver_pretrained`: fine-tune (or adapt with LoRA) an exported Weaver model, or the
-    one in a training checkpoint (a `.ckpt` file, e.g. of `task=pretrain`); ``memory`` (`memory=recall`) replaces
-    the saved model's memory settings (they add no weights)."""
-    if Path(path).expanduser().is_file():
+    """Hydra builder for `model=weaver_pretrained` (and the shipped `model=weaver_small_pretrained`): fine-tune (or
+    adapt with LoRA) an exported Weaver model, or the one in a training checkpoint (a `.ckpt` file, e.g. of
+    `task=pretrain`). ``memory`` (`memory=recall`) and ``dropout`` replace the saved settings: neither changes the
+    weights, and a model pretrained without dropout is usually fine-tuned with it."""
+    path = Path(init_from).expanduser()
+    if not path.exists():
+        raise ConfigError(f"model.init_from='{init_from}' does not exist: give an exported folder or a .ckpt file.")
+    if path.is_file():
         from weaver.checkpoints import checkpoint_weaver  # it builds models: imported here, not at module load
 
-        model = checkpoint_weaver(Path(path).expanduser())
+        model = checkpoint_weaver(path)
     else:
-        model = WeaverModel.from_pretrained(path)
+        try:
+            model = WeaverModel.from_pretrained(path)
+        except ConfigError as error:
+            raise ConfigError(f"model.init_from='{init_from}': {error}") from None
     if tokenizer is not None and len(tokenizer) != model.config.vocab_size:
         raise ConfigError(
-            f"The tokenizer has {len(tokenizer)} tokens but the model at model.path='{path}' has "
-            f"{model.config.vocab_size}: use the tokenizer saved with it (tokenizer.name_or_path={path})."
+            f"The tokenizer has {len(tokenizer)} tokens but the model at model.init_from='{init_from}' has "
+            f"{model.config.vocab_size}: use the tokenizer saved with it (tokenizer.name_or_path={init_from})."
         )
+    settings: dict[str, Any] = {}
     if memory is not None:
-        model.config = replace(model.config, memory=memory_from_settings(memory, tokenizer))
+        settings["memory"] = memory_from_settings(memory, tokenizer)
+    if dropout is not None:
+        settings["dropout"] = dropout
+    if settings:  # rebuilt with the new settings, then given the same weights
+        weights = model.state_dict()
+        model = WeaverModel(replace(model.config, **settings))
+        model.load_state_dict(weights)
     return _prepared(model.train(), activation_checkpointing, max_source_length, max_target_length)
 
 
