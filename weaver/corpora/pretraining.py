@@ -117,10 +117,7 @@ class HeldOut:
         return None
 
 
-def ddtp_rows(lists_dir: Path, held_out: HeldOut, dropped: Counter[str]) -> tuple[list[Row], list[Path]]:
-    indexes = translation_indexes(lists_dir)
-    if "en" not in indexes:
-        raise DataError(f"no Translation-en files in {lists_dir}; run: {REFRESH_COMMAND}")
+def ddtp_rows(indexes: dict[str, list[Path]], held_out: HeldOut, dropped: Counter[str]) -> list[Row]:
     by_language: dict[str, dict[str, Description]] = {}
     for lang, description in read_descriptions(path for paths in indexes.values() for path in paths):
         by_language.setdefault(lang, {}).setdefault(description.md5, description)
@@ -134,7 +131,7 @@ def ddtp_rows(lists_dir: Path, held_out: HeldOut, dropped: Counter[str]) -> tupl
             text = "\n".join(part for part in (description.synopsis, *description.paragraphs) if part)
             if text:
                 rows.append({"id": f"ddtp-{lang}-{md5}", "source": "ddtp", "lang": lang, "text": text})
-    return rows, [path for paths in indexes.values() for path in paths]
+    return rows
 
 
 def manpage_rows(resources_dir: Path) -> list[Row]:
@@ -200,17 +197,20 @@ def word_counts(rows: list[Row]) -> dict[str, int]:
 
 def build(lists_dir: Path, resources_dir: Path, output_dir: Path, cache_dir: str | None) -> Path:
     """Read every source, drop the held-out texts, write the splits and the manifest; return the corpus folder."""
-    held_out = HeldOut(resources_dir)
+    indexes = translation_indexes(lists_dir)
+    if "en" not in indexes:
+        raise DataError(f"no Translation-en files in {lists_dir}; run: {REFRESH_COMMAND}")
     dropped: Counter[str] = Counter()
-    ddtp, indexes = ddtp_rows(lists_dir, held_out, dropped)
-    rows = ddtp + manpage_rows(resources_dir) + chitchat_rows(cache_dir)
+    rows = ddtp_rows(indexes, HeldOut(resources_dir), dropped) + manpage_rows(resources_dir) + chitchat_rows(cache_dir)
     splits = split_rows(rows)
     stats = {
         "corpus": "pretraining",
         "counts": {split: len(splits[split]) for split in SPLITS},
         "train_words": word_counts(splits["train"]),
         "dropped": dict(sorted(dropped.items())),
-        "sources": [{"file": path.name, "release_date": release_date(path)} for path in indexes],
+        "sources": [
+            {"file": path.name, "release_date": release_date(path)} for paths in indexes.values() for path in paths
+        ],
         "excluded": [
             "descriptions whose Description-md5 starts with '0', in every language",
             "every language of a description whose md5, English family or text is in a held-out split of "
