@@ -49,8 +49,9 @@ def built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[d
     monkeypatch.setattr(pretraining, "chitchat_rows", lambda cache_dir: [])
     items = descriptions()
     lists = write_lists(tmp_path / "lists", items)
-    for name, lang in ((FR_FILE, "fr"), (PT_BR_FILE, "pt_BR")):
-        text = "".join(stanza(d["package"], d["md5"], lang, f"{lang} {d['de'][0]}", d["de"][1:]) for d in items)
+    # French for every other description: an English→French corpus would hold out descriptions of its own.
+    for name, lang, translated in ((FR_FILE, "fr", items[::2]), (PT_BR_FILE, "pt_BR", items)):
+        text = "".join(stanza(d["package"], d["md5"], lang, f"{lang} {d['de'][0]}", d["de"][1:]) for d in translated)
         (lists / name).write_text(text, encoding="utf-8")
     resources = tmp_path / "resources"
     debian.build(lists, resources)
@@ -86,8 +87,23 @@ def test_every_language_is_read_and_held_out_or_reserved_descriptions_are_left_o
     md5s = {row["id"].rsplit("-", 1)[1] for row in rows if row["source"] == "ddtp"}
     assert not md5s & held_out
     assert not any(md5.startswith("0") for md5 in md5s)
-    kept = {md5 for md5 in md5s if any(row["id"] == f"ddtp-fr-{md5}" for row in rows)}
-    assert kept == md5s  # a description kept in English is kept in every language
+    english = {md5 for md5 in md5s if f"ddtp-en-{md5}" in {row["id"] for row in rows}}
+    assert english == {row["id"].rsplit("-", 1)[1] for row in rows if row["lang"] == "pt_BR"}  # kept in every language
+
+
+def test_the_held_out_splits_of_a_pair_corpus_built_for_any_other_language_are_left_out(
+    built: tuple[Path, list[dict]], tmp_path: Path
+) -> None:
+    resources, rows = built
+    indexes = pretraining.translation_indexes(tmp_path / "lists")
+    by_language: dict[str, dict] = {}
+    for lang, description in pretraining.read_descriptions(path for paths in indexes.values() for path in paths):
+        by_language.setdefault(lang, {})[description.md5] = description
+    french = debian.build_translation(by_language["en"], by_language["fr"]).splits
+    french_held_out = {row["id"].partition("-")[0] for split in ("validation", "test") for row in french[split]}
+    assert french_held_out - held_out_md5s(resources)  # the French corpus holds out descriptions en→de does not
+    md5s = {row["id"].rsplit("-", 1)[1] for row in rows if row["source"] == "ddtp"}
+    assert not md5s & french_held_out
 
 
 def test_no_held_out_text_appears_and_only_train_man_pages_are_read(built: tuple[Path, list[dict]]) -> None:

@@ -14,8 +14,9 @@ Left out, and counted in ``stats.json``:
 * reserved for external evaluation: descriptions whose ``Description-md5`` starts with ``0`` (every language; the
   man pages and chatterbot texts reserved the same way never enter the embedded corpora this reads);
 * every task's validation and test text: descriptions (in every language) whose md5 is a held-out `ddtp_en_de`
-  pair's, whose English first paragraph opens a held-out `debian_summaries` family, or whose synopsis or a paragraph
-  is a held-out source or target verbatim; the man pages and conversations of those splits.
+  pair's, or would be one of an English→X corpus built the same way for any other language X (so a pair of your own
+  choosing tests on unread text), whose English first paragraph opens a held-out `debian_summaries` family, or whose
+  synopsis or a paragraph is a held-out source or target verbatim; the man pages and conversations of those splits.
 
 The corpus's own validation and test splits (for the pretraining loss) are the rows ranked first by a stable hash of
 their ids, so a rebuild from the same sources is byte-identical.
@@ -34,6 +35,7 @@ from pathlib import Path
 
 from weaver.corpora.debian import (
     Description,
+    build_translation,
     family_key,
     iter_stanzas,
     normalise,
@@ -104,6 +106,18 @@ class HeldOut:
                 self.texts.add(normalise(row["summary"]))
         self.texts.discard("")
 
+    def add_translation_splits(self, by_language: dict[str, dict[str, Description]]) -> None:
+        """Hold out, too, what the validation and test splits of an English→X pair corpus built the same way as
+        `ddtp_en_de` (`weaver.corpora.debian.build_translation`) would be, for every language X: a corpus of your
+        own language pair then tests on text the pretrained model never read."""
+        english = by_language.get("en", {})
+        for lang, descriptions in by_language.items():
+            if lang != "en":
+                splits = build_translation(english, descriptions).splits
+                self.md5s.update(
+                    row["id"].partition("-")[0] for split in ("validation", "test") for row in splits[split]
+                )
+
     def reason(self, description: Description, english: Description | None) -> str | None:
         """Why a description must stay out, or None."""
         if is_reserved(description.md5):
@@ -121,6 +135,7 @@ def ddtp_rows(indexes: dict[str, list[Path]], held_out: HeldOut, dropped: Counte
     by_language: dict[str, dict[str, Description]] = {}
     for lang, description in read_descriptions(path for paths in indexes.values() for path in paths):
         by_language.setdefault(lang, {}).setdefault(description.md5, description)
+    held_out.add_translation_splits(by_language)
     english = by_language.get("en", {})
     rows = []
     for lang in sorted(by_language):
@@ -214,7 +229,8 @@ def build(lists_dir: Path, resources_dir: Path, output_dir: Path, cache_dir: str
         "excluded": [
             "descriptions whose Description-md5 starts with '0', in every language",
             "every language of a description whose md5, English family or text is in a held-out split of "
-            "ddtp_en_de or debian_summaries",
+            "ddtp_en_de or debian_summaries, or whose md5 is in a held-out split of the English->X pairs built the "
+            "same way for any language X",
             "the validation and test splits of manpages and chitchat",
         ],
         "licences": LICENCES,
