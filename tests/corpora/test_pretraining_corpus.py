@@ -49,15 +49,16 @@ def built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[d
     monkeypatch.setattr(pretraining, "chitchat_rows", lambda cache_dir: [])
     items = descriptions()
     lists = write_lists(tmp_path / "lists", items)
-    # French for every other description: an English→French corpus would hold out descriptions of its own.
-    for name, lang, translated in ((FR_FILE, "fr", items[::2]), (PT_BR_FILE, "pt_BR", items)):
-        text = "".join(stanza(d["package"], d["md5"], lang, f"{lang} {d['de'][0]}", d["de"][1:]) for d in translated)
-        (lists / name).write_text(text, encoding="utf-8")
     resources = tmp_path / "resources"
     debian.build(lists, resources)
     (resources / "manpages").mkdir()
     for split in debian.SPLITS:
         write_jsonl_gz(resources / "manpages" / f"{split}.jsonl.gz", [{**MANPAGE, "name": f"{split}.1"}])
+    # French only for descriptions the embedded corpora train on: an English→French corpus holds out its own.
+    french = [d for d in items if d["md5"] not in held_out_md5s(resources)]
+    for name, lang, translated in ((FR_FILE, "fr", french), (PT_BR_FILE, "pt_BR", items)):
+        text = "".join(stanza(d["package"], d["md5"], lang, f"{lang} {d['de'][0]}", d["de"][1:]) for d in translated)
+        (lists / name).write_text(text, encoding="utf-8")
     folder = pretraining.build(lists, resources, tmp_path / "out", cache_dir=None)
     rows = [row for split in debian.SPLITS for row in read(folder / f"{split}.jsonl.gz")]
     return resources, rows
