@@ -278,3 +278,16 @@ def test_translation_still_split_by_description(tmp_path: Path, small_held_out: 
     splits = read_all(tmp_path / "out", "ddtp_en_de")
     # Every description of `family` shares SHARED_EN, yet they spread over all three splits.
     assert all(any(row["id"].endswith("-1") for row in rows) for rows in splits.values())
+
+
+def test_another_target_language_writes_its_pairs_alone(tmp_path: Path, small_held_out: None) -> None:
+    lists = write_lists(tmp_path / "lists", family(20))
+    french = "".join(stanza(d["package"], d["md5"], "fr", f"fr {d['de'][0]}", d["de"][1:]) for d in family(20))
+    (lists / EN_FILE.replace("-en", "-fr")).write_text(french, encoding="utf-8")
+    assert (
+        debian.main(["--lists-dir", str(lists), "--output-dir", str(tmp_path / "out"), "--target-language", "fr"]) == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ddtp_en_fr"]
+    rows = all_rows(tmp_path / "out", "ddtp_en_fr")
+    assert rows and all(set(row) == {"id", "en", "fr"} for row in rows)
+    assert any(row["fr"] == "fr Werkzeugvariante Nummer 1" for row in rows)

@@ -6,7 +6,7 @@ under ``/var/lib/apt/lists`` once ``apt-get -o Acquire::Languages="en,de"
 update`` has run. English and German stanzas describe the same text when they
 share a ``Description-md5``.
 
-Two corpora are written:
+Two corpora are written (the embedded ones; `--target-language fr` writes ``ddtp_en_fr`` alone, the same way):
 
 * ``ddtp_en_de``: English→German pairs of one-line synopses and of long
   description paragraphs (paragraphs only where both languages have the same
@@ -239,30 +239,30 @@ def paragraphs_align(en: Description, de: Description) -> bool:
     return len(en.paragraphs) == len(de.paragraphs)
 
 
-def translation_rows(en: Description, de: Description) -> list[Row]:
+def translation_rows(en: Description, other: Description, lang: str = "de") -> list[Row]:
     """Synopsis pair (k=0) plus, when aligned, paragraph pairs (k=1..n); empties included."""
-    pairs = [(en.synopsis, de.synopsis)]
-    if paragraphs_align(en, de):
-        pairs += zip(en.paragraphs, de.paragraphs, strict=True)
-    return [{"id": f"{en.md5}-{k}", "en": src, "de": tgt} for k, (src, tgt) in enumerate(pairs)]
+    pairs = [(en.synopsis, other.synopsis)]
+    if paragraphs_align(en, other):
+        pairs += zip(en.paragraphs, other.paragraphs, strict=True)
+    return [{"id": f"{en.md5}-{k}", "en": src, lang: tgt} for k, (src, tgt) in enumerate(pairs)]
 
 
-def build_translation(en: dict[str, Description], de: dict[str, Description]) -> Corpus:
-    """English→German DDTP pairs, split by description."""
+def build_translation(en: dict[str, Description], other: dict[str, Description], lang: str = "de") -> Corpus:
+    """English→`lang` DDTP pairs (`ddtp_en_de` by default), split by description."""
     dropped: Counter[str] = Counter()
     groups: dict[str, list[Row]] = {}
-    for md5 in sorted(de):
+    for md5 in sorted(other):
         if is_reserved(md5):
             dropped["descriptions_reserved_md5"] += 1
         elif md5 not in en:
             dropped["descriptions_without_english"] += 1
         else:
-            if not paragraphs_align(en[md5], de[md5]):
+            if not paragraphs_align(en[md5], other[md5]):
                 dropped["descriptions_paragraph_count_mismatch"] += 1
-            rows = translation_rows(en[md5], de[md5])
-            groups[md5] = [row for row in rows if row["en"] and row["de"]]
+            rows = translation_rows(en[md5], other[md5], lang)
+            groups[md5] = [row for row in rows if row["en"] and row[lang]]
             dropped["rows_empty_side"] += len(rows) - len(groups[md5])
-    return finalise("ddtp_en_de", groups, lambda r: (r["en"], r["de"]), lambda r: r["en"], dropped)
+    return finalise(f"ddtp_en_{lang.lower()}", groups, lambda r: (r["en"], r[lang]), lambda r: r["en"], dropped)
 
 
 def build_summaries(en: dict[str, Description]) -> Corpus:
@@ -323,18 +323,21 @@ def write_corpus(corpus: Corpus, output_dir: Path, sources: list[Path]) -> Path:
     return write_splits(output_dir / corpus.name, splits, stats)
 
 
-def build(lists_dir: Path, output_dir: Path) -> list[Path]:
-    """Read the apt lists and write both corpora; return their directories."""
-    files = {lang: find_translation_files(lists_dir, lang) for lang in ("en", "de")}
+def build(lists_dir: Path, output_dir: Path, target_language: str = "de") -> list[Path]:
+    """Read the apt lists and write the English→`target_language` pairs and, for German (the embedded corpora),
+    the summaries; return their directories."""
+    files = {lang: find_translation_files(lists_dir, lang) for lang in ("en", target_language)}
     missing = [lang for lang, paths in files.items() if not paths]
     if missing:
-        raise DataError(f"no Translation-{'/'.join(missing)} files in {lists_dir}; run: {REFRESH_COMMAND}")
+        command = REFRESH_COMMAND.replace("en,de", f"en,{target_language}")
+        raise DataError(f"no Translation-{'/'.join(missing)} files in {lists_dir}; run: {command}")
     en = load_descriptions(files["en"], "en")
-    de = load_descriptions(files["de"], "de")
-    return [
-        write_corpus(build_translation(en, de), output_dir, files["en"] + files["de"]),
-        write_corpus(build_summaries(en), output_dir, files["en"]),
-    ]
+    other = load_descriptions(files[target_language], target_language)
+    pairs = build_translation(en, other, target_language)
+    written = [write_corpus(pairs, output_dir, files["en"] + files[target_language])]
+    if target_language == "de":
+        written.append(write_corpus(build_summaries(en), output_dir, files["en"]))
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,9 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lists-dir", type=Path, default=Path("/var/lib/apt/lists"))
     parser.add_argument("--output-dir", type=Path, default=Path("weaver/data/resources"))
+    parser.add_argument(
+        "--target-language",
+        default="de",
+        help="DDTP language of the pairs (fr, it, pt_BR, ...); other than de, only the pairs are written",
+    )
     args = parser.parse_args(argv)
     try:
-        directories = build(args.lists_dir, args.output_dir)
+        directories = build(args.lists_dir, args.output_dir, args.target_language)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
