@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import compose_config
 from weaver.corpora import manpages
-from weaver.data.sources import load_splits
+from weaver.data.sources import load_configured_splits
 
 pytestmark = pytest.mark.skipif(shutil.which("groff") is None, reason="needs groff")
 
@@ -169,18 +169,7 @@ def test_cli_reports_a_missing_man_dir_in_one_line(tmp_path: Path, capsys: pytes
 
 def test_shipped_corpus_loads_through_data_manpages_without_reserved_pages(tmp_path: Path) -> None:
     data = compose_config(["task=summarization", "data=manpages"]).data
-    splits = load_splits(
-        data_dir=data.data_dir,
-        train_file=None,
-        validation_file=None,
-        test_file=None,
-        dataset_name=None,
-        dataset_config=None,
-        validation_fraction=data.validation_fraction,
-        test_fraction=data.test_fraction,
-        split_seed=data.split_seed,
-        cache_dir=str(tmp_path),
-    )
+    splits = load_configured_splits(data, str(tmp_path))
     stats = json.loads((Path(data.data_dir) / "stats.json").read_text(encoding="utf-8"))
     assert {split: len(rows) for split, rows in splits.items()} == stats["counts"]
     names = [name for rows in splits.values() for name in rows["name"]]

@@ -12,7 +12,7 @@ from tests.conftest import compose_config
 from tests.corpora.test_debian_corpus import md5_for, stanza, write_lists
 from weaver.corpora import debian, pretraining
 from weaver.corpora.shipped import write_jsonl_gz
-from weaver.data.sources import load_splits
+from weaver.data.sources import load_configured_splits
 from weaver.errors import DataError
 
 FR_FILE = "deb.debian.org_debian_dists_bookworm_main_i18n_Translation-fr"
@@ -140,18 +140,7 @@ def test_lists_without_english_descriptions_are_one_line_naming_the_apt_command(
 def test_conversations_are_the_train_split_data_chitchat_carves(tmp_path: Path) -> None:
     rows = pretraining.chitchat_rows(str(tmp_path))
     data = compose_config(["task=dialogue", f"paths.cache_dir={tmp_path}"]).data
-    splits = load_splits(
-        data_dir=None,
-        train_file=data.train_file,
-        validation_file=None,
-        test_file=None,
-        dataset_name=None,
-        dataset_config=None,
-        validation_fraction=data.validation_fraction,
-        test_fraction=data.test_fraction,
-        split_seed=data.split_seed,
-        cache_dir=str(tmp_path),
-    )
+    splits = load_configured_splits(data, str(tmp_path))
     ids = {row["id"].removeprefix("chitchat-") for row in rows}
     assert ids and ids <= set(splits["train"]["id"])
     assert not ids & (set(splits["validation"]["id"]) | set(splits["test"]["id"]))

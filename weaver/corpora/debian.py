@@ -44,8 +44,8 @@ from weaver.corpora.shipped import (
     RESERVED_MD5_PREFIX,
     SPLITS,
     Row,
-    describe,
     is_reserved,
+    report_build,
     split_rank,
     write_splits,
 )
@@ -351,14 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         help="DDTP language of the pairs (fr, it, pt_BR, ...); other than de, only the pairs are written",
     )
     args = parser.parse_args(argv)
-    try:
-        directories = build(args.lists_dir, args.output_dir, args.target_language)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for directory in directories:
-        print(describe(directory))
-    return 0
+    return report_build(lambda: build(args.lists_dir, args.output_dir, args.target_language))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from weaver.corpora.shipped import RESERVED_MD5_PREFIX, SPLITS, Row, describe, is_reserved, split_rank, write_splits
+from weaver.corpora.shipped import RESERVED_MD5_PREFIX, SPLITS, Row, is_reserved, report_build, split_rank, write_splits
 from weaver.errors import DataError
 
 PACKAGES = ("manpages", "manpages-dev")
@@ -261,13 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=Path("weaver/data/resources/manpages"))
     parser.add_argument("--packages", nargs="+", default=list(PACKAGES), help="Debian packages whose pages to read")
     args = parser.parse_args(argv)
-    try:
-        directory = build(args.man_dir, args.output_dir, args.packages)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(describe(directory))
-    return 0
+    return report_build(lambda: [build(args.man_dir, args.output_dir, args.packages)])
 
 
 if __name__ == "__main__":

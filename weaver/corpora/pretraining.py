@@ -43,7 +43,7 @@ from weaver.corpora.debian import (
     read_index,
     release_date,
 )
-from weaver.corpora.shipped import SPLITS, Row, describe, is_reserved, split_rank, write_splits
+from weaver.corpora.shipped import SPLITS, Row, is_reserved, report_build, split_rank, write_splits
 from weaver.errors import DataError
 
 DDTP_LANGUAGES = (
@@ -167,23 +167,11 @@ def chitchat_rows(cache_dir: str | None) -> list[Row]:
 
     from weaver.config import config_dir
     from weaver.corpora.chitchat import chitchat_file
-    from weaver.data.sources import load_splits
+    from weaver.data.sources import load_configured_splits
 
-    settings = OmegaConf.merge(
-        OmegaConf.load(config_dir() / "data" / "files.yaml"), OmegaConf.load(config_dir() / "data" / "chitchat.yaml")
-    )
-    splits = load_splits(
-        data_dir=None,
-        train_file=chitchat_file(cache_dir),
-        validation_file=None,
-        test_file=None,
-        dataset_name=None,
-        dataset_config=None,
-        validation_fraction=settings.validation_fraction,
-        test_fraction=settings.test_fraction,
-        split_seed=settings.split_seed,
-        cache_dir=cache_dir,
-    )
+    data = OmegaConf.merge(*(OmegaConf.load(config_dir() / "data" / name) for name in ("files.yaml", "chitchat.yaml")))
+    settings = {**OmegaConf.to_container(data), "train_file": chitchat_file(cache_dir)}
+    splits = load_configured_splits(settings, cache_dir)
     rows = []
     for conversation in splits["train"]:
         text = "\n".join(turn["text"] for turn in conversation["turns"] if turn["text"])
@@ -248,13 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=Path("data"))
     parser.add_argument("--cache-dir", default=None, help="where chitchat's JSONL is written (the runs' cache)")
     args = parser.parse_args(argv)
-    try:
-        directory = build(args.lists_dir, args.resources_dir, args.output_dir, args.cache_dir)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(describe(directory))
-    return 0
+    return report_build(lambda: [build(args.lists_dir, args.resources_dir, args.output_dir, args.cache_dir)])
 
 
 if __name__ == "__main__":

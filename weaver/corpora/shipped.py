@@ -6,8 +6,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from weaver.errors import DataError
 
 SPLITS = ("train", "validation", "test")
 RESERVED_MD5_PREFIX = "0"
@@ -46,3 +50,16 @@ def describe(directory: Path) -> str:
     size = sum(p.stat().st_size for p in directory.glob("*.jsonl.gz"))
     counts = ", ".join(f"{split}={n}" for split, n in stats["counts"].items())
     return f"{directory}: {counts} ({size / 1e6:.2f} MB compressed)"
+
+
+def report_build(build: Callable[[], list[Path]]) -> int:
+    """A corpus builder's CLI exit: each written corpus described in a line, or a user-fixable problem
+    (`DataError`) as one line on stderr and exit status 1, never a traceback."""
+    try:
+        directories = build()
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for directory in directories:
+        print(describe(directory))
+    return 0

@@ -26,7 +26,7 @@ from weaver.data.columns import select_pairs
 from weaver.data.denoising import Corruption
 from weaver.data.loader import ResumableDataLoader
 from weaver.data.packing import PackedBatchSampler, PackedCollator, PackedRows
-from weaver.data.sources import SPLITS, load_splits
+from weaver.data.sources import SPLITS, load_configured_splits
 from weaver.data.tokenizer import TextBatches, fingerprint_tokenizer
 from weaver.errors import ConfigError
 from weaver.prompts import PromptTemplate
@@ -261,17 +261,7 @@ class Seq2SeqDataModule(LightningDataModule):
         """Every split as (example_id, source, target), bad rows skipped and counted."""
         if self._pairs is None:
             h = self.hparams
-            raw = load_splits(
-                data_dir=h.data_dir,
-                train_file=h.train_file,
-                validation_file=h.validation_file,
-                test_file=h.test_file,
-                dataset_name=h.dataset_name,
-                dataset_config=h.dataset_config,
-                validation_fraction=h.validation_fraction,
-                test_fraction=h.test_fraction,
-                split_seed=h.split_seed,
-            )
+            raw = load_configured_splits(h)
             self._pairs = DatasetDict({split: self.pair_builder.build_pairs(raw[split], split) for split in SPLITS})
             sizes = ", ".join(f"{split} {len(self._pairs[split])}" for split in SPLITS)
             log.info("Data: %s examples.", sizes)

@@ -7,9 +7,9 @@ import gzip
 import json
 import logging
 import lzma
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import datasets
 from datasets import Dataset, DatasetDict
@@ -193,3 +193,23 @@ def load_splits(
             "No data configured: set data.train_file, data.data_dir or data.dataset_name (see conf/data/)."
         )
     return carve_missing_splits(splits, validation_fraction, test_fraction, split_seed)
+
+
+# The data config keys that say where the raw splits come from (`conf/data/files.yaml`).
+SOURCE_KEYS = (
+    "data_dir",
+    "train_file",
+    "validation_file",
+    "test_file",
+    "dataset_name",
+    "dataset_config",
+    "validation_fraction",
+    "test_fraction",
+    "split_seed",
+)
+
+
+def load_configured_splits(settings: Mapping[str, Any], cache_dir: str | None = None) -> DatasetDict:
+    """The raw splits a data config (or a data module's hyperparameters) names, loaded and carved as the data module
+    does: what another tool needs to see exactly the rows a run trains, validates and tests on."""
+    return load_splits(**{key: settings.get(key) for key in SOURCE_KEYS}, cache_dir=cache_dir)
