@@ -157,3 +157,19 @@ def test_a_folder_holding_another_kind_of_model_is_one_line_naming_init_from(
     assert result.returncode != 0
     assert f"model.init_from='{folder}'" in result.stderr and "describes a 't5' model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_task_s_extra_special_tokens_grow_the_pretrained_vocabulary(
+    pretraining_checkpoint: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_run_config(
+        ["model=weaver_pretrained", f"model.init_from={pretraining_checkpoint}", f"data.data_dir={tiny_data_dir}"],
+        tmp_path,
+        model=[],
+    )
+    saved = build_model(cfg, PretrainedTokenizer(cfg.tokenizer.name_or_path).build(None, "", None)).embed.weight
+    tokenizer = PretrainedTokenizer(cfg.tokenizer.name_or_path, extra_special_tokens=["<query>"]).build(None, "", None)
+    model = build_model(cfg, tokenizer)
+    assert model.config.vocab_size == len(tokenizer) == saved.shape[0] + 1
+    assert torch.equal(model.embed.weight[:-1], saved)
+    assert torch.allclose(model.embed.weight[-1], saved.mean(dim=0))  # the new token starts at the mean embedding

@@ -12,6 +12,7 @@ Shapes: B batch, S source length, T target length, D d_model, H heads, V vocabul
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -33,6 +34,8 @@ from weaver.models.pointer_mixture import pointer_mixture
 from weaver.models.recall import folded_recall_attention, recall_attention
 
 MODEL_TYPE = "weaver"
+log = logging.getLogger(__name__)
+
 CONFIG_FILE, WEIGHTS_FILE, GENERATION_CONFIG_FILE = "config.json", "model.safetensors", "generation_config.json"
 
 
@@ -590,12 +593,20 @@ def load_weaver(
             model = WeaverModel.from_pretrained(path)
         except ConfigError as error:
             raise ConfigError(f"model.init_from='{init_from}': {error}") from None
-    if tokenizer is not None and len(tokenizer) != model.config.vocab_size:
-        raise ConfigError(
-            f"The tokenizer has {len(tokenizer)} tokens but the model at model.init_from='{init_from}' has "
-            f"{model.config.vocab_size}: use the tokenizer saved with it (tokenizer.name_or_path={init_from})."
-        )
     settings: dict[str, Any] = {}
+    if tokenizer is not None and len(tokenizer) != model.config.vocab_size:
+        if len(tokenizer) < model.config.vocab_size:
+            raise ConfigError(
+                f"The tokenizer has {len(tokenizer)} tokens but the model at model.init_from='{init_from}' has "
+                f"{model.config.vocab_size}: use the tokenizer saved with it (tokenizer.name_or_path={init_from})."
+            )
+        # The saved tokenizer plus a task's special tokens (a data marker such as <query>), appended after its ids.
+        log.info(
+            "The tokenizer adds %d special tokens to the model's %d: their embeddings start at the mean embedding.",
+            len(tokenizer) - model.config.vocab_size,
+            model.config.vocab_size,
+        )
+        settings["vocab_size"] = len(tokenizer)
     if memory is not None:
         settings["memory"] = memory_from_settings(memory, tokenizer)
     if dropout is not None:
@@ -603,8 +614,16 @@ def load_weaver(
     if settings:  # rebuilt with the new settings, then given the same weights
         weights = model.state_dict()
         model = WeaverModel(replace(model.config, **settings))
-        model.load_state_dict(weights)
+        model.load_state_dict({name: grown(value, model.state_dict()[name]) for name, value in weights.items()})
     return _prepared(model.train(), activation_checkpointing, max_source_length, max_target_length)
+
+
+def grown(saved: Tensor, target: Tensor) -> Tensor:
+    """`saved` with rows added to match `target`'s (a vocabulary grown by new tokens), each the mean saved row."""
+    if saved.shape == target.shape:
+        return saved
+    extra = saved.mean(dim=0, keepdim=True).expand(target.shape[0] - saved.shape[0], *saved.shape[1:])
+    return torch.cat([saved, extra])
 
 
 def _prepared(
