@@ -56,6 +56,7 @@ TINY_RUN = [
     "trainer.precision=32-true",
     "trainer.log_every_n_steps=1",
     "generation.max_new_tokens=8",
+    "generation.min_new_tokens=0",
     "~callbacks.progress_bar",
     "~callbacks.model_summary",
     "print_config=false",
