@@ -105,6 +105,7 @@ def test_train_smoke_run_on_chitchat_conversations(chitchat_slice: Path, tmp_pat
             "trainer.log_every_n_steps=1",
             "scheduler.num_warmup_steps=1",
             "generation.max_new_tokens=8",
+            "generation.min_new_tokens=0",
             "task.max_generate_examples=16",
             "~callbacks.progress_bar",
             "~callbacks.model_summary",
