@@ -63,10 +63,10 @@ def build_tokenizer(cfg: DictConfig) -> Any:
     every embedding a different token, so it is refused before any data is read."""
     init_from = cfg.model.get("init_from")
     if init_from is not None:
-        source = cfg.tokenizer.get("name_or_path")
-        if cfg.tokenizer.get("_target_") != PRETRAINED_TOKENIZER or source != init_from:
+        source, target = cfg.tokenizer.get("name_or_path"), cfg.tokenizer.get("_target_")
+        if target != PRETRAINED_TOKENIZER or source != init_from:
             given = (
-                f"tokenizer.name_or_path={source}" if source else f"tokenizer._target_={cfg.tokenizer.get('_target_')}"
+                f"tokenizer.name_or_path={source}" if target == PRETRAINED_TOKENIZER else f"tokenizer._target_={target}"
             )
             raise ConfigError(
                 f"model.init_from='{init_from}' brings its own tokenizer, but the config asks for another ({given}): "
