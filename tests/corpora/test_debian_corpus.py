@@ -291,3 +291,14 @@ def test_another_target_language_writes_its_pairs_alone(tmp_path: Path, small_he
     rows = all_rows(tmp_path / "out", "ddtp_en_fr")
     assert rows and all(set(row) == {"id", "en", "fr"} for row in rows)
     assert any(row["fr"] == "fr Werkzeugvariante Nummer 1" for row in rows)
+
+
+@pytest.mark.parametrize("language", ["en", "id"])
+def test_a_target_language_that_names_a_row_column_is_one_line(
+    language: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = ["--lists-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--target-language", language]
+    assert debian.main(arguments) == 1
+    assert (
+        f"--target-language {language}: pairs from English into '{language}' cannot be built" in capsys.readouterr().err
+    )

@@ -97,10 +97,8 @@ def test_the_held_out_splits_of_a_pair_corpus_built_for_any_other_language_are_l
 ) -> None:
     resources, rows = built
     indexes = pretraining.translation_indexes(tmp_path / "lists")
-    by_language: dict[str, dict] = {}
-    for lang, description in pretraining.read_descriptions(path for paths in indexes.values() for path in paths):
-        by_language.setdefault(lang, {})[description.md5] = description
-    french = debian.build_translation(by_language["en"], by_language["fr"]).splits
+    english = debian.load_descriptions(indexes["en"], "en")
+    french = debian.build_translation(english, debian.load_descriptions(indexes["fr"], "fr"), "fr").splits
     french_held_out = {row["id"].partition("-")[0] for split in ("validation", "test") for row in french[split]}
     assert french_held_out - held_out_md5s(resources)  # the French corpus holds out descriptions en→de does not
     md5s = {row["id"].rsplit("-", 1)[1] for row in rows if row["source"] == "ddtp"}

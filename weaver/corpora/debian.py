@@ -326,6 +326,10 @@ def write_corpus(corpus: Corpus, output_dir: Path, sources: list[Path]) -> Path:
 def build(lists_dir: Path, output_dir: Path, target_language: str = "de") -> list[Path]:
     """Read the apt lists and write the English→`target_language` pairs and, for German (the embedded corpora),
     the summaries; return their directories."""
+    if target_language in ("en", "id"):  # a row is {"id", "en", <language>}: these would overwrite a column
+        raise DataError(
+            f"--target-language {target_language}: pairs from English into '{target_language}' cannot be built."
+        )
     files = {lang: find_translation_files(lists_dir, lang) for lang in ("en", target_language)}
     missing = [lang for lang, paths in files.items() if not paths]
     if missing:

@@ -25,25 +25,28 @@ their ids, so a rebuild from the same sources is byte-identical.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from weaver.corpora.debian import (
     Description,
     build_translation,
     family_key,
-    iter_stanzas,
+    load_descriptions,
     normalise,
-    parse_description,
-    read_index,
     release_date,
 )
-from weaver.corpora.shipped import SPLITS, Row, is_reserved, report_build, split_rank, write_splits
+from weaver.corpora.shipped import (
+    SPLITS,
+    Row,
+    is_reserved,
+    read_jsonl_gz,
+    report_build,
+    split_rank,
+    write_splits,
+)
 from weaver.errors import DataError
 
 DDTP_LANGUAGES = (
@@ -71,21 +74,6 @@ def translation_indexes(lists_dir: Path) -> dict[str, list[Path]]:
     return found
 
 
-def read_descriptions(paths: Iterable[Path]) -> Iterator[tuple[str, Description]]:
-    """(language, description) for each stanza; the language is the field's own (``Description-pt_BR``)."""
-    for path in paths:
-        for stanza in iter_stanzas(read_index(path)):
-            md5 = stanza.get("Description-md5")
-            field = next((key for key in stanza if key.startswith("Description-") and key != "Description-md5"), None)
-            if md5 and field:
-                yield field.removeprefix("Description-"), parse_description(md5, stanza[field])
-
-
-def read_rows(path: Path) -> list[Row]:
-    with gzip.open(path, "rt", encoding="utf-8") as file:
-        return [json.loads(line) for line in file]
-
-
 class HeldOut:
     """What no pretraining row may contain: the embedded corpora's validation and test texts."""
 
@@ -94,15 +82,15 @@ class HeldOut:
         self.families: set[str] = set()
         self.texts: set[str] = set()
         for split in ("validation", "test"):
-            for row in read_rows(resources_dir / "ddtp_en_de" / f"{split}.jsonl.gz"):
+            for row in read_jsonl_gz(resources_dir / "ddtp_en_de" / f"{split}.jsonl.gz"):
                 self.md5s.add(row["id"].partition("-")[0])
                 self.texts.update(normalise(row[key]) for key in ("en", "de"))
-            for row in read_rows(resources_dir / "debian_summaries" / f"{split}.jsonl.gz"):
+            for row in read_jsonl_gz(resources_dir / "debian_summaries" / f"{split}.jsonl.gz"):
                 self.md5s.add(row["id"])
                 self.families.add(family_key(row["document"]))
                 self.texts.add(normalise(row["summary"]))
                 self.texts.update(normalise(line) for line in row["document"].split("\n"))
-            for row in read_rows(resources_dir / "manpages" / f"{split}.jsonl.gz"):
+            for row in read_jsonl_gz(resources_dir / "manpages" / f"{split}.jsonl.gz"):
                 self.texts.add(normalise(row["summary"]))
         self.texts.discard("")
 
@@ -112,7 +100,7 @@ class HeldOut:
         own language pair then tests on text the pretrained model never read."""
         english = by_language.get("en", {})
         for lang, descriptions in by_language.items():
-            if lang != "en":
+            if lang != "en":  # rows keyed as English->German: only their ids (md5s) are read, and "id" is a language
                 splits = build_translation(english, descriptions).splits
                 self.md5s.update(
                     row["id"].partition("-")[0] for split in ("validation", "test") for row in splits[split]
@@ -132,9 +120,7 @@ class HeldOut:
 
 
 def ddtp_rows(indexes: dict[str, list[Path]], held_out: HeldOut, dropped: Counter[str]) -> list[Row]:
-    by_language: dict[str, dict[str, Description]] = {}
-    for lang, description in read_descriptions(path for paths in indexes.values() for path in paths):
-        by_language.setdefault(lang, {}).setdefault(description.md5, description)
+    by_language = {lang: load_descriptions(paths, lang) for lang, paths in indexes.items()}
     held_out.add_translation_splits(by_language)
     english = by_language.get("en", {})
     rows = []
@@ -157,7 +143,7 @@ def manpage_rows(resources_dir: Path) -> list[Row]:
             "lang": "en",
             "text": f"{row['summary']}\n{row['document']}",
         }
-        for row in read_rows(resources_dir / "manpages" / "train.jsonl.gz")
+        for row in read_jsonl_gz(resources_dir / "manpages" / "train.jsonl.gz")
     ]
 
 

@@ -35,6 +35,12 @@ def write_jsonl_gz(path: Path, rows: list[Row]) -> None:
     path.write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
 
 
+def read_jsonl_gz(path: Path) -> list[Row]:
+    """The rows of a gzip'd JSON-lines file, as `write_jsonl_gz` wrote them."""
+    with gzip.open(path, "rt", encoding="utf-8") as file:
+        return [json.loads(line) for line in file]
+
+
 def write_splits(directory: Path, splits: dict[str, list[Row]], stats: dict[str, Any]) -> Path:
     """Write `<split>.jsonl.gz` (rows in the order given) and `stats.json` into `directory`; return it."""
     directory.mkdir(parents=True, exist_ok=True)
