@@ -41,6 +41,20 @@ def test_missing_splits_are_carved_from_train_reproducibly(tmp_path: Path) -> No
     assert not set(first["test"]["source"]) & set(first["train"]["source"])
 
 
+def test_a_train_fraction_keeps_a_seeded_nested_subset_and_whole_evaluation_splits(tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", PAIRS)
+    carve = {"train_file": str(train), "validation_fraction": 0.1, "test_fraction": 0.1}
+    whole = datamodule(tmp_path, **carve).pairs()
+    tenth = datamodule(tmp_path, **carve, train_fraction=0.1).pairs()
+    half = datamodule(tmp_path, **carve, train_fraction=0.5).pairs()
+    assert (len(tenth["train"]), len(half["train"]), len(whole["train"])) == (5, 24, 48)
+    assert set(tenth["train"]["source"]) < set(half["train"]["source"]) < set(whole["train"]["source"])
+    assert tenth["test"]["source"] == whole["test"]["source"]
+    assert tenth["train"]["source"] == datamodule(tmp_path, **carve, train_fraction=0.1).pairs()["train"]["source"]
+    with pytest.raises(ConfigError, match="data.train_fraction"):
+        datamodule(tmp_path, **carve, train_fraction=0).pairs()
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet", ".json"])
 def test_other_file_formats_load(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"train{suffix}"

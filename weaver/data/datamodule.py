@@ -128,6 +128,7 @@ class Seq2SeqDataModule(LightningDataModule):
         validation_fraction: float = 0.05,
         test_fraction: float = 0.05,
         split_seed: int = 1234,
+        train_fraction: float = 1.0,
         max_source_length: int = 128,
         max_target_length: int = 128,
         batch_size: int = 64,

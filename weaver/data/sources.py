@@ -160,6 +160,20 @@ def carve_missing_splits(
     return DatasetDict({split: splits[split] for split in SPLITS})
 
 
+def keep_train_fraction(splits: DatasetDict, fraction: float | None, seed: int) -> DatasetDict:
+    """A seeded, reproducible `fraction` of the train rows (a learning curve's low-label points); validation and test,
+    carved first, stay whole. Nested: a smaller fraction keeps a subset of a larger one's rows."""
+    if fraction is None or fraction == 1.0:
+        return splits
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"data.train_fraction must be in (0, 1], got {fraction!r}.")
+    train = splits["train"]
+    kept = max(1, round(fraction * len(train)))
+    splits["train"] = train.shuffle(seed=seed).select(range(kept))
+    log.info("data.train_fraction=%s: training on %d of %d train rows (seed %d).", fraction, kept, len(train), seed)
+    return splits
+
+
 def load_splits(
     *,
     data_dir: str | None,
@@ -171,6 +185,7 @@ def load_splits(
     validation_fraction: float,
     test_fraction: float,
     split_seed: int,
+    train_fraction: float | None = None,
     cache_dir: str | None = None,
 ) -> DatasetDict:
     """Explicit files win over `data_dir`, which wins over a Hub dataset."""
@@ -192,7 +207,8 @@ def load_splits(
         raise ConfigError(
             "No data configured: set data.train_file, data.data_dir or data.dataset_name (see conf/data/)."
         )
-    return carve_missing_splits(splits, validation_fraction, test_fraction, split_seed)
+    splits = carve_missing_splits(splits, validation_fraction, test_fraction, split_seed)
+    return keep_train_fraction(splits, train_fraction, split_seed)
 
 
 # The data config keys that say where the raw splits come from (`conf/data/files.yaml`).
@@ -206,6 +222,7 @@ SOURCE_KEYS = (
     "validation_fraction",
     "test_fraction",
     "split_seed",
+    "train_fraction",
 )
 
 
