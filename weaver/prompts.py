@@ -44,6 +44,12 @@ class PromptTemplate:
         bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         return [bos] if bos is not None and bos != eos else []
 
+    @classmethod
+    def text_start(cls, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+        """The prompt of a text read whole (causal LM pretraining): `start`, or EOS where the tokenizer's BOS is its
+        EOS (GPT-2's separator between texts), so the text's first token is predicted from it too."""
+        return cls.start(tokenizer) or [tokenizer.eos_token_id]
+
     @staticmethod
     def text_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []

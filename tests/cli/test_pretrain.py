@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,34 @@ def test_pretraining_on_a_text_file_reports_the_held_out_loss(objective: str, te
     checkpoints = list((Path(cfg.paths.output_dir) / "checkpoints").glob("step*-val_loss*.ckpt"))
     assert checkpoints  # the best checkpoint is chosen by the lowest validation loss
     assert not (Path(cfg.paths.output_dir) / "test_predictions.jsonl").exists()  # nothing is generated
+
+
+def test_a_decoder_only_model_pretrains_as_a_causal_lm_on_packed_texts(text_file: Path, tmp_path: Path) -> None:
+    shrink = [f"model.from_config.{setting}" for setting in ("n_embd=32", "n_layer=1", "n_head=2", "n_inner=64")]
+    cfg = tiny_run_config(
+        [
+            "task=pretrain",
+            "denoising=none",
+            "data.data_dir=null",
+            f"data.train_file={text_file}",
+            "data.pair_builder.text_fields=[text]",
+            "data.pair_builder.max_words=40",
+            "data.max_source_length=1",
+            "data.max_target_length=64",
+            *SHORT_TRAINING,
+            "data.packing=true",
+            "data.max_tokens=512",
+            "data.packing_row_length=128",
+        ],
+        tmp_path,
+        model=["model=gpt2_small_scratch", "tokenizer.vocab_size=400", *shrink],
+    )
+    metrics, objects = train(cfg)
+    assert {"val/loss", "val/ppl", "test/loss", "test/ppl"} <= set(metrics)
+    assert metrics["val/ppl"] == pytest.approx(math.exp(metrics["val/loss"]), rel=1e-4)
+    batches = objects["datamodule"].train_dataloader()
+    assert any(int(batch["document_ids"].max()) > 0 for batch in batches)  # short texts share rows
+    assert objects["model"].backbone.config.model_type == "gpt2"
 
 
 @pytest.fixture(scope="module")

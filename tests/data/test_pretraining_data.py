@@ -7,12 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import write_jsonl
 from weaver.data import Seq2SeqDataModule, TrainedTokenizer
+from weaver.data.collate import LABEL_PAD
 from weaver.data.denoising import SpanCorruption, TextInfilling
 from weaver.data.raw_text import RawText
 from weaver.errors import ConfigError, DataError
+from weaver.prompts import PromptTemplate
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -149,12 +152,12 @@ def test_jsonl_rows_give_their_named_column(tmp_path: Path) -> None:
     assert all(len(text.split()) <= 8 for text in pairs["train"]["source"])
 
 
-def test_unlabelled_text_needs_an_objective_and_an_encoder_decoder(tmp_path: Path) -> None:
+def test_unlabelled_text_needs_an_objective_that_fits_the_model(tmp_path: Path) -> None:
     text = tmp_path / "train.txt"
     text.write_text("\n\n".join(PARAGRAPHS), encoding="utf-8")
     with pytest.raises(ConfigError, match="denoising=text_infilling or denoising=span_corruption"):
         pretraining_datamodule(tmp_path, None, train_file=str(text))
-    with pytest.raises(ConfigError, match="decoder-only pretraining is not supported yet"):
+    with pytest.raises(ConfigError, match="decoder-only model pretrains .* set denoising=none"):
         Seq2SeqDataModule(
             TrainedTokenizer(vocab_size=300),
             pair_builder=RawText(),
@@ -162,3 +165,60 @@ def test_unlabelled_text_needs_an_objective_and_an_encoder_decoder(tmp_path: Pat
             denoising=TextInfilling(),
             prompt_template="{source}",
         )
+
+
+def causal_datamodule(tmp_path: Path, **options: object) -> Seq2SeqDataModule:
+    text = tmp_path / "train.txt"
+    text.write_text("\n\n".join(PARAGRAPHS), encoding="utf-8")
+    return Seq2SeqDataModule(
+        TrainedTokenizer(vocab_size=300, min_frequency=1),
+        pair_builder=RawText(max_words=8),
+        train_file=str(text),
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        max_source_length=1,
+        max_target_length=12,
+        cache_dir=str(tmp_path / "cache"),
+        prompt_template="{source}",
+        **options,
+    )
+
+
+def test_causal_lm_examples_are_each_text_whole_after_one_start_token(tmp_path: Path) -> None:
+    data = causal_datamodule(tmp_path)
+    tokenizer, pairs = data.tokenizer, data.pairs()
+    for split in ("train", "validation", "test"):
+        examples = data.tokenized_splits()[split]
+        assert len(examples) == len(pairs[split])  # every split's examples are its texts
+        for example, text in zip(examples, pairs[split]["target"], strict=True):
+            assert example["input_ids"] == [tokenizer.bos_token_id]
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            assert example["labels"] == [*ids[:11], tokenizer.eos_token_id]
+
+
+def test_a_tokenizer_whose_bos_is_its_eos_starts_each_text_with_it() -> None:
+    class GPT2Like:
+        bos_token_id = eos_token_id = 50256
+
+    assert PromptTemplate.text_start(GPT2Like()) == [50256]
+
+
+def test_packed_causal_lm_rows_predict_each_text_from_its_own_start(tmp_path: Path) -> None:
+    data = causal_datamodule(tmp_path, packing=True, max_tokens=64, packing_row_length=32)
+    train = data.tokenized_splits()["train"]
+    start = data.tokenizer.bos_token_id
+    batches = list(data.train_dataloader())
+    assert sum(int(batch["document_ids"].max(dim=1).values.add(1).sum()) for batch in batches) == len(train)
+    assert any(int(batch["document_ids"].max()) > 0 for batch in batches)  # short texts share rows
+    for batch in batches:
+        for row in range(batch["input_ids"].size(0)):
+            documents = batch["document_ids"][row]
+            for number in documents.unique().tolist():
+                if number < 0:
+                    continue
+                where = documents.eq(number)
+                ids, labels = batch["input_ids"][row][where], batch["labels"][row][where]
+                positions = batch["position_ids"][row][where]
+                assert ids[0] == start and torch.equal(positions, torch.arange(len(ids)))
+                # Position t predicts token t + 1 of the same text; its last token (EOS) predicts nothing.
+                assert torch.equal(labels[:-1], ids[1:]) and labels[-1] == LABEL_PAD

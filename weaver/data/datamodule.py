@@ -101,7 +101,8 @@ class Seq2SeqDataModule(LightningDataModule):
 
     `denoising` (`weaver.data.denoising.TextInfilling` or `SpanCorruption`) adds corrupted copies of the training
     sources to reconstruct next to the task's own training pairs; with a pair builder of unlabelled texts
-    (`weaver.data.raw_text.RawText`, task=pretrain) every split's examples are corrupted texts instead.
+    (`weaver.data.raw_text.RawText`, task=pretrain) every split's examples are corrupted texts instead, or for a
+    decoder-only model (no denoising) each text whole, as the completion of a one-token prompt (causal LM).
 
     `prompt_template` (set by `model=hf_causal_lm`) lays examples out for a decoder-only model: each source inside
     the template, as a prompt padded on the left, and each target as its completion (`weaver.prompts`).
@@ -152,12 +153,14 @@ class Seq2SeqDataModule(LightningDataModule):
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}.")
         self.prompt = PromptTemplate(prompt_template) if prompt_template is not None else None
         self.unlabelled = getattr(pair_builder, "unlabelled", False)
-        if self.unlabelled and self.prompt is not None:
+        if self.unlabelled and self.prompt is not None and denoising is not None:
             raise ConfigError(
-                "Unlabelled text (data=pretrain_text) is pretraining data for encoder-decoders (text infilling, span "
-                "corruption); decoder-only pretraining is not supported yet: use a Weaver or model=hf_seq2seq model."
+                "A decoder-only model pretrains on unlabelled text by predicting each next token of the whole text "
+                "(its prompt is one start token): set denoising=none and data.max_source_length=1, e.g. "
+                "python train.py task=pretrain model=gpt2_small_scratch denoising=none data.max_source_length=1 "
+                "data.packing=true"
             )
-        if self.unlabelled and denoising is None:
+        if self.unlabelled and self.prompt is None and denoising is None:
             raise ConfigError(
                 "Unlabelled text (data=pretrain_text) needs an objective to make examples of it: set "
                 "denoising=text_infilling or denoising=span_corruption."
@@ -278,6 +281,13 @@ class Seq2SeqDataModule(LightningDataModule):
             recipe += f"|{self.prompt!r}|{tokenizer.chat_template}"
 
         def tokenize(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+            if self.prompt is not None and self.unlabelled:  # causal LM: each text whole, after a start token
+                count = len(batch["target"])
+                return {
+                    "input_ids": [PromptTemplate.text_start(tokenizer)] * count,
+                    "labels": self.prompt.completions(tokenizer, batch["target"], h.max_target_length),
+                    "source_truncated": [False] * count,
+                }
             encoded = self.pair_builder.encode_sources(tokenizer, batch, h.max_source_length, h.source_prefix)
             if self.prompt is None:
                 labels = tokenizer(text_target=batch["target"], max_length=h.max_target_length, truncation=True)
