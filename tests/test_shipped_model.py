@@ -55,3 +55,14 @@ def test_the_default_run_fine_tunes_it_with_its_tokenizer(tiny_data_dir: Path, t
     assert objects["datamodule"].tokenizer.get_vocab() == shipped.get_vocab()
     assert objects["task"].model.config.dropout == 0.1  # pretrained without dropout, fine-tuned with it
     assert "test/bleu" in metrics
+
+
+def test_copy_attention_joins_the_shipped_model_with_every_saved_weight_kept() -> None:
+    from weaver.models.weaver import load_weaver
+
+    saved = weaver.from_pretrained(NAME).state_dict()
+    model = load_weaver(pretrained_path(NAME), copy_attention=True)
+    assert model.config.copy_attention and model.copy is not None
+    state = model.state_dict()
+    assert all(torch.equal(state[name], value) for name, value in saved.items())
+    assert set(state) - set(saved)  # the copy module's own, freshly initialised

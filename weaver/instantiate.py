@@ -34,6 +34,7 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         if isinstance(cause, WeaverError):
             raise cause from None
         raise ConfigError(f"{key}: {cause or error}") from error
+    check_keys(factory, key)
     try:
         inspect.signature(factory).bind_partial(**kwargs)
     except TypeError as error:
@@ -41,6 +42,19 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
     if node.get("_partial_"):  # the config asks for a factory, completed later (optimizers, schedulers)
         return functools.partial(factory, **kwargs)
     return call_naming_refusals(key, (MisconfigurationException, ValueError), factory, **kwargs)
+
+
+def check_keys(factory: Any, key: str) -> None:
+    """Config keys the target does not take, named before `inspect` reports them as a partial's repr."""
+    if not isinstance(factory, functools.partial):
+        return
+    parameters = inspect.signature(factory.func).parameters
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return
+    unknown = [f"{key}.{name}" for name in factory.keywords if name not in parameters]
+    if unknown:
+        target = f"{factory.func.__module__}.{factory.func.__qualname__}"
+        raise ConfigError(f"{', '.join(unknown)}: not an option of {target} (its options: {', '.join(parameters)}).")
 
 
 def build_named(nodes: DictConfig | None, key: str) -> list[Any]:

@@ -72,3 +72,12 @@ def test_own_files_train_by_overrides_alone(tmp_path) -> None:
     assert pairs["validation"]["target"] == [f"phrase {i}" for i in range(30, 40)]
     assert len(pairs["train"]) + len(pairs["test"]) == 30  # test carved from train
     assert all(target.startswith("phrase") for target in pairs["test"]["target"])
+
+
+def test_a_key_its_target_does_not_take_is_named_with_the_options_it_has() -> None:
+    from weaver.errors import ConfigError
+    from weaver.instantiate import build
+
+    cfg = compose_config(["+data.max_lenght=64"])
+    with pytest.raises(ConfigError, match=r"^data.max_lenght: not an option of weaver.data.datamodule.Seq2SeqDataMod"):
+        build(cfg.data, "data", tokenizer=None)

@@ -574,13 +574,15 @@ def load_weaver(
     activation_checkpointing: bool = False,
     memory: Mapping[str, Any] | None = None,
     dropout: float | None = None,
+    copy_attention: bool | None = None,
     max_source_length: int | None = None,
     max_target_length: int | None = None,
 ) -> WeaverModel:
     """Hydra builder for `model=weaver_pretrained` (and the shipped `model=weaver_small_pretrained`): fine-tune (or
     adapt with LoRA) an exported Weaver model, or the one in a training checkpoint (a `.ckpt` file, e.g. of
     `task=pretrain`). ``memory`` (`memory=recall`) and ``dropout`` replace the saved settings: neither changes the
-    weights, and a model pretrained without dropout is usually fine-tuned with it."""
+    weights, and a model pretrained without dropout is usually fine-tuned with it. ``copy_attention`` turned on adds
+    the copy module, which starts from its fresh initialisation while every saved weight is kept."""
     path = Path(init_from).expanduser()
     if not path.exists():
         raise ConfigError(f"model.init_from='{init_from}' does not exist: give an exported folder or a .ckpt file.")
@@ -611,10 +613,14 @@ def load_weaver(
         settings["memory"] = memory_from_settings(memory, tokenizer)
     if dropout is not None:
         settings["dropout"] = dropout
-    if settings:  # rebuilt with the new settings, then given the same weights
+    if copy_attention is not None:
+        settings["copy_attention"] = copy_attention
+    if settings:  # rebuilt with the new settings, then given the same weights (a module it no longer has dropped)
         weights = model.state_dict()
         model = WeaverModel(replace(model.config, **settings))
-        model.load_state_dict({name: grown(value, model.state_dict()[name]) for name, value in weights.items()})
+        state = model.state_dict()
+        state.update({name: grown(value, state[name]) for name, value in weights.items() if name in state})
+        model.load_state_dict(state)
     return _prepared(model.train(), activation_checkpointing, max_source_length, max_target_length)
 
 
