@@ -263,6 +263,26 @@ def test_training_flops_count_every_matrix_product_of_a_step() -> None:
     assert model.training_flops(3, 7, 5) == counter.get_total_flops()
 
 
+def test_training_flops_count_attention_on_the_sdpa_path_too() -> None:
+    """Past `CPU_EXPLICIT_ATTENTION_MAX_KEYS` keys, training attention runs in SDPA's fused kernel, whose products the
+    FLOP counter does not see: counted through SDPA's math backend (the same products, written out), the model's
+    own count must still match, masked keys and all."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from weaver.models.kernels import CPU_EXPLICIT_ATTENTION_MAX_KEYS
+
+    model = build_weaver(vocab_size=VOCAB, d_model=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=1)
+    source_length = CPU_EXPLICIT_ATTENTION_MAX_KEYS + 20
+    for target_length in (5, CPU_EXPLICIT_ATTENTION_MAX_KEYS + 3):  # cross-attention alone, then self-attention too
+        src, tgt = torch.randint(3, VOCAB, (2, source_length)), torch.randint(3, VOCAB, (2, target_length))
+        mask = torch.ones_like(src, dtype=torch.bool)
+        mask[1, -30:] = False
+        with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+            model(src, mask, tgt).sum().backward()
+        assert model.training_flops(2, source_length, target_length) == counter.get_total_flops()
+
+
 def test_activation_checkpointing_keeps_gradients_and_saves_memory() -> None:
     def saved_bytes_and_grads(checkpointing: bool) -> tuple[int, list[torch.Tensor]]:
         torch.manual_seed(0)
