@@ -142,6 +142,7 @@ def test_adalora_allocates_ranks_over_the_real_steps_and_exports_merged(
         _, objects = train(cfg)
     ranks = train_metric(cfg, "train/adalora_rank")
     assert len(ranks) == 6 and ranks[-1] < ranks[0]  # from init_r to target_r on average, over the 6 steps
+    assert len(train_metric(cfg, "train/adalora_orth_penalty")) == 6  # the regulariser trained with the loss
     assert objects["model"].backbone.peft_config["default"].total_step == 6
     assert "AdaLoRA at step" in caplog.text
     export_checkpoint(best_checkpoint(cfg), tmp_path / "exported")

@@ -96,6 +96,7 @@ def test_virtual_tokens_need_a_huggingface_model() -> None:
     [
         (["peft=adalora", "trainer.max_steps=-1"], "peft.total_step=-1: AdaLoRA schedules its ranks over the run"),
         (["peft=lora", "peft.r=0"], "peft.r must be >= 1, got 0"),
+        (["peft=adalora", "peft.orth_reg_weight=-1"], "peft.orth_reg_weight must be a number >= 0, got -1"),
     ],
 )
 def test_bad_peft_settings_give_one_line_errors(overrides: list[str], message: str) -> None:
@@ -120,3 +121,24 @@ def test_adalora_rank_allocator_state_survives_a_checkpoint(tmp_path: Path) -> N
     for name in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
         assert saved[name].keys() == loaded[name].keys() and saved[name]
         assert all(torch.equal(saved[name][key], loaded[name][key]) for key in saved[name])
+
+
+def test_adaloras_orthogonal_penalty_is_pefts_own_and_joins_the_training_loss(tmp_path: Path) -> None:
+    from weaver.models.adapters import adalora_of, orthogonal_penalty
+
+    folder = save_tiny_model("gpt2", tmp_path / "gpt2")
+    model = AdaLoRA(init_r=2, target_r=1, total_step=10, orth_reg_weight=0.3)(build_model("gpt2", folder)[0])
+    tuner = adalora_of(model.eval())  # no adapter dropout: both forwards see the same model
+    with torch.no_grad():  # P and Q start orthogonal-ish at zero; move them so the penalty is not trivial
+        for name, parameter in tuner.model.named_parameters():
+            if "lora_A" in name or "lora_B" in name:
+                parameter.normal_()
+    ids = torch.randint(5, 100, (2, 6))
+    with torch.no_grad():
+        plain = tuner.model(input_ids=ids).logits  # the wrapped model alone: peft adds nothing without a loss
+        regularised = tuner(input_ids=ids, labels=ids).loss
+        unregularised = F.cross_entropy(plain[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+        penalty = orthogonal_penalty(model)
+    assert penalty > 0
+    torch.testing.assert_close(unregularised + penalty, regularised)
+    assert orthogonal_penalty(LoRA(r=2)(build_model("gpt2", folder)[0])) is None

@@ -27,7 +27,7 @@ from peft import (
     TaskType,
     get_peft_model,
 )
-from torch import nn
+from torch import Tensor, nn
 
 from weaver.errors import ConfigError
 from weaver.models.pretrained import HFBackbone
@@ -115,7 +115,9 @@ class AdaLoRA(PeftMethod):
     (Zhang et al. 2023): after `tinit` warm-up steps, every `deltaT` steps, until `tfinal` steps before the end.
 
     The schedule needs the run's length: `total_step` (default: `trainer.max_steps`) is replaced by the trainer's
-    real count of optimizer steps when training starts. The task calls `update_and_allocate` after every step.
+    real count of optimizer steps when training starts. The task calls `update_and_allocate` after every step, and
+    adds to its loss the penalty `orth_reg_weight` puts on each P and Q's distance from orthogonality
+    (`orthogonal_penalty`), which `peft` adds only to a loss the model computes itself.
     """
 
     name = "adalora"
@@ -130,8 +132,11 @@ class AdaLoRA(PeftMethod):
         tfinal: int = 0,
         deltaT: int = 1,  # noqa: N803 (peft's name)
         total_step: int | None = None,
+        orth_reg_weight: float = 0.5,
         target_modules: Sequence[str] | None = None,
     ) -> None:
+        if isinstance(orth_reg_weight, bool) or not isinstance(orth_reg_weight, int | float) or orth_reg_weight < 0:
+            raise ConfigError(f"peft.orth_reg_weight must be a number >= 0, got {orth_reg_weight!r}.")
         if total_step is None or total_step <= 0:
             raise ConfigError(
                 f"peft.total_step={total_step}: AdaLoRA schedules its ranks over the run's steps; set "
@@ -139,7 +144,7 @@ class AdaLoRA(PeftMethod):
             )
         self.init_r, self.target_r, self.alpha, self.dropout = init_r, target_r, alpha, dropout
         self.tinit, self.tfinal, self.delta_t, self.total_step = tinit, tfinal, deltaT, total_step
-        self.target_modules = target_modules
+        self.orth_reg_weight, self.target_modules = float(orth_reg_weight), target_modules
 
     def peft_config(self, task_type: TaskType | None) -> PeftConfig:
         return AdaLoraConfig(
@@ -151,6 +156,7 @@ class AdaLoRA(PeftMethod):
             tfinal=self.tfinal,
             deltaT=self.delta_t,
             total_step=self.total_step,
+            orth_reg_weight=self.orth_reg_weight,
             target_modules=target_modules(self.target_modules, task_type),
             task_type=task_type,
         )
@@ -232,6 +238,26 @@ def adalora_of(model: nn.Module) -> AdaLoraModel | None:
     peft_model = peft_model_of(model)
     tuner = peft_model.base_model if peft_model is not None else None
     return tuner if isinstance(tuner, AdaLoraModel) else None
+
+
+def orthogonal_penalty(model: nn.Module) -> Tensor | None:
+    """AdaLoRA's regulariser (None without AdaLoRA): `orth_reg_weight` times the mean, over the adapter's P (lora_B)
+    and Q (lora_A) matrices, of the Frobenius distance of P^T P and Q Q^T from the identity, as `peft` computes it,
+    keeping the SVD-shaped update's singular vectors orthogonal so pruning a singular value prunes a direction."""
+    tuner = adalora_of(model)
+    if tuner is None:
+        return None
+    adapter = tuner.trainable_adapter_name
+    weight = tuner.peft_config[adapter].orth_reg_weight
+    distances = []
+    for name, parameter in tuner.model.named_parameters():
+        if ("lora_A" in name or "lora_B" in name) and adapter in name:
+            covariance = parameter @ parameter.T if "lora_A" in name else parameter.T @ parameter
+            identity = torch.eye(*covariance.shape, dtype=covariance.dtype, device=covariance.device)
+            distances.append(torch.linalg.matrix_norm(covariance - identity))
+    if not distances or weight == 0:
+        return None
+    return weight * torch.stack(distances).mean()
 
 
 def schedule_ranks(model: nn.Module, total_steps: float) -> None:

@@ -29,7 +29,13 @@ from weaver.explain import Explainer, figure_pixels, heatmap
 from weaver.explain.attention import reads_a_source
 from weaver.generation import GenerationConfig
 from weaver.generation.mbr import UTILITIES, mbr_select
-from weaver.models.adapters import allocate_ranks, load_rank_allocator_state, rank_allocator_state, schedule_ranks
+from weaver.models.adapters import (
+    allocate_ranks,
+    load_rank_allocator_state,
+    orthogonal_penalty,
+    rank_allocator_state,
+    schedule_ranks,
+)
 from weaver.tasks.loss import smoothed_cross_entropy, summed_nll
 from weaver.tasks.samples import COLUMNS, image_loggers, log_heatmaps, log_samples, pick_samples
 from weaver.utils.distributed import gather_objects
@@ -133,7 +139,11 @@ class Seq2SeqTask(LightningModule):
         logits, labels = self.training_logits(batch)
         loss = smoothed_cross_entropy(logits, labels, self.label_smoothing, LABEL_PAD)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
-        return loss
+        penalty = orthogonal_penalty(self.model)  # peft=adalora's regulariser, trained with the loss
+        if penalty is None:
+            return loss
+        self.log("train/adalora_orth_penalty", penalty, batch_size=batch["input_ids"].size(0))
+        return loss + penalty
 
     def on_train_start(self) -> None:
         schedule_ranks(self.model, self.trainer.estimated_stepping_batches)
