@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.conftest import SHORT_TRAINING, embedded_slice, tiny_run_config
-from tests.helpers import best_checkpoint
+from tests.helpers import best_checkpoint, run_cli
 from tests.models.tiny_hf import save_tiny_model
 from tests.tasks.test_dialogue_task import chitchat_slice  # noqa: F401 (a fixture)
 from weaver.checkpoints import restore_run
@@ -106,6 +106,15 @@ def test_a_decoder_only_model_trains_tests_predicts_and_exports(
         examples = [Example(row["source"], context=row["context"]) for row in pairs]
         if chat:  # the prompt is the chat template's rendering of the turns
             assert run.tokenizer.decode(predictor.encode(examples[:1])["input_ids"][0]).endswith("<|assistant|>")
+        chat_session = run_cli(
+            f"ckpt_path={best_checkpoint(cfg)}",
+            "interactive=true",
+            cwd=tmp_path,
+            script="predict.py",
+            stdin_text="hello there\nhow are you?\n/quit\n",
+        )
+        assert chat_session.returncode == 0, chat_session.stderr[-3000:]
+        assert sum(line.startswith("> ") for line in chat_session.stdout.splitlines()) == 2  # a reply to each turn
     else:  # predict renders the prompt as training did: the same hypotheses as the test split's
         assert list(predictor.generate(examples)) == [row["hypothesis"] for row in rows[:6]]
     export_checkpoint(best_checkpoint(cfg), tmp_path / "exported")
