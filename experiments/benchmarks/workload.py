@@ -184,7 +184,7 @@ def alternate(module: str, systems: list[str], rounds: int, arguments: list[str]
             if finished.returncode:
                 raise RuntimeError(f"{' '.join(command)} failed:\n{finished.stderr[-3000:]}")
             results[system].append(json.loads(finished.stdout.strip().splitlines()[-1]))
-            print(f"round {round_index + 1} {system}: {results[system][-1]}", flush=True)
+            print(f"round {round_index + 1} {system}: {results[system][-1]}", file=sys.stderr, flush=True)
     return results
 
 
