@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from weaver.errors import ConfigError
 from weaver.hub import load_pretrained
@@ -155,7 +156,10 @@ class PretrainedTokenizer:
         positions are masked, so any id will do)."""
 
         def from_pretrained(name_or_path: str) -> PreTrainedTokenizerBase:
-            return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=self.trust_remote_code, **self.kwargs)
+            kwargs = dict(self.kwargs)
+            if is_weaver_export(name_or_path):  # a config transformers cannot read: the tokenizer files say it all
+                kwargs.setdefault("config", PretrainedConfig())
+            return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=self.trust_remote_code, **kwargs)
 
         hint = (
             " (model=hf_seq2seq and model=hf_causal_lm set it from model.name_or_path, model=weaver_pretrained from"
@@ -175,6 +179,17 @@ class PretrainedTokenizer:
             tokenizer.pad_token = tokenizer.eos_token
             log.info("The tokenizer has no pad token: batches are padded with its EOS token %r.", tokenizer.eos_token)
         return tokenizer
+
+
+def is_weaver_export(name_or_path: str) -> bool:
+    """A folder `export.py` wrote for the native model (its config.json is Weaver's, which transformers warns of)."""
+    from weaver.models.weaver import CONFIG_FILE, MODEL_TYPE  # models import data: imported here, not at load
+
+    config = Path(name_or_path).expanduser() / CONFIG_FILE
+    try:
+        return config.is_file() and json.loads(config.read_text()).get("model_type") == MODEL_TYPE
+    except (OSError, ValueError):
+        return False
 
 
 class GivenTokenizer:
