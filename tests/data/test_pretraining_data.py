@@ -92,17 +92,16 @@ def test_raw_text_splits_long_texts_and_counts_what_it_skips(caplog: pytest.LogC
         RawText().build_pairs(Dataset.from_list(rows), "train")
 
 
-def pretraining_datamodule(tmp_path: Path, denoising: object, **files: str) -> Seq2SeqDataModule:
+def pretraining_datamodule(tmp_path: Path, denoising: object, **options: object) -> Seq2SeqDataModule:
+    settings = {"max_source_length": 32, "max_target_length": 32, **options}
     return Seq2SeqDataModule(
         TrainedTokenizer(vocab_size=300, min_frequency=1),
         pair_builder=RawText(max_words=8),
         validation_fraction=0.1,
         test_fraction=0.1,
-        max_source_length=32,
-        max_target_length=32,
         cache_dir=str(tmp_path / "cache"),
         denoising=denoising,
-        **files,
+        **settings,
     )
 
 
@@ -168,20 +167,11 @@ def test_unlabelled_text_needs_an_objective_that_fits_the_model(tmp_path: Path) 
 
 
 def causal_datamodule(tmp_path: Path, **options: object) -> Seq2SeqDataModule:
+    """The texts as a decoder-only model pretrains on them: no denoising, a prompt template."""
     text = tmp_path / "train.txt"
     text.write_text("\n\n".join(PARAGRAPHS), encoding="utf-8")
-    return Seq2SeqDataModule(
-        TrainedTokenizer(vocab_size=300, min_frequency=1),
-        pair_builder=RawText(max_words=8),
-        train_file=str(text),
-        validation_fraction=0.1,
-        test_fraction=0.1,
-        max_source_length=1,
-        max_target_length=12,
-        cache_dir=str(tmp_path / "cache"),
-        prompt_template="{source}",
-        **options,
-    )
+    causal = {"prompt_template": "{source}", "max_source_length": 1, "max_target_length": 12}
+    return pretraining_datamodule(tmp_path, None, train_file=str(text), **causal, **options)
 
 
 def test_causal_lm_examples_are_each_text_whole_after_one_start_token(tmp_path: Path) -> None:
