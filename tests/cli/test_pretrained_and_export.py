@@ -100,6 +100,32 @@ def test_hf_export_loads_with_auto_classes_and_generates_the_checkpoint_tokens(
     assert fresh_process_tokens(output, "hf") == checkpoint_tokens(ckpt)
 
 
+def test_bart_small_scratch_trains_on_the_task_tokenizer_and_exports(tiny_data_dir: Path, tmp_path: Path) -> None:
+    shrink = ["d_model=32", "encoder_layers=1", "decoder_layers=1", "encoder_ffn_dim=64", "decoder_ffn_dim=64"]
+    model = ["model=bart_small_scratch", "tokenizer.vocab_size=400", *[f"model.from_config.{s}" for s in shrink]]
+    cfg = tiny_run_config(
+        [f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING, "generation.max_new_tokens=8"], tmp_path, model=model
+    )
+    metrics, objects = train(cfg)
+    assert {"val/loss", "test/bleu"} <= set(metrics)
+    backbone, tokenizer = objects["model"].backbone, objects["datamodule"].tokenizer
+    assert backbone.config.model_type == "bart" and backbone.config.d_model == 32
+    assert backbone.get_input_embeddings().num_embeddings == len(tokenizer) == 400  # the task's own BPE
+    assert backbone.config.decoder_start_token_id == tokenizer.bos_token_id
+    ckpt, output = best_checkpoint(cfg), tmp_path / "exported"
+    export_cli(ckpt, output, tmp_path)
+    assert fresh_process_tokens(output, "hf") == checkpoint_tokens(ckpt)
+
+
+def test_a_seq2seq_model_needs_one_of_a_name_or_a_config() -> None:
+    from weaver.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Set one of model.name_or_path .* and model.from_config"):
+        build_pretrained_seq2seq(None, name_or_path=None, from_config=None)
+    with pytest.raises(ConfigError, match="model.from_config='gpt2' is a decoder-only gpt2 model: use model=hf_causal"):
+        build_pretrained_seq2seq(None, from_config={"model_type": "gpt2", "n_layer": 1})
+
+
 def test_lora_trains_a_tenth_of_the_parameters_or_less(tmp_path: Path) -> None:
     folder = save_tiny_model("t5", tmp_path / "t5")
     tokenizer = PretrainedTokenizer(str(folder)).load()

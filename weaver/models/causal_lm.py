@@ -13,19 +13,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
-from omegaconf import DictConfig, OmegaConf
 from peft import PeftModel, PeftType, TaskType
 from torch import Tensor
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
-from weaver.models.pretrained import HFBackbone, check_architecture, fit_embeddings, load_backbone
+from weaver.models.pretrained import HFBackbone, fit_embeddings, load_backbone, random_backbone
 from weaver.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
@@ -150,34 +148,6 @@ def document_mask(document_ids: Tensor, implementation: str, dtype: torch.dtype)
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def config_from(from_config: Mapping[str, Any] | str, trust_remote_code: bool) -> transformers.PretrainedConfig:
-    """`model.from_config`: a folder holding a `config.json`, or the config's fields with its `model_type`."""
-    if isinstance(from_config, str):
-        if not (Path(from_config).expanduser() / "config.json").is_file():
-            raise ConfigError(f"model.from_config='{from_config}' is not a folder with a config.json.")
-        return AutoConfig.from_pretrained(str(Path(from_config).expanduser()), trust_remote_code=trust_remote_code)
-    fields = dict(OmegaConf.to_container(from_config) if isinstance(from_config, DictConfig) else from_config)
-    model_type = fields.pop("model_type", None)
-    if not model_type:
-        raise ConfigError("model.from_config needs a model_type (e.g. gpt2, llama) beside the sizes.")
-    try:
-        return AutoConfig.for_model(model_type, **fields)
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"model.from_config: {error}") from error
-
-
-def random_backbone(
-    from_config: Mapping[str, Any] | str, tokenizer: PreTrainedTokenizerBase, trust_remote_code: bool
-) -> PreTrainedModel:
-    """A randomly initialised model of that config, its vocabulary and special ids the tokenizer's."""
-    config = config_from(from_config, trust_remote_code)
-    check_architecture(config, False, "model.from_config", config.model_type)
-    config.vocab_size = len(tokenizer)
-    config.pad_token_id, config.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    config.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-
-
 def check_context(
     config: transformers.PretrainedConfig,
     model: str,
@@ -231,7 +201,7 @@ def build_causal_lm(
         backbone = load_backbone(AutoModelForCausalLM, name_or_path, trust_remote_code, encoder_decoder=False)
         model = f"model.name_or_path='{name_or_path}' ({backbone.config.model_type})"
     else:
-        backbone = random_backbone(from_config, tokenizer, trust_remote_code)
+        backbone = random_backbone(AutoModelForCausalLM, from_config, tokenizer, trust_remote_code)
         model = f"model.from_config ({backbone.config.model_type})"
     check_context(backbone.config, model, template.overhead(tokenizer), max_source_length, max_target_length)
     fit_embeddings(backbone, tokenizer)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
+from omegaconf import DictConfig, OmegaConf
 from peft import TaskType
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedTokenizerBase
@@ -194,6 +196,41 @@ def check_architecture(config: transformers.PretrainedConfig, encoder_decoder: b
     raise ConfigError(f"{key}='{value}' is {kind} {config.model_type} model: use model={other} for it.")
 
 
+def config_from(from_config: Mapping[str, Any] | str, trust_remote_code: bool) -> transformers.PretrainedConfig:
+    """`model.from_config`: a folder holding a `config.json`, or the config's fields with its `model_type`."""
+    if isinstance(from_config, str):
+        if not (Path(from_config).expanduser() / "config.json").is_file():
+            raise ConfigError(f"model.from_config='{from_config}' is not a folder with a config.json.")
+        return AutoConfig.from_pretrained(str(Path(from_config).expanduser()), trust_remote_code=trust_remote_code)
+    fields = dict(OmegaConf.to_container(from_config) if isinstance(from_config, DictConfig) else from_config)
+    model_type = fields.pop("model_type", None)
+    if not model_type:
+        raise ConfigError("model.from_config needs a model_type (e.g. bart, t5, gpt2, llama) beside the sizes.")
+    try:
+        return AutoConfig.for_model(model_type, **fields)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"model.from_config: {error}") from error
+
+
+def random_backbone(
+    auto_class: type, from_config: Mapping[str, Any] | str, tokenizer: PreTrainedTokenizerBase, trust_remote_code: bool
+) -> PreTrainedModel:
+    """A randomly initialised model of that config (`auto_class`: `AutoModelForSeq2SeqLM` or
+    `AutoModelForCausalLM`), its vocabulary and special ids the tokenizer's. An encoder-decoder's decoder starts from
+    BOS (PAD where there is none, as T5's), and no token is forced at either end of its outputs."""
+    config = config_from(from_config, trust_remote_code)
+    encoder_decoder = auto_class is AutoModelForSeq2SeqLM
+    check_architecture(config, encoder_decoder, "model.from_config", config.model_type)
+    config.vocab_size = len(tokenizer)
+    config.pad_token_id, config.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    config.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if encoder_decoder:
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.pad_token_id
+        config.decoder_start_token_id = start
+        config.forced_bos_token_id = config.forced_eos_token_id = None
+    return auto_class.from_config(config, trust_remote_code=trust_remote_code)
+
+
 def fit_embeddings(backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
     """Grow the token embeddings only when the tokenizer grew (extra special tokens); T5 keeps spare rows."""
     embeddings = backbone.get_input_embeddings().num_embeddings
@@ -209,13 +246,14 @@ def position_limit(config: transformers.PretrainedConfig) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
 
-def check_lengths(config: transformers.PretrainedConfig, name_or_path: str, lengths: dict[str, int | None]) -> None:
+def check_lengths(config: transformers.PretrainedConfig, model: str, lengths: dict[str, int | None]) -> None:
+    """`model` names where the config came from, for the message."""
     limit = position_limit(config)
     for key, length in lengths.items():
         if limit is not None and length is not None and length > limit:
             raise ConfigError(
-                f"data.{key}={length} exceeds the {limit} positions of model.name_or_path='{name_or_path}' "
-                f"({config.model_type}); set data.{key}<={limit}."
+                f"data.{key}={length} exceeds the {limit} positions of {model} ({config.model_type}); "
+                f"set data.{key}<={limit}."
             )
 
 
@@ -228,7 +266,8 @@ def token_id(tokenizer: PreTrainedTokenizerBase, token: str, key: str) -> int:
 
 def build_pretrained_seq2seq(
     tokenizer: PreTrainedTokenizerBase,
-    name_or_path: str,
+    name_or_path: str | None = None,
+    from_config: Mapping[str, Any] | str | None = None,
     trust_remote_code: bool = False,
     max_source_length: int | None = None,
     max_target_length: int | None = None,
@@ -236,14 +275,25 @@ def build_pretrained_seq2seq(
     activation_checkpointing: bool = False,
     memory: Mapping[str, Any] | None = None,
 ) -> PretrainedSeq2Seq:
-    """Hydra builder (`_target_: weaver.models.build_pretrained_seq2seq`) for `model=hf_seq2seq`; ``memory``
-    (`memory=recall`) reads sources of any length in windows and recalls from them."""
-    backbone = load_backbone(AutoModelForSeq2SeqLM, name_or_path, trust_remote_code, encoder_decoder=True)
+    """Hydra builder (`_target_: weaver.models.build_pretrained_seq2seq`) for `model=hf_seq2seq`: a pretrained model
+    from `name_or_path`, or a random one from `from_config` (`model=bart_small_scratch`) trained from scratch;
+    ``memory`` (`memory=recall`) reads sources of any length in windows and recalls from them."""
+    if (name_or_path is None) == (from_config is None):
+        raise ConfigError(
+            "Set one of model.name_or_path (a pretrained model) and model.from_config (a config to train from "
+            f"scratch), got name_or_path={name_or_path!r} and from_config={from_config!r}."
+        )
+    if name_or_path is not None:
+        backbone = load_backbone(AutoModelForSeq2SeqLM, name_or_path, trust_remote_code, encoder_decoder=True)
+        model = f"model.name_or_path='{name_or_path}'"
+    else:
+        backbone = random_backbone(AutoModelForSeq2SeqLM, from_config, tokenizer, trust_remote_code)
+        model = "model.from_config"
     memory_config = memory_from_settings(memory, tokenizer)
     lengths = {"max_target_length": max_target_length}
     if memory_config is None:  # with memory, windows keep within the positions
         lengths["max_source_length"] = max_source_length
-    check_lengths(backbone.config, name_or_path, lengths)
+    check_lengths(backbone.config, model, lengths)
     if memory_config is not None:
         enable_recall(backbone, memory_config, position_limit(backbone.config))
     fit_embeddings(backbone, tokenizer)
