@@ -15,18 +15,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from experiments.fresh_run import record_run, score, wall_time
+
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "label_fractions"
-ROOT = HERE.parents[1]
 STARTS = {"pretrained": "weaver_small_pretrained", "scratch": "weaver_small"}
 FRACTIONS = (0.1, 1.0)
 
@@ -50,36 +45,14 @@ TASKS = {
 
 def run(task: str, fraction: float, start: str, cpu: int) -> None:
     budget = TASKS[task]
-    target = RUNS / task / f"{fraction:g}_{start}"
-    with tempfile.TemporaryDirectory() as output:
-        command = [
-            "taskset", "-c", str(cpu), sys.executable, "train.py", f"task={task}", f"model={STARTS[start]}",
-            f"data.train_fraction={fraction}", f"trainer.max_time=00:00:{budget.minutes:02d}:00",
-            f"trainer.val_check_interval={budget.val_check_interval}", "logger=csv", f"hydra.run.dir={output}",
-        ]  # fmt: skip
-        began = time.perf_counter()
-        subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
-        seconds = time.perf_counter() - began
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
-        metrics = json.loads((Path(output) / "metrics.json").read_text())
-        logged = [row for log in Path(output).rglob("metrics.csv") for row in csv.DictReader(log.open())]
-        metrics["wall_seconds"] = round(seconds, 1)
-        metrics["trained_steps"] = max(int(row["step"]) for row in logged if row.get("train/loss")) + 1
-        (target / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        shutil.copy(Path(output) / ".hydra" / "config.yaml", target / "config.yaml")
-        write_validation_curve(logged, target / "validation_curve.csv")
-
-
-def write_validation_curve(logged: list[dict[str, str]], path: Path) -> None:
-    """The CSV logger's validation rows (step and every val/ metric)."""
-    rows = [row for row in logged if row.get("val/loss")]
-    names = ["step", *sorted({key for row in rows for key in row if key.startswith("val/") and row[key]})]
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=names, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    overrides = [
+        f"task={task}",
+        f"model={STARTS[start]}",
+        f"data.train_fraction={fraction}",
+        f"trainer.max_time=00:00:{budget.minutes:02d}:00",
+        f"trainer.val_check_interval={budget.val_check_interval}",
+    ]
+    record_run(overrides, RUNS / task / f"{fraction:g}_{start}", cpu)
 
 
 def table(task: str) -> str:
@@ -97,19 +70,12 @@ def table(task: str) -> str:
             scores, seconds = recorded["metrics"], recorded["wall_seconds"]
             curve = list(csv.DictReader((folder / "validation_curve.csv").open()))
             values = " | ".join(score(scores.get(name)) for name in metrics)
-            wall = f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+            wall = wall_time(seconds)
             lines.append(
                 f"| {fraction:.0%} | {start} | {values} | {recorded['trained_steps']} | {best_step(curve, folder)} "
                 f"| {wall} |"
             )
     return "\n".join(lines)
-
-
-def score(value: float | None) -> str:
-    """Metrics in points (BLEU, ROUGE, F1) to two decimals, ratios (distinct-n) to three."""
-    if value is None:
-        return "–"
-    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
 
 
 def best_step(curve: list[dict[str, str]], folder: Path) -> str:
