@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
-from weaver.models.pretrained import HFBackbone, fit_embeddings, load_backbone, random_backbone
+from weaver.models.pretrained import HFBackbone, check_one_source, fit_embeddings, pretrained_or_random
 from weaver.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
@@ -187,22 +187,16 @@ def build_causal_lm(
             "model.memory: a decoder-only model has no encoder to read a long source in windows, nor "
             "cross-attention to recall from it; use memory=none (or an encoder-decoder: model=hf_seq2seq)"
         )
-    if (name_or_path is None) == (from_config is None):
-        raise ConfigError(
-            "Set one of model.name_or_path (a pretrained model) and model.from_config (a config to train from "
-            f"scratch), got name_or_path={name_or_path!r} and from_config={from_config!r}."
-        )
+    check_one_source(name_or_path, from_config)
     template = PromptTemplate(prompt_template)  # a bad template fails before any weights are loaded
     if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
         raise ConfigError(
             f"The tokenizer ({tokenizer.name_or_path}) needs an EOS token, which ends completions and pads batches."
         )
-    if name_or_path is not None:
-        backbone = load_backbone(AutoModelForCausalLM, name_or_path, trust_remote_code, encoder_decoder=False)
-        model = f"model.name_or_path='{name_or_path}' ({backbone.config.model_type})"
-    else:
-        backbone = random_backbone(AutoModelForCausalLM, from_config, tokenizer, trust_remote_code)
-        model = f"model.from_config ({backbone.config.model_type})"
+    backbone, source = pretrained_or_random(
+        AutoModelForCausalLM, name_or_path, from_config, tokenizer, trust_remote_code
+    )
+    model = f"{source} ({backbone.config.model_type})"
     check_context(backbone.config, model, template.overhead(tokenizer), max_source_length, max_target_length)
     fit_embeddings(backbone, tokenizer)
     backbone.config.pad_token_id = backbone.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -231,6 +231,31 @@ def random_backbone(
     return auto_class.from_config(config, trust_remote_code=trust_remote_code)
 
 
+def check_one_source(name_or_path: str | None, from_config: Mapping[str, Any] | str | None) -> None:
+    """Exactly one of a pretrained model and a config to start from at random, before anything is loaded."""
+    if (name_or_path is None) == (from_config is None):
+        raise ConfigError(
+            "Set one of model.name_or_path (a pretrained model) and model.from_config (a config to train from "
+            f"scratch), got name_or_path={name_or_path!r} and from_config={from_config!r}."
+        )
+
+
+def pretrained_or_random(
+    auto_class: type,
+    name_or_path: str | None,
+    from_config: Mapping[str, Any] | str | None,
+    tokenizer: PreTrainedTokenizerBase,
+    trust_remote_code: bool,
+) -> tuple[PreTrainedModel, str]:
+    """The pretrained model at `name_or_path` or a random one of `from_config` (`check_one_source` first), and the
+    option it came from, for messages."""
+    if name_or_path is None:
+        return random_backbone(auto_class, from_config, tokenizer, trust_remote_code), "model.from_config"
+    encoder_decoder = auto_class is AutoModelForSeq2SeqLM
+    backbone = load_backbone(auto_class, name_or_path, trust_remote_code, encoder_decoder=encoder_decoder)
+    return backbone, f"model.name_or_path='{name_or_path}'"
+
+
 def fit_embeddings(backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
     """Grow the token embeddings only when the tokenizer grew (extra special tokens); T5 keeps spare rows."""
     embeddings = backbone.get_input_embeddings().num_embeddings
@@ -278,17 +303,10 @@ def build_pretrained_seq2seq(
     """Hydra builder (`_target_: weaver.models.build_pretrained_seq2seq`) for `model=hf_seq2seq`: a pretrained model
     from `name_or_path`, or a random one from `from_config` (`model=bart_small_scratch`) trained from scratch;
     ``memory`` (`memory=recall`) reads sources of any length in windows and recalls from them."""
-    if (name_or_path is None) == (from_config is None):
-        raise ConfigError(
-            "Set one of model.name_or_path (a pretrained model) and model.from_config (a config to train from "
-            f"scratch), got name_or_path={name_or_path!r} and from_config={from_config!r}."
-        )
-    if name_or_path is not None:
-        backbone = load_backbone(AutoModelForSeq2SeqLM, name_or_path, trust_remote_code, encoder_decoder=True)
-        model = f"model.name_or_path='{name_or_path}'"
-    else:
-        backbone = random_backbone(AutoModelForSeq2SeqLM, from_config, tokenizer, trust_remote_code)
-        model = "model.from_config"
+    check_one_source(name_or_path, from_config)
+    backbone, model = pretrained_or_random(
+        AutoModelForSeq2SeqLM, name_or_path, from_config, tokenizer, trust_remote_code
+    )
     memory_config = memory_from_settings(memory, tokenizer)
     lengths = {"max_target_length": max_target_length}
     if memory_config is None:  # with memory, windows keep within the positions
