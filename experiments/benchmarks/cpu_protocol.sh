@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU benchmark protocol (experiments/benchmarks/README.md): every run in turn on an otherwise idle machine, each
 # writing its JSON report under experiments/benchmarks/cpu_protocol/ and its progress (one line per measurement) beside
-# it as <name>.log. About 45 minutes on 2 cores.
+# it as <name>.log. About 25 minutes on 2 cores.
 #   bash experiments/benchmarks/cpu_protocol.sh [name ...]     # all runs, or only the named ones
 set -euo pipefail
 cd "$(dirname "$0")/../.."
