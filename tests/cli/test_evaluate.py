@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tests.conftest import FIXTURE_SIZES
 from tests.helpers import best_checkpoint, run_cli
-from weaver.cli.overrides import changed_values, named_values
+from weaver.cli.overrides import changed_values, merge_changes, named_values
 from weaver.cli.train import train
 
 
@@ -29,6 +29,15 @@ def test_values_set_by_name_count_even_at_their_default() -> None:
     after = {"generation": {"num_beams": 1, "max_new_tokens": 64}, "seed": 3, "data": {"max_tokens": None}}
     overrides = ["generation.num_beams=1", "+seed=3", "generation=greedy", "~data.max_tokens", "data.max_tokens=null"]
     assert named_values(after, overrides) == {"generation.num_beams": 1, "seed": 3, "data.max_tokens": None}
+
+
+def test_a_new_subtree_set_by_name_changes_only_those_leaves() -> None:
+    """`++model.memory.top_k=64` on a checkpoint trained with memory keeps its window; `memory=recall` (a group
+    choice, its leaves not named) replaces the whole node."""
+    named = {"model.memory.top_k": 64}
+    assert merge_changes({"model.memory": {"top_k": 64}}, named) == named
+    chosen = {"model.memory": {"window": 256, "top_k": 64}}
+    assert merge_changes(chosen, named) == {**chosen, **named}
 
 
 @pytest.mark.slow

@@ -57,7 +57,19 @@ def command_line_changes(overrides: Sequence[str], own_keys: Sequence[str]) -> d
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in own_keys]
     before = OmegaConf.to_container(compose(config_name="train"), resolve=False)
     after = OmegaConf.to_container(compose(config_name="train", overrides=kept), resolve=False)
-    return {**changed_values(before, after), **named_values(after, kept)}
+    return merge_changes(changed_values(before, after), named_values(after, kept))
+
+
+def merge_changes(changed: dict[str, Any], named: dict[str, Any]) -> dict[str, Any]:
+    """`changed` and `named` together. A new subtree made only of values set by name (`++model.memory.top_k=64`
+    where the default has no memory) is left to those values, set one by one: on a checkpoint trained with memory
+    they change its `top_k` and keep its window, where the whole subtree would replace its settings."""
+    kept = {
+        key: value
+        for key, value in changed.items()
+        if not (isinstance(value, dict) and changed_values(_ABSENT, value, f"{key}.").keys() <= named.keys())
+    }
+    return {**kept, **named}
 
 
 def checkpoint_tool(
