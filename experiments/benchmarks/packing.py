@@ -14,7 +14,7 @@ import json
 import statistics
 from pathlib import Path
 
-from experiments.benchmarks.workload import BENCHMARK_RUN, alternate, compose_config
+from experiments.benchmarks.workload import BENCHMARK_RUN, alternate, compose_config, ratio_summary
 from weaver.cli.train import train
 
 SYSTEMS = {"plain": [], "packed": ["data.packing=true"]}
@@ -47,14 +47,18 @@ def main() -> None:
         return
     arguments = [f"--steps={options.steps}", f"--log-every={options.log_every}", *options.overrides]
     results = alternate("experiments.benchmarks.packing", list(SYSTEMS), options.rounds, arguments)
-    summary = {}
+    summary: dict = {}
     for system, rounds in results.items():
         speeds = [r["tokens_per_sec"] for r in rounds]
         summary[system] = {
+            "tokens_per_sec_per_round": speeds,
             "tokens_per_sec_median": statistics.median(speeds),
             "tokens_per_sec_range": [min(speeds), max(speeds)],
             "padding_efficiency": statistics.median(r["padding_efficiency"] for r in rounds),
         }
+    # Each round's packed run against the plain run beside it: the drift of the machine cancels within a round.
+    ratios = [p["tokens_per_sec"] / q["tokens_per_sec"] for p, q in zip(results["packed"], results["plain"])]
+    summary["packed_over_plain"] = ratio_summary(ratios)
     print(json.dumps(summary, indent=2))
 
 
