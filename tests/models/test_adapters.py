@@ -17,6 +17,7 @@ from weaver.instantiate import build
 from weaver.models import (
     IA3,
     AdaLoRA,
+    BottleneckAdapter,
     LoRA,
     PrefixTuning,
     PromptTuning,
@@ -33,6 +34,7 @@ from weaver.tasks.seq2seq import shift_right
 METHODS = {
     "lora": lambda: LoRA(r=4),
     "adalora": lambda: AdaLoRA(init_r=2, target_r=1, total_step=10),  # T5: every projection by default
+    "adapter": lambda: BottleneckAdapter(bottleneck=4),
     "ia3": IA3,
     "prefix": lambda: PrefixTuning(num_virtual_tokens=4),
     "prompt": lambda: PromptTuning(num_virtual_tokens=4),
@@ -77,12 +79,31 @@ def test_each_method_trains_a_tenth_of_the_parameters_or_less(method: str, backb
     assert all(torch.equal(after[name], value) for name, value in frozen.items())
 
 
-@pytest.mark.parametrize(("method", "mergeable"), [("lora", True), ("ia3", True), ("prefix", False)])
+@pytest.mark.parametrize(
+    ("method", "mergeable"), [("lora", True), ("adapter", True), ("ia3", True), ("prefix", False)]
+)
 def test_weight_updates_merge_and_virtual_tokens_do_not(method: str, mergeable: bool, tmp_path: Path) -> None:
     model, tokenizer = build_model("gpt2", save_tiny_model("gpt2", tmp_path / "gpt2"))
     model = METHODS[method]()(model)
     assert can_merge(model) is mergeable
     assert (peft_model_of(merge_adapters(model)) is None) is mergeable  # merged: plain modules again
+
+
+@pytest.mark.parametrize(("family", "modules"), [("t5", {"wo"}), ("gpt2", {"c_proj"}), ("llama", {"down_proj"})])
+def test_adapters_sit_beside_the_feed_forward_outputs_only(family: str, modules: set[str], tmp_path: Path) -> None:
+    model, _ = build_model(family, save_tiny_model(family, tmp_path / family))
+    model = BottleneckAdapter(bottleneck=4)(model)
+    adapted = {name.rsplit(".", 1)[0] for name, p in model.named_parameters() if p.requires_grad}
+    assert {name.rsplit(".", 2)[0].rsplit(".", 1)[-1] for name in adapted} == modules
+    if family == "gpt2":  # c_proj of the MLP, not of the attention
+        assert all(".mlp.c_proj." in name for name in adapted)
+
+
+def test_the_native_model_takes_adapters_on_its_feed_forward_outputs() -> None:
+    native = build_weaver(vocab_size=400, d_model=64, num_heads=2, num_encoder_layers=1, num_decoder_layers=1)
+    adapted = BottleneckAdapter(bottleneck=4)(native)
+    trainable = [name for name, p in adapted.named_parameters() if p.requires_grad]
+    assert trainable and all(".ffn.down.lora_" in name for name in trainable)
 
 
 def test_virtual_tokens_need_a_huggingface_model() -> None:
@@ -96,6 +117,7 @@ def test_virtual_tokens_need_a_huggingface_model() -> None:
     [
         (["peft=adalora", "trainer.max_steps=-1"], "peft.total_step=-1: AdaLoRA schedules its ranks over the run"),
         (["peft=lora", "peft.r=0"], "peft.r must be >= 1, got 0"),
+        (["peft=adapter", "peft.bottleneck=0"], "peft.bottleneck must be >= 1, got 0"),
         (["peft=adalora", "peft.orth_reg_weight=-1"], "peft.orth_reg_weight must be a number >= 0, got -1"),
     ],
 )

@@ -1,5 +1,6 @@
 """Every `peft=` method survives a SIGKILL: `resume=auto` continues from the last checkpoint with the adapter weights,
-the optimizer state, the random generators and AdaLoRA's rank allocator, taking the very steps the killed run took.
+the optimizer state, the random generators and AdaLoRA's rank allocator, taking the very steps the killed run took;
+then the resumed run exports (merged where the method allows, adapters alone otherwise) and the export loads.
 
 The killed run is a process of its own; the resumed one runs in the test's process (`resume=auto` as `train.py` applies
 it), which saves a start-up per case. Both in float32, so that their losses agree to rounding whatever the threads.
@@ -11,18 +12,22 @@ from pathlib import Path
 
 import pytest
 from omegaconf import open_dict
+from peft import PeftModel
 
 from tests.conftest import compose_config
 from tests.helpers import INTERRUPTIBLE, announce_step, kill_after_step, logged_values, start
 from tests.models.tiny_hf import save_tiny_model
 from weaver.cli.resume import apply_resume
 from weaver.cli.train import train
+from weaver.export import export_checkpoint, from_pretrained
 
 MODELS = {"t5": "model=hf_seq2seq", "gpt2": "model=hf_causal_lm"}
+MERGED = {"lora", "adalora", "adapter", "ia3"}  # weight updates fold into the weights; virtual tokens do not
 METHODS = {
     "lora": [],
     # Ranks move at every step from the first on, so the resumed steps depend on the importance scores.
     "adalora": ["peft.init_r=2", "peft.target_r=1", "peft.tinit=1", "peft.tfinal=2", "peft.deltaT=1"],
+    "adapter": ["peft.bottleneck=4"],
     "ia3": [],
     "prefix": ["peft.num_virtual_tokens=4"],
     "prompt": ["peft.num_virtual_tokens=4"],
@@ -73,3 +78,8 @@ def test_a_peft_run_killed_after_a_checkpoint_resumes_with_the_same_steps(
         # Step 5 runs on the restored weights; step 6 also on the optimizer state (and rank scores) step 5 used.
         first_two = (CHECKPOINT, CHECKPOINT + 1)
         assert [after[step] for step in first_two] == pytest.approx([before[step] for step in first_two], rel=1e-5)
+
+    exported = tmp_path / "exported"
+    export_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", exported)
+    assert (exported / "adapter_config.json").is_file() is (method not in MERGED)
+    assert isinstance(from_pretrained(exported), PeftModel) is (method not in MERGED)  # loads, adapters on top

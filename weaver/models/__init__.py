@@ -4,6 +4,7 @@ parameter-efficient fine-tuning methods."""
 from weaver.models.adapters import (
     IA3,
     AdaLoRA,
+    BottleneckAdapter,
     LoRA,
     PrefixTuning,
     PromptTuning,
@@ -18,6 +19,7 @@ from weaver.models.weaver import DecoderCache, WeaverConfig, WeaverModel, build_
 __all__ = [
     "IA3",
     "AdaLoRA",
+    "BottleneckAdapter",
     "CausalLM",
     "DecoderCache",
     "HFBackbone",

@@ -1,9 +1,9 @@
-"""Parameter-efficient fine-tuning from `peft` (`peft=lora|adalora|prefix|prompt|ia3`).
+"""Parameter-efficient fine-tuning from `peft` (`peft=lora|adalora|adapter|prefix|prompt|ia3`).
 
 Each method freezes the model and trains what it adds: low-rank updates (LoRA; AdaLoRA, which also moves rank
-between matrices as training goes), learned rescaling vectors (IA3), or virtual tokens (prefix and prompt tuning).
-All of them adapt HuggingFace encoder-decoders and decoder-only models; LoRA, AdaLoRA and IA3 adapt the native
-Weaver model too. The weight-update methods merge into the weights on export; virtual tokens cannot, and export as
+between matrices as training goes; bottleneck adapters on the feed-forward outputs), learned rescaling vectors
+(IA3), or virtual tokens (prefix and prompt tuning). All of them adapt HuggingFace encoder-decoders and decoder-only
+models; the weight-update methods and IA3 adapt the native Weaver model too. The weight-update methods merge into the weights on export; virtual tokens cannot, and export as
 an adapter folder.
 """
 
@@ -27,6 +27,7 @@ from peft import (
     TaskType,
     get_peft_model,
 )
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING
 from torch import Tensor, nn
 
 from weaver.errors import ConfigError
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # Every attention input projection of the native model: fused Q/K/V (self-attention), Q and fused K/V (cross).
 WEAVER_TARGET_MODULES = ("qkv", "q", "kv")
+# The native model's feed-forward output projections (`FeedForward.down`).
+WEAVER_FEED_FORWARD_OUTPUTS = ("down",)
 
 
 class PeftMethod:
@@ -57,7 +60,7 @@ class PeftMethod:
         if not hf and not self.adapts_native:
             raise ConfigError(
                 f"peft={self.name} needs a HuggingFace model (model=hf_seq2seq, model=hf_causal_lm or a preset of "
-                "them); the native Weaver model takes peft=lora, adalora or ia3."
+                "them); the native Weaver model takes peft=lora, adalora, adapter or ia3."
             )
         try:
             if hf:
@@ -108,6 +111,43 @@ class LoRA(PeftMethod):
             target_modules=target_modules(self.target_modules, task_type),
             task_type=task_type,
         )
+
+
+class BottleneckAdapter(LoRA):
+    """`peft=adapter`: a `bottleneck`-wide adapter beside each feed-forward block's output projection, adding its
+    output to what the block writes into the residual stream. `peft` has no Houlsby-style adapter (and the
+    maintained `adapters` library needs transformers 4.x), so this is its closest method: LoRA on the feed-forward
+    output layers, the linear form of He et al. (2022)'s parallel adapter, without the nonlinearity between the
+    down- and up-projection. It merges into the weights like LoRA.
+
+    `target_modules=None` picks the feed-forward output layers: `peft`'s per HF family (T5 `wo`, BART and Marian
+    `fc2`, GPT-2 `mlp.c_proj`, Llama `down_proj`), the native model's `down`."""
+
+    name = "adapter"
+
+    def __init__(self, bottleneck: int = 16, dropout: float = 0.05, target_modules: Sequence[str] | None = None):
+        if bottleneck < 1:
+            raise ConfigError(f"peft.bottleneck must be >= 1, got {bottleneck}")
+        super().__init__(r=bottleneck, alpha=bottleneck, dropout=dropout, target_modules=target_modules)
+
+    def __call__(self, model: nn.Module) -> nn.Module:
+        if not self.target_modules:
+            self.target_modules = feed_forward_outputs(model)
+        return super().__call__(model)
+
+
+def feed_forward_outputs(model: nn.Module) -> list[str]:
+    """The names of `model`'s feed-forward output layers, as `peft` matches them."""
+    if not isinstance(model, HFBackbone):
+        return list(WEAVER_FEED_FORWARD_OUTPUTS)
+    model_type = model.backbone.config.model_type
+    modules = TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.get(model_type)
+    if not modules:
+        raise ConfigError(
+            f"peft=adapter does not know the feed-forward output layers of a '{model_type}' model: name them with "
+            "peft.target_modules=[...]"
+        )
+    return list(modules)
 
 
 class AdaLoRA(PeftMethod):
