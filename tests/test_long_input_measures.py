@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -42,3 +43,6 @@ def test_the_paired_bootstrap_brackets_a_real_gap_and_a_null_one(tmp_path: Path)
     path = tmp_path / "predictions.jsonl"
     path.write_text("\n".join(json.dumps(row) for row in rows))
     assert np.isclose(per_example_rouge_l(path)[3], 100 * 2 * (2 / 3 * 2 / 3) / (4 / 3))
+    zipped = tmp_path / "predictions.jsonl.gz"  # as the recorded runs keep them
+    zipped.write_bytes(gzip.compress(path.read_bytes()))
+    assert per_example_rouge_l(zipped) == per_example_rouge_l(path)

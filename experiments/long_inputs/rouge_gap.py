@@ -1,6 +1,6 @@
 """How far one system's ROUGE-L is from another's on the same examples, and whether the gap is real.
 
-Reads two prediction files (`test_predictions.jsonl` of `eval.py` or a training run's test), pairs their rows by
+Reads two prediction files (`test_predictions.jsonl` of `eval.py` or a training run's test, or gzipped), pairs their rows by
 `id`, and reports each system's ROUGE-L (rouge-score, Porter stemming, as the task scores it), the ratio of the
 first to the second, and a paired bootstrap (resampling the same examples for both) of that ratio and of the
 difference: a 95% interval that excludes 1 (or 0) says the gap is not resampling noise.
@@ -11,6 +11,7 @@ difference: a 95% interval that excludes 1 (or 0) says the gap is not resampling
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from rouge_score.rouge_scorer import RougeScorer
 
 def per_example_rouge_l(path: Path) -> dict[int, float]:
     scorer = RougeScorer(["rougeL"], use_stemmer=True)
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = gzip.decompress(path.read_bytes()).decode("utf-8") if path.suffix == ".gz" else path.read_text("utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     return {row["id"]: 100 * scorer.score(row["reference"], row["hypothesis"])["rougeL"].fmeasure for row in rows}
 
 
