@@ -57,7 +57,8 @@ def main() -> None:
             "padding_efficiency": statistics.median(r["padding_efficiency"] for r in rounds),
         }
     # Each round's packed run against the plain run beside it: the drift of the machine cancels within a round.
-    ratios = [p["tokens_per_sec"] / q["tokens_per_sec"] for p, q in zip(results["packed"], results["plain"])]
+    pairs = zip(results["packed"], results["plain"], strict=True)
+    ratios = [packed["tokens_per_sec"] / plain["tokens_per_sec"] for packed, plain in pairs]
     summary["packed_over_plain"] = ratio_summary(ratios)
     print(json.dumps(summary, indent=2))
 

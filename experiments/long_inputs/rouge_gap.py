@@ -1,9 +1,9 @@
 """How far one system's ROUGE-L is from another's on the same examples, and whether the gap is real.
 
-Reads two prediction files (`test_predictions.jsonl` of `eval.py` or a training run's test, or gzipped), pairs their rows by
-`id`, and reports each system's ROUGE-L (rouge-score, Porter stemming, as the task scores it), the ratio of the
-first to the second, and a paired bootstrap (resampling the same examples for both) of that ratio and of the
-difference: a 95% interval that excludes 1 (or 0) says the gap is not resampling noise.
+Reads two prediction files (`test_predictions.jsonl` of `eval.py` or a training run's test, or gzipped), pairs
+their rows by `id`, and reports each system's ROUGE-L (rouge-score, Porter stemming, as the task scores it), the
+ratio of the first to the second, and a paired bootstrap (resampling the same examples for both) of that ratio and
+of the difference: a 95% interval that excludes 1 (or 0) says the gap is not resampling noise.
 
     python -m experiments.long_inputs.rouge_gap <recall at 40 documents>.jsonl <oracle>.jsonl
 """

@@ -79,9 +79,7 @@ def test_each_method_trains_a_tenth_of_the_parameters_or_less(method: str, backb
     assert all(torch.equal(after[name], value) for name, value in frozen.items())
 
 
-@pytest.mark.parametrize(
-    ("method", "mergeable"), [("lora", True), ("adapter", True), ("ia3", True), ("prefix", False)]
-)
+@pytest.mark.parametrize(("method", "mergeable"), [("lora", True), ("adapter", True), ("ia3", True), ("prefix", False)])
 def test_weight_updates_merge_and_virtual_tokens_do_not(method: str, mergeable: bool, tmp_path: Path) -> None:
     model, tokenizer = build_model("gpt2", save_tiny_model("gpt2", tmp_path / "gpt2"))
     model = METHODS[method]()(model)

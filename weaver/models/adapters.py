@@ -3,8 +3,8 @@
 Each method freezes the model and trains what it adds: low-rank updates (LoRA; AdaLoRA, which also moves rank
 between matrices as training goes; bottleneck adapters on the feed-forward outputs), learned rescaling vectors
 (IA3), or virtual tokens (prefix and prompt tuning). All of them adapt HuggingFace encoder-decoders and decoder-only
-models; the weight-update methods and IA3 adapt the native Weaver model too. The weight-update methods merge into the weights on export; virtual tokens cannot, and export as
-an adapter folder.
+models; the weight-update methods and IA3 adapt the native Weaver model too. The weight-update methods merge into
+the weights on export; virtual tokens cannot, and export as an adapter folder.
 """
 
 from __future__ import annotations
