@@ -131,9 +131,9 @@ class BottleneckAdapter(LoRA):
         super().__init__(r=bottleneck, alpha=bottleneck, dropout=dropout, target_modules=target_modules)
 
     def __call__(self, model: nn.Module) -> nn.Module:
-        if not self.target_modules:
-            self.target_modules = feed_forward_outputs(model)
-        return super().__call__(model)
+        if self.target_modules:
+            return super().__call__(model)
+        return BottleneckAdapter(self.r, self.dropout, feed_forward_outputs(model))(model)
 
 
 def feed_forward_outputs(model: nn.Module) -> list[str]:
