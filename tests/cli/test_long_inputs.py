@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from tests.conftest import FIXTURE_SIZES, SHORT_TRAINING, embedded_rows, tiny_run_config, write_jsonl
 from tests.helpers import best_checkpoint, run_cli
 from weaver.cli.train import train
+from weaver.errors import ConfigError
 
 MEMORY = ["memory=recall", "model.memory.window=64", "model.memory.stride=32", "model.memory.top_k=8"]
 
@@ -90,6 +91,25 @@ def test_a_model_trained_on_short_sources_reads_long_ones_with_recall_at_evaluat
     config = (run_dir / "run_config.yaml").read_text()
     assert "top_k: 8" in config and "window: 64" in config
     assert "test/rougeL" in json.loads((run_dir / "metrics.json").read_text())["metrics"]
+
+
+def test_the_relevance_loss_trains_beside_the_cross_entropy_on_the_recall_set(
+    recall_data_dir: Path, tmp_path: Path
+) -> None:
+    cfg = recall_config(recall_data_dir, tmp_path, *MEMORY, "task.relevance_loss_weight=1.0")
+    metrics, _ = train(cfg)
+    assert 0 < metrics["train/relevance_loss"] < 10 and "test/rougeL" in metrics
+
+
+def test_a_relevance_loss_without_relevant_spans_or_below_zero_names_the_key(
+    recall_data_dir: Path, tmp_path: Path
+) -> None:
+    summaries = ["task=summarization", f"data.data_dir={recall_data_dir}", *SHORT_TRAINING]  # one document each
+    with pytest.raises(ConfigError, match="task.relevance_loss_weight needs batches that mark"):
+        train(tiny_run_config([*summaries, "task.relevance_loss_weight=0.5"], tmp_path))
+    result = run_cli("task=summarization", "task.relevance_loss_weight=-1", "debug=fast", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "task.relevance_loss_weight must be >= 0, got -1" in result.stderr
 
 
 def test_bad_memory_settings_are_one_line_errors(tmp_path: Path) -> None:

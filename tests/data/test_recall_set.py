@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 from datasets import Dataset
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import WhitespaceSplit
+from transformers import PreTrainedTokenizerFast
 
 from weaver.data.recall_set import RecallSetPairs
 from weaver.errors import ConfigError, DataError
@@ -90,3 +94,30 @@ def test_bad_settings_and_data_name_the_key() -> None:
         RecallSetPairs(eval_num_documents=40).build_pairs(Dataset.from_list(ROWS), "test")
     with pytest.raises(DataError, match="data.pair_builder.key_field='title': no column 'title'"):
         RecallSetPairs(key_field="title").build_pairs(Dataset.from_list(ROWS), "train")
+
+
+def word_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over ``texts``' words, keeping the recall set's markers whole."""
+    words = sorted({word for text in texts for word in text.split()} - {"<query>", "<doc>"})
+    vocab = {token: index for index, token in enumerate(["<pad>", "<unk>", "<query>", "<doc>", *words])}
+    model = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    model.pre_tokenizer = WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=model, pad_token="<pad>", unk_token="<unk>", additional_special_tokens=["<query>", "<doc>"]
+    )
+
+
+def test_the_relevant_span_is_the_queried_documents_tokens_and_empty_once_truncated_away() -> None:
+    builder = RecallSetPairs(num_documents=6)
+    pairs = builder.build_pairs(Dataset.from_list(ROWS), "train")[:10]
+    tokenizer = word_tokenizer(pairs["source"])
+    encoded = builder.encode_sources(tokenizer, pairs, max_length=512)
+    for ids, (start, end), source, target in zip(
+        encoded["input_ids"], encoded["relevant_span"], pairs["source"], pairs["example_id"], strict=True
+    ):
+        key = source.split()[0]
+        assert tokenizer.decode(ids[start:end]) == f"<doc> {key}: Document {target} text."
+    cut = builder.encode_sources(tokenizer, pairs, max_length=7)  # the query and the first document alone
+    for (start, end), position in zip(cut["relevant_span"], pairs["position"], strict=True):
+        assert (start, end) == ((2, 7) if position == 0 else (0, 0))
+    assert "relevant_span" not in builder.encode_sources(tokenizer, {"source": pairs["source"]}, max_length=512)

@@ -12,8 +12,9 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from tests.models.test_memory import padded_batch, tiny_model, with_memory
 from tests.models.tiny_hf import save_tiny_model
-from weaver.explain.attention import RecordedAttention, recorded_cross_attention
+from weaver.explain.attention import RecordedAttention, cross_attention_scores, recorded_cross_attention
 from weaver.models.pretrained import PretrainedSeq2Seq, build_pretrained_seq2seq
+from weaver.tasks.loss import relevance_loss
 
 
 def inputs_of(module: nn.Module) -> tuple[list[Tensor], object]:
@@ -97,3 +98,36 @@ def test_hf_recall_weights_times_values_give_the_cross_attention_output(family: 
     value = module.v_proj if family == "bart" else module.v
     values = value(states[0]).unflatten(-1, (recorded[0].weights.size(1), -1)).transpose(1, 2)
     torch.testing.assert_close(attended(recorded[0], values), seen[0])
+
+
+@pytest.mark.parametrize("memory", [None, {"window": 8, "stride": 4, "top_k": 3}], ids=["full", "recall"])
+def test_scores_for_a_relevance_loss_are_every_layers_full_attention_and_train_it(memory: dict | None) -> None:
+    torch.manual_seed(0)
+    model = tiny_model() if memory is None else with_memory(tiny_model(), **memory)
+    model.train()
+    ids, mask = padded_batch([30, 17])
+    decoder_ids = padded_batch([6, 6], seed=2)[0]
+    relevant = torch.zeros_like(mask, dtype=torch.bool)
+    relevant[0, 10:14], relevant[1, 3:5] = True, True  # a few tokens each target should come from
+    targets = torch.ones_like(decoder_ids, dtype=torch.bool)
+    with torch.no_grad(), recorded_cross_attention(model.eval(), [0, 1], mask.bool()) as recorded:
+        model.decode(decoder_ids, model.encode(ids, mask), mask)
+    with cross_attention_scores(model, mask.bool()) as scores:
+        model.decode(decoder_ids, model.encode(ids, mask), mask)
+    assert len(scores) == len(model.decoder_layers) and scores[0].shape == (2, 4, 6, 30)
+    if memory is None:  # the same weights explain reads, before any softmax
+        for layer, record in zip(scores, recorded, strict=True):
+            torch.testing.assert_close(layer.softmax(-1), record.weights)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        with cross_attention_scores(model, mask.bool()) as scores:
+            model.decode(decoder_ids, model.encode(ids, mask), mask)
+        loss = relevance_loss(scores, relevant, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    # From about chance (4 of 30 and 2 of 17 tokens) to most of the attention on the relevant tokens.
+    assert losses[0] > 1.5 and losses[-1] < 0.3

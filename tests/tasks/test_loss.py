@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from weaver.tasks.loss import EVAL_ROWS_PER_CHUNK, ROWS_PER_CHUNK, smoothed_cross_entropy, summed_nll
+from weaver.tasks.loss import EVAL_ROWS_PER_CHUNK, ROWS_PER_CHUNK, relevance_loss, smoothed_cross_entropy, summed_nll
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -41,3 +41,26 @@ def test_summed_evaluation_loss_equals_torch_cross_entropy_of_float_logits() -> 
     labels[::7] = -100
     expected = F.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="sum")
     torch.testing.assert_close(summed_nll(logits, labels), expected, rtol=1e-6, atol=0.0)
+
+
+def test_relevance_loss_is_minus_log_the_heads_average_mass_on_the_relevant_tokens() -> None:
+    torch.manual_seed(0)
+    layers = [torch.randn(3, 2, 4, 6, requires_grad=True) for _ in range(2)]  # (B, H, T, S)
+    relevant = torch.tensor([[0, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    target_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    expected = []
+    for scores in layers:
+        mass = (scores.softmax(-1) * relevant[:, None, None, :]).sum(-1).mean(1)[:2]  # the third row has no span
+        expected.append(-(mass.log() * target_mask[:2]).sum() / target_mask[:2].sum())
+    loss = relevance_loss(layers, relevant, target_mask)
+    torch.testing.assert_close(loss, torch.stack(expected).mean())
+    loss.backward()
+    assert all(torch.isfinite(scores.grad).all() and scores.grad[2].abs().sum() == 0 for scores in layers)
+
+
+def test_relevance_loss_vanishes_when_attention_is_all_on_the_relevant_tokens_and_skips_rows_without_them() -> None:
+    relevant = torch.tensor([[False, True, True]])
+    scores = torch.tensor([-1e4, 0.5, 2.0]).expand(1, 2, 3, 3)
+    assert relevance_loss([scores], relevant, torch.ones(1, 3, dtype=torch.bool)).item() == pytest.approx(0, abs=1e-6)
+    nowhere = torch.zeros(1, 3, dtype=torch.bool)
+    assert relevance_loss([scores], nowhere, torch.ones(1, 3, dtype=torch.bool)).item() == 0

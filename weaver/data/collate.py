@@ -33,7 +33,7 @@ class Seq2SeqCollator:
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         input_ids, attention_mask = self.sources([e["input_ids"] for e in examples])
-        return {
+        batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": self.pad([e["labels"] for e in examples], LABEL_PAD),
@@ -42,3 +42,13 @@ class Seq2SeqCollator:
             "source": [e["source"] for e in examples],
             "target": [e["target"] for e in examples],
         }
+        if "relevant_span" in examples[0]:  # pair builders that know where each target comes from (the recall set)
+            batch["relevance_mask"] = self.relevance_mask([e["relevant_span"] for e in examples], input_ids.size(1))
+        return batch
+
+    @staticmethod
+    def relevance_mask(spans: list[list[int]], width: int) -> torch.Tensor:
+        """(B, S) True on each source's relevant tokens, [start, end) of its span (sources padded on the right)."""
+        bounds = torch.tensor(spans, dtype=torch.long).view(-1, 2)
+        positions = torch.arange(width)
+        return (positions >= bounds[:, :1]) & (positions < bounds[:, 1:])

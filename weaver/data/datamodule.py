@@ -34,7 +34,7 @@ from weaver.prompts import PromptTemplate
 log = logging.getLogger(__name__)
 
 # Bump when tokenization changes, so cached tokenized datasets are not reused.
-TOKENIZATION_VERSION = "1"
+TOKENIZATION_VERSION = "2"
 
 
 class TokenizerSource(Protocol):
@@ -294,6 +294,7 @@ class Seq2SeqDataModule(LightningDataModule):
                 return {**encoded, "labels": labels["input_ids"]}
             prompts = self.prompt.prompts(tokenizer, encoded, self.pair_builder, h.max_source_length)
             completions = self.prompt.completions(tokenizer, batch["target"], h.max_target_length)
+            encoded.pop("relevant_span", None)  # source positions: a prompt lays its tokens out anew
             return {**encoded, "input_ids": prompts, "labels": completions}
 
         splits = {}
@@ -315,6 +316,8 @@ class Seq2SeqDataModule(LightningDataModule):
                 splits = {name: self.denoising.examples(data, tokenizer, length, name) for name, data in splits.items()}
             else:
                 first_id = int(max(splits["train"]["example_id"], default=-1)) + 1
+                if "relevant_span" in splits["train"].column_names:  # corrupted copies have no relevant span
+                    splits["train"] = splits["train"].remove_columns("relevant_span")
                 noised = self.denoising.examples(splits["train"], tokenizer, length, "train", first_id)
                 splits["train"] = concatenate_datasets([splits["train"], noised])
         return DatasetDict(splits)

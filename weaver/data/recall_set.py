@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
 
 from weaver.data.columns import check_columns, get_field, skip_reason
 from weaver.data.datamodule import ColumnPairs
@@ -171,8 +172,21 @@ class RecallSetPairs:
             raise DataError(f"The {split} split has no rows with a key, a document and a summary.")
         return keys, documents, summaries, rows
 
-    # Sources are cut on the right, as for any column pair: past max_source_length, documents are dropped.
-    encode_sources = ColumnPairs.encode_sources
+    def encode_sources(
+        self, tokenizer: PreTrainedTokenizerBase, batch: dict[str, list[Any]], max_length: int, prefix: str = ""
+    ) -> dict[str, list[Any]]:
+        """Sources cut on the right, as for any column pair (past max_source_length, documents are dropped), and
+        where the queried document's tokens are: `relevant_span` [start, end), from its `document_token` to the
+        next one, empty where truncation dropped it (`task.relevance_loss_weight` trains recall to find it)."""
+        encoded = ColumnPairs.encode_sources(self, tokenizer, batch, max_length, prefix)
+        if "position" not in batch:  # sources given to predict or explain: nothing known about them
+            return encoded
+        marker = tokenizer.convert_tokens_to_ids(self.document_token)
+        spans = []
+        for ids, position in zip(encoded["input_ids"], batch["position"], strict=True):
+            starts = [index for index, token in enumerate(ids) if token == marker] + [len(ids)]
+            spans.append(starts[position : position + 2] if position + 1 < len(starts) else [0, 0])
+        return {**encoded, "relevant_span": spans}
 
 
 def read_keys(path: str) -> dict[str, str]:

@@ -107,6 +107,18 @@ def cross_attention_readers(model: nn.Module) -> list[CrossAttentionReader]:
     raise TypeError(f"no cross-attention reader for a {type(inner).__name__}")
 
 
+def _heads(reader: CrossAttentionReader, x: Tensor) -> Tensor:  # (B, L, H * d) -> (B, H, L, d)
+    return x.unflatten(-1, (reader.num_heads, -1)).transpose(1, 2)
+
+
+def _scores(reader: CrossAttentionReader, q: Tensor, source_states: Tensor, source_mask: Tensor) -> Tensor:
+    """The module's float32 attention scores (B, H, T, S) of queries ``q`` (B, H, T, d) over the whole source,
+    -inf off ``source_mask``."""
+    k = _heads(reader, reader.key(source_states))
+    blocked = ~source_mask.bool()[:, None, None, :]
+    return ((q @ k.transpose(-1, -2)).float() * reader.scale).masked_fill(blocked, float("-inf"))
+
+
 def attention_weights(
     reader: CrossAttentionReader,
     decoder_states: Tensor,
@@ -116,14 +128,11 @@ def attention_weights(
 ) -> RecordedAttention:
     """The module's softmax weights; with ``memory``, over each query's `top_k` best entries only."""
 
-    def heads(x: Tensor) -> Tensor:  # (B, L, H * d) -> (B, H, L, d)
-        return x.unflatten(-1, (reader.num_heads, -1)).transpose(1, 2)
-
-    q, k = heads(reader.query(decoder_states)), heads(reader.key(source_states))
-    blocked = ~source_mask.bool()[:, None, None, :]
-    scores = ((q @ k.transpose(-1, -2)).float() * reader.scale).masked_fill(blocked, float("-inf"))
+    q = _heads(reader, reader.query(decoder_states))
+    scores = _scores(reader, q, source_states, source_mask)
     if memory is None:
         return RecordedAttention(scores.softmax(-1))
+    blocked = ~source_mask.bool()[:, None, None, :]
     ranking = scores if reader.ranking is None else reader.ranking(q, source_states).masked_fill(blocked, float("-inf"))
     indices = ranking.topk(min(memory.top_k, scores.size(-1)), dim=-1).indices
     weights = scores.gather(-1, indices).softmax(-1)
@@ -132,29 +141,55 @@ def attention_weights(
 
 
 @contextmanager
-def recorded_cross_attention(
-    model: nn.Module, layers: list[int], source_mask: Tensor
-) -> Iterator[list[RecordedAttention]]:
-    """While open, each forward of ``model`` appends the recomputed weights of decoder ``layers`` (in that order)
-    to the yielded list; ``source_mask`` (B, S) is True on the source's real tokens."""
+def _hooked_cross_attention(
+    model: nn.Module, layers: list[int], record: Callable[[CrossAttentionReader, Tensor, Tensor], None]
+) -> Iterator[None]:
+    """While open, each forward of a decoder layer in ``layers`` calls ``record(reader, decoder_states,
+    source_states)`` with its cross-attention module's inputs."""
     readers = cross_attention_readers(model)
-    memory = recall_settings(model)
-    recorded: list[RecordedAttention] = []
 
     def hook_for(reader: CrossAttentionReader) -> Callable[..., None]:
         signature = inspect.signature(reader.module.forward)
 
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
             arguments = signature.bind(*args, **kwargs).arguments
-            decoder_states, source_states = arguments[reader.query_argument], arguments[reader.source_argument]
-            recorded.append(attention_weights(reader, decoder_states, source_states, source_mask, memory))
+            record(reader, arguments[reader.query_argument], arguments[reader.source_argument])
 
         return hook
 
     handles = [readers[i].module.register_forward_hook(hook_for(readers[i]), with_kwargs=True) for i in layers]
     try:
-        with torch.no_grad():
-            yield recorded
+        yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def recorded_cross_attention(
+    model: nn.Module, layers: list[int], source_mask: Tensor
+) -> Iterator[list[RecordedAttention]]:
+    """While open, each forward of ``model`` appends the recomputed weights of decoder ``layers`` (in that order)
+    to the yielded list; ``source_mask`` (B, S) is True on the source's real tokens."""
+    memory = recall_settings(model)
+    recorded: list[RecordedAttention] = []
+
+    def record(reader: CrossAttentionReader, decoder_states: Tensor, source_states: Tensor) -> None:
+        recorded.append(attention_weights(reader, decoder_states, source_states, source_mask, memory))
+
+    with torch.no_grad(), _hooked_cross_attention(model, layers, record):
+        yield recorded
+
+
+@contextmanager
+def cross_attention_scores(model: nn.Module, source_mask: Tensor) -> Iterator[list[Tensor]]:
+    """While open, each forward of ``model`` appends every decoder layer's cross-attention scores (B, H, T, S)
+    over the whole source, before any top-k, to the yielded list, with their gradients: for a loss on where the
+    decoder looks (`weaver.tasks.loss.relevance_loss`). Not for long sources: each is a dense (T, S) per head."""
+    scores: list[Tensor] = []
+
+    def record(reader: CrossAttentionReader, decoder_states: Tensor, source_states: Tensor) -> None:
+        scores.append(_scores(reader, _heads(reader, reader.query(decoder_states)), source_states, source_mask))
+
+    with _hooked_cross_attention(model, list(range(len(cross_attention_readers(model)))), record):
+        yield scores

@@ -9,6 +9,7 @@ turned into its gradient while it is in cache; backward only scales the stored g
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -75,3 +76,25 @@ def summed_nll(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tens
         rows = slice(start, start + EVAL_ROWS_PER_CHUNK)
         total += F.cross_entropy(logits[rows].float(), labels[rows], ignore_index=ignore_index, reduction="sum")
     return total
+
+
+def relevance_loss(scores: list[Tensor], relevant: Tensor, target_mask: Tensor) -> Tensor:
+    """How far the decoder's cross-attention is from the source tokens a target comes from: -log of the attention
+    mass on ``relevant`` (B, S) tokens, averaged over heads as probabilities (a head may look elsewhere if others
+    look there), then over the real target positions of ``target_mask`` (B, T) and over layers. ``scores`` holds
+    each layer's float scores (B, H, T, S), -inf on padding. Rows with no relevant token take no part.
+
+    Top-k recall trains only the entries a query fetched; this reaches every memory entry, so a relevant one that
+    ranked too low to be fetched is pulled up rather than never seen."""
+    rows = relevant.any(1)
+    if not rows.any():
+        return scores[0].new_zeros(())
+    relevant, weights = relevant[rows], target_mask[rows].float()
+    losses = []
+    for layer in scores:
+        layer = layer[rows]  # never a row of -inf alone: its gradient would be NaN
+        inside = layer.masked_fill(~relevant[:, None, None, :], float("-inf")).logsumexp(-1)
+        log_mass = inside - layer.logsumexp(-1)  # (B, H, T): log of each head's mass on the relevant tokens
+        mixed = log_mass.logsumexp(1) - math.log(layer.size(1))  # (B, T): of the heads' average
+        losses.append(-(mixed * weights).sum() / weights.sum().clamp(min=1))
+    return torch.stack(losses).mean()

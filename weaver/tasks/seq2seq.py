@@ -24,9 +24,9 @@ from torchmetrics import SumMetric
 from transformers import PreTrainedTokenizerBase
 
 from weaver.data.collate import LABEL_PAD
-from weaver.errors import call_naming_refusals
+from weaver.errors import ConfigError, call_naming_refusals
 from weaver.explain import Explainer, figure_pixels, heatmap
-from weaver.explain.attention import reads_a_source
+from weaver.explain.attention import cross_attention_scores, reads_a_source
 from weaver.generation import GenerationConfig
 from weaver.generation.mbr import UTILITIES, mbr_select
 from weaver.models.adapters import (
@@ -36,7 +36,7 @@ from weaver.models.adapters import (
     rank_allocator_state,
     schedule_ranks,
 )
-from weaver.tasks.loss import smoothed_cross_entropy, summed_nll
+from weaver.tasks.loss import relevance_loss, smoothed_cross_entropy, summed_nll
 from weaver.tasks.samples import COLUMNS, image_loggers, log_heatmaps, log_samples, pick_samples
 from weaver.utils.distributed import gather_objects
 
@@ -75,8 +75,15 @@ class Seq2SeqTask(LightningModule):
         samples_dir: str | None = None,
         sample_heatmaps: bool = True,
         compile: bool = False,
+        relevance_loss_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if isinstance(relevance_loss_weight, bool) or not isinstance(relevance_loss_weight, int | float):
+            raise ConfigError(f"task.relevance_loss_weight must be a number, got {relevance_loss_weight!r}")
+        if relevance_loss_weight < 0:
+            raise ConfigError(f"task.relevance_loss_weight must be >= 0, got {relevance_loss_weight}")
+        if relevance_loss_weight and not reads_a_source(model):
+            raise ConfigError("task.relevance_loss_weight needs an encoder-decoder model: it trains cross-attention")
         self.model, self.tokenizer = model, tokenizer
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.generation = generation or GenerationConfig()
@@ -86,6 +93,7 @@ class Seq2SeqTask(LightningModule):
         self.num_samples, self.samples_dir = num_samples, samples_dir
         self.sample_heatmaps = sample_heatmaps
         self.compile_model = compile
+        self.relevance_loss_weight = float(relevance_loss_weight)
         self.metric_signatures: dict[str, str] = {}
         # Exact corpus loss: summed over tokens (and ranks), divided once at the end. A NaN is kept, not dropped
         # (SumMetric's default), so a diverged model scores NaN instead of a perfect 0.
@@ -135,10 +143,30 @@ class Seq2SeqTask(LightningModule):
         logits = self.model.packed_logits(batch["input_ids"], batch["position_ids"], batch["document_ids"], scored)
         return logits, batch["labels"][scored]
 
+    def relevance_supervised_logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`training_logits` and the `relevance_loss` of the same forward: `task.relevance_loss_weight` trains the
+        decoder's cross-attention towards the source tokens each target comes from, which the pair builder marks
+        (`relevance_mask`: the recall set's queried document)."""
+        if "relevance_mask" not in batch:
+            raise ConfigError(
+                "task.relevance_loss_weight needs batches that mark each target's relevant source tokens: a pair "
+                "builder that knows them (data=recall_set), or task.relevance_loss_weight=0"
+            )
+        with cross_attention_scores(self.model, batch["attention_mask"]) as scores:
+            logits, labels = self.training_logits(batch)
+        relevance = relevance_loss(scores, batch["relevance_mask"], batch["labels"].ne(LABEL_PAD))
+        return logits, labels, relevance
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        logits, labels = self.training_logits(batch)
+        if self.relevance_loss_weight:
+            logits, labels, relevance = self.relevance_supervised_logits(batch)
+        else:
+            logits, labels = self.training_logits(batch)
         loss = smoothed_cross_entropy(logits, labels, self.label_smoothing, LABEL_PAD)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
+        if self.relevance_loss_weight:
+            self.log("train/relevance_loss", relevance, batch_size=batch["input_ids"].size(0))
+            loss = loss + self.relevance_loss_weight * relevance
         penalty = orthogonal_penalty(self.model)  # peft=adalora's regulariser, trained with the loss
         if penalty is None:
             return loss
