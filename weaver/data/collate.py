@@ -42,13 +42,16 @@ class Seq2SeqCollator:
             "source": [e["source"] for e in examples],
             "target": [e["target"] for e in examples],
         }
-        if "relevant_span" in examples[0]:  # pair builders that know where each target comes from (the recall set)
-            batch["relevance_mask"] = self.relevance_mask([e["relevant_span"] for e in examples], input_ids.size(1))
+        if "relevant_spans" in examples[0]:  # pair builders that know where each target comes from (the recall set)
+            batch["relevance_mask"] = self.relevance_mask([e["relevant_spans"] for e in examples], input_ids.size(1))
         return batch
 
     @staticmethod
-    def relevance_mask(spans: list[list[int]], width: int) -> torch.Tensor:
-        """(B, S) True on each source's relevant tokens, [start, end) of its span (sources padded on the right)."""
-        bounds = torch.tensor(spans, dtype=torch.long).view(-1, 2)
-        positions = torch.arange(width)
-        return (positions >= bounds[:, :1]) & (positions < bounds[:, 1:])
+    def relevance_mask(spans: list[list[list[int]]], width: int) -> torch.Tensor:
+        """(B, S) True on each source's relevant tokens: inside any of its [start, end) spans (sources padded on the
+        right)."""
+        mask = torch.zeros(len(spans), width, dtype=torch.bool)
+        for row, pairs in enumerate(spans):
+            for start, end in pairs:
+                mask[row, start:end] = True
+        return mask

@@ -63,6 +63,9 @@ class RecallSetPairs:
     query_token: str = "<query>"
     document_token: str = "<doc>"
     seed: int = 0
+    # Whether the query's tokens count as relevant beside the queried document's (`task.relevance_loss_weight`):
+    # without them, a loss on where attention goes pulls it off what was asked.
+    query_is_relevant: bool = True
 
     def __post_init__(self) -> None:
         for name in ("num_documents", "eval_num_documents", "min_documents", "eval_max_examples"):
@@ -176,8 +179,9 @@ class RecallSetPairs:
         self, tokenizer: PreTrainedTokenizerBase, batch: dict[str, list[Any]], max_length: int, prefix: str = ""
     ) -> dict[str, list[Any]]:
         """Sources cut on the right, as for any column pair (past max_source_length, documents are dropped), and
-        where the queried document's tokens are: `relevant_span` [start, end), from its `document_token` to the
-        next one, empty where truncation dropped it (`task.relevance_loss_weight` trains recall to find it)."""
+        which tokens a synopsis draws on: `relevant_spans`, [start, end) pairs: the queried document's, from its
+        `document_token` to the next one (empty where truncation dropped it), after the query's own where
+        `query_is_relevant` (`task.relevance_loss_weight` trains cross-attention towards them)."""
         encoded = ColumnPairs.encode_sources(self, tokenizer, batch, max_length, prefix)
         if "position" not in batch:  # sources given to predict or explain: nothing known about them
             return encoded
@@ -185,8 +189,9 @@ class RecallSetPairs:
         spans = []
         for ids, position in zip(encoded["input_ids"], batch["position"], strict=True):
             starts = [index for index, token in enumerate(ids) if token == marker] + [len(ids)]
-            spans.append(starts[position : position + 2] if position + 1 < len(starts) else [0, 0])
-        return {**encoded, "relevant_span": spans}
+            queried = starts[position : position + 2] if position + 1 < len(starts) else [0, 0]
+            spans.append([[0, starts[0]], queried] if self.query_is_relevant else [queried])
+        return {**encoded, "relevant_spans": spans}
 
 
 def read_keys(path: str) -> dict[str, str]:
