@@ -107,21 +107,31 @@ def word_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     )
 
 
-def test_the_relevant_spans_are_the_query_and_the_queried_documents_tokens_and_a_truncated_one_is_empty() -> None:
+def test_the_relevant_spans_are_the_queried_documents_tokens_and_the_query_goes_where_asked() -> None:
     builder = RecallSetPairs(num_documents=6)
     pairs = builder.build_pairs(Dataset.from_list(ROWS), "train")[:10]
     tokenizer = word_tokenizer(pairs["source"])
     encoded = builder.encode_sources(tokenizer, pairs, max_length=512)
-    for ids, spans, source, target in zip(
-        encoded["input_ids"], encoded["relevant_spans"], pairs["source"], pairs["example_id"], strict=True
+    for ids, (span,), (query,), source, target in zip(
+        encoded["input_ids"],
+        encoded["relevant_spans"],
+        encoded["ignored_spans"],
+        pairs["source"],
+        pairs["example_id"],
+        strict=True,
     ):
         key = source.split()[0]
-        (query_start, query_end), (start, end) = spans
-        assert tokenizer.decode(ids[query_start:query_end]) == f"{key} <query>"
-        assert tokenizer.decode(ids[start:end]) == f"<doc> {key}: Document {target} text."
+        assert tokenizer.decode(ids[slice(*span)]) == f"<doc> {key}: Document {target} text."
+        assert tokenizer.decode(ids[slice(*query)]) == f"{key} <query>"
     cut = builder.encode_sources(tokenizer, pairs, max_length=7)  # the query and the first document alone
     for spans, position in zip(cut["relevant_spans"], pairs["position"], strict=True):
-        assert spans == [[0, 2], [2, 7] if position == 0 else [0, 0]]
-    documents_only = RecallSetPairs(num_documents=6, query_is_relevant=False).encode_sources(tokenizer, pairs, 512)
-    assert [spans[1:] for spans in encoded["relevant_spans"]] == documents_only["relevant_spans"]
+        assert spans == [[2, 7] if position == 0 else [0, 0]]
+    relevant = RecallSetPairs(num_documents=6, query_relevance="relevant").encode_sources(tokenizer, pairs, 512)
+    both = zip(encoded["relevant_spans"], encoded["ignored_spans"], strict=True)
+    assert relevant["relevant_spans"] == [[*spans, *query] for spans, query in both]
+    assert relevant["ignored_spans"] == [[]] * 10
+    irrelevant = RecallSetPairs(num_documents=6, query_relevance="irrelevant").encode_sources(tokenizer, pairs, 512)
+    assert irrelevant["relevant_spans"] == encoded["relevant_spans"] and irrelevant["ignored_spans"] == [[]] * 10
     assert "relevant_spans" not in builder.encode_sources(tokenizer, {"source": pairs["source"]}, max_length=512)
+    with pytest.raises(ConfigError, match="data.pair_builder.query_relevance must be one of"):
+        RecallSetPairs(query_relevance="sometimes")

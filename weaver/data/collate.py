@@ -43,13 +43,14 @@ class Seq2SeqCollator:
             "target": [e["target"] for e in examples],
         }
         if "relevant_spans" in examples[0]:  # pair builders that know where each target comes from (the recall set)
-            batch["relevance_mask"] = self.relevance_mask([e["relevant_spans"] for e in examples], input_ids.size(1))
+            width = input_ids.size(1)
+            batch["relevance_mask"] = self.span_mask([e["relevant_spans"] for e in examples], width)
+            batch["relevance_ignore_mask"] = self.span_mask([e["ignored_spans"] for e in examples], width)
         return batch
 
     @staticmethod
-    def relevance_mask(spans: list[list[list[int]]], width: int) -> torch.Tensor:
-        """(B, S) True on each source's relevant tokens: inside any of its [start, end) spans (sources padded on the
-        right)."""
+    def span_mask(spans: list[list[list[int]]], width: int) -> torch.Tensor:
+        """(B, S) True inside any of each source's [start, end) spans (sources padded on the right)."""
         mask = torch.zeros(len(spans), width, dtype=torch.bool)
         for row, pairs in enumerate(spans):
             for start, end in pairs:

@@ -294,7 +294,8 @@ class Seq2SeqDataModule(LightningDataModule):
                 return {**encoded, "labels": labels["input_ids"]}
             prompts = self.prompt.prompts(tokenizer, encoded, self.pair_builder, h.max_source_length)
             completions = self.prompt.completions(tokenizer, batch["target"], h.max_target_length)
-            encoded.pop("relevant_spans", None)  # source positions: a prompt lays its tokens out anew
+            for positions in ("relevant_spans", "ignored_spans"):  # a prompt lays the source's tokens out anew
+                encoded.pop(positions, None)
             return {**encoded, "input_ids": prompts, "labels": completions}
 
         splits = {}
@@ -317,7 +318,7 @@ class Seq2SeqDataModule(LightningDataModule):
             else:
                 first_id = int(max(splits["train"]["example_id"], default=-1)) + 1
                 if "relevant_spans" in splits["train"].column_names:  # corrupted copies have no relevant span
-                    splits["train"] = splits["train"].remove_columns("relevant_spans")
+                    splits["train"] = splits["train"].remove_columns(["relevant_spans", "ignored_spans"])
                 noised = self.denoising.examples(splits["train"], tokenizer, length, "train", first_id)
                 splits["train"] = concatenate_datasets([splits["train"], noised])
         return DatasetDict(splits)

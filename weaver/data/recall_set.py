@@ -35,6 +35,7 @@ from weaver.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 # Bump when the examples built from the same rows change, so cached datasets are not reused.
+QUERY_RELEVANCE = ("ignored", "relevant", "irrelevant")  # `query_relevance`: where the query's tokens go
 PAIRS_VERSION = "1"  # min_documents=None builds the same examples as before it existed
 
 
@@ -63,15 +64,21 @@ class RecallSetPairs:
     query_token: str = "<query>"
     document_token: str = "<doc>"
     seed: int = 0
-    # Whether the query's tokens count as relevant beside the queried document's (`task.relevance_loss_weight`):
-    # without them, a loss on where attention goes pulls it off what was asked.
-    query_is_relevant: bool = True
+    # The query's tokens in `task.relevance_loss_weight`'s loss: "ignored" (the loss asks that, of the attention on
+    # the documents, most be on the queried one, and leaves attention on the query free), "relevant" (beside the
+    # queried document's: satisfied by attending to the query alone) or "irrelevant" (pulls attention off it).
+    query_relevance: str = "ignored"
 
     def __post_init__(self) -> None:
         for name in ("num_documents", "eval_num_documents", "min_documents", "eval_max_examples"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"data.pair_builder.{name} must be a positive integer, got {value!r}")
+        if self.query_relevance not in QUERY_RELEVANCE:
+            raise ConfigError(
+                f"data.pair_builder.query_relevance must be one of {list(QUERY_RELEVANCE)}, "
+                f"got {self.query_relevance!r}"
+            )
         if self.min_documents is not None and self.min_documents > self.num_documents:
             raise ConfigError(
                 f"data.pair_builder.min_documents={self.min_documents} exceeds num_documents={self.num_documents}"
@@ -179,19 +186,22 @@ class RecallSetPairs:
         self, tokenizer: PreTrainedTokenizerBase, batch: dict[str, list[Any]], max_length: int, prefix: str = ""
     ) -> dict[str, list[Any]]:
         """Sources cut on the right, as for any column pair (past max_source_length, documents are dropped), and
-        which tokens a synopsis draws on: `relevant_spans`, [start, end) pairs: the queried document's, from its
-        `document_token` to the next one (empty where truncation dropped it), after the query's own where
-        `query_is_relevant` (`task.relevance_loss_weight` trains cross-attention towards them)."""
+        which tokens a synopsis draws on, as [start, end) pairs (`task.relevance_loss_weight` trains cross-attention
+        towards them): `relevant_spans`, the queried document's, from its `document_token` to the next one (empty
+        where truncation dropped it), and `ignored_spans`, tokens the loss leaves out; the query goes where
+        `query_relevance` says."""
         encoded = ColumnPairs.encode_sources(self, tokenizer, batch, max_length, prefix)
         if "position" not in batch:  # sources given to predict or explain: nothing known about them
             return encoded
         marker = tokenizer.convert_tokens_to_ids(self.document_token)
-        spans = []
+        relevant, ignored = [], []
         for ids, position in zip(encoded["input_ids"], batch["position"], strict=True):
             starts = [index for index, token in enumerate(ids) if token == marker] + [len(ids)]
             queried = starts[position : position + 2] if position + 1 < len(starts) else [0, 0]
-            spans.append([[0, starts[0]], queried] if self.query_is_relevant else [queried])
-        return {**encoded, "relevant_spans": spans}
+            query = [0, starts[0]]
+            relevant.append([queried, query] if self.query_relevance == "relevant" else [queried])
+            ignored.append([query] if self.query_relevance == "ignored" else [])
+        return {**encoded, "relevant_spans": relevant, "ignored_spans": ignored}
 
 
 def read_keys(path: str) -> dict[str, str]:

@@ -78,11 +78,14 @@ def summed_nll(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tens
     return total
 
 
-def relevance_loss(scores: list[Tensor], relevant: Tensor, target_mask: Tensor) -> Tensor:
+def relevance_loss(
+    scores: list[Tensor], relevant: Tensor, target_mask: Tensor, ignored: Tensor | None = None
+) -> Tensor:
     """How far the decoder's cross-attention is from the source tokens a target comes from: -log of the attention
     mass on ``relevant`` (B, S) tokens, averaged over heads as probabilities (a head may look elsewhere if others
     look there), then over the real target positions of ``target_mask`` (B, T) and over layers. ``scores`` holds
-    each layer's float scores (B, H, T, S), -inf on padding. Rows with no relevant token take no part.
+    each layer's float scores (B, H, T, S), -inf on padding. Tokens in ``ignored`` (B, S) are left out of the
+    softmax: attention on them is neither asked for nor penalised. Rows with no relevant token take no part.
 
     Top-k recall trains only the entries a query fetched; this reaches every memory entry, so a relevant one that
     ranked too low to be fetched is pulled up rather than never seen."""
@@ -93,6 +96,8 @@ def relevance_loss(scores: list[Tensor], relevant: Tensor, target_mask: Tensor) 
     losses = []
     for layer in scores:
         layer = layer[rows]  # never a row of -inf alone: its gradient would be NaN
+        if ignored is not None:
+            layer = layer.masked_fill(ignored[rows][:, None, None, :] & ~relevant[:, None, None, :], float("-inf"))
         inside = layer.masked_fill(~relevant[:, None, None, :], float("-inf")).logsumexp(-1)
         log_mass = inside - layer.logsumexp(-1)  # (B, H, T): log of each head's mass on the relevant tokens
         mixed = log_mass.logsumexp(1) - math.log(layer.size(1))  # (B, T): of the heads' average

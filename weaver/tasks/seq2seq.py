@@ -154,7 +154,8 @@ class Seq2SeqTask(LightningModule):
             )
         with cross_attention_scores(self.model, batch["attention_mask"]) as scores:
             logits, labels = self.training_logits(batch)
-        relevance = relevance_loss(scores, batch["relevance_mask"], batch["labels"].ne(LABEL_PAD))
+        targets = batch["labels"].ne(LABEL_PAD)
+        relevance = relevance_loss(scores, batch["relevance_mask"], targets, batch.get("relevance_ignore_mask"))
         return logits, labels, relevance
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
