@@ -64,3 +64,16 @@ def test_relevance_loss_vanishes_when_attention_is_all_on_the_relevant_tokens_an
     assert relevance_loss([scores], relevant, torch.ones(1, 3, dtype=torch.bool)).item() == pytest.approx(0, abs=1e-6)
     nowhere = torch.zeros(1, 3, dtype=torch.bool)
     assert relevance_loss([scores], nowhere, torch.ones(1, 3, dtype=torch.bool)).item() == 0
+
+
+def test_ignored_tokens_are_left_out_of_the_relevance_softmax() -> None:
+    torch.manual_seed(1)
+    scores = torch.randn(2, 2, 3, 5)
+    relevant = torch.tensor([[0, 0, 1, 1, 0], [0, 1, 0, 0, 0]], dtype=torch.bool)
+    ignored = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)  # a relevant token stays relevant
+    targets = torch.ones(2, 3, dtype=torch.bool)
+    without_first = relevance_loss([scores[..., 1:]], relevant[:, 1:], targets)
+    torch.testing.assert_close(relevance_loss([scores], relevant, targets, ignored), without_first)
+    high = scores.clone()
+    high[..., 0] = 50.0  # all the attention on an ignored token costs nothing
+    torch.testing.assert_close(relevance_loss([high], relevant, targets, ignored), without_first)
