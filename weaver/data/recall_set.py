@@ -34,8 +34,8 @@ from weaver.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-# Bump when the examples built from the same rows change, so cached datasets are not reused.
 QUERY_RELEVANCE = ("ignored", "relevant", "irrelevant")  # `query_relevance`: where the query's tokens go
+# Bump when the examples built from the same rows change, so cached datasets are not reused.
 PAIRS_VERSION = "1"  # min_documents=None builds the same examples as before it existed
 
 

@@ -142,11 +142,12 @@ def attention_weights(
 
 @contextmanager
 def _hooked_cross_attention(
-    model: nn.Module, layers: list[int], record: Callable[[CrossAttentionReader, Tensor, Tensor], None]
+    model: nn.Module, layers: list[int] | None, record: Callable[[CrossAttentionReader, Tensor, Tensor], None]
 ) -> Iterator[None]:
-    """While open, each forward of a decoder layer in ``layers`` calls ``record(reader, decoder_states,
-    source_states)`` with its cross-attention module's inputs."""
+    """While open, each forward of a decoder layer in ``layers`` (None: every one) calls ``record(reader,
+    decoder_states, source_states)`` with its cross-attention module's inputs."""
     readers = cross_attention_readers(model)
+    layers = list(range(len(readers))) if layers is None else layers
 
     def hook_for(reader: CrossAttentionReader) -> Callable[..., None]:
         signature = inspect.signature(reader.module.forward)
@@ -191,5 +192,5 @@ def cross_attention_scores(model: nn.Module, source_mask: Tensor) -> Iterator[li
     def record(reader: CrossAttentionReader, decoder_states: Tensor, source_states: Tensor) -> None:
         scores.append(_scores(reader, _heads(reader, reader.query(decoder_states)), source_states, source_mask))
 
-    with _hooked_cross_attention(model, list(range(len(cross_attention_readers(model)))), record):
+    with _hooked_cross_attention(model, None, record):
         yield scores
