@@ -30,6 +30,15 @@ def test_recall_shares_split_the_weight_between_query_queried_document_and_the_r
     assert np.isclose(measured["queried"], 0.6) and np.isclose(measured["query"], 0.1)
     assert measured["top_entry_in_queried"] == 1.0 and np.isclose(measured["queried_token_share"], 3 / 9)
     assert shares(example, spans[1], spans[0][0])["top_entry_in_queried"] == 0.0
+    assert np.allclose(measured["queried_by_head"], [0.6])
+
+
+def test_recall_shares_are_also_given_for_each_head() -> None:
+    two_heads = explanation([3, 0], [0.5, 0.5])
+    indices = torch.tensor([[[[3, 4]], [[0, 7]]]])  # (L=1, H=2, T=1, K=2): head 0 inside the first document
+    two_heads.recalled = RecordedAttention(torch.tensor([[[[0.5, 0.5]], [[0.5, 0.5]]]]), indices)
+    measured = shares(two_heads, (2, 5), 2)
+    assert np.allclose(measured["queried_by_head"], [1.0, 0.0]) and np.isclose(measured["queried"], 0.5)
 
 
 def test_the_paired_bootstrap_brackets_a_real_gap_and_a_null_one(tmp_path: Path) -> None:

@@ -39,16 +39,20 @@ def document_spans(explanation: Explanation, document_token: str) -> list[tuple[
     return list(zip(starts, [*starts[1:], len(explanation.source_tokens)], strict=True))
 
 
-def shares(explanation: Explanation, queried: tuple[int, int], query_end: int) -> dict[str, float]:
+def shares(explanation: Explanation, queried: tuple[int, int], query_end: int) -> dict[str, Any]:
     """Mean over output tokens, layers and heads of the recall weight inside the queried document and the query, and
-    the fraction of (output token, layer, head) whose most weighted entry lies in the queried document."""
+    the fraction of (output token, layer, head) whose most weighted entry lies in the queried document; and the
+    first of these for each head index on its own (over layers and output tokens), since a relevance loss may
+    supervise some heads only (`task.relevance_heads`)."""
     recalled = explanation.recalled
     weights, positions = recalled.weights.float(), recalled.indices  # (L, H, T, K)
     inside = (positions >= queried[0]) & (positions < queried[1])
     total = weights.sum(-1).clamp_min(1e-12)
     best = positions.gather(-1, weights.argmax(-1, keepdim=True)).squeeze(-1)
+    queried_share = (weights * inside).sum(-1) / total  # (L, H, T)
     return {
-        "queried": float(((weights * inside).sum(-1) / total).mean()),
+        "queried": float(queried_share.mean()),
+        "queried_by_head": queried_share.mean((0, 2)).tolist(),
         "query": float(((weights * (positions < query_end)).sum(-1) / total).mean()),
         "top_entry_in_queried": float(((best >= queried[0]) & (best < queried[1])).float().mean()),
         "queried_token_share": (queried[1] - queried[0]) / len(explanation.source_tokens),
@@ -76,7 +80,9 @@ def measure(ckpt: str, documents: int, examples: int, batch_size: int, views: Pa
         first = test[0]
         extra = {"id": 0, "source": first["source"], "reference": first["target"], "position": first["position"]}
         write_views(explanations[0], views / f"recall_set_{documents}_documents", extra)
-    summary = {key: statistics.mean(row[key] for row in rows) for key in rows[0]}
+    summary = {key: statistics.mean(row[key] for row in rows) for key in rows[0] if key != "queried_by_head"}
+    by_head = zip(*(row["queried_by_head"] for row in rows), strict=True)
+    summary["queried_by_head"] = [statistics.mean(head) for head in by_head]
     return {
         "documents": documents,
         "examples": len(rows),

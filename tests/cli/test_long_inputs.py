@@ -101,7 +101,7 @@ def test_the_relevance_loss_trains_beside_the_cross_entropy_on_the_recall_set(
     assert 0 < metrics["train/relevance_loss"] < 10 and "test/rougeL" in metrics
 
 
-def test_a_relevance_loss_without_relevant_spans_or_below_zero_names_the_key(
+def test_a_relevance_loss_without_relevant_spans_below_zero_or_on_missing_heads_names_the_key(
     recall_data_dir: Path, tmp_path: Path
 ) -> None:
     summaries = ["task=summarization", f"data.data_dir={recall_data_dir}", *SHORT_TRAINING]  # one document each
@@ -110,6 +110,11 @@ def test_a_relevance_loss_without_relevant_spans_or_below_zero_names_the_key(
     result = run_cli("task=summarization", "task.relevance_loss_weight=-1", "debug=fast", cwd=tmp_path)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "task.relevance_loss_weight must be >= 0, got -1" in result.stderr
+    weighted = [*MEMORY, "task.relevance_loss_weight=1.0"]
+    with pytest.raises(ConfigError, match=r"task.relevance_heads=\[4\] names a head the model does not have"):
+        train(recall_config(recall_data_dir, tmp_path, *weighted, "task.relevance_heads=[4]"))
+    with pytest.raises(ConfigError, match="task.relevance_heads must be a non-empty list"):
+        train(recall_config(recall_data_dir, tmp_path, *weighted, "task.relevance_heads=[]"))
 
 
 def test_bad_memory_settings_are_one_line_errors(tmp_path: Path) -> None:

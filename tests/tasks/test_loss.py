@@ -77,3 +77,17 @@ def test_ignored_tokens_are_left_out_of_the_relevance_softmax() -> None:
     high = scores.clone()
     high[..., 0] = 50.0  # all the attention on an ignored token costs nothing
     torch.testing.assert_close(relevance_loss([high], relevant, targets, ignored), without_first)
+
+
+def test_relevance_loss_on_chosen_heads_is_the_loss_of_those_heads_alone() -> None:
+    torch.manual_seed(2)
+    layers = [torch.randn(2, 4, 3, 5) for _ in range(2)]
+    relevant = torch.tensor([[0, 1, 1, 0, 0], [0, 0, 0, 1, 0]], dtype=torch.bool)
+    targets = torch.ones(2, 3, dtype=torch.bool)
+    chosen = relevance_loss(layers, relevant, targets, heads=[0, 2])
+    torch.testing.assert_close(chosen, relevance_loss([scores[:, [0, 2]] for scores in layers], relevant, targets))
+    assert chosen != relevance_loss(layers, relevant, targets)
+    free = [scores.clone() for scores in layers]
+    for scores in free:
+        scores[:, 1, :, 0] = 50.0  # an unsupervised head looking off the relevant tokens costs nothing
+    torch.testing.assert_close(relevance_loss(free, relevant, targets, heads=[0, 2]), chosen)

@@ -10,6 +10,7 @@ turned into its gradient while it is in cache; backward only scales the stored g
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -79,13 +80,19 @@ def summed_nll(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tens
 
 
 def relevance_loss(
-    scores: list[Tensor], relevant: Tensor, target_mask: Tensor, ignored: Tensor | None = None
+    scores: list[Tensor],
+    relevant: Tensor,
+    target_mask: Tensor,
+    ignored: Tensor | None = None,
+    heads: Sequence[int] | None = None,
 ) -> Tensor:
     """How far the decoder's cross-attention is from the source tokens a target comes from: -log of the attention
     mass on ``relevant`` (B, S) tokens, averaged over heads as probabilities (a head may look elsewhere if others
     look there), then over the real target positions of ``target_mask`` (B, T) and over layers. ``scores`` holds
     each layer's float scores (B, H, T, S), -inf on padding. Tokens in ``ignored`` (B, S) are left out of the
     softmax: attention on them is neither asked for nor penalised. Rows with no relevant token take no part.
+    ``heads``: the indices of the heads supervised in every layer (None: all), so the others stay free to read
+    what the supervised ones do not (the query, the context of the output).
 
     Top-k recall trains only the entries a query fetched; this reaches every memory entry, so a relevant one that
     ranked too low to be fetched is pulled up rather than never seen."""
@@ -96,6 +103,8 @@ def relevance_loss(
     losses = []
     for layer in scores:
         layer = layer[rows]  # never a row of -inf alone: its gradient would be NaN
+        if heads is not None:
+            layer = layer[:, list(heads)]
         if ignored is not None:
             layer = layer.masked_fill(ignored[rows][:, None, None, :] & ~relevant[:, None, None, :], float("-inf"))
         inside = layer.masked_fill(~relevant[:, None, None, :], float("-inf")).logsumexp(-1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class Seq2SeqTask(LightningModule):
         sample_heatmaps: bool = True,
         compile: bool = False,
         relevance_loss_weight: float = 0.0,
+        relevance_heads: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(relevance_loss_weight, bool) or not isinstance(relevance_loss_weight, int | float):
@@ -84,6 +86,13 @@ class Seq2SeqTask(LightningModule):
             raise ConfigError(f"task.relevance_loss_weight must be >= 0, got {relevance_loss_weight}")
         if relevance_loss_weight and not reads_a_source(model):
             raise ConfigError("task.relevance_loss_weight needs an encoder-decoder model: it trains cross-attention")
+        if relevance_heads is not None:
+            relevance_heads = list(relevance_heads)
+            if not relevance_heads or not all(type(head) is int and head >= 0 for head in relevance_heads):
+                raise ConfigError(
+                    f"task.relevance_heads must be a non-empty list of head indices (>= 0), or null, "
+                    f"got {relevance_heads!r}"
+                )
         self.model, self.tokenizer = model, tokenizer
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.generation = generation or GenerationConfig()
@@ -94,6 +103,7 @@ class Seq2SeqTask(LightningModule):
         self.sample_heatmaps = sample_heatmaps
         self.compile_model = compile
         self.relevance_loss_weight = float(relevance_loss_weight)
+        self.relevance_heads = relevance_heads
         self.metric_signatures: dict[str, str] = {}
         # Exact corpus loss: summed over tokens (and ranks), divided once at the end. A NaN is kept, not dropped
         # (SumMetric's default), so a diverged model scores NaN instead of a perfect 0.
@@ -154,8 +164,15 @@ class Seq2SeqTask(LightningModule):
             )
         with cross_attention_scores(self.model, batch["attention_mask"]) as scores:
             logits, labels = self.training_logits(batch)
+        if self.relevance_heads is not None and max(self.relevance_heads) >= scores[0].size(1):
+            raise ConfigError(
+                f"task.relevance_heads={self.relevance_heads} names a head the model does not have: its "
+                f"cross-attention has {scores[0].size(1)} heads (0 to {scores[0].size(1) - 1})"
+            )
         targets = batch["labels"].ne(LABEL_PAD)
-        relevance = relevance_loss(scores, batch["relevance_mask"], targets, batch.get("relevance_ignore_mask"))
+        relevance = relevance_loss(
+            scores, batch["relevance_mask"], targets, batch.get("relevance_ignore_mask"), self.relevance_heads
+        )
         return logits, labels, relevance
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
