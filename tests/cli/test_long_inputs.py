@@ -115,6 +115,10 @@ def test_a_relevance_loss_without_relevant_spans_below_zero_or_on_missing_heads_
         train(recall_config(recall_data_dir, tmp_path, *weighted, "task.relevance_heads=[4]"))
     with pytest.raises(ConfigError, match="task.relevance_heads must be a non-empty list"):
         train(recall_config(recall_data_dir, tmp_path, *weighted, "task.relevance_heads=[]"))
+    with pytest.raises(ConfigError, match=r"task.relevance_heads names a head twice: \[0, 0\]"):
+        train(recall_config(recall_data_dir, tmp_path, *weighted, "task.relevance_heads=[0,0]"))
+    with pytest.raises(ConfigError, match="set task.relevance_loss_weight > 0"):
+        train(recall_config(recall_data_dir, tmp_path, *MEMORY, "task.relevance_heads=[0]"))
 
 
 def test_bad_memory_settings_are_one_line_errors(tmp_path: Path) -> None:

@@ -93,6 +93,12 @@ class Seq2SeqTask(LightningModule):
                     f"task.relevance_heads must be a non-empty list of head indices (>= 0), or null, "
                     f"got {relevance_heads!r}"
                 )
+            if len(set(relevance_heads)) < len(relevance_heads):
+                raise ConfigError(f"task.relevance_heads names a head twice: {relevance_heads}")
+            if not relevance_loss_weight:
+                raise ConfigError(
+                    "task.relevance_heads chooses heads for the relevance loss: set task.relevance_loss_weight > 0"
+                )
         self.model, self.tokenizer = model, tokenizer
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.generation = generation or GenerationConfig()
