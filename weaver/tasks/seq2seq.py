@@ -55,6 +55,33 @@ def shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) ->
     return shifted
 
 
+def checked_relevance_settings(
+    relevance_loss_weight: float, relevance_heads: Sequence[int] | None, model: nn.Module
+) -> tuple[float, list[int] | None]:
+    """`task.relevance_loss_weight` and `task.relevance_heads` as the task uses them, or a one-line error naming
+    the key."""
+    if isinstance(relevance_loss_weight, bool) or not isinstance(relevance_loss_weight, int | float):
+        raise ConfigError(f"task.relevance_loss_weight must be a number, got {relevance_loss_weight!r}")
+    if relevance_loss_weight < 0:
+        raise ConfigError(f"task.relevance_loss_weight must be >= 0, got {relevance_loss_weight}")
+    if relevance_loss_weight and not reads_a_source(model):
+        raise ConfigError("task.relevance_loss_weight needs an encoder-decoder model: it trains cross-attention")
+    if relevance_heads is not None:
+        relevance_heads = list(relevance_heads)
+        if not relevance_heads or not all(type(head) is int and head >= 0 for head in relevance_heads):
+            raise ConfigError(
+                f"task.relevance_heads must be a non-empty list of head indices (>= 0), or null, "
+                f"got {relevance_heads!r}"
+            )
+        if len(set(relevance_heads)) < len(relevance_heads):
+            raise ConfigError(f"task.relevance_heads names a head twice: {relevance_heads}")
+        if not relevance_loss_weight:
+            raise ConfigError(
+                "task.relevance_heads chooses heads for the relevance loss: set task.relevance_loss_weight > 0"
+            )
+    return float(relevance_loss_weight), relevance_heads
+
+
 class Seq2SeqTask(LightningModule):
     """Wraps a model that has `forward(input_ids, attention_mask, decoder_input_ids) -> logits`,
     `generate(input_ids, attention_mask, generation_config) -> token ids` and `decoder_start_token_id`."""
@@ -80,25 +107,9 @@ class Seq2SeqTask(LightningModule):
         relevance_heads: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(relevance_loss_weight, bool) or not isinstance(relevance_loss_weight, int | float):
-            raise ConfigError(f"task.relevance_loss_weight must be a number, got {relevance_loss_weight!r}")
-        if relevance_loss_weight < 0:
-            raise ConfigError(f"task.relevance_loss_weight must be >= 0, got {relevance_loss_weight}")
-        if relevance_loss_weight and not reads_a_source(model):
-            raise ConfigError("task.relevance_loss_weight needs an encoder-decoder model: it trains cross-attention")
-        if relevance_heads is not None:
-            relevance_heads = list(relevance_heads)
-            if not relevance_heads or not all(type(head) is int and head >= 0 for head in relevance_heads):
-                raise ConfigError(
-                    f"task.relevance_heads must be a non-empty list of head indices (>= 0), or null, "
-                    f"got {relevance_heads!r}"
-                )
-            if len(set(relevance_heads)) < len(relevance_heads):
-                raise ConfigError(f"task.relevance_heads names a head twice: {relevance_heads}")
-            if not relevance_loss_weight:
-                raise ConfigError(
-                    "task.relevance_heads chooses heads for the relevance loss: set task.relevance_loss_weight > 0"
-                )
+        relevance_loss_weight, relevance_heads = checked_relevance_settings(
+            relevance_loss_weight, relevance_heads, model
+        )
         self.model, self.tokenizer = model, tokenizer
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.generation = generation or GenerationConfig()
@@ -108,7 +119,7 @@ class Seq2SeqTask(LightningModule):
         self.num_samples, self.samples_dir = num_samples, samples_dir
         self.sample_heatmaps = sample_heatmaps
         self.compile_model = compile
-        self.relevance_loss_weight = float(relevance_loss_weight)
+        self.relevance_loss_weight = relevance_loss_weight
         self.relevance_heads = relevance_heads
         self.metric_signatures: dict[str, str] = {}
         # Exact corpus loss: summed over tokens (and ranks), divided once at the end. A NaN is kept, not dropped
