@@ -11,8 +11,11 @@ from omegaconf import DictConfig
 
 from tests.conftest import FIXTURE_SIZES, SHORT_TRAINING, embedded_rows, tiny_run_config, write_jsonl
 from tests.helpers import best_checkpoint, run_cli
+from tests.models.tiny_hf import fast_tokenizer, tiny_model
 from weaver.cli.train import train
 from weaver.errors import ConfigError
+from weaver.models.causal_lm import CausalLM
+from weaver.tasks.seq2seq import checked_weight
 
 MEMORY = ["memory=recall", "model.memory.window=64", "model.memory.stride=32", "model.memory.top_k=8"]
 
@@ -93,20 +96,30 @@ def test_a_model_trained_on_short_sources_reads_long_ones_with_recall_at_evaluat
     assert "test/rougeL" in json.loads((run_dir / "metrics.json").read_text())["metrics"]
 
 
-def test_the_relevance_loss_trains_beside_the_cross_entropy_on_the_recall_set(
+def test_the_relevance_losses_train_beside_the_cross_entropy_on_the_recall_set(
     recall_data_dir: Path, tmp_path: Path
 ) -> None:
-    cfg = recall_config(recall_data_dir, tmp_path, *MEMORY, "task.relevance_loss_weight=1.0")
-    metrics, _ = train(cfg)
-    assert 0 < metrics["train/relevance_loss"] < 10 and "test/rougeL" in metrics
+    weights = ["task.relevance_loss_weight=1.0", "task.relevance_tagging_weight=1.0"]
+    cfg = recall_config(recall_data_dir, tmp_path, *MEMORY, *weights)
+    metrics, objects = train(cfg)
+    assert 0 < metrics["train/relevance_loss"] < 10 and 0 < metrics["train/relevance_tagging_loss"] < 10
+    assert "test/rougeL" in metrics
+    probe = objects["task"].relevance_probe.weight
+    assert probe.shape == (1, objects["model"].config.d_model)
+    trained = [p for group in objects["trainer"].optimizers[0].param_groups for p in group["params"]]
+    assert any(p is probe for p in trained)
+
+    result = run_cli(f"ckpt_path={best_checkpoint(cfg)}", cwd=tmp_path, script="eval.py")  # the probe reloads
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_a_relevance_loss_without_relevant_spans_below_zero_or_on_missing_heads_names_the_key(
     recall_data_dir: Path, tmp_path: Path
 ) -> None:
     summaries = ["task=summarization", f"data.data_dir={recall_data_dir}", *SHORT_TRAINING]  # one document each
-    with pytest.raises(ConfigError, match="task.relevance_loss_weight needs batches that mark"):
-        train(tiny_run_config([*summaries, "task.relevance_loss_weight=0.5"], tmp_path))
+    for key in ("relevance_loss_weight", "relevance_tagging_weight"):
+        with pytest.raises(ConfigError, match="task.relevance_loss_weight and task.relevance_tagging_weight need"):
+            train(tiny_run_config([*summaries, f"task.{key}=0.5"], tmp_path))
     result = run_cli("task=summarization", "task.relevance_loss_weight=-1", "debug=fast", cwd=tmp_path)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "task.relevance_loss_weight must be >= 0, got -1" in result.stderr
@@ -119,6 +132,19 @@ def test_a_relevance_loss_without_relevant_spans_below_zero_or_on_missing_heads_
         train(recall_config(recall_data_dir, tmp_path, *weighted, "task.relevance_heads=[0,0]"))
     with pytest.raises(ConfigError, match="set task.relevance_loss_weight > 0"):
         train(recall_config(recall_data_dir, tmp_path, *MEMORY, "task.relevance_heads=[0]"))
+    with pytest.raises(ConfigError, match="task.relevance_tagging_weight must be >= 0, got -0.5"):
+        train(recall_config(recall_data_dir, tmp_path, *MEMORY, "task.relevance_tagging_weight=-0.5"))
+    with pytest.raises(ConfigError, match="task.relevance_tagging_weight must be a number, got True"):
+        train(recall_config(recall_data_dir, tmp_path, *MEMORY, "task.relevance_tagging_weight=true"))
+
+
+@pytest.mark.parametrize("key", ["relevance_loss_weight", "relevance_tagging_weight"])
+def test_relevance_losses_refuse_a_model_without_an_encoder(key: str) -> None:
+    tokenizer = fast_tokenizer("gpt2")
+    decoder_only = CausalLM(tiny_model("gpt2", tokenizer), tokenizer)
+    with pytest.raises(ConfigError, match=f"task.{key} needs an encoder-decoder model"):
+        checked_weight(key, 1.0, decoder_only)
+    assert checked_weight(key, 0, decoder_only) == 0.0
 
 
 def test_bad_memory_settings_are_one_line_errors(tmp_path: Path) -> None:

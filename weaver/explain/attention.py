@@ -182,6 +182,26 @@ def recorded_cross_attention(
         yield recorded
 
 
+def source_width(model: nn.Module) -> int:
+    """The width D of the source states (B, S, D) the decoder's cross-attention reads."""
+    inner = base_model(model)
+    return inner.config.d_model if isinstance(inner, WeaverModel) else inner.backbone.config.d_model
+
+
+@contextmanager
+def read_source_states(model: nn.Module) -> Iterator[list[Tensor]]:
+    """While open, each forward of ``model`` appends the source states (B, S, D) its first decoder layer's
+    cross-attention reads (the encoder's output; with memory, every window's entries), with their gradients: for
+    a loss on what the encoder writes there (`weaver.tasks.loss.relevance_tagging_loss`)."""
+    states: list[Tensor] = []
+
+    def record(reader: CrossAttentionReader, decoder_states: Tensor, source_states: Tensor) -> None:
+        states.append(source_states)
+
+    with _hooked_cross_attention(model, [0], record):
+        yield states
+
+
 @contextmanager
 def cross_attention_scores(model: nn.Module, source_mask: Tensor) -> Iterator[list[Tensor]]:
     """While open, each forward of ``model`` appends every decoder layer's cross-attention scores (B, H, T, S)

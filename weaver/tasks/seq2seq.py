@@ -10,6 +10,7 @@ import inspect
 import json
 import logging
 from collections.abc import Sequence
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from weaver.data.collate import LABEL_PAD
 from weaver.errors import ConfigError, call_naming_refusals
 from weaver.explain import Explainer, figure_pixels, heatmap
-from weaver.explain.attention import cross_attention_scores, reads_a_source
+from weaver.explain.attention import cross_attention_scores, read_source_states, reads_a_source, source_width
 from weaver.generation import GenerationConfig
 from weaver.generation.mbr import UTILITIES, mbr_select
 from weaver.models.adapters import (
@@ -37,7 +38,7 @@ from weaver.models.adapters import (
     rank_allocator_state,
     schedule_ranks,
 )
-from weaver.tasks.loss import relevance_loss, smoothed_cross_entropy, summed_nll
+from weaver.tasks.loss import relevance_loss, relevance_tagging_loss, smoothed_cross_entropy, summed_nll
 from weaver.tasks.samples import COLUMNS, image_loggers, log_heatmaps, log_samples, pick_samples
 from weaver.utils.distributed import gather_objects
 
@@ -55,31 +56,33 @@ def shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) ->
     return shifted
 
 
-def checked_relevance_settings(
-    relevance_loss_weight: float, relevance_heads: Sequence[int] | None, model: nn.Module
-) -> tuple[float, list[int] | None]:
-    """`task.relevance_loss_weight` and `task.relevance_heads` as the task uses them, or a one-line error naming
-    the key."""
-    if isinstance(relevance_loss_weight, bool) or not isinstance(relevance_loss_weight, int | float):
-        raise ConfigError(f"task.relevance_loss_weight must be a number, got {relevance_loss_weight!r}")
-    if relevance_loss_weight < 0:
-        raise ConfigError(f"task.relevance_loss_weight must be >= 0, got {relevance_loss_weight}")
-    if relevance_loss_weight and not reads_a_source(model):
-        raise ConfigError("task.relevance_loss_weight needs an encoder-decoder model: it trains cross-attention")
-    if relevance_heads is not None:
-        relevance_heads = list(relevance_heads)
-        if not relevance_heads or not all(type(head) is int and head >= 0 for head in relevance_heads):
-            raise ConfigError(
-                f"task.relevance_heads must be a non-empty list of head indices (>= 0), or null, "
-                f"got {relevance_heads!r}"
-            )
-        if len(set(relevance_heads)) < len(relevance_heads):
-            raise ConfigError(f"task.relevance_heads names a head twice: {relevance_heads}")
-        if not relevance_loss_weight:
-            raise ConfigError(
-                "task.relevance_heads chooses heads for the relevance loss: set task.relevance_loss_weight > 0"
-            )
-    return float(relevance_loss_weight), relevance_heads
+def checked_weight(key: str, weight: float, model: nn.Module) -> float:
+    """A relevance loss's weight `task.<key>` as a float, or a one-line error naming the key."""
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        raise ConfigError(f"task.{key} must be a number, got {weight!r}")
+    if weight < 0:
+        raise ConfigError(f"task.{key} must be >= 0, got {weight}")
+    if weight and not reads_a_source(model):
+        raise ConfigError(f"task.{key} needs an encoder-decoder model: it trains what the decoder reads of the source")
+    return float(weight)
+
+
+def checked_relevance_heads(relevance_heads: Sequence[int] | None, relevance_loss_weight: float) -> list[int] | None:
+    """`task.relevance_heads` as the task uses it, or a one-line error naming the key."""
+    if relevance_heads is None:
+        return None
+    relevance_heads = list(relevance_heads)
+    if not relevance_heads or not all(type(head) is int and head >= 0 for head in relevance_heads):
+        raise ConfigError(
+            f"task.relevance_heads must be a non-empty list of head indices (>= 0), or null, got {relevance_heads!r}"
+        )
+    if len(set(relevance_heads)) < len(relevance_heads):
+        raise ConfigError(f"task.relevance_heads names a head twice: {relevance_heads}")
+    if not relevance_loss_weight:
+        raise ConfigError(
+            "task.relevance_heads chooses heads for the relevance loss: set task.relevance_loss_weight > 0"
+        )
+    return relevance_heads
 
 
 class Seq2SeqTask(LightningModule):
@@ -105,11 +108,12 @@ class Seq2SeqTask(LightningModule):
         compile: bool = False,
         relevance_loss_weight: float = 0.0,
         relevance_heads: Sequence[int] | None = None,
+        relevance_tagging_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        relevance_loss_weight, relevance_heads = checked_relevance_settings(
-            relevance_loss_weight, relevance_heads, model
-        )
+        relevance_loss_weight = checked_weight("relevance_loss_weight", relevance_loss_weight, model)
+        relevance_heads = checked_relevance_heads(relevance_heads, relevance_loss_weight)
+        relevance_tagging_weight = checked_weight("relevance_tagging_weight", relevance_tagging_weight, model)
         self.model, self.tokenizer = model, tokenizer
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.generation = generation or GenerationConfig()
@@ -121,6 +125,9 @@ class Seq2SeqTask(LightningModule):
         self.compile_model = compile
         self.relevance_loss_weight = relevance_loss_weight
         self.relevance_heads = relevance_heads
+        self.relevance_tagging_weight = relevance_tagging_weight
+        # Reads "inside the relevant span or not" off each source state: trained, never used to generate.
+        self.relevance_probe = nn.Linear(source_width(model), 1) if relevance_tagging_weight else None
         self.metric_signatures: dict[str, str] = {}
         # Exact corpus loss: summed over tokens (and ranks), divided once at the end. A NaN is kept, not dropped
         # (SumMetric's default), so a diverged model scores NaN instead of a perfect 0.
@@ -170,38 +177,56 @@ class Seq2SeqTask(LightningModule):
         logits = self.model.packed_logits(batch["input_ids"], batch["position_ids"], batch["document_ids"], scored)
         return logits, batch["labels"][scored]
 
-    def relevance_supervised_logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`training_logits` and the `relevance_loss` of the same forward: `task.relevance_loss_weight` trains the
-        decoder's cross-attention towards the source tokens each target comes from, which the pair builder marks
-        (`relevance_mask`: the recall set's queried document)."""
+    def relevance_supervised_logits(
+        self, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[float, torch.Tensor]]]:
+        """`training_logits` and, from the same forward, the relevance losses by name with their weights: where the source
+        tokens each target comes from are marked by the pair builder (`relevance_mask`: the recall set's queried
+        document), `task.relevance_loss_weight` trains the decoder's cross-attention towards them and
+        `task.relevance_tagging_weight` the encoder to mark them in its states, which recall's queries can then
+        fetch by."""
         if "relevance_mask" not in batch:
             raise ConfigError(
-                "task.relevance_loss_weight needs batches that mark each target's relevant source tokens: a pair "
-                "builder that knows them (data=recall_set), or task.relevance_loss_weight=0"
+                "task.relevance_loss_weight and task.relevance_tagging_weight need batches that mark each target's "
+                "relevant source tokens: a pair builder that knows them (data=recall_set), or both at 0"
             )
-        with cross_attention_scores(self.model, batch["attention_mask"]) as scores:
+        relevant, ignored = batch["relevance_mask"], batch.get("relevance_ignore_mask")
+        with ExitStack() as hooks:
+            if self.relevance_loss_weight:
+                scores = hooks.enter_context(cross_attention_scores(self.model, batch["attention_mask"]))
+            if self.relevance_tagging_weight:
+                states = hooks.enter_context(read_source_states(self.model))
             logits, labels = self.training_logits(batch)
-        if self.relevance_heads is not None and max(self.relevance_heads) >= scores[0].size(1):
-            raise ConfigError(
-                f"task.relevance_heads={self.relevance_heads} names a head the model does not have: its "
-                f"cross-attention has {scores[0].size(1)} heads (0 to {scores[0].size(1) - 1})"
+        losses = {}
+        if self.relevance_loss_weight:
+            if self.relevance_heads is not None and max(self.relevance_heads) >= scores[0].size(1):
+                raise ConfigError(
+                    f"task.relevance_heads={self.relevance_heads} names a head the model does not have: its "
+                    f"cross-attention has {scores[0].size(1)} heads (0 to {scores[0].size(1) - 1})"
+                )
+            targets = batch["labels"].ne(LABEL_PAD)
+            loss = relevance_loss(scores, relevant, targets, ignored, self.relevance_heads)
+            losses["relevance_loss"] = (self.relevance_loss_weight, loss)
+        if self.relevance_tagging_weight:
+            scored = batch["attention_mask"].bool() if ignored is None else batch["attention_mask"].bool() & ~ignored
+            tags = self.relevance_probe(states[0]).squeeze(-1)
+            losses["relevance_tagging_loss"] = (
+                self.relevance_tagging_weight,
+                relevance_tagging_loss(tags, relevant, scored),
             )
-        targets = batch["labels"].ne(LABEL_PAD)
-        relevance = relevance_loss(
-            scores, batch["relevance_mask"], targets, batch.get("relevance_ignore_mask"), self.relevance_heads
-        )
-        return logits, labels, relevance
+        return logits, labels, losses
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        if self.relevance_loss_weight:
-            logits, labels, relevance = self.relevance_supervised_logits(batch)
+        losses = {}
+        if self.relevance_loss_weight or self.relevance_tagging_weight:
+            logits, labels, losses = self.relevance_supervised_logits(batch)
         else:
             logits, labels = self.training_logits(batch)
         loss = smoothed_cross_entropy(logits, labels, self.label_smoothing, LABEL_PAD)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
-        if self.relevance_loss_weight:
-            self.log("train/relevance_loss", relevance, batch_size=batch["input_ids"].size(0))
-            loss = loss + self.relevance_loss_weight * relevance
+        for name, (weight, term) in losses.items():
+            self.log(f"train/{name}", term, batch_size=batch["input_ids"].size(0))
+            loss = loss + weight * term
         penalty = orthogonal_penalty(self.model)  # peft=adalora's regulariser, trained with the loss
         if penalty is None:
             return loss
