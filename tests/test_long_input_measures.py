@@ -5,14 +5,16 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from experiments.long_inputs.recall_mass import document_spans, shares
+from experiments.long_inputs.recall_mass import document_spans, probe_shares, shares
 from experiments.long_inputs.rouge_gap import paired_bootstrap, per_example_rouge_l
 from weaver.explain.attention import RecordedAttention
 from weaver.explain.explainer import Explanation
+from weaver.models.weaver import WeaverConfig, WeaverModel
 
 
 def explanation(indices: list[int], weights: list[float]) -> Explanation:
@@ -39,6 +41,21 @@ def test_recall_shares_are_also_given_for_each_head() -> None:
     two_heads.recalled = RecordedAttention(torch.tensor([[[[0.5, 0.5]], [[0.5, 0.5]]]]), indices)
     measured = shares(two_heads, (2, 5), 2)
     assert np.allclose(measured["queried_by_head"], [1.0, 0.0]) and np.isclose(measured["queried"], 0.5)
+
+
+def test_probe_shares_are_the_probe_softmax_mass_in_the_queried_document_with_the_query_left_out() -> None:
+    model = WeaverModel(WeaverConfig(vocab_size=50, d_model=32, num_heads=4, ffn_dim=64, max_positions=64))
+    probe = torch.nn.Linear(32, 1)
+    torch.nn.init.zeros_(probe.weight)  # the same score everywhere: the softmax spreads evenly
+    run = SimpleNamespace(task=SimpleNamespace(model=model.eval(), relevance_probe=probe))
+    ignored = [[0, 2]]  # the query
+    rows = [
+        {"input_ids": list(range(3, 12)), "relevant_spans": [[2, 5]], "ignored_spans": ignored},
+        {"input_ids": list(range(3, 12)), "relevant_spans": [[5, 9]], "ignored_spans": ignored},
+    ]
+    measured = probe_shares(run, rows)
+    assert np.isclose(measured["probe_queried"], (3 / 7 + 4 / 7) / 2)
+    assert measured["probe_top_in_queried"] == 0.5  # ties go to the first token after the query
 
 
 def test_the_paired_bootstrap_brackets_a_real_gap_and_a_null_one(tmp_path: Path) -> None:

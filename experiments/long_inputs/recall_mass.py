@@ -6,7 +6,10 @@ output token, decoder layer and head, the `top_k` memory entries it fetched and 
 the first `<doc>`), the queried document (from its `<doc>` to the next one, its name header included) and the other
 documents; the script reports the mean share of recall weight in each, beside the queried document's share of the
 source's tokens (what recall spread evenly would give it), and how often the most weighted entry lies in the queried
-document. It also writes the first example's heatmap, HTML view and scores (`explain.py`'s files).
+document. It also writes the first example's heatmap, HTML view and scores (`explain.py`'s files). For a model
+trained with `task.relevance_tagging_weight`, it reports where the encoder's relevance probe points as well: its
+scores softmaxed over the source (the query left out, as in training), their mass inside the queried document and
+how often the top-scored token lies there.
 
     python -m experiments.long_inputs.recall_mass --ckpt <recall_set_long's best .ckpt> --documents 40 160
 """
@@ -21,9 +24,10 @@ from typing import Any
 
 import torch
 
-from weaver.checkpoints import restore_run
+from weaver.checkpoints import RestoredRun, restore_run
 from weaver.data.tokenizer import GivenTokenizer
 from weaver.explain import Explainer, write_views
+from weaver.explain.attention import read_source_states
 from weaver.explain.explainer import Explanation
 from weaver.inference import Example, Predictor
 from weaver.instantiate import build
@@ -59,6 +63,24 @@ def shares(explanation: Explanation, queried: tuple[int, int], query_end: int) -
     }
 
 
+@torch.no_grad()
+def probe_shares(run: RestoredRun, rows: Any) -> dict[str, float]:
+    """Mean over ``rows`` (tokenized test rows, their `relevant_spans` and `ignored_spans` marked) of the relevance
+    probe's softmax mass inside the queried document, and how often its top-scored token lies there."""
+    task, masses, tops = run.task, [], []
+    for row in rows:
+        ids = torch.tensor([row["input_ids"]])
+        with read_source_states(task.model) as states:
+            task.model(ids, torch.ones_like(ids), torch.tensor([[task.model.decoder_start_token_id]]))
+        scores = task.relevance_probe(states[0])[0, :, 0].float()
+        for start, end in row["ignored_spans"]:
+            scores[start:end] = float("-inf")
+        (start, end), *_ = row["relevant_spans"]
+        masses.append(float(scores.softmax(-1)[start:end].sum()))
+        tops.append(start <= int(scores.argmax()) < end)
+    return {"probe_queried": statistics.mean(masses), "probe_top_in_queried": statistics.mean(tops)}
+
+
 def measure(ckpt: str, documents: int, examples: int, batch_size: int, views: Path | None) -> dict[str, Any]:
     overrides = {
         "data.pair_builder.eval_num_documents": documents,
@@ -83,6 +105,8 @@ def measure(ckpt: str, documents: int, examples: int, batch_size: int, views: Pa
     summary = {key: statistics.mean(row[key] for row in rows) for key in rows[0] if key != "queried_by_head"}
     by_head = zip(*(row["queried_by_head"] for row in rows), strict=True)
     summary["queried_by_head"] = [statistics.mean(head) for head in by_head]
+    if run.task.relevance_probe is not None:
+        summary.update(probe_shares(run, datamodule.tokenized_splits()["test"]))
     return {
         "documents": documents,
         "examples": len(rows),

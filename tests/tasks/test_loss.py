@@ -1,9 +1,7 @@
 """The chunked cross-entropies (label-smoothed for training, summed for evaluation) equal PyTorch's; the relevance
-losses measure what they say."""
+loss measures what it says."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
@@ -13,7 +11,6 @@ from weaver.tasks.loss import (
     EVAL_ROWS_PER_CHUNK,
     ROWS_PER_CHUNK,
     relevance_loss,
-    relevance_tagging_loss,
     smoothed_cross_entropy,
     summed_nll,
 )
@@ -101,29 +98,3 @@ def test_relevance_loss_on_chosen_heads_is_the_loss_of_those_heads_alone() -> No
     for scores in free:
         scores[:, 1, :, 0] = 50.0  # an unsupervised head looking off the relevant tokens costs nothing
     torch.testing.assert_close(relevance_loss(free, relevant, targets, heads=[0, 2]), chosen)
-
-
-def test_relevance_tagging_loss_weighs_relevant_and_other_tokens_equally_whatever_their_counts() -> None:
-    relevant = torch.tensor([[1, 0, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0]], dtype=torch.bool)
-    scored = torch.ones(2, 6, dtype=torch.bool)
-    assert relevance_tagging_loss(torch.zeros(2, 6), relevant, scored).item() == pytest.approx(math.log(2))
-    logits = torch.where(relevant, 2.0, -1.0)  # one value per class: each class's mean is its value
-    expected = (F.softplus(torch.tensor(-2.0)) + F.softplus(torch.tensor(-1.0))) / 2
-    torch.testing.assert_close(relevance_tagging_loss(logits, relevant, scored), expected)
-    confident = torch.where(relevant, 30.0, -30.0)
-    assert relevance_tagging_loss(confident, relevant, scored).item() == pytest.approx(0, abs=1e-6)
-
-
-def test_relevance_tagging_loss_leaves_out_unscored_tokens_and_rows_without_relevant_ones() -> None:
-    torch.manual_seed(3)
-    logits = torch.randn(3, 5)
-    relevant = torch.tensor([[0, 1, 1, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
-    scored = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1]], dtype=torch.bool)
-    changed = logits.clone()
-    changed[0, 4] = 50.0  # an unscored token (padding, the query)
-    changed[1] = -50.0  # a row with nothing relevant in it
-    torch.testing.assert_close(
-        relevance_tagging_loss(changed, relevant, scored), relevance_tagging_loss(logits, relevant, scored)
-    )
-    nowhere = torch.zeros(3, 5, dtype=torch.bool)
-    assert relevance_tagging_loss(logits, nowhere, scored).item() == 0

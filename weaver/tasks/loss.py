@@ -112,18 +112,3 @@ def relevance_loss(
         mixed = log_mass.logsumexp(1) - math.log(layer.size(1))  # (B, T): of the heads' average
         losses.append(-(mixed * weights).sum() / weights.sum().clamp(min=1))
     return torch.stack(losses).mean()
-
-
-def relevance_tagging_loss(logits: Tensor, relevant: Tensor, scored: Tensor) -> Tensor:
-    """How well per-token ``logits`` (B, S) tell the ``relevant`` (B, S) source tokens from the rest: binary
-    cross-entropy over the ``scored`` (B, S) tokens, the relevant and the other tokens' means averaged, so a
-    source with more distractors weighs no more and ln 2 is chance whatever their share. Rows with no relevant
-    token take no part."""
-    rows = relevant.any(1)
-    relevant, scored = relevant[rows], scored[rows]
-    if not relevant.any():
-        return logits.new_zeros((), dtype=torch.float32)
-    losses = F.binary_cross_entropy_with_logits(logits[rows].float(), relevant.float(), reduction="none")
-    inside, outside = scored & relevant, scored & ~relevant
-    mean_inside = (losses * inside).sum() / inside.sum().clamp(min=1)
-    return (mean_inside + (losses * outside).sum() / outside.sum().clamp(min=1)) / 2

@@ -38,7 +38,7 @@ from weaver.models.adapters import (
     rank_allocator_state,
     schedule_ranks,
 )
-from weaver.tasks.loss import relevance_loss, relevance_tagging_loss, smoothed_cross_entropy, summed_nll
+from weaver.tasks.loss import relevance_loss, smoothed_cross_entropy, summed_nll
 from weaver.tasks.samples import COLUMNS, image_loggers, log_heatmaps, log_samples, pick_samples
 from weaver.utils.distributed import gather_objects
 
@@ -180,11 +180,11 @@ class Seq2SeqTask(LightningModule):
     def relevance_supervised_logits(
         self, batch: dict[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[float, torch.Tensor]]]:
-        """`training_logits` and, from the same forward, the relevance losses by name with their weights: where the source
-        tokens each target comes from are marked by the pair builder (`relevance_mask`: the recall set's queried
-        document), `task.relevance_loss_weight` trains the decoder's cross-attention towards them and
-        `task.relevance_tagging_weight` the encoder to mark them in its states, which recall's queries can then
-        fetch by."""
+        """`training_logits` and, from the same forward, the relevance losses by name with their weights: where the
+        source tokens each target comes from are marked by the pair builder (`relevance_mask`: the recall set's
+        queried document), `task.relevance_loss_weight` trains the decoder's cross-attention towards them and
+        `task.relevance_tagging_weight` the encoder to mark them in its states (a linear probe's scores, taken
+        as one query's attention over the source), which recall's queries can then fetch by."""
         if "relevance_mask" not in batch:
             raise ConfigError(
                 "task.relevance_loss_weight and task.relevance_tagging_weight need batches that mark each target's "
@@ -208,11 +208,13 @@ class Seq2SeqTask(LightningModule):
             loss = relevance_loss(scores, relevant, targets, ignored, self.relevance_heads)
             losses["relevance_loss"] = (self.relevance_loss_weight, loss)
         if self.relevance_tagging_weight:
-            scored = batch["attention_mask"].bool() if ignored is None else batch["attention_mask"].bool() & ~ignored
-            tags = self.relevance_probe(states[0]).squeeze(-1)
+            # One query over the source: the probe's scores as attention, the same -log(mass on the relevant tokens).
+            tags = self.relevance_probe(states[0]).float().squeeze(-1)
+            tags = tags.masked_fill(~batch["attention_mask"].bool(), float("-inf"))[:, None, None, :]  # (B, 1, 1, S)
+            one_query = relevant.new_ones(relevant.size(0), 1)
             losses["relevance_tagging_loss"] = (
                 self.relevance_tagging_weight,
-                relevance_tagging_loss(tags, relevant, scored),
+                relevance_loss([tags], relevant, one_query, ignored),
             )
         return logits, labels, losses
 
