@@ -1,5 +1,4 @@
-"""The chunked cross-entropies (label-smoothed for training, summed for evaluation) equal PyTorch's; the relevance
-loss measures what it says."""
+"""The chunked cross-entropies (label-smoothed for training, summed for evaluation) equal PyTorch's."""
 
 from __future__ import annotations
 
@@ -7,13 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from weaver.tasks.loss import (
-    EVAL_ROWS_PER_CHUNK,
-    ROWS_PER_CHUNK,
-    relevance_loss,
-    smoothed_cross_entropy,
-    summed_nll,
-)
+from weaver.tasks.loss import EVAL_ROWS_PER_CHUNK, ROWS_PER_CHUNK, relevance_loss, smoothed_cross_entropy, summed_nll
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

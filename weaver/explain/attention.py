@@ -192,7 +192,7 @@ def source_width(model: nn.Module) -> int:
 def read_source_states(model: nn.Module) -> Iterator[list[Tensor]]:
     """While open, each forward of ``model`` appends the source states (B, S, D) its first decoder layer's
     cross-attention reads (the encoder's output; with memory, every window's entries), with their gradients: for
-    a loss on what the encoder writes there (`weaver.tasks.loss.relevance_tagging_loss`)."""
+    a loss on what the encoder writes there (`task.relevance_tagging_weight`)."""
     states: list[Tensor] = []
 
     def record(reader: CrossAttentionReader, decoder_states: Tensor, source_states: Tensor) -> None:

@@ -126,7 +126,7 @@ class Seq2SeqTask(LightningModule):
         self.relevance_loss_weight = relevance_loss_weight
         self.relevance_heads = relevance_heads
         self.relevance_tagging_weight = relevance_tagging_weight
-        # Reads "inside the relevant span or not" off each source state: trained, never used to generate.
+        # Scores each source state for relevance to the target: trained, never used to generate.
         self.relevance_probe = nn.Linear(source_width(model), 1) if relevance_tagging_weight else None
         self.metric_signatures: dict[str, str] = {}
         # Exact corpus loss: summed over tokens (and ranks), divided once at the end. A NaN is kept, not dropped
