@@ -12,7 +12,13 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from tests.models.test_memory import padded_batch, tiny_model, with_memory
 from tests.models.tiny_hf import save_tiny_model
-from weaver.explain.attention import RecordedAttention, cross_attention_scores, recorded_cross_attention
+from weaver.explain.attention import (
+    RecordedAttention,
+    cross_attention_scores,
+    read_source_states,
+    recorded_cross_attention,
+    source_width,
+)
 from weaver.models.pretrained import PretrainedSeq2Seq, build_pretrained_seq2seq
 from weaver.tasks.loss import relevance_loss
 
@@ -131,3 +137,23 @@ def test_scores_for_a_relevance_loss_are_every_layers_full_attention_and_train_i
         losses.append(loss.item())
     # From about chance (4 of 30 and 2 of 17 tokens) to most of the attention on the relevant tokens.
     assert losses[0] > 1.5 and losses[-1] < 0.3
+
+
+@pytest.mark.parametrize("family", ["native", "native-memory", "bart", "t5"])
+def test_source_states_read_are_the_encoder_output_with_their_gradients(family: str, tmp_path: Path) -> None:
+    """What `task.relevance_tagging_weight`'s probe reads: once per forward, of the width `source_width` gives."""
+    decoder_ids = padded_batch([4, 4], seed=2)[0]
+    if family.startswith("native"):
+        model = tiny_model() if family == "native" else with_memory(tiny_model(), window=8, stride=4, top_k=3)
+        ids, mask = padded_batch([30, 17])
+        encoded = model.encode(ids, mask)
+    else:
+        folder = save_tiny_model(family, tmp_path / family)
+        model = build_pretrained_seq2seq(AutoTokenizer.from_pretrained(folder), str(folder)).eval()  # no dropout
+        ids, mask = padded_batch([12, 9])
+        encoded = model.backbone.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    with read_source_states(model) as states:
+        model(ids, mask, decoder_ids)
+    assert len(states) == 1 and states[0].requires_grad
+    assert states[0].shape == (*ids.shape, source_width(model))
+    torch.testing.assert_close(states[0], encoded)
