@@ -87,9 +87,30 @@ def test_keys_come_from_a_file_joined_on_the_row_id_and_rows_without_one_are_cou
     assert all(source.startswith("name-id") for source in pairs["source"])
 
 
+def test_renamed_training_examples_query_the_new_name_of_the_queried_document_and_evaluation_keeps_true_names() -> None:
+    data = Dataset.from_list(ROWS)
+    builder = RecallSetPairs(num_documents=5, eval_num_documents=5, rename_rate=0.5)
+    renamed = 0
+    for example in builder.build_pairs(data, "train"):
+        query, _, body = example["source"].partition(" <query> ")
+        documents = documents_in(body)
+        assert len({key for key, _ in documents}) == 5  # every document keeps a name of its own
+        key, document = documents[example["position"]]
+        assert key == query and example["target"] == f"summary {document.split()[1]}"
+        renamed += any(key != f"pkg{document.split()[1]}" for key, document in documents)
+    assert 0.3 * len(ROWS) < renamed < 0.7 * len(ROWS)
+    assert builder.build_pairs(data, "train")["source"] == builder.build_pairs(data, "train")["source"]
+    unrenamed = RecallSetPairs(num_documents=5, eval_num_documents=5)
+    assert builder.build_pairs(data, "test")["source"] == unrenamed.build_pairs(data, "test")["source"]
+    for example in builder.build_pairs(data, "test"):
+        assert all(key == f"pkg{document.split()[1]}" for key, document in documents_in(example["source"]))
+
+
 def test_bad_settings_and_data_name_the_key() -> None:
     with pytest.raises(ConfigError, match="data.pair_builder.num_documents must be a positive integer"):
         RecallSetPairs(num_documents=0)
+    with pytest.raises(ConfigError, match="data.pair_builder.rename_rate must be a number from 0 to 1, got 1.5"):
+        RecallSetPairs(rename_rate=1.5)
     with pytest.raises(DataError, match="eval_num_documents=40 exceeds the 30 usable rows of the test split"):
         RecallSetPairs(eval_num_documents=40).build_pairs(Dataset.from_list(ROWS), "test")
     with pytest.raises(DataError, match="data.pair_builder.key_field='title': no column 'title'"):

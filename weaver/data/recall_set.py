@@ -46,10 +46,12 @@ class RecallSetPairs:
     `num_documents` sets the training examples' length, `eval_num_documents` (default: the same) the validation
     and test ones', so a model can train on short inputs and be scored on long ones. With `min_documents`, each
     training example draws its count uniformly from `min_documents` to `num_documents`: examples of one document
-    teach summarizing it directly, longer ones finding it. Every usable training row is
-    queried once; `eval_max_examples` caps how many validation and test rows are (the first ones). Keys come from
-    `key_field`, or from `keys_file` (JSON, optionally gzipped: {row id: key}) joined on `id_field`. Rows without a
-    usable key, document or summary are skipped and counted.
+    teach summarizing it directly, longer ones finding it. With `rename_rate`, that fraction of training examples
+    heads its documents with keys drawn at random from the split (the query names the queried document's new key),
+    so its summary cannot be guessed from the query's words and only finding the document earns it; validation and
+    test keep the true keys. Every usable training row is queried once; `eval_max_examples` caps how many validation
+    and test rows are (the first ones). Keys come from `key_field`, or from `keys_file` (JSON, optionally gzipped:
+    {row id: key}) joined on `id_field`. Rows without a usable key, document or summary are skipped and counted.
     """
 
     num_documents: int = 16
@@ -68,12 +70,19 @@ class RecallSetPairs:
     # the documents, most be on the queried one, and leaves attention on the query free), "relevant" (beside the
     # queried document's: satisfied by attending to the query alone) or "irrelevant" (pulls attention off it).
     query_relevance: str = "ignored"
+    rename_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("num_documents", "eval_num_documents", "min_documents", "eval_max_examples"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"data.pair_builder.{name} must be a positive integer, got {value!r}")
+        if (
+            isinstance(self.rename_rate, bool)
+            or not isinstance(self.rename_rate, int | float)
+            or not (0 <= self.rename_rate <= 1)
+        ):
+            raise ConfigError(f"data.pair_builder.rename_rate must be a number from 0 to 1, got {self.rename_rate!r}")
         if self.query_relevance not in QUERY_RELEVANCE:
             raise ConfigError(
                 f"data.pair_builder.query_relevance must be one of {list(QUERY_RELEVANCE)}, "
@@ -122,9 +131,16 @@ class RecallSetPairs:
                 others = others + (others >= target)  # every row but the queried one
                 position = int(rng.integers(count))
                 order = [*others[:position].tolist(), target, *others[position:].tolist()]
-                body = " ".join(f"{self.document_token} {keys[i]}: {documents[i]}" for i in order)
+                headers = [keys[i] for i in order]
+                if split == "train" and self.rename_rate:
+                    renaming = np.random.default_rng([self.seed, split_code, target, 2])
+                    if renaming.random() < self.rename_rate:
+                        headers = [keys[i] for i in renaming.choice(len(rows), size=count, replace=False)]
+                body = " ".join(
+                    f"{self.document_token} {key}: {documents[i]}" for key, i in zip(headers, order, strict=True)
+                )
                 built["example_id"].append(target)
-                built["source"].append(f"{keys[target]} {self.query_token} {body}")
+                built["source"].append(f"{headers[position]} {self.query_token} {body}")
                 built["target"].append(summaries[target])
                 built["position"].append(position)
             return built
