@@ -102,13 +102,13 @@ def test_recall_covering_the_memory_equals_full_cross_attention(fold_keys):
     torch.testing.assert_close(recalling(ids, mask, target), model(ids, mask, target), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("num_beams", [1, 4])
+@pytest.mark.parametrize("search", [dict(num_beams=1), dict(num_beams=4), dict(do_sample=True, seed=3)])
 @pytest.mark.parametrize("fold_keys", [False, True])
-def test_recall_covering_the_memory_generates_what_full_attention_does(num_beams, fold_keys):
+def test_recall_covering_the_memory_generates_what_full_attention_does(search, fold_keys):
     model = tiny_model()
     recalling = with_memory(model, window=64, stride=32, top_k=64, fold_keys=fold_keys)
     ids, mask = padded_batch([40, 25, 33])
-    settings = dict(num_beams=num_beams, max_new_tokens=12)
+    settings = dict(max_new_tokens=12, **search)
     assert torch.equal(recalling.generate(ids, mask, **settings), model.generate(ids, mask, **settings))
 
 

@@ -126,7 +126,7 @@ def test_recall_covering_the_memory_equals_the_backbone_in_one_pass(family_dir: 
     torch.testing.assert_close(recalling(batch["input_ids"], batch["attention_mask"], target), expected)
     narrow, _ = load(family_dir, memory={"window": 64, "stride": 32, "top_k": 2}, max_source_length=64)
     assert not torch.allclose(narrow(batch["input_ids"], batch["attention_mask"], target), expected, atol=1e-3)
-    for settings in ({"num_beams": 1}, {"num_beams": 3}):
+    for settings in ({"num_beams": 1}, {"num_beams": 3}, {"do_sample": True, "seed": 3}):
         config = GenerationConfig(max_new_tokens=8, **settings)
         assert torch.equal(
             recalling.generate(**batch, generation_config=config), model.generate(**batch, generation_config=config)
@@ -149,3 +149,25 @@ def test_recall_reads_sources_past_the_learned_positions_in_windows(tmp_path: Pa
     logits = model.train()(batch["input_ids"], batch["attention_mask"], torch.randint(5, 100, (2, 4)))
     logits.logsumexp(-1).mean().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def checkpointed_layers(part: torch.nn.Module) -> set[bool]:
+    return {module.gradient_checkpointing for module in part.modules() if hasattr(module, "gradient_checkpointing")}
+
+
+def test_activation_checkpointing_with_memory_recomputes_whole_windows_with_the_same_gradients(tmp_path: Path) -> None:
+    folder = save_tiny_model("bart", tmp_path / "bart")
+    memory = {"window": 32, "stride": 16, "top_k": 8}
+    grads = []
+    for checkpointing in (False, True):
+        model, tokenizer = load(folder, max_source_length=400, memory=memory, activation_checkpointing=checkpointing)
+        batch = long_batch(tokenizer, 100)
+        torch.manual_seed(0)  # dropout draws the same masks; recomputation replays them
+        model.train()(batch["input_ids"], batch["attention_mask"], torch.arange(5, 11)[None].repeat(2, 1)).logsumexp(
+            -1
+        ).mean().backward()
+        grads.append(model.backbone.get_input_embeddings().weight.grad)
+    assert model.checkpoint_windows
+    assert checkpointed_layers(model.backbone.get_encoder()) == {False}  # windows are, instead
+    assert checkpointed_layers(model.backbone.get_decoder()) == {True}
+    torch.testing.assert_close(grads[0], grads[1])

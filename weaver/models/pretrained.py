@@ -92,11 +92,16 @@ class PretrainedSeq2Seq(HFBackbone):
     peft_task_type = TaskType.SEQ_2_SEQ_LM
 
     def __init__(
-        self, backbone: PreTrainedModel, forced_bos_token_id: int | None = None, memory: MemoryConfig | None = None
+        self,
+        backbone: PreTrainedModel,
+        forced_bos_token_id: int | None = None,
+        memory: MemoryConfig | None = None,
+        checkpoint_windows: bool = False,
     ) -> None:
         super().__init__(backbone)
         self.forced_bos_token_id = forced_bos_token_id
         self.memory = memory
+        self.checkpoint_windows = checkpoint_windows
 
     @property
     def decoder_start_token_id(self) -> int:
@@ -118,7 +123,12 @@ class PretrainedSeq2Seq(HFBackbone):
             return encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
 
         states = encode_in_windows(
-            encode, input_ids, attention_mask, self.memory, max_positions=position_limit(self.hf_config)
+            encode,
+            input_ids,
+            attention_mask,
+            self.memory,
+            checkpoint=self.checkpoint_windows and self.training,
+            max_positions=position_limit(self.hf_config),
         )
         return {"encoder_outputs": BaseModelOutput(last_hidden_state=states)}
 
@@ -318,5 +328,12 @@ def build_pretrained_seq2seq(
     forced_bos = token_id(tokenizer, forced_bos_token, "model.forced_bos_token") if forced_bos_token else None
     if activation_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpoint_windows = activation_checkpointing and memory_config is not None
+    if checkpoint_windows:  # whole windows are recomputed in backward: their layers need not be again inside them
+        for module in backbone.get_encoder().modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = False
     # `from_pretrained` returns eval mode; Lightning keeps each module's mode, so dropout would stay off in training.
-    return PretrainedSeq2Seq(backbone.train(), forced_bos_token_id=forced_bos, memory=memory_config)
+    return PretrainedSeq2Seq(
+        backbone.train(), forced_bos_token_id=forced_bos, memory=memory_config, checkpoint_windows=checkpoint_windows
+    )
