@@ -12,6 +12,7 @@ import torch
 
 from experiments.long_inputs.recall_mass import document_spans, probe_shares, shares
 from experiments.long_inputs.rouge_gap import paired_bootstrap, per_example_rouge_l
+from experiments.long_inputs.rouge_vs_length import queries, scores
 from weaver.explain.attention import RecordedAttention
 from weaver.explain.explainer import Explanation
 from weaver.models.weaver import WeaverConfig, WeaverModel
@@ -72,3 +73,16 @@ def test_the_paired_bootstrap_brackets_a_real_gap_and_a_null_one(tmp_path: Path)
     zipped = tmp_path / "predictions.jsonl.gz"  # as the recorded runs keep them
     zipped.write_bytes(gzip.compress(path.read_bytes()))
     assert per_example_rouge_l(zipped) == per_example_rouge_l(path)
+
+
+def test_the_length_plot_reads_each_runs_scores_by_documents_and_truncation_and_its_query_count(tmp_path: Path) -> None:
+    for name, score in (
+        ("metrics_1_documents", 30.0),
+        ("metrics_40_documents", 20.0),
+        ("metrics_40_truncated_documents", 15.0),
+    ):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"metrics": {"test/rougeL": score, "test/rouge1": 0.0}}))
+    with gzip.open(tmp_path / "test_predictions_40_documents.jsonl.gz", "wt") as file:
+        file.writelines(json.dumps({"id": i, "hypothesis": "x", "reference": "y"}) + "\n" for i in range(7))
+    assert scores(tmp_path) == {(1, False): 30.0, (40, False): 20.0, (40, True): 15.0}
+    assert queries(tmp_path, 40) == 7
