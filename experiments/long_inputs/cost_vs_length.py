@@ -82,14 +82,16 @@ def measure(system: str, length: int) -> dict[str, float]:
     return figures
 
 
-def run_rounds(rounds: int, systems: list[str], lengths: list[int], timeout: float, output: Path) -> None:
+def run_rounds(
+    rounds: int, systems: list[str], lengths: list[int], timeout: float, output: Path, first_round: int = 0
+) -> None:
     """Append one record per process to `output/rounds.jsonl`. A system that failed at a length (time, memory) is
-    not run at that length or longer ones again."""
+    not run at that length or longer ones again. Rounds are numbered from `first_round` (to add rounds to a log)."""
     output.mkdir(parents=True, exist_ok=True)
     log = output / "rounds.jsonl"
     failed_at: dict[str, int] = {}
     with log.open("a") as file:
-        for round_index in range(rounds):
+        for round_index in range(first_round, first_round + rounds):
             for length in lengths:
                 # Alternate which system goes first, so drift in the machine's speed is shared.
                 order = systems if round_index % 2 == 0 else list(reversed(systems))
@@ -183,6 +185,7 @@ def main() -> None:
     parser.add_argument("--system", choices=SYSTEMS, default="memory")
     parser.add_argument("--length", type=int, default=4096)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--first-round", type=int, default=0, help="the first round's number (adding rounds to a log)")
     parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS))
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--timeout", type=float, default=300.0)
@@ -193,7 +196,7 @@ def main() -> None:
     elif args.report:
         print(report(args.output))
     else:
-        run_rounds(args.rounds, args.systems, args.lengths, args.timeout, args.output)
+        run_rounds(args.rounds, args.systems, args.lengths, args.timeout, args.output, args.first_round)
 
 
 if __name__ == "__main__":
