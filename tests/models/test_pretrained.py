@@ -11,7 +11,7 @@ from tests.models.tiny_hf import FAMILIES, save_tiny_model
 from weaver.data import PretrainedTokenizer
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
-from weaver.models import PretrainedSeq2Seq, build_pretrained_seq2seq
+from weaver.models import PretrainedSeq2Seq, build_pretrained_seq2seq, hf_memory
 
 TEXTS = ["The package provides a library.", "Hello world"]
 
@@ -131,6 +131,20 @@ def test_recall_covering_the_memory_equals_the_backbone_in_one_pass(family_dir: 
         assert torch.equal(
             recalling.generate(**batch, generation_config=config), model.generate(**batch, generation_config=config)
         )
+
+
+def test_a_sources_beams_share_its_memory(family_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recalling, tokenizer = load(family_dir, memory={"window": 32, "stride": 16, "top_k": 8}, max_source_length=64)
+    memory_rows = []
+    recall = hf_memory.recall_attention
+
+    def recording(query: torch.Tensor, key: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        memory_rows.append(key.size(0))
+        return recall(query, key, *args, **kwargs)
+
+    monkeypatch.setattr(hf_memory, "recall_attention", recording)
+    recalling.generate(**long_batch(tokenizer), generation_config=GenerationConfig(max_new_tokens=4, num_beams=3))
+    assert memory_rows and set(memory_rows) == {2}  # one row of keys and values per source, not per beam
 
 
 def test_recall_reads_sources_past_the_learned_positions_in_windows(tmp_path: Path) -> None:

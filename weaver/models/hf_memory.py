@@ -3,15 +3,20 @@
 The encoder reads a long source in windows through `weaver.models.memory`, and the decoder's cross-attention
 modules recall top-k entries through `weaver.models.recall`: they are dispatched, like every attention module of
 a `transformers` model, through its attention interface, here one registered as `weaver_recall` that recalls in
-the cross-attention modules marked with their memory settings and runs SDPA everywhere else.
+the cross-attention modules marked with their memory settings and runs SDPA everywhere else. In beam search a
+source's beams share its memory (`beam_shared_memory`), as the native model's do.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import Tensor, nn
-from transformers import AttentionInterface, PreTrainedModel
+from transformers import AttentionInterface, DynamicCache, EncoderDecoderCache, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
@@ -43,8 +48,30 @@ def recalling_attention(
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout, scaling, position_bias=position_bias, **kwargs
         )
+    beams = query.size(0) // key.size(0)  # > 1 where a source's beams share its memory (`beam_shared_memory`)
+    if beams > 1:
+        query, attention_mask, position_bias = beams_as_one_source(query, attention_mask, position_bias, beams)
     output = recall_attention(query, key, value, attention_mask, memory.top_k, dropout, scaling, position_bias)
+    if beams > 1:  # (B, H, beams * T, d) -> (B * beams, H, T, d)
+        output = output.unflatten(2, (beams, -1)).transpose(1, 2).flatten(0, 1)
     return output.transpose(1, 2).contiguous(), None
+
+
+def beams_as_one_source(
+    query: Tensor, mask: Tensor | None, bias: Tensor | None, beams: int
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Queries (B * beams, H, T, d) of consecutive beams as (B, H, beams * T, d), one row per source as its memory
+    has; a cross-attention mask is the same for every query of a source, so one row of it serves them all."""
+    if mask is not None:
+        mask = (mask[::beams] if mask.size(0) == query.size(0) else mask)[:, :, :1]
+    query = query.unflatten(0, (-1, beams)).transpose(1, 2).flatten(2, 3)
+    if bias is not None:
+        bias = (
+            bias.unflatten(0, (-1, beams)).transpose(1, 2).flatten(2, 3)
+            if bias.size(0) > 1
+            else bias.repeat(1, 1, beams, 1)
+        )
+    return query, mask, bias
 
 
 AttentionInterface.register(ATTENTION, recalling_attention)
@@ -72,3 +99,37 @@ def enable_recall(backbone: PreTrainedModel, memory: MemoryConfig, position_limi
             f"({', '.join(CROSS_ATTENTION_NAMES)}); use memory=none"
         )
     backbone.set_attn_implementation(ATTENTION)
+
+
+class BeamSharedCache(EncoderDecoderCache):
+    """A decoding cache whose cross-attention keys and values keep one row per source: beam search reorders only the
+    decoder's own keys and values, since a source's beams always read the same memory."""
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.self_attention_cache.reorder_cache(beam_idx)
+
+
+@contextmanager
+def beam_shared_memory(backbone: PreTrainedModel) -> Iterator[dict[str, Any]]:
+    """Within it, `backbone.generate(**kwargs, encoder_outputs=...)` with the given cache keeps the encoder outputs
+    (the memory) and their attention mask one row per source instead of repeating them per beam, so the
+    cross-attention keys and values are computed and stored once per source; recall broadcasts each source's beams
+    over them (`beams_as_one_source`). ``backbone`` may be wrapped by `peft`."""
+    model = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+    expand = model._expand_inputs_for_generation
+
+    def expand_all_but_memory(
+        expand_size: int = 1, is_encoder_decoder: bool = False, input_ids: Tensor | None = None, **model_kwargs: Any
+    ) -> tuple[Tensor | None, dict[str, Any]]:
+        memory = {key: model_kwargs.pop(key) for key in ("encoder_outputs", "attention_mask")}
+        # Without the encoder outputs, `generate`'s own expansion has nothing encoder-decoder left to repeat.
+        input_ids, model_kwargs = expand(expand_size=expand_size, input_ids=input_ids, **model_kwargs)
+        return input_ids, {**model_kwargs, **memory}
+
+    model._expand_inputs_for_generation = expand_all_but_memory
+    try:
+        # The cache argument's name: `cache` in recent `transformers`, `past_key_values` before it.
+        name = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+        yield {name: BeamSharedCache(DynamicCache(), DynamicCache())}
+    finally:
+        del model._expand_inputs_for_generation

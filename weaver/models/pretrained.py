@@ -28,7 +28,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
 from weaver.hub import load_pretrained
-from weaver.models.hf_memory import enable_recall
+from weaver.models.hf_memory import beam_shared_memory, enable_recall
 from weaver.models.memory import MemoryConfig, encode_in_windows, memory_from_settings
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,11 @@ class PretrainedSeq2Seq(HFBackbone):
         if attention_mask is None:
             attention_mask = input_ids.ne(self.hf_config.pad_token_id)
         config = generation_config or GenerationConfig()
-        memory = {} if self.memory is None else self.encoder_inputs(input_ids, attention_mask)
-        return self.seeded_generate(input_ids, attention_mask, config, **memory)[:, 1:]
+        if self.memory is None:
+            return self.seeded_generate(input_ids, attention_mask, config)[:, 1:]
+        memory = self.encoder_inputs(input_ids, attention_mask)
+        with beam_shared_memory(self.backbone) as cache:
+            return self.seeded_generate(input_ids, attention_mask, config, **memory, **cache)[:, 1:]
 
 
 def linear_weights(module: nn.Module) -> int:
