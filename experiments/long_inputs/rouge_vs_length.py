@@ -4,7 +4,7 @@ Each run folder holds `metrics_<n>_documents.json` (the test split scored at n d
 queries or fewer: as many as its `test_predictions_<n>_documents.jsonl.gz` has rows) and, where measured,
 `metrics_<n>_truncated_documents.json` (the same sources cut to the model's window). A source's length is counted in
 the shipped model's tokens, on the same test queries rebuilt by the recall set's pair builder (the counts are cached
-in `rouge_vs_length/source_tokens.json`); the oracle is n = 1, and the dotted line 90% of the first run's oracle.
+in `rouge_vs_length/source_tokens.json`); the oracle is n = 1, the dashed line 90% of the first run's oracle.
 
     python -m experiments.long_inputs.rouge_vs_length       # rouge_vs_length/rouge_vs_length.png
 """
