@@ -183,3 +183,17 @@ def test_hub_id_offline_fails_fast_with_a_clear_message(monkeypatch: pytest.Monk
 def test_memory_is_refused_for_a_decoder_only_model(family_dir: Path) -> None:
     with pytest.raises(ConfigError, match="model.memory: a decoder-only model has no encoder"):
         load(family_dir, memory={"window": 64, "stride": 32})
+
+
+@pytest.mark.filterwarnings("error::FutureWarning")  # by the method's current name: no deprecation warning
+def test_activation_checkpointing_recomputes_layers_with_the_same_gradients(family_dir: Path) -> None:
+    grads = []
+    for checkpointing in (False, True):
+        model, tokenizer = load(family_dir, activation_checkpointing=checkpointing)
+        batch = batch_of(tokenizer)
+        decoder_input_ids = shift_right(batch["labels"], model.decoder_start_token_id, tokenizer.pad_token_id)
+        torch.manual_seed(0)
+        model.train()(batch["input_ids"], batch["attention_mask"], decoder_input_ids).logsumexp(-1).mean().backward()
+        grads.append(model.backbone.get_input_embeddings().weight.grad)
+    assert any(getattr(module, "gradient_checkpointing", False) for module in model.backbone.modules())
+    torch.testing.assert_close(grads[0], grads[1])

@@ -23,7 +23,13 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
-from weaver.models.pretrained import HFBackbone, check_one_source, fit_embeddings, pretrained_or_random
+from weaver.models.pretrained import (
+    HFBackbone,
+    check_one_source,
+    enable_activation_checkpointing,
+    fit_embeddings,
+    pretrained_or_random,
+)
 from weaver.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
@@ -203,6 +209,6 @@ def build_causal_lm(
     if backbone.generation_config.eos_token_id is None:
         backbone.generation_config.eos_token_id = tokenizer.eos_token_id
     if activation_checkpointing:
-        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(backbone)
     # `from_pretrained` returns eval mode; Lightning keeps each module's mode, so dropout would stay off in training.
     return CausalLM(backbone.train(), tokenizer, stop_strings=stop_strings)

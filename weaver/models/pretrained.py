@@ -175,6 +175,15 @@ class PretrainedSeq2Seq(HFBackbone):
             return self.seeded_generate(input_ids, attention_mask, config, **memory, **cache)[:, 1:]
 
 
+def enable_activation_checkpointing(backbone: PreTrainedModel) -> None:
+    """Recompute each layer in backward (non-reentrant), by the method's current name where `transformers` has it
+    (`gradient_checkpointing_enable` warns that it is deprecated there)."""
+    if hasattr(backbone, "activation_checkpointing_enable"):
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def linear_weights(module: nn.Module) -> int:
     return sum(layer.weight.numel() for layer in module.modules() if isinstance(layer, nn.Linear))
 
@@ -330,7 +339,7 @@ def build_pretrained_seq2seq(
     fit_embeddings(backbone, tokenizer)
     forced_bos = token_id(tokenizer, forced_bos_token, "model.forced_bos_token") if forced_bos_token else None
     if activation_checkpointing:
-        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(backbone)
     checkpoint_windows = activation_checkpointing and memory_config is not None
     if checkpoint_windows:  # whole windows are recomputed in backward: their layers need not be again inside them
         for module in backbone.get_encoder().modules():
