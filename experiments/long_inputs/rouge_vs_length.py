@@ -23,7 +23,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.benchmarks.workload import compose_config, datamodule  # noqa: E402
+from experiments.benchmarks.workload import compose_config  # noqa: E402
+from weaver.instantiate import build, build_tokenizer  # noqa: E402
 
 HERE = Path(__file__).parent
 OUTPUT = HERE / "rouge_vs_length"
@@ -58,7 +59,9 @@ def source_tokens(documents: int, examples: int) -> float:
             f"++data.pair_builder.eval_max_examples={examples}",
         ]
     )
-    data = datamodule(cfg)
+    data = build(
+        cfg.data, "data", tokenizer=build_tokenizer(cfg), cache_dir=cfg.paths.cache_dir
+    )  # no setup: untokenized
     sources = list(data.pairs()["test"]["source"])
     return statistics.mean(len(ids) for ids in data.tokenizer(sources)["input_ids"])
 
@@ -79,14 +82,13 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=list(RUNS), help="run folders under experiments/long_inputs")
     args = parser.parse_args()
     runs = {name: scores(HERE / name) for name in args.runs}
-    lengths = cached_source_tokens(
-        {(documents, queries(HERE / name, documents)) for name, found in runs.items() for documents, _ in found}
-    )
+    scored = {(name, n): queries(HERE / name, n) for name, found in runs.items() for n in {n for n, _ in found}}
+    lengths = cached_source_tokens({(n, count) for (_, n), count in scored.items()})
     figure, axis = plt.subplots(figsize=(7.5, 4.5))
     for index, (name, found) in enumerate(runs.items()):
         for truncated, style in ((False, "-"), (True, "none")):
             points = sorted(
-                (lengths[documents, queries(HERE / name, documents)], score)
+                (lengths[documents, scored[name, documents]], score)
                 for (documents, cut), score in found.items()
                 if cut == truncated
             )
