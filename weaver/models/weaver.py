@@ -4,7 +4,8 @@ Pre-norm Transformer (Vaswani et al. 2017, with LayerNorm before each sub-layer 
 LayerNorm on encoder and decoder outputs), GELU feed-forward, one token embedding shared by
 encoder, decoder and output projection, and attention through `weaver.models.kernels` (SDPA's fused kernels, and
 faster paths for the CPU). With `memory` (`weaver.models.memory`), a source of any length is encoded in overlapping
-windows and each decoder query recalls only its best-scoring memory entries (`weaver.models.recall`).
+windows and each decoder query recalls only its best-scoring memory entries (`weaver.models.recall`); with
+`query_match` (`weaver.models.query_match`), source tokens that repeat the source's query are marked in the embedding.
 
 Shapes: B batch, S source length, T target length, D d_model, H heads, V vocabulary.
 """
@@ -31,6 +32,7 @@ from weaver.generation import generate as run_generation
 from weaver.models.kernels import Dropout, attention
 from weaver.models.memory import MemoryConfig, encode_in_windows, memory_from_settings
 from weaver.models.pointer_mixture import pointer_mixture
+from weaver.models.query_match import QueryMatch, QueryMatchConfig, query_match_from_settings
 from weaver.models.recall import folded_recall_attention, recall_attention
 
 MODEL_TYPE = "weaver"
@@ -57,6 +59,8 @@ class WeaverConfig:
     copy_attention: bool = False
     # Long sources: encoded in overlapping windows into a memory the decoder recalls from (`MemoryConfig`).
     memory: MemoryConfig | None = None
+    # Sources that start with a query: a learned vector marks the source tokens repeating it (`QueryMatchConfig`).
+    query_match: QueryMatchConfig | None = None
 
     def __post_init__(self) -> None:
         sizes = "vocab_size d_model num_heads num_encoder_layers num_decoder_layers ffn_dim max_positions"
@@ -79,6 +83,8 @@ class WeaverConfig:
             self.memory = MemoryConfig.from_dict(self.memory)
         if self.memory is not None:
             self.memory.check_positions(self.max_positions)
+        if isinstance(self.query_match, dict):
+            self.query_match = QueryMatchConfig.from_dict(self.query_match)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -369,6 +375,7 @@ class WeaverModel(nn.Module):
         self.decoder_layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_decoder_layers))
         self.decoder_norm = nn.LayerNorm(config.d_model)
         self.copy = CopyAttention(config) if config.copy_attention else None
+        self.query_match = QueryMatch(config.query_match, config.d_model) if config.query_match else None
         # Recompute each layer's activations in backward instead of keeping them: less memory, ~1/3 more compute.
         self.activation_checkpointing = False
         self.apply(self._init_weights)
@@ -384,13 +391,14 @@ class WeaverModel(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def _embed(self, ids: Tensor, offset: int = 0) -> Tensor:
+    def _embed(self, ids: Tensor, offset: int = 0, added: Tensor | None = None) -> Tensor:
         if offset + ids.size(1) > self.config.max_positions:
             raise ValueError(
                 f"sequence of {offset + ids.size(1)} positions exceeds model.max_positions={self.config.max_positions}"
             )
         positions = self.positions[offset : offset + ids.size(1)]
-        return self.dropout(self.embed(ids) * self.embed_scale + positions)
+        x = self.embed(ids) * self.embed_scale + positions
+        return self.dropout(x if added is None else x + added)
 
     def _run_layer(self, layer: nn.Module, *args: Any) -> Tensor:
         if self.activation_checkpointing and self.training and torch.is_grad_enabled():
@@ -410,7 +418,8 @@ class WeaverModel(nn.Module):
 
     def _encode_window(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S), broadcast over heads and queries
-        x = self._embed(input_ids)
+        marks = None if self.query_match is None else self.query_match(input_ids, attention_mask)
+        x = self._embed(input_ids, added=marks)
         layer_checkpointing = self.config.memory is None  # with memory, whole windows are checkpointed instead
         for layer in self.encoder_layers:
             x = self._run_layer(layer, x, mask) if layer_checkpointing else layer(x, mask)
@@ -552,6 +561,7 @@ def build_weaver(
     tokenizer: PreTrainedTokenizerBase | None = None,
     activation_checkpointing: bool = False,
     memory: Mapping[str, Any] | None = None,
+    query_match: Mapping[str, Any] | None = None,
     max_source_length: int | None = None,
     max_target_length: int | None = None,
     **kwargs: Any,
@@ -564,7 +574,12 @@ def build_weaver(
             kwargs.setdefault(name, getattr(tokenizer, name))
     if vocab_size is None:
         raise ConfigError("model: build_weaver needs a tokenizer or a vocab_size")
-    config = WeaverConfig(vocab_size=vocab_size, memory=memory_from_settings(memory, tokenizer), **kwargs)
+    config = WeaverConfig(
+        vocab_size=vocab_size,
+        memory=memory_from_settings(memory, tokenizer),
+        query_match=query_match_from_settings(query_match, tokenizer),
+        **kwargs,
+    )
     return _prepared(WeaverModel(config), activation_checkpointing, max_source_length, max_target_length)
 
 
@@ -575,6 +590,7 @@ def load_weaver(
     memory: Mapping[str, Any] | None = None,
     dropout: float | None = None,
     copy_attention: bool | None = None,
+    query_match: Mapping[str, Any] | None = None,
     max_source_length: int | None = None,
     max_target_length: int | None = None,
 ) -> WeaverModel:
@@ -582,7 +598,8 @@ def load_weaver(
     adapt with LoRA) an exported Weaver model, or the one in a training checkpoint (a `.ckpt` file, e.g. of
     `task=pretrain`). ``memory`` (`memory=recall`) and ``dropout`` replace the saved settings: neither changes the
     weights, and a model pretrained without dropout is usually fine-tuned with it. ``copy_attention`` turned on adds
-    the copy module, which starts from its fresh initialisation while every saved weight is kept."""
+    the copy module, and ``query_match`` its vector, each from its fresh initialisation while every saved weight is
+    kept."""
     path = Path(init_from).expanduser()
     if not path.exists():
         raise ConfigError(f"model.init_from='{init_from}' does not exist: give an exported folder or a .ckpt file.")
@@ -615,6 +632,8 @@ def load_weaver(
         settings["dropout"] = dropout
     if copy_attention is not None:
         settings["copy_attention"] = copy_attention
+    if query_match is not None:
+        settings["query_match"] = query_match_from_settings(query_match, tokenizer)
     if settings:  # rebuilt with the new settings, then given the same weights (a module it no longer has dropped)
         weights = model.state_dict()
         model = WeaverModel(replace(model.config, **settings))
