@@ -29,7 +29,8 @@ from weaver.instantiate import build, build_tokenizer  # noqa: E402
 HERE = Path(__file__).parent
 OUTPUT = HERE / "rouge_vs_length"
 RUNS = {
-    "recall_set_2to8_recall": "memory + recall, recall in training (the recipe)",
+    "recall_set_query_match_head_0_both_cores": "memory + recall, query marks, a finder head (the recipe)",
+    "recall_set_2to8_recall": "memory + recall, recall in training (recipe 4)",
     "recall_set_2to8_full": "memory + recall, full attention in training",
     "recall_set_recall_at_evaluation": "no memory in training, recall at evaluation",
 }
