@@ -81,11 +81,16 @@ def memory_from_settings(settings: Mapping[str, Any] | None, tokenizer: Any = No
     values = dict(settings)
     prefix_token = values.pop("prefix_token", None)
     if prefix_token is not None:
-        token_id = tokenizer.convert_tokens_to_ids(prefix_token) if tokenizer is not None else None
-        if token_id is None or token_id == getattr(tokenizer, "unk_token_id", None):
-            raise ConfigError(f"model.memory.prefix_token={prefix_token!r} is not a token of the tokenizer")
-        values["prefix_token_id"] = int(token_id)
+        values["prefix_token_id"] = token_id(tokenizer, prefix_token, "model.memory.prefix_token")
     return MemoryConfig.from_dict(values)
+
+
+def token_id(tokenizer: Any, token: str, key: str) -> int:
+    """The id of ``token`` (a marker such as `<query>`, named by the config key ``key``) in ``tokenizer``."""
+    found = tokenizer.convert_tokens_to_ids(token) if tokenizer is not None else None
+    if found is None or found == getattr(tokenizer, "unk_token_id", None):
+        raise ConfigError(f"{key}={token!r} is not a token of the tokenizer")
+    return int(found)
 
 
 def prefix_lengths(input_ids: Tensor, attention_mask: Tensor, prefix_token_id: int | None) -> Tensor:

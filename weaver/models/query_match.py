@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from weaver.errors import ConfigError, dataclass_values
-from weaver.models.memory import prefix_lengths
+from weaver.models.memory import prefix_lengths, token_id
 
 
 @dataclass
@@ -52,10 +52,7 @@ def query_match_from_settings(settings: Mapping[str, Any] | None, tokenizer: Any
     values = dict(settings)
     query_token = values.pop("query_token", None)
     if query_token is not None:
-        token_id = tokenizer.convert_tokens_to_ids(query_token) if tokenizer is not None else None
-        if token_id is None or token_id == getattr(tokenizer, "unk_token_id", None):
-            raise ConfigError(f"model.query_match.query_token={query_token!r} is not a token of the tokenizer")
-        values["query_token_id"] = int(token_id)
+        values["query_token_id"] = token_id(tokenizer, query_token, "model.query_match.query_token")
     if "query_token_id" not in values:
         raise ConfigError("model.query_match needs query_token: the token that ends each source's query")
     return QueryMatchConfig.from_dict(values)
