@@ -46,11 +46,12 @@ def recall_config(data_dir: Path, tmp_path: Path, *overrides: str) -> DictConfig
 
 @pytest.mark.slow
 def test_the_recall_set_trains_with_memory_and_scores_longer_sources(recall_data_dir: Path, tmp_path: Path) -> None:
-    cfg = recall_config(recall_data_dir, tmp_path, *MEMORY, "model.memory.prefix_token='<query>'")
+    query_match = "model.query_match={query_token:'<query>',ngram:2}"  # restored by eval.py below with its vector
+    cfg = recall_config(recall_data_dir, tmp_path, *MEMORY, "model.memory.prefix_token='<query>'", query_match)
     metrics, objects = train(cfg)
-    assert objects["model"].config.memory.prefix_token_id == objects["datamodule"].tokenizer.convert_tokens_to_ids(
-        "<query>"
-    )
+    query_id = objects["datamodule"].tokenizer.convert_tokens_to_ids("<query>")
+    assert objects["model"].config.memory.prefix_token_id == query_id
+    assert objects["model"].config.query_match.query_token_id == query_id
     assert {"test/rougeL", "test/loss"} <= set(metrics)
     predictions = [json.loads(line) for line in (Path(cfg.paths.output_dir) / "test_predictions.jsonl").open()]
     assert len(predictions) == 8 and all(row["source"].count("<doc>") == 6 for row in predictions)
