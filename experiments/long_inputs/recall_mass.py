@@ -6,12 +6,13 @@ output token, decoder layer and head, the `top_k` memory entries it fetched and 
 the first `<doc>`), the queried document (from its `<doc>` to the next one, its name header included) and the other
 documents; the script reports the mean share of recall weight in each, beside the queried document's share of the
 source's tokens (what recall spread evenly would give it), and how often the most weighted entry lies in the queried
-document. It also writes the first example's heatmap, HTML view and scores (`explain.py`'s files). For a model
-trained with `task.relevance_tagging_weight`, it reports where the encoder's relevance probe points as well: its
-scores softmaxed over the source (the query left out, as in training), their mass inside the queried document and
-how often the top-scored token lies there.
+document. With `--views` it also writes the first example's heatmap, HTML view and scores (`explain.py`'s files).
+For a model trained with `task.relevance_tagging_weight`, it reports where the encoder's relevance probe points as
+well: its scores softmaxed over the source (the query left out, as in training), their mass inside the queried
+document and how often the top-scored token lies there.
 
-    python -m experiments.long_inputs.recall_mass --ckpt <recall_set_long's best .ckpt> --documents 40 160
+    python -m experiments.long_inputs.recall_mass --ckpt <recall_set_long's best .ckpt> --documents 40 160 \
+        --output <run>/recall_mass.jsonl [--views <run>/views]
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from weaver.explain.explainer import Explanation
 from weaver.inference import Example, Predictor
 from weaver.instantiate import build
 
-HERE = Path(__file__).parent
 # Sources are never cut: memory reads any length, and a cut could drop the queried description.
 MAX_SOURCE_TOKENS = 1 << 20
 
@@ -121,8 +121,9 @@ def main() -> None:
     parser.add_argument("--documents", type=int, nargs="+", default=[40])
     parser.add_argument("--examples", type=int, default=100, help="test rows queried (the first ones)")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--output", type=Path, default=HERE / "recall_mass.jsonl")
-    parser.add_argument("--views", type=Path, default=HERE / "heatmaps", help="where the first example's views go")
+    # No defaults that point into the recorded results: a new measurement never appends to or overwrites them.
+    parser.add_argument("--output", type=Path, required=True, help="JSONL file the results are appended to")
+    parser.add_argument("--views", type=Path, help="where the first example's views go (none written without it)")
     args = parser.parse_args()
     torch.manual_seed(0)
     for documents in args.documents:
