@@ -5,12 +5,14 @@ import pytest
 import torch
 
 from tests.models.test_weaver_model import TINY, VOCAB, padded_batch, tiny_model
+from tests.models.tiny_hf import fast_tokenizer
 from weaver.errors import ConfigError
 from weaver.models import WeaverModel, build_weaver
-from weaver.models.memory import MemoryConfig, encode_in_windows, prefix_lengths, window_layout
+from weaver.models.memory import MemoryConfig, encode_in_windows, memory_from_settings, prefix_lengths, window_layout
 from weaver.models.recall import folded_recall_attention, recall_attention
 
 PREFIX_END = 2  # the token ending a prefix in the tests that use one: never among padded_batch's random tokens
+SEGMENT_START = 1  # the token starting a segment, likewise
 
 
 def with_memory(model: WeaverModel, **memory) -> WeaverModel:
@@ -23,21 +25,59 @@ def with_memory(model: WeaverModel, **memory) -> WeaverModel:
 
 
 def test_window_layout_ends_the_last_window_at_the_source_end_and_splits_halfway_between_centres():
-    starts, boundaries = window_layout(torch.tensor([300, 100, 40]), torch.tensor([0, 0, 0]), window=128, stride=64)
+    starts, ends, boundaries = window_layout(
+        torch.tensor([300, 100, 40]), torch.tensor([0, 0, 0]), window=128, stride=64
+    )
     assert starts.tolist() == [[0, 64, 128, 172], [0, -1, -1, -1], [0, -1, -1, -1]]
+    assert ends.tolist() == [[128, 192, 256, 300], [100, -1, -1, -1], [40, -1, -1, -1]]
     # Centres 63.5, 127.5, 191.5, 235.5: position 96 is nearer the second window's centre, 95 the first's.
     assert boundaries[0].tolist() == [96, 160, 214]
 
 
 def test_every_token_is_kept_from_the_window_where_it_sits_most_centrally():
     lengths, window, stride = torch.tensor([300]), 128, 64
-    starts, boundaries = window_layout(lengths, torch.tensor([0]), window, stride)
+    starts, _, boundaries = window_layout(lengths, torch.tensor([0]), window, stride)
     owner = torch.searchsorted(boundaries, torch.arange(300)[None], right=True)[0]
     for position in range(300):
         windows = [int(s) for s in starts[0] if 0 <= s <= position < s + window]
         margin = [min(position - s, s + window - 1 - position) for s in windows]
         chosen = int(starts[0, owner[position]])
         assert min(position - chosen, chosen + window - 1 - position) == max(margin)
+
+
+def test_windows_never_cross_a_segment_start():
+    # Body of 100: segments [0, 10), [10, 50), [50, 100); windows of 16, stride 8.
+    starts, ends, boundaries = window_layout(torch.tensor([100]), torch.tensor([0]), 16, 8, [[10, 50]])
+    assert starts.tolist() == [[0, 10, 18, 26, 34, 50, 58, 66, 74, 82, 84]]
+    assert ends.tolist() == [[10, 26, 34, 42, 50, 66, 74, 82, 90, 98, 100]]
+    # Each segment's first window takes over at its start; inside one, halfway between centres as without segments.
+    assert boundaries.tolist() == [[10, 22, 30, 38, 50, 62, 70, 78, 86, 91]]
+
+
+def test_each_segment_is_encoded_as_if_it_were_the_whole_source():
+    """With a prefix and segments, each segment's states are those of the prefix and that segment alone, read in
+    windows where it is longer than one: a document among many is encoded as it would be on its own."""
+    model = with_memory(tiny_model(), window=16, stride=8, prefix_token_id=PREFIX_END, segment_token_id=SEGMENT_START)
+    ids, mask = padded_batch([65, 30])
+    ids[:, 4] = PREFIX_END  # both sources: a prefix of 5 tokens
+    ids[0, [5, 15, 45]] = SEGMENT_START  # segments of 10, 30 and 20 tokens
+    ids[1, [5, 20]] = SEGMENT_START  # 15 and 10, the last cut by padding
+    memory = model.encode(ids, mask)
+    for row, segments in ((0, [(5, 15), (15, 45), (45, 65)]), (1, [(5, 20), (20, 30)])):
+        for start, end in segments:
+            alone = torch.cat([ids[row : row + 1, :5], ids[row : row + 1, start:end]], 1)
+            encoded = model.encode(alone, torch.ones_like(alone))
+            torch.testing.assert_close(memory[row, start:end], encoded[0, 5:])
+            if start == 5:  # the prefix's states come from the first segment's window
+                torch.testing.assert_close(memory[row, :5], encoded[0, :5])
+    assert memory[1, 30:].abs().sum() == 0
+
+
+def test_sources_without_segment_tokens_are_windowed_as_before():
+    plain = with_memory(tiny_model(), window=16, stride=8)
+    segmented = with_memory(plain, window=16, stride=8, segment_token_id=SEGMENT_START)
+    ids, mask = padded_batch([40, 12])
+    torch.testing.assert_close(segmented.encode(ids, mask), plain.encode(ids, mask))
 
 
 def test_encoding_in_one_window_equals_one_pass_encoding():
@@ -177,6 +217,16 @@ def test_full_training_mode_uses_full_cross_attention_in_training_only():
 def test_bad_memory_settings_name_the_key(settings, message):
     with pytest.raises(ConfigError, match=message):
         tiny_model(memory={"window": 32, "stride": 16, **settings})
+
+
+@pytest.mark.parametrize("name", ["prefix_token", "segment_token"])
+def test_marker_tokens_are_looked_up_in_the_tokenizer_and_a_missing_one_names_the_key(name):
+    tokenizer = fast_tokenizer("t5")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<doc>"]})
+    settings = {"window": 32, "stride": 16, name: "<doc>"}
+    assert getattr(memory_from_settings(settings, tokenizer), f"{name}_id") == tokenizer.convert_tokens_to_ids("<doc>")
+    with pytest.raises(ConfigError, match=rf"model.memory.{name}='<part>' is not a token of the tokenizer"):
+        memory_from_settings({**settings, name: "<part>"}, tokenizer)
 
 
 def test_copying_from_a_memory_covered_by_top_k_equals_copying_from_the_whole_source():

@@ -6,7 +6,9 @@ memory with `window_batch_size` windows at a time. Each source token keeps its s
 most centrally (the one whose centre is nearest), as SLED and Unlimiformer do, so every kept state saw as much
 context on both sides as the windowing allows. An optional prefix (a query: the source's tokens up to and
 including `prefix_token_id`) is read again at the start of every window, so each part of a long source is
-encoded knowing what was asked; its states are kept once, from the first window.
+encoded knowing what was asked; its states are kept once, from the first window. An optional segment token (the
+recall set's `<doc>`) starts segments that no window crosses, so each document of a multi-document source is encoded
+on its own (in windows as usual where it is longer than one), as it would be were it the whole source.
 
 Where one window covers the whole source, this is exactly one-pass encoding. The memory is the encoder states of
 every source token, (B, S, D); `weaver.models.recall` reads it from the decoder.
@@ -42,6 +44,7 @@ class MemoryConfig:
     training: str = "recall"
     window_batch_size: int = 16  # windows encoded at once: bounds peak activation memory
     prefix_token_id: int | None = None  # the token ending a prefix that every window starts with (None: no prefix)
+    segment_token_id: int | None = None  # the token starting a segment that no window crosses (None: no segments)
 
     def __post_init__(self) -> None:
         for name in ("window", "stride", "top_k", "window_batch_size"):
@@ -74,14 +77,15 @@ class MemoryConfig:
 
 
 def memory_from_settings(settings: Mapping[str, Any] | None, tokenizer: Any = None) -> MemoryConfig | None:
-    """`MemoryConfig` from the `model.memory` node (`conf/memory/`), whose `prefix_token` (text) becomes
-    `prefix_token_id` with ``tokenizer``; None (`memory=none`) stays None."""
+    """`MemoryConfig` from the `model.memory` node (`conf/memory/`), whose `prefix_token` and `segment_token` (text)
+    become `prefix_token_id` and `segment_token_id` with ``tokenizer``; None (`memory=none`) stays None."""
     if settings is None:
         return None
     values = dict(settings)
-    prefix_token = values.pop("prefix_token", None)
-    if prefix_token is not None:
-        values["prefix_token_id"] = token_id(tokenizer, prefix_token, "model.memory.prefix_token")
+    for name in ("prefix_token", "segment_token"):
+        token = values.pop(name, None)
+        if token is not None:
+            values[f"{name}_id"] = token_id(tokenizer, token, f"model.memory.{name}")
     return MemoryConfig.from_dict(values)
 
 
@@ -103,24 +107,63 @@ def prefix_lengths(input_ids: Tensor, attention_mask: Tensor, prefix_token_id: i
     return torch.where(is_end.any(1), first + 1, 0)
 
 
-def window_layout(lengths: Tensor, prefixes: Tensor, window: int, stride: int) -> tuple[Tensor, Tensor]:
-    """Where each source's windows start in its body (the tokens after the prefix), (B, W) with -1 for windows a
-    source does not need, and the body position where each next window takes over, (B, W - 1).
+def segment_starts(
+    input_ids: Tensor, attention_mask: Tensor, prefixes: Tensor, segment_token_id: int | None
+) -> list[list[int]]:
+    """Per source, the body positions (after the prefix) where a segment starts: each `segment_token_id` there."""
+    if segment_token_id is None:
+        return [[] for _ in range(input_ids.size(0))]
+    marks = (input_ids == segment_token_id) & attention_mask.bool()
+    rows, positions = marks.nonzero(as_tuple=True)
+    starts: list[list[int]] = [[] for _ in range(input_ids.size(0))]
+    for row, position in zip(rows.tolist(), (positions - prefixes[rows]).tolist(), strict=True):
+        if position > 0:
+            starts[row].append(position)
+    return starts
 
-    Starts go `stride` apart; the last one is moved back to end at the body's end, as SLED does, so no window is
-    mostly padding. A token belongs to the window whose centre is nearest: the boundary between consecutive windows
-    is halfway between their centres, inside both, since they overlap."""
-    body = (lengths - prefixes).clamp(min=0)
-    last_start = (body - window).clamp(min=0)  # (B,)
-    counts = 1 + torch.div(last_start + stride - 1, stride, rounding_mode="floor")
-    steps = torch.arange(int(counts.max()), device=lengths.device)
-    starts = torch.minimum(steps[None, :] * stride, last_start[:, None])
-    starts = starts.masked_fill(steps[None, :] >= counts[:, None], -1)
-    # Boundary j: the first body position owned by window j + 1 (centres start_j + (window - 1) / 2; a token halfway
-    # between two centres stays with the earlier window).
-    boundaries = torch.div(starts[:, :-1] + starts[:, 1:] + window + 1, 2, rounding_mode="floor")
-    boundaries = boundaries.masked_fill(starts[:, 1:] < 0, torch.iinfo(boundaries.dtype).max)
-    return starts, boundaries
+
+def window_layout(
+    lengths: Tensor, prefixes: Tensor, window: int, stride: int, segments: list[list[int]] | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Where each source's windows start and end in its body (the tokens after the prefix), (B, W) each with -1 for
+    windows a source does not need, and the body position where each next window takes over, (B, W - 1).
+
+    Windows never cross a segment's start (``segments``: per source, the body positions where one starts; none: the
+    body is one segment). In each segment, starts go `stride` apart and the last one is moved back to end at the
+    segment's end, as SLED does, so no window is mostly padding. A token belongs to the window of its segment whose
+    centre is nearest: the boundary between consecutive windows is halfway between their centres, inside both,
+    since they overlap."""
+    bodies = (lengths - prefixes).clamp(min=0).tolist()
+    layouts = [
+        _body_windows(body, segments[row] if segments else [], window, stride) for row, body in enumerate(bodies)
+    ]
+    count = max(len(starts) for starts, _, _ in layouts)
+
+    def padded(values: list[int], size: int, fill: int) -> list[int]:
+        return values + [fill] * (size - len(values))
+
+    never = torch.iinfo(lengths.dtype).max
+    starts = lengths.new_tensor([padded(starts, count, -1) for starts, _, _ in layouts])
+    ends = lengths.new_tensor([padded(ends, count, -1) for _, ends, _ in layouts])
+    boundaries = lengths.new_tensor([padded(taken, count - 1, never) for _, _, taken in layouts])
+    return starts, ends, boundaries.view(len(bodies), count - 1)
+
+
+def _body_windows(
+    body: int, segment_starts: list[int], window: int, stride: int
+) -> tuple[list[int], list[int], list[int]]:
+    """One body's window starts, ends and takeover positions (see `window_layout`); a body of no tokens still gets
+    one (empty) window, which reads the prefix."""
+    starts, ends, boundaries = [], [], []
+    edges = sorted({0, *segment_starts, body})
+    for first, end in zip(edges, edges[1:], strict=False):
+        last = first + max(end - first - window, 0)
+        for index, start in enumerate([*range(first, last, stride), last]):
+            if starts:  # a segment's first window takes over at the segment's start
+                boundaries.append(first if index == 0 else (starts[-1] + start + window + 1) // 2)
+            starts.append(start)
+            ends.append(min(start + window, end))
+    return (starts, ends, boundaries) if starts else ([0], [0], [])
 
 
 def encode_in_windows(
@@ -138,14 +181,15 @@ def encode_in_windows(
     batch, length = input_ids.shape
     lengths = mask.sum(1)
     prefixes = prefix_lengths(input_ids, mask, config.prefix_token_id)
-    starts, boundaries = window_layout(lengths, prefixes, config.window, config.stride)
+    segments = segment_starts(input_ids, mask, prefixes, config.segment_token_id)
+    starts, ends, boundaries = window_layout(lengths, prefixes, config.window, config.stride, segments)
     needed = starts >= 0  # (B, W): the windows each source needs come first
     width = int(prefixes.max()) + config.window
     # Position m of window (b, j) reads source position m inside the prefix and m + starts[b, j] after it.
     offsets = torch.arange(width, device=input_ids.device)
     in_body = offsets >= prefixes[:, None, None]  # (B, 1, width)
     source_index = offsets + torch.where(in_body, starts.clamp(min=0)[:, :, None], 0)  # (B, W, width)
-    valid = (offsets < prefixes[:, None, None] + config.window) & (source_index < lengths[:, None, None])
+    valid = offsets < (prefixes[:, None] + ends - starts)[:, :, None]
     source_index = source_index.clamp(max=length - 1)
     window_mask = valid[needed]  # (N, width), N windows in all
     used = int(window_mask.sum(1).max())  # no column of padding alone
