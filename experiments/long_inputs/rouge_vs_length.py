@@ -29,7 +29,8 @@ from weaver.instantiate import build, build_tokenizer  # noqa: E402
 HERE = Path(__file__).parent
 OUTPUT = HERE / "rouge_vs_length"
 RUNS = {
-    "recall_set_query_match_head_0_both_cores": "memory + recall, query marks, a finder head (the recipe)",
+    "recall_set_document_windows": "memory + recall, windows within documents, query marks, every head (the recipe)",
+    "recall_set_query_match_head_0_both_cores": "memory + recall, query marks, a finder head (recipe 9)",
     "recall_set_2to8_recall": "memory + recall, recall in training (recipe 4)",
     "recall_set_2to8_full": "memory + recall, full attention in training",
     "recall_set_recall_at_evaluation": "no memory in training, recall at evaluation",
@@ -85,7 +86,7 @@ def main() -> None:
     runs = {name: scores(HERE / name) for name in args.runs}
     scored = {(name, n): queries(HERE / name, n) for name, found in runs.items() for n in {n for n, _ in found}}
     lengths = cached_source_tokens({(n, count) for (_, n), count in scored.items()})
-    figure, axis = plt.subplots(figsize=(7.5, 4.5))
+    figure, axis = plt.subplots(figsize=(8, 7.5))
     for index, (name, found) in enumerate(runs.items()):
         for truncated, style in ((False, "-"), (True, "none")):
             points = sorted(
@@ -110,7 +111,7 @@ def main() -> None:
     axis.set_xlabel("source tokens (mean over the test queries scored)")
     axis.set_ylabel("test ROUGE-L")
     axis.set_title("The recall set: ROUGE-L against the source's length (1 document: the oracle)")
-    axis.legend(fontsize=7)
+    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1)  # below: no line hidden
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(OUTPUT / "rouge_vs_length.png", dpi=120)
