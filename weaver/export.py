@@ -20,6 +20,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from weaver.checkpoints import restore_run
+from weaver.data.tokenizer import save_tokenizer
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
 from weaver.models import HFBackbone, WeaverModel, can_merge, merge_adapters, peft_model_of
@@ -63,7 +64,7 @@ def export_checkpoint(
         model.hf_generation_config(generation).save_pretrained(output)
     elif adapter_only:
         (output / GENERATION_CONFIG_FILE).write_text(json.dumps(generation.to_dict(), indent=2) + "\n")
-    run.tokenizer.save_pretrained(output)
+    save_tokenizer(run.tokenizer, output)
     log.info("Exported %s to %s", ckpt_path, output)
     return output
 

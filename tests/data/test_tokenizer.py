@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer
 
 from weaver.data import PretrainedTokenizer, TrainedTokenizer
+from weaver.data.tokenizer import save_tokenizer
 from weaver.errors import ConfigError
 
 TEXTS = [
@@ -65,6 +67,16 @@ def test_pretrained_tokenizer_loads_a_saved_folder(tmp_path: Path) -> None:
     trained.save_pretrained(tmp_path / "saved")
     loaded = PretrainedTokenizer(str(tmp_path / "saved")).build(batches, "fp", None)
     assert loaded(TEXTS[0])["input_ids"] == trained(TEXTS[0])["input_ids"]
+
+
+def test_saved_tokenizer_keeps_no_truncation_from_its_last_call(tmp_path: Path) -> None:
+    trained = TrainedTokenizer(vocab_size=200, min_frequency=1).build(batches, "fp", str(tmp_path))
+    cut = trained(TEXTS[1], truncation=True, max_length=5, padding="max_length")["input_ids"]
+    save_tokenizer(trained, tmp_path / "saved")
+    backend = Tokenizer.from_file(str(tmp_path / "saved" / "tokenizer.json"))
+    assert (backend.truncation, backend.padding) == (None, None)
+    assert len(backend.encode(TEXTS[1]).ids) > 5
+    assert trained(TEXTS[1], truncation=True, max_length=5, padding="max_length")["input_ids"] == cut
 
 
 def test_pretrained_hub_id_offline_fails_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf
 
+from weaver.data.tokenizer import save_tokenizer
+
 CONFIG_KEY = "weaver_config"
 TOKENIZER_KEY = "weaver_tokenizer"
 
@@ -16,7 +18,7 @@ TOKENIZER_KEY = "weaver_tokenizer"
 def tokenizer_files(tokenizer: Any) -> dict[str, bytes]:
     """The files `save_pretrained` writes, as {name: bytes}: loadable with `weights_only=True`."""
     with tempfile.TemporaryDirectory() as folder:
-        tokenizer.save_pretrained(folder)
+        save_tokenizer(tokenizer, folder)
         return {path.name: path.read_bytes() for path in Path(folder).iterdir() if path.is_file()}
 
 

@@ -20,6 +20,7 @@ from weaver.cli.entry import entry_point
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
 from weaver.config import optuna_direction, register_resolvers
+from weaver.data.tokenizer import save_tokenizer
 from weaver.errors import ConfigError, TrainingDiverged
 from weaver.instantiate import build, build_model, build_named, build_task, build_tokenizer, build_trainer
 from weaver.tasks import Seq2SeqTask
@@ -63,7 +64,7 @@ def train_in(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float], dict[
     share_cpu_cores(type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(), trainer.num_devices)
     datamodule = build(cfg.data, "data", tokenizer=build_tokenizer(cfg), cache_dir=cfg.paths.cache_dir)
     tokenizer = datamodule.tokenizer
-    save_tokenizer(tokenizer, output_dir / "tokenizer")
+    rank_zero_only(save_tokenizer)(tokenizer, output_dir / "tokenizer")
     model = build_model(cfg, tokenizer)
     task = build_task(cfg, model, tokenizer)
     if cfg.get("train"):
@@ -109,11 +110,6 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {name: float(value) for name, value in metrics.items()}
-
-
-@rank_zero_only
-def save_tokenizer(tokenizer: Any, folder: Path) -> None:
-    tokenizer.save_pretrained(str(folder))
 
 
 def write_metrics(path: Path, metrics: dict[str, float], signatures: dict[str, str]) -> None:

@@ -203,6 +203,15 @@ class GivenTokenizer:
         return self.tokenizer
 
 
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: str | Path) -> None:
+    """`save_pretrained`, less the truncation and padding that the last encoding call left on a fast tokenizer's
+    backend: saved, they would cut every text read by `tokenizers` alone (`Tokenizer.from_file`) at that length."""
+    if isinstance(tokenizer, PreTrainedTokenizerFast):
+        tokenizer.backend_tokenizer.no_truncation()
+        tokenizer.backend_tokenizer.no_padding()
+    tokenizer.save_pretrained(str(folder))
+
+
 def fingerprint_tokenizer(tokenizer: PreTrainedTokenizerBase) -> str:
     """Stable across processes, so tokenized datasets are found again in the `datasets` cache."""
     if isinstance(tokenizer, PreTrainedTokenizerFast):
