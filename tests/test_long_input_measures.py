@@ -10,11 +10,15 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from experiments.long_inputs.manpages_ceiling import page_ceiling, summarise
 from experiments.long_inputs.recall_mass import document_spans, probe_shares, shares
 from experiments.long_inputs.rouge_gap import paired_bootstrap, per_example_rouge_l
 from experiments.long_inputs.rouge_vs_length import queries, scores
+from weaver.config import pretrained_path
+from weaver.data import PretrainedTokenizer
 from weaver.explain.attention import RecordedAttention
 from weaver.explain.explainer import Explanation
+from weaver.metrics.summarization import rouge_scorer
 from weaver.models.weaver import WeaverConfig, WeaverModel
 
 
@@ -86,3 +90,18 @@ def test_the_length_plot_reads_each_runs_scores_by_documents_and_truncation_and_
         file.writelines(json.dumps({"id": i, "hypothesis": "x", "reference": "y"}) + "\n" for i in range(7))
     assert scores(tmp_path) == {(1, False): 30.0, (40, False): 20.0, (40, True): 15.0}
     assert queries(tmp_path, 40) == 7
+
+
+def test_the_man_page_ceiling_finds_summary_words_only_the_whole_page_holds() -> None:
+    tokenizer = PretrainedTokenizer(pretrained_path("weaver_small_pretrained")).load()
+    row = {
+        "summary": "reposition the file offset",
+        "document": "LIBRARY Standard C library. " * 8 + "It will reposition the file offset. Another sentence.",
+    }
+    page = page_ceiling(tokenizer, rouge_scorer(), row, positions=16)
+    assert page["truncated"] and page["rouge1_recall_head"] == 0.0 and page["rouge1_recall_whole"] == 1.0
+    assert page["oracle_rougeL_head"] == 0.0 and np.isclose(page["oracle_rougeL_whole"], 0.8)
+    whole = page_ceiling(tokenizer, rouge_scorer(), row, positions=512)
+    assert not whole["truncated"] and whole["oracle_rougeL_head"] == whole["oracle_rougeL_whole"]
+    summary = summarise([page, whole])
+    assert summary["truncated_pages"] == 1 and summary["oracle_rougeL_pages_whole_higher"] == 1
