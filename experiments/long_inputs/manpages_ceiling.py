@@ -17,34 +17,33 @@ paired bootstrap (as `rouge_gap`) says whether the oracle's own gain from the wh
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 from pathlib import Path
 
 import numpy as np
+from rouge_score.rouge_scorer import RougeScorer
+from transformers import PreTrainedTokenizerBase
 
 from experiments.long_inputs.rouge_gap import paired_bootstrap
 from weaver.config import pretrained_path, resource_path
+from weaver.corpora.shipped import read_jsonl_gz
 from weaver.data import PretrainedTokenizer
 from weaver.metrics.summarization import rouge_scorer, split_sentences
 
 
-def read_split(split: str) -> list[dict[str, str]]:
-    path = Path(resource_path("manpages")) / f"{split}.jsonl.gz"
-    return [json.loads(line) for line in gzip.open(path, "rt", encoding="utf-8")]
-
-
-def first_tokens(tokenizer, text: str, positions: int) -> str:
+def first_tokens(tokenizer: PreTrainedTokenizerBase, text: str, positions: int) -> str:
     """The text a model with `positions` source positions reads: the page cut where its last kept token ends."""
     offsets = tokenizer(text, truncation=True, max_length=positions, return_offsets_mapping=True)["offset_mapping"]
     return text[: max(end for _, end in offsets)]
 
 
-def best_sentence_rouge_l(scorer, summary: str, sentences: list[str]) -> float:
+def best_sentence_rouge_l(scorer: RougeScorer, summary: str, sentences: list[str]) -> float:
     return max((scorer.score(summary, sentence)["rougeL"].fmeasure for sentence in sentences), default=0.0)
 
 
-def page_ceiling(tokenizer, scorer, row: dict[str, str], positions: int) -> dict[str, float]:
+def page_ceiling(
+    tokenizer: PreTrainedTokenizerBase, scorer: RougeScorer, row: dict[str, str], positions: int
+) -> dict[str, float]:
     document, summary = row["document"], row["summary"]
     head = first_tokens(tokenizer, document, positions)
     head_scores, whole_scores = scorer.score(summary, head), scorer.score(summary, document)
@@ -80,7 +79,8 @@ def main() -> None:
     args = parser.parse_args()
     tokenizer = PretrainedTokenizer(args.tokenizer).load()
     scorer = rouge_scorer()
-    pages = [page_ceiling(tokenizer, scorer, row, args.positions) for row in read_split(args.split)]
+    rows = read_jsonl_gz(Path(resource_path("manpages")) / f"{args.split}.jsonl.gz")
+    pages = [page_ceiling(tokenizer, scorer, row, args.positions) for row in rows]
     print(json.dumps({"split": args.split, "positions": args.positions, **summarise(pages)}, indent=2))
 
 
