@@ -4,6 +4,9 @@ PYTHON ?= python
 # or TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu126" (see README).
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
+# Test processes (pytest-xdist): one per core, at most 4 (each needs a few GB); TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
+PYTEST = $(PYTHON) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist worksteal
 
 .PHONY: help install train test test-full lint format clean
 
@@ -18,10 +21,10 @@ train: install  ## Train the default task (translation on the embedded data); pa
 	$(PYTHON) train.py $(ARGS)
 
 test: install  ## Run the fast tests
-	$(PYTHON) -m pytest -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 test-full: install  ## Run the whole test suite, slow end-to-end tests included (what CI runs)
-	$(PYTHON) -m pytest $(ARGS)
+	$(PYTEST) $(ARGS)
 
 lint:  ## Check style with ruff
 	$(PYTHON) -m ruff check .
