@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from weaver.callbacks.run_config import CONFIG_KEY, TOKENIZER_KEY
 from weaver.config import register_resolvers
 from weaver.data.tokenizer import wrap_fast
-from weaver.errors import ConfigError
+from weaver.errors import ConfigError, require_checkpoint
 from weaver.instantiate import build_model, build_task
 from weaver.models import WeaverModel, can_merge, merge_adapters, peft_model_of
 from weaver.tasks.seq2seq import Seq2SeqTask
@@ -33,8 +33,7 @@ class RestoredRun:
 
 def read_checkpoint(path: str | Path | None, key: str = "ckpt_path") -> dict[str, Any]:
     """The checkpoint at `path`; errors name the config `key` that gave it."""
-    if not path:
-        raise ConfigError(f"{key} is required: add {key}=<a .ckpt file in a run's checkpoints/> to it.")
+    require_checkpoint(path, key)
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"{key}='{path}' is not a file.")

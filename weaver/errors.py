@@ -23,6 +23,12 @@ class TrainingDiverged(WeaverError):
     """The loss, the gradients or the monitored metric stopped being finite numbers; the message names the step."""
 
 
+def require_checkpoint(path: object, key: str = "ckpt_path") -> None:
+    """A checkpoint the command cannot go on without: unset, `key` is named with what to give it."""
+    if not path:
+        raise ConfigError(f"{key} is required: add {key}=<a .ckpt file in a run's checkpoints/> to it.")
+
+
 def call_naming_refusals(
     key: str, refused: tuple[type[Exception], ...], factory: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> Any:

@@ -15,14 +15,12 @@ from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from weaver.checkpoints import restore_run
-from weaver.cli.overrides import checkpoint_tool
 from weaver.cli.train import scalar_metrics, write_metrics
 from weaver.data import GivenTokenizer
 from weaver.errors import ConfigError
 from weaver.instantiate import build, build_trainer
 
 log = logging.getLogger(__name__)
-EVAL_KEYS = ("ckpt_path", "split")
 
 
 def evaluate(cfg: DictConfig, changes: dict[str, Any]) -> dict[str, float]:
@@ -54,6 +52,3 @@ def evaluate(cfg: DictConfig, changes: dict[str, Any]) -> dict[str, float]:
     if trainer.is_global_zero:
         write_metrics(output_dir / "metrics.json", metrics, run.task.metric_signatures)
     return metrics
-
-
-main = checkpoint_tool("eval", evaluate, EVAL_KEYS)

@@ -14,25 +14,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 from weaver.checkpoints import restore_run
-from weaver.cli.overrides import checkpoint_tool
 from weaver.cli.predict import check_inputs, read_examples
 from weaver.errors import ConfigError
 from weaver.explain import Explainer, check_method, write_views
 from weaver.inference import Predictor
 
 log = logging.getLogger(__name__)
-EXPLAIN_KEYS = (
-    "ckpt_path",
-    "input_file",
-    "input",
-    "method",
-    "layers",
-    "heads",
-    "integration_steps",
-    "max_gradient_source_tokens",
-    "max_heatmap_tokens",
-    "batch_size",
-)
 
 
 def explain(cfg: DictConfig, changes: dict[str, Any]) -> list[Path]:
@@ -66,6 +53,3 @@ def explain(cfg: DictConfig, changes: dict[str, Any]) -> list[Path]:
         written += write_views(explanation, output_dir / f"example_{index:03d}", extra, cfg.max_heatmap_tokens)
     log.info("Wrote the relevance of %d outputs (%s) to %s", len(examples), explainer.method, output_dir)
     return written
-
-
-main = checkpoint_tool("explain", explain, EXPLAIN_KEYS)

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from weaver.cli.entry import entry_point
 from weaver.export import export_checkpoint
 
 
 def export(cfg: DictConfig) -> None:
     export_checkpoint(cfg.ckpt_path, cfg.output_dir, adapter_only=cfg.adapter_only, weights_dtype=cfg.weights_dtype)
-
-
-main = entry_point("export", export)

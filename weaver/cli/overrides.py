@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from weaver.cli.entry import entry_point
+from weaver.errors import require_checkpoint
 
 _ABSENT = object()
 
@@ -50,12 +51,13 @@ def named_values(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return named
 
 
-def command_line_changes(overrides: Sequence[str], own_keys: Sequence[str]) -> dict[str, Any]:
-    """What `overrides` (less the tool's `own_keys`) change in the default training config, compared unresolved
-    so interpolations survive, plus every value they set by name. Needs an initialised Hydra (inside a
-    `@hydra.main` app)."""
-    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in own_keys]
+def command_line_changes(overrides: Sequence[str], tool_cfg: DictConfig) -> dict[str, Any]:
+    """What `overrides` change in the default training config, compared unresolved so interpolations survive,
+    plus every value they set by name; overrides of the tool's own keys (those its config adds to the training
+    config's: `ckpt_path`, `input`, ...) are left out. Needs an initialised Hydra (inside a `@hydra.main` app)."""
     before = OmegaConf.to_container(compose(config_name="train"), resolve=False)
+    own_keys = set(tool_cfg) - set(before)
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in own_keys]
     after = OmegaConf.to_container(compose(config_name="train", overrides=kept), resolve=False)
     return merge_changes(changed_values(before, after), named_values(after, kept))
 
@@ -72,11 +74,12 @@ def merge_changes(changed: dict[str, Any], named: dict[str, Any]) -> dict[str, A
     return {**kept, **named}
 
 
-def checkpoint_tool(
-    config_name: str, run: Callable[[DictConfig, dict[str, Any]], None], own_keys: Sequence[str]
-) -> Callable[[], None]:
+def checkpoint_tool(config_name: str, run: Callable[[DictConfig, dict[str, Any]], Any]) -> Callable[[], None]:
     """The `main()` of a tool that starts from a checkpoint: `run(cfg, changes)`, where `changes` is what the
-    command line changes (above)."""
-    return entry_point(
-        config_name, lambda cfg: run(cfg, command_line_changes(HydraConfig.get().overrides.task, own_keys))
-    )
+    command line changes (above); a missing `ckpt_path` is named before `run` is called."""
+
+    def run_from_checkpoint(cfg: DictConfig) -> Any:
+        require_checkpoint(cfg.ckpt_path)
+        return run(cfg, command_line_changes(HydraConfig.get().overrides.task, cfg))
+
+    return entry_point(config_name, run_from_checkpoint)

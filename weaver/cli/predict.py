@@ -17,7 +17,6 @@ from datasets import Dataset
 from omegaconf import DictConfig
 
 from weaver.checkpoints import restore_run
-from weaver.cli.overrides import checkpoint_tool
 from weaver.cli.train import write_metrics
 from weaver.data.sources import existing_file, load_file, text_lines
 from weaver.errors import ConfigError, DataError
@@ -25,7 +24,6 @@ from weaver.explain import Explainer, Explanation
 from weaver.inference import Example, Predictor
 
 log = logging.getLogger(__name__)
-PREDICT_KEYS = ("ckpt_path", "input_file", "input", "output_file", "interactive", "topic", "batch_size", "explain")
 
 
 def read_examples(cfg: DictConfig, predictor: Predictor) -> list[Example]:
@@ -122,6 +120,3 @@ def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
         references = [example.reference for example in examples]
         scores = run.task.score(hypotheses, references, [example.source for example in examples])
         write_metrics(output_dir / "metrics.json", scores, run.task.metric_signatures)
-
-
-main = checkpoint_tool("predict", predict, PREDICT_KEYS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,11 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from weaver.callbacks import RunConfigInCheckpoint
 from weaver.checkpoint_io import remove_partial_checkpoints
-from weaver.cli.entry import entry_point
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
 from weaver.config import optuna_direction, register_resolvers
@@ -135,8 +136,9 @@ def run(cfg: DictConfig) -> float | None:
     """`python train.py`: continue an unfinished run if `resume=auto` finds one, train, and return the objective of
     Hydra sweepers."""
     apply_resume(cfg, list(HydraConfig.get().overrides.task))
-    metrics, objects = train(cfg)
+    try:
+        metrics, objects = train(cfg)
+    except SIGTERMException:  # the preemption callback saved last.ckpt
+        print("Stopped by SIGTERM after saving last.ckpt; run the same command with resume=auto to continue.")
+        sys.exit(143)
     return objective(cfg, metrics, objects["trainer"])
-
-
-main = entry_point("train", run)
