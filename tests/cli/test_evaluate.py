@@ -70,3 +70,4 @@ def test_eval_takes_data_and_generation_overrides(train_config: DictConfig, tmp_
     config = OmegaConf.load(run_dir / "run_config.yaml")
     assert config.generation.num_beams == 1 and config.data.eval_batch_size == 5
     assert config.model.d_model == 64  # the rest is the checkpoint's own
+    assert config.ckpt_path is None and "split" not in config  # the tool's own keys are not the run's

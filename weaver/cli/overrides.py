@@ -53,10 +53,11 @@ def named_values(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 
 def command_line_changes(overrides: Sequence[str], tool_cfg: DictConfig) -> dict[str, Any]:
     """What `overrides` change in the default training config, compared unresolved so interpolations survive,
-    plus every value they set by name; overrides of the tool's own keys (those its config adds to the training
-    config's: `ckpt_path`, `input`, ...) are left out. Needs an initialised Hydra (inside a `@hydra.main` app)."""
+    plus every value they set by name; overrides of the tool's own keys (`ckpt_path`, the checkpoint it reads, and
+    those its config adds to the training config's: `split`, `input`, ...) are left out. Needs an initialised Hydra
+    (inside a `@hydra.main` app)."""
     before = OmegaConf.to_container(compose(config_name="train"), resolve=False)
-    own_keys = set(tool_cfg) - set(before)
+    own_keys = {"ckpt_path", *(set(tool_cfg) - set(before))}
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in own_keys]
     after = OmegaConf.to_container(compose(config_name="train", overrides=kept), resolve=False)
     return merge_changes(changed_values(before, after), named_values(after, kept))
