@@ -4,9 +4,10 @@ PYTHON ?= python
 # or TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu126" (see README).
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
-# Test processes (pytest-xdist): one per core, at most 4 (each needs a few GB); TEST_WORKERS=0 runs in this process.
-TEST_WORKERS ?= auto
-PYTEST = $(PYTHON) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist worksteal
+# Test processes (pytest-xdist): one per CPU this process may use, at most 4 (each needs a few GB); TEST_WORKERS=0
+# runs the tests in pytest's own process (for --pdb).
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()))")
+PYTEST = $(PYTHON) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 .PHONY: help install train test test-full lint format clean
 

@@ -42,6 +42,9 @@ def test_command_line_debug_run_writes_one_output_dir(tiny_data_dir: Path, tmp_p
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / ".hydra" / "overrides.yaml").is_file()
     assert (run_dir / "test_predictions.jsonl").is_file()
     assert (run_dir / "csv" / "metrics.csv").is_file()
+    # Lightning's messages reach the console once and the run's log file too.
+    assert (result.stdout + result.stderr).count("GPU available:") == 1
+    assert "GPU available:" in (run_dir / "train.log").read_text()
 
 
 @pytest.mark.slow

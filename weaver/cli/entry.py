@@ -44,16 +44,36 @@ def imported_on_call(name: str) -> Callable[..., Any]:
     module, function = name.split(":")
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(module), function)(*args, **kwargs)
+        loaded = getattr(importlib.import_module(module), function)
+        one_console_for_lightning()
+        return loaded(*args, **kwargs)
 
     return call
+
+
+def one_console_for_lightning() -> None:
+    """Lightning, loaded after Hydra set up logging, passes its messages up to Hydra's handlers (the console and
+    the run's log file), but its top package also prints each on a console handler of its own: that one goes."""
+    lightning_logger = logging.getLogger("lightning")
+    for handler in list(lightning_logger.handlers):
+        lightning_logger.removeHandler(handler)
+
+
+def sigterm_exception() -> type[BaseException]:
+    """Lightning's exception for SIGTERM, imported only when something was raised (an `except` clause evaluates
+    its expression then), so tools still answer before Lightning loads."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    return SIGTERMException
 
 
 def entry_point(config_name: str, run: Callable[[DictConfig], Any]) -> Callable[[], None]:
     """A Hydra app on `conf/<config_name>.yaml` calling `run(cfg)` and returning its value (a sweeper's objective).
 
     A user error (`WeaverError`, an unset `???` key) exits with its one-line message instead of a traceback; in a
-    multirun it is logged and re-raised, so the sweeper records that job as failed and goes on.
+    multirun it is logged and re-raised, so the sweeper records that job as failed and goes on. Stopped by SIGTERM
+    (Lightning then finishes the batch and raises), the tool exits with 143, as a scheduler expects of a job it
+    preempted.
     """
 
     @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
@@ -67,6 +87,9 @@ def entry_point(config_name: str, run: Callable[[DictConfig], Any]) -> Callable[
                 raise
             print(f"Error: {user_message(error)}", file=sys.stderr)
             sys.exit(1)
+        except sigterm_exception():  # a SystemExit without a code: the job would end as a success
+            print("Stopped by SIGTERM.", file=sys.stderr)
+            sys.exit(143)
 
     def main() -> None:
         register_resolvers()
