@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import ROOT, TINY, run_cli, start
+from tests.helpers import ROOT, TINY, run_cli, start, wait_for_line
 
 
 def test_more_devices_than_cpu_cores_is_refused_before_any_process_starts(tmp_path: Path) -> None:
@@ -44,10 +44,8 @@ def test_the_other_ranks_exit_when_rank_zero_is_killed(tiny_data_dir: Path, tmp_
         ["debug=fast", f"data.data_dir={tiny_data_dir}", *TINY, "trainer.devices=2", "trainer.max_steps=100000"],
         tmp_path,
     )
-    # Lightning prints this line in each rank once the process group is up, the other rank being started by then.
-    for line in launcher.stderr:
-        if "MEMBER: 2/2" in line:
-            break
+    # Lightning logs this line in each rank once the process group is up, the other rank being started by then.
+    wait_for_line(launcher, "MEMBER: 2/2")
     (rank_one,) = psutil.Process(launcher.pid).children()
     launcher.send_signal(signal.SIGKILL)
     launcher.wait(timeout=30)
