@@ -138,7 +138,7 @@ def run(cfg: DictConfig) -> float | None:
     apply_resume(cfg, list(HydraConfig.get().overrides.task))
     try:
         metrics, objects = train(cfg)
-    except SIGTERMException:  # the preemption callback saved last.ckpt
-        print("Stopped by SIGTERM after saving last.ckpt; run the same command with resume=auto to continue.")
-        sys.exit(143)
+    except SIGTERMException:  # the preemption callback saved last.ckpt; the entry point exits with 143
+        print("last.ckpt is saved: run the same command with resume=auto to continue.", file=sys.stderr)
+        raise
     return objective(cfg, metrics, objects["trainer"])
