@@ -11,6 +11,7 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from tests.models.tiny_hf import fast_tokenizer
+from weaver.errors import ConfigError
 from weaver.explain import Explainer, heatmap, write_views
 from weaver.explain.explainer import top_spans
 from weaver.generation import GenerationConfig
@@ -68,6 +69,18 @@ def test_integrated_gradients_add_up_to_the_change_in_log_probability(tokenizer:
 
     change = log_probs(batch["input_ids"]) - log_probs(torch.full_like(batch["input_ids"], tokenizer.pad_token_id))
     torch.testing.assert_close(explanation.relevance.sum(1), change, atol=2e-3, rtol=2e-2)
+
+
+@pytest.mark.parametrize("method", ["input_x_gradient", "integrated_gradients"])
+def test_gradients_are_taken_through_one_encoder_window_and_refused_for_a_source_read_in_several(method: str) -> None:
+    tokenizer = fast_tokenizer("bart")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<doc>"]})
+    model = tiny_model(tokenizer, memory={"window": 32, "stride": 16, "top_k": 4, "segment_token": "<doc>"})
+    explainer = Explainer(model, tokenizer, GREEDY, method=method, integration_steps=4)
+    one_window = explainer(encoded(tokenizer, ["zlib compression library"]))[0]
+    assert one_window.relevance.shape == (len(one_window.output_tokens), len(one_window.source_tokens))
+    with pytest.raises(ConfigError, match=r"in 2 encoder windows \(model.memory.window=32, a new one at each "):
+        explainer(encoded(tokenizer, ["zlib <doc> compression library"]))  # shorter than a window, two segments
 
 
 def test_a_long_source_is_shown_as_its_most_relevant_spans(tokenizer: PreTrainedTokenizerFast, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import torch
 from tests.models.test_weaver_model import TINY, VOCAB, padded_batch, tiny_model
 from tests.models.tiny_hf import fast_tokenizer
 from weaver.errors import ConfigError
-from weaver.models import WeaverModel, build_weaver
+from weaver.models import IA3, LoRA, WeaverModel, build_weaver
 from weaver.models.memory import MemoryConfig, encode_in_windows, memory_from_settings, prefix_lengths, window_layout
 from weaver.models.recall import folded_recall_attention, recall_attention
 
@@ -150,6 +150,35 @@ def test_recall_covering_the_memory_generates_what_full_attention_does(search, f
     ids, mask = padded_batch([40, 25, 33])
     settings = dict(max_new_tokens=12, **search)
     assert torch.equal(recalling.generate(ids, mask, **settings), model.generate(ids, mask, **settings))
+
+
+@pytest.mark.parametrize("method", [LoRA(r=4, dropout=0.0), IA3()])
+def test_folded_recall_applies_and_trains_an_adapter_on_the_cross_attention_projection(method):
+    """Folding reads the key and value projection's weights: an adapter wrapping it (on `kv`, a default target)
+    must change them, as it changes the layer's outputs, and receive their gradients."""
+    model = tiny_model()
+    adapted = {}
+    for fold_keys in (False, True):
+        torch.manual_seed(0)
+        adapted[fold_keys] = method(with_memory(model, window=16, stride=8, top_k=64, fold_keys=fold_keys))
+        with torch.no_grad():  # a non-zero update (LoRA's B and IA3's scales start as the identity update)
+            for name, parameter in adapted[fold_keys].named_parameters():
+                if "lora_B" in name or "ia3_l" in name:
+                    parameter.copy_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(7)))
+    ids, mask = padded_batch([40, 25])
+    target = torch.randint(4, VOCAB, (2, 7))
+    logits = {fold_keys: peft_model(ids, mask, target) for fold_keys, peft_model in adapted.items()}
+    torch.testing.assert_close(logits[True], logits[False], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(logits[True], model(ids, mask, target), atol=1e-2)
+    logits[True].logsumexp(-1).mean().backward()
+    adapter_gradients = [
+        parameter.grad
+        for name, parameter in adapted[True].named_parameters()
+        if "cross_attn.kv" in name and parameter.requires_grad
+    ]
+    assert adapter_gradients and all(
+        gradient is not None and gradient.abs().sum() > 0 for gradient in adapter_gradients
+    )
 
 
 def test_folded_and_cached_recall_fetch_the_same_entries():

@@ -147,6 +147,16 @@ def test_a_sources_beams_share_its_memory(family_dir: Path, monkeypatch: pytest.
     assert memory_rows and set(memory_rows) == {2}  # one row of keys and values per source, not per beam
 
 
+def test_generating_with_memory_encodes_the_windows_without_autograd(family_dir: Path) -> None:
+    recalling, tokenizer = load(family_dir, memory={"window": 32, "stride": 16, "top_k": 8}, max_source_length=64)
+    grad_enabled = []
+    encoder = recalling.backbone.get_encoder()
+    handle = encoder.register_forward_hook(lambda *_: grad_enabled.append(torch.is_grad_enabled()))
+    recalling.generate(**long_batch(tokenizer), generation_config=GenerationConfig(max_new_tokens=2))
+    handle.remove()
+    assert grad_enabled and not any(grad_enabled)
+
+
 def test_recall_reads_sources_past_the_learned_positions_in_windows(tmp_path: Path) -> None:
     folder = save_tiny_model("bart", tmp_path / "bart")  # 128 positions
     with pytest.raises(ConfigError, match="max_source_length=400 exceeds the 128 positions"):

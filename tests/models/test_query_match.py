@@ -36,14 +36,17 @@ def test_sources_without_a_query_and_padding_are_never_marked():
     assert found.int().tolist() == [[0, 0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1, 1]]
 
 
-def test_windows_mark_every_kept_token_as_the_whole_source_does():
-    """Each window starts with the query and is marked on its own; the memory keeps the marks one pass gives."""
+@pytest.mark.parametrize(("window", "stride", "ngram"), [(32, 16, 2), (8, 6, 2), (9, 5, 3), (12, 8, 3)])
+def test_windows_mark_every_kept_token_as_the_whole_source_does(window, stride, ngram):
+    """Each window starts with the query and is marked on its own; the memory keeps the marks one pass gives, down
+    to the smallest overlap the config allows."""
     ids, mask = padded_batch([300, 180], seed=3)
     ids[:, 6] = QUERY_END  # a 6-token query, repeated in bigrams and trigrams across the source
-    for row, start in ((0, 40), (0, 129), (0, 250), (1, 60), (1, 175)):
+    for row, start in ((0, 40), (0, 129), (0, 250), (1, 60), (1, 175), *((0, s) for s in range(100, 120, 4))):
         ids[row, start : start + 3] = ids[row, 1:4]
-    config = QueryMatchConfig(QUERY_END, 2)
-    memory = MemoryConfig(window=32, stride=16, prefix_token_id=QUERY_END)
+    config = QueryMatchConfig(QUERY_END, ngram)
+    memory = MemoryConfig(window=window, stride=stride, prefix_token_id=QUERY_END)
+    config.check_windows(memory)
     windowed = encode_in_windows(lambda i, m: query_matches(i, m, config)[..., None].float(), ids, mask, memory)
     whole = query_matches(ids, mask, config)
     assert whole.sum() >= 10
@@ -98,3 +101,8 @@ class Tokens:
 def test_bad_query_match_settings_name_the_key(settings, message):
     with pytest.raises(ConfigError, match=message):
         query_match_from_settings(settings, Tokens())
+
+
+def test_windows_overlapping_too_little_for_the_ngram_are_refused():
+    with pytest.raises(ConfigError, match=r"ngram=3 needs encoder windows that overlap by 4 tokens or more; "):
+        tiny_model(query_match={"query_token_id": QUERY_END, "ngram": 3}, memory={"window": 16, "stride": 13})

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from weaver.models.hf_memory import CROSS_ATTENTION_NAMES
 from weaver.models.memory import MemoryConfig
 from weaver.models.pretrained import PretrainedSeq2Seq
+from weaver.models.recall import affine_parameters
 from weaver.models.weaver import CrossAttention, WeaverModel
 
 
@@ -69,9 +70,9 @@ def _native_reader(module: CrossAttention, memory: MemoryConfig | None) -> Cross
     width = module.q.out_features // heads
     ranking = None
     if memory is not None and memory.fold_keys:
-        key_weight = module.kv.weight.chunk(2)[0].view(heads, width, -1)  # (H, d, D)
 
         def ranking(q: Tensor, states: Tensor) -> Tensor:
+            key_weight = affine_parameters(module.kv, states.size(-1))[0].chunk(2)[0].view(heads, width, -1)
             folded = q @ key_weight.to(q.dtype)  # (B, H, T, D): W_k^T q per head
             return (folded.flatten(1, 2) @ states.transpose(1, 2).to(folded.dtype)).float().view(*q.shape[:3], -1)
 

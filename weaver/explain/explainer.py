@@ -21,6 +21,7 @@ from weaver.explain.attention import (
 )
 from weaver.explain.gradients import GRADIENT_METHODS, gradient_relevance
 from weaver.generation import GenerationConfig
+from weaver.models.memory import source_windows
 
 METHODS = ("cross_attention", "recall", *GRADIENT_METHODS)
 WORD_START_MARKERS = ("Ġ", "▁")  # byte-level BPE and SentencePiece/Metaspace pieces that begin a word
@@ -238,20 +239,29 @@ class Explainer:
         return inputs
 
     def attribution(self, source_ids: Tensor, decoder_input_ids: Tensor, output: list[int]) -> Tensor:
-        limit, key = self.max_gradient_source_tokens, "max_gradient_source_tokens"
-        if self.memory is not None and self.memory.window < limit:
-            limit, key = self.memory.window, "model.memory.window"
-        if len(source_ids) > limit:
+        mask = torch.ones_like(source_ids, dtype=torch.bool)[None]
+        alternative = "recall" if self.memory is not None else "cross_attention"
+        if len(source_ids) > self.max_gradient_source_tokens:
             raise ConfigError(
-                f"method={self.method}: a source of {len(source_ids)} tokens is longer than {key}={limit} (one "
-                "backward pass per output token over the whole source); use method="
-                f"{'recall' if self.memory is not None else 'cross_attention'}."
+                f"method={self.method}: a source of {len(source_ids)} tokens is longer than "
+                f"max_gradient_source_tokens={self.max_gradient_source_tokens} (one backward pass per output token "
+                f"over the whole source); use method={alternative}."
+            )
+        windows = 1 if self.memory is None else int((source_windows(source_ids[None], mask, self.memory)[1] >= 0).sum())
+        if windows > 1:
+            segments = (
+                ", a new one at each model.memory.segment_token" if self.memory.segment_token_id is not None else ""
+            )
+            raise ConfigError(
+                f"method={self.method}: the memory reads this source of {len(source_ids)} tokens in {windows} "
+                f"encoder windows (model.memory.window={self.memory.window}{segments}), and gradients are taken "
+                f"through one; use method={alternative}."
             )
         return gradient_relevance(
             self.model,
             self.method,
             source_ids[None],
-            torch.ones_like(source_ids, dtype=torch.bool)[None],
+            mask,
             decoder_input_ids[None],
             torch.tensor([output], device=source_ids.device),
             self.tokenizer.pad_token_id,

@@ -166,6 +166,17 @@ def _body_windows(
     return (starts, ends, boundaries) if starts else ([0], [0], [])
 
 
+def source_windows(
+    input_ids: Tensor, attention_mask: Tensor, config: MemoryConfig
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """How ``config`` reads each source: its prefix length (B,), then `window_layout`'s window starts, ends and
+    takeover positions; a source needs as many windows as it has starts >= 0."""
+    mask = attention_mask.bool()
+    prefixes = prefix_lengths(input_ids, mask, config.prefix_token_id)
+    segments = segment_starts(input_ids, mask, prefixes, config.segment_token_id)
+    return prefixes, *window_layout(mask.sum(1), prefixes, config.window, config.stride, segments)
+
+
 def encode_in_windows(
     encode: Callable[[Tensor, Tensor], Tensor],
     input_ids: Tensor,
@@ -179,10 +190,7 @@ def encode_in_windows(
     in backward instead of keeping its activations; ``max_positions`` bounds prefix + window."""
     mask = attention_mask.bool()
     batch, length = input_ids.shape
-    lengths = mask.sum(1)
-    prefixes = prefix_lengths(input_ids, mask, config.prefix_token_id)
-    segments = segment_starts(input_ids, mask, prefixes, config.segment_token_id)
-    starts, ends, boundaries = window_layout(lengths, prefixes, config.window, config.stride, segments)
+    prefixes, starts, ends, boundaries = source_windows(input_ids, mask, config)
     needed = starts >= 0  # (B, W): the windows each source needs come first
     width = int(prefixes.max()) + config.window
     # Position m of window (b, j) reads source position m inside the prefix and m + starts[b, j] after it.

@@ -170,7 +170,8 @@ class PretrainedSeq2Seq(HFBackbone):
         config = generation_config or GenerationConfig()
         if self.memory is None:
             return self.seeded_generate(input_ids, attention_mask, config)[:, 1:]
-        memory = self.encoder_inputs(input_ids, attention_mask)
+        with torch.no_grad():  # as HF `generate` runs the encoder, and the native model's search does
+            memory = self.encoder_inputs(input_ids, attention_mask)
         with beam_shared_memory(self.backbone) as cache:
             return self.seeded_generate(input_ids, attention_mask, config, **memory, **cache)[:, 1:]
 

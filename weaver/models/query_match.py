@@ -9,7 +9,8 @@ learning what to do with the marked tokens is left to the model. The vector star
 feature starts out computing what it computed without it.
 
 With memory, each window starts with the query and is marked on its own: a token's marks depend on its ngram - 1
-neighbours only, which every state the memory keeps has inside its window, so windowed and one-pass encoding agree.
+neighbours on either side only, which every state the memory keeps has inside its window where consecutive windows
+overlap by 2 (ngram - 1) tokens or more (checked), so windowed and one-pass encoding agree.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from weaver.errors import ConfigError, dataclass_values
-from weaver.models.memory import prefix_lengths, token_id
+from weaver.models.memory import MemoryConfig, prefix_lengths, token_id
 
 
 @dataclass
@@ -35,6 +36,16 @@ class QueryMatchConfig:
     def __post_init__(self) -> None:
         if isinstance(self.ngram, bool) or not isinstance(self.ngram, int) or self.ngram < 1:
             raise ConfigError(f"model.query_match.ngram must be a positive integer, got {self.ngram!r}")
+
+    def check_windows(self, memory: MemoryConfig) -> None:
+        """A token kept from the edge of its window would lose the matches its neighbours past the edge make."""
+        needed, overlap = 2 * (self.ngram - 1), memory.window - memory.stride
+        if overlap < needed:
+            raise ConfigError(
+                f"model.query_match.ngram={self.ngram} needs encoder windows that overlap by {needed} tokens or "
+                f"more; model.memory.window={memory.window} and model.memory.stride={memory.stride} overlap by "
+                f"{overlap}: lower model.memory.stride"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

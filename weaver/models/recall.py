@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def _top_k(scores: Tensor, mask: Tensor | None, top_k: int) -> tuple[Tensor, Tensor]:
@@ -96,3 +96,16 @@ def folded_recall_attention(
     scores = (q[..., None, :] @ keys.transpose(-1, -2)).squeeze(-2).float() * width**-0.5
     scores = scores.masked_fill(ranked.isneginf(), float("-inf"))  # padding fetched when top_k > real entries
     return _attend(project(value_weight, value_bias), scores, dropout)
+
+
+def affine_parameters(layer: nn.Module, in_features: int) -> tuple[Tensor, Tensor]:
+    """The weight (out, in) and bias (out,) of the affine map ``layer`` computes, for folding it into queries. A
+    plain `nn.Linear` gives its own; one an adapter wraps (LoRA, IA3, AdaLoRA on the projection) is read off its
+    outputs for zero and the unit vectors, so the adapter's update takes part and gets its gradients, as it does
+    when the layer is called."""
+    if type(layer) is nn.Linear:
+        return layer.weight, layer.bias
+    reference = next(layer.parameters())
+    probe = torch.cat([torch.zeros(1, in_features), torch.eye(in_features)]).to(reference)
+    outputs = layer(probe)
+    return (outputs[1:] - outputs[0]).T.contiguous(), outputs[0]

@@ -33,7 +33,7 @@ from weaver.models.kernels import Dropout, attention
 from weaver.models.memory import MemoryConfig, encode_in_windows, memory_from_settings
 from weaver.models.pointer_mixture import pointer_mixture
 from weaver.models.query_match import QueryMatch, QueryMatchConfig, query_match_from_settings
-from weaver.models.recall import folded_recall_attention, recall_attention
+from weaver.models.recall import affine_parameters, folded_recall_attention, recall_attention
 
 MODEL_TYPE = "weaver"
 log = logging.getLogger(__name__)
@@ -85,6 +85,8 @@ class WeaverConfig:
             self.memory.check_positions(self.max_positions)
         if isinstance(self.query_match, dict):
             self.query_match = QueryMatchConfig.from_dict(self.query_match)
+        if self.query_match is not None and self.memory is not None:
+            self.query_match.check_windows(self.memory)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,8 +220,8 @@ class CrossAttention(nn.Module):
             q = q.view(-1, group, heads, length, width).transpose(1, 2).reshape(-1, heads, group * length, width)
         dropout = self.dropout if self.training else 0.0
         if recall is not None and recall.fold_keys:  # one memory of states for every layer: nothing to cache
-            key_weight, value_weight = self.kv.weight.chunk(2)
-            key_bias, value_bias = self.kv.bias.chunk(2)
+            weight, bias = affine_parameters(self.kv, memory.size(-1))
+            (key_weight, value_weight), (key_bias, value_bias) = weight.chunk(2), bias.chunk(2)
             y = folded_recall_attention(
                 q, memory, key_weight, key_bias, value_weight, value_bias, mask, recall.top_k, dropout
             )
