@@ -46,8 +46,12 @@ def call_naming_refusals(
 def dataclass_values(cls: type, values: Mapping[str, Any], key: str) -> dict[str, Any]:
     """``values`` for the config dataclass ``cls`` found under ``key``: a key it does not have is a ConfigError
     listing the ones it has, not a TypeError from its constructor."""
-    known = {field.name for field in fields(cls)}
+    check_known_keys(values, {field.name for field in fields(cls)}, key)
+    return dict(values)
+
+
+def check_known_keys(values: Mapping[str, Any], known: set[str], key: str) -> None:
+    """A key of ``values`` (the node at ``key``) outside ``known`` is a ConfigError listing the known ones."""
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{key}: unknown key(s) {unknown}; known keys are {sorted(known)}")
-    return dict(values)

@@ -105,9 +105,11 @@ class Predictor:
                     if truncated:
                         log.warning(
                             "Input %d (the id of its prediction) is longer than data.max_source_length=%d tokens "
-                            "and is cut to fit, as in training: split it, or train with a larger maximum.",
+                            "and is cut to fit, as in training: split it, or give this command a larger "
+                            "data.max_source_length%s.",
                             index,
                             self.run.cfg.data.max_source_length,
+                            "" if self.run.cfg.model.get("memory") else " with memory=recall (which reads any length)",
                         )
                 results.update(zip(chunk, function(batch), strict=True))
         return [results[i] for i in range(len(examples))]

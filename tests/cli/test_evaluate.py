@@ -6,12 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from tests.conftest import FIXTURE_SIZES
 from tests.helpers import best_checkpoint, run_cli
-from weaver.cli.overrides import changed_values, merge_changes, named_values
+from weaver.cli.overrides import changed_values, command_line_changes, merge_changes, named_values
 from weaver.cli.train import train
+from weaver.config import config_dir, register_resolvers
 
 
 def test_changed_values_are_the_leaves_that_differ() -> None:
@@ -38,6 +41,22 @@ def test_a_new_subtree_set_by_name_changes_only_those_leaves() -> None:
     assert merge_changes({"model.memory": {"top_k": 64}}, named) == named
     chosen = {"model.memory": {"window": 256, "top_k": 64}}
     assert merge_changes(chosen, named) == {**chosen, **named}
+
+
+def test_a_group_choice_counts_even_where_it_is_the_default() -> None:
+    """`memory=none` on a checkpoint trained with memory turns it off, `generation=beam4` on a greedy one searches
+    with beams again: the defaults, but not the checkpoint's, so comparing with the defaults would miss them."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        tool = compose("eval", overrides=["ckpt_path=x.ckpt"])
+        overrides = ["ckpt_path=x.ckpt", "memory=none", "generation=beam4", "split=validation", "seed=3"]
+        changes = command_line_changes(overrides, tool)
+        chosen = command_line_changes(["memory=recall", "model.memory.top_k=8"], tool)
+    assert changes["model.memory"] is None and changes["generation.num_beams"] == 4 and changes["seed"] == 3
+    assert not {"ckpt_path", "split"} & changes.keys()
+    assert "generation.max_new_tokens" not in changes  # the same in every generation option: the checkpoint's stays
+    assert chosen["model.memory"]["window"] == 256 and chosen["model.memory.top_k"] == 8
 
 
 @pytest.mark.slow

@@ -77,6 +77,9 @@ def test_input_and_checkpoint_are_required(tmp_path: Path) -> None:
     assert result.returncode == 1 and "Give exactly one of input_file=<file> and input=" in result.stderr
     result = run_cli("ckpt_path=x.ckpt", "input=hi", "batch_size=0", cwd=tmp_path, script="predict.py")
     assert result.returncode == 1 and "batch_size must be a positive integer, got 0" in result.stderr
+    for script in ("predict.py", "explain.py"):
+        result = run_cli("ckpt_path=x.ckpt", "input=", cwd=tmp_path, script=script)
+        assert result.returncode == 1 and 'Error: input is empty: give the text, input="<text>".' in result.stderr
 
 
 def predictor_for(builder: DialoguePairs) -> Predictor:

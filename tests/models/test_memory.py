@@ -248,6 +248,13 @@ def test_bad_memory_settings_name_the_key(settings, message):
         tiny_model(memory={"window": 32, "stride": 16, **settings})
 
 
+def test_an_unknown_memory_setting_lists_the_keys_the_config_takes():
+    with pytest.raises(
+        ConfigError, match=r"unknown key\(s\) \['topk'\]; known keys are \[.*'prefix_token', .*'segment_token', "
+    ):
+        memory_from_settings({"window": 32, "topk": 4})
+
+
 @pytest.mark.parametrize("name", ["prefix_token", "segment_token"])
 def test_marker_tokens_are_looked_up_in_the_tokenizer_and_a_missing_one_names_the_key(name):
     tokenizer = fast_tokenizer("t5")

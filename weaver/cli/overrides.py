@@ -10,7 +10,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from weaver.cli.entry import entry_point
@@ -51,16 +54,43 @@ def named_values(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return named
 
 
+def training_config(overrides: Sequence[str]) -> Any:
+    """The training config `overrides` compose, unresolved so interpolations survive."""
+    return OmegaConf.to_container(compose(config_name="train", overrides=list(overrides)), resolve=False)
+
+
+def chosen_values(after: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """{dotted key: its value in `after`} for what each group choice among `overrides` decides (`memory=none`,
+    `generation=beam4`): the values in which the group's options differ, so that a choice counts even where it is
+    the default, as a checkpoint's own choice may not be."""
+    loader = GlobalHydra.instance().config_loader()
+    chosen: dict[str, Any] = {}
+    for index, override in enumerate(OverridesParser.create().parse_overrides(list(overrides))):
+        if override.is_delete() or override.package is not None:
+            continue
+        prefix = override.input_line.split("=", 1)[0]
+        for option in loader.get_group_options(override.key_or_group):
+            if option == override.value():
+                continue
+            other = [*overrides[:index], f"{prefix}={option}", *overrides[index + 1 :]]
+            try:
+                chosen.update(changed_values(training_config(other), after))
+            except HydraException:  # an option the rest of the command cannot take (an experiment overriding it)
+                continue
+    return chosen
+
+
 def command_line_changes(overrides: Sequence[str], tool_cfg: DictConfig) -> dict[str, Any]:
-    """What `overrides` change in the default training config, compared unresolved so interpolations survive,
-    plus every value they set by name; overrides of the tool's own keys (`ckpt_path`, the checkpoint it reads, and
-    those its config adds to the training config's: `split`, `input`, ...) are left out. Needs an initialised Hydra
-    (inside a `@hydra.main` app)."""
-    before = OmegaConf.to_container(compose(config_name="train"), resolve=False)
+    """What `overrides` change in the default training config, plus every value they set by name or decide by a
+    group choice; overrides of the tool's own keys (`ckpt_path`, the checkpoint it reads, and those its config adds
+    to the training config's: `split`, `input`, ...) are left out. Needs an initialised Hydra (inside a
+    `@hydra.main` app)."""
+    before = training_config([])
     own_keys = {"ckpt_path", *(set(tool_cfg) - set(before))}
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in own_keys]
-    after = OmegaConf.to_container(compose(config_name="train", overrides=kept), resolve=False)
-    return merge_changes(changed_values(before, after), named_values(after, kept))
+    after = training_config(kept)
+    named = {**chosen_values(after, kept), **named_values(after, kept)}
+    return merge_changes(changed_values(before, after), named)
 
 
 def merge_changes(changed: dict[str, Any], named: dict[str, Any]) -> dict[str, Any]:

@@ -90,6 +90,8 @@ def check_inputs(cfg: DictConfig, alternative: str = "") -> None:
         raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size!r}.")
     if (cfg.input is None) == (cfg.input_file is None):
         raise ConfigError(f'Give exactly one of input_file=<file> and input="<text>"{alternative}.')
+    if cfg.input is not None and not str(cfg.input).strip():  # a file's empty rows are skipped; this one is all
+        raise ConfigError('input is empty: give the text, input="<text>".')
 
 
 def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:

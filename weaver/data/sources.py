@@ -8,6 +8,7 @@ import json
 import logging
 import lzma
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -112,6 +113,19 @@ def bad_json_line(file: Path) -> str | None:
     return None
 
 
+@contextmanager
+def builder_errors_unlogged() -> Iterator[None]:
+    """`datasets`' file builders log a row they cannot parse as an ERROR, then raise: the DataError raised in its
+    place says it once, counting lines from 1."""
+    builders = logging.getLogger("datasets.packaged_modules")
+    level = builders.level
+    builders.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        builders.setLevel(level)
+
+
 def load_file(split: str, path: str, cache_dir: str | None, key: str | None = None) -> Dataset:
     """One split from a local file; errors name `key` (default `data.<split>_file`)."""
     key = key or f"data.{split}_file"
@@ -120,9 +134,10 @@ def load_file(split: str, path: str, cache_dir: str | None, key: str | None = No
     if builder != "parquet":
         check_text_file(file, key)
     try:
-        return datasets.load_dataset(
-            builder, data_files={split: str(file.resolve())}, split=split, cache_dir=cache_dir, **kwargs
-        )
+        with builder_errors_unlogged():
+            return datasets.load_dataset(
+                builder, data_files={split: str(file.resolve())}, split=split, cache_dir=cache_dir, **kwargs
+            )
     except Exception as error:  # datasets wraps parse errors in several exception types
         cause = (builder == "json" and bad_json_line(file)) or error.__cause__ or error
         raise DataError(f"{key}: cannot read '{path}' as {builder}: {cause}") from error

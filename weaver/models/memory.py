@@ -17,15 +17,17 @@ every source token, (B, S, D); `weaver.models.recall` reads it from the decoder.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from weaver.errors import ConfigError, dataclass_values
+from weaver.errors import ConfigError, check_known_keys, dataclass_values
 
 TRAINING_MODES = ("recall", "full")
+# `model.memory` keys naming a token by its text, each filling the `<name>_id` field with its id.
+MARKER_TOKENS = {"prefix_token", "segment_token"}
 
 
 @dataclass
@@ -82,7 +84,8 @@ def memory_from_settings(settings: Mapping[str, Any] | None, tokenizer: Any = No
     if settings is None:
         return None
     values = dict(settings)
-    for name in ("prefix_token", "segment_token"):
+    check_known_keys(values, {field.name for field in fields(MemoryConfig)} | MARKER_TOKENS, "model.memory")
+    for name in MARKER_TOKENS:
         token = values.pop(name, None)
         if token is not None:
             values[f"{name}_id"] = token_id(tokenizer, token, f"model.memory.{name}")

@@ -16,13 +16,13 @@ overlap by 2 (ngram - 1) tokens or more (checked), so windowed and one-pass enco
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from weaver.errors import ConfigError, dataclass_values
+from weaver.errors import ConfigError, check_known_keys, dataclass_values
 from weaver.models.memory import MemoryConfig, prefix_lengths, token_id
 
 
@@ -61,6 +61,7 @@ def query_match_from_settings(settings: Mapping[str, Any] | None, tokenizer: Any
     if settings is None:
         return None
     values = dict(settings)
+    check_known_keys(values, {field.name for field in fields(QueryMatchConfig)} | {"query_token"}, "model.query_match")
     query_token = values.pop("query_token", None)
     if query_token is not None:
         values["query_token_id"] = token_id(tokenizer, query_token, "model.query_match.query_token")
