@@ -33,6 +33,9 @@ class Example:
     source: str
     reference: str | None = None
     context: list[str] = field(default_factory=list)  # dialogue: formatted history turns, oldest first
+    # Where it comes from: the input's row (0-based; a .txt file's line), so rows skipped as empty leave gaps rather
+    # than shifting the ids after them; with a pair builder, the example's id among those the rows expand into.
+    id: int = 0
 
 
 class Predictor:
@@ -57,13 +60,15 @@ class Predictor:
         their source field, and their target field as the reference when the file has it."""
         if self.run.cfg.data.get("pair_builder"):  # rows become examples as in training: conversations, recall sets
             pairs = self.pair_builder.build_pairs(dataset, "input")
-            return [Example(row["source"], row["target"], row.get("context") or []) for row in pairs]
+            return [Example(row["source"], row["target"], row.get("context") or [], row["example_id"]) for row in pairs]
         source_field, target_field = self.run.cfg.data.source_field, self.run.cfg.data.target_field
         check_columns(dataset, "input", {"source_field": source_field})
         has_references = target_field.split(".")[0] in dataset.column_names
         # Without references the source stands in for the target column select_pairs wants; it is not used.
         pairs = select_pairs(dataset, "input", source_field, target_field if has_references else source_field)
-        return [Example(row["source"], row["target"] if has_references else None) for row in pairs]
+        return [
+            Example(row["source"], row["target"] if has_references else None, id=row["example_id"]) for row in pairs
+        ]
 
     def encode(self, examples: list[Example]) -> dict[str, Any]:
         """Padded ids on the model's device, and for each example whether its source was cut to fit."""
@@ -107,7 +112,7 @@ class Predictor:
                             "Input %d (the id of its prediction) is longer than data.max_source_length=%d tokens "
                             "and is cut to fit, as in training: split it, or give this command a larger "
                             "data.max_source_length%s.",
-                            index,
+                            examples[index].id,
                             self.run.cfg.data.max_source_length,
                             "" if self.run.cfg.model.get("memory") else " with memory=recall (which reads any length)",
                         )
@@ -129,12 +134,12 @@ class Predictor:
         context = [*topic_context, *history[max(0, len(history) - kept) :]]
         return next(self.generate([Example(source=builder.turn_separator.join(context), context=context)]))
 
-    def example(self, text: str) -> Example:
+    def example(self, text: str, id: int = 0) -> Example:
         """One raw input: a source, or for dialogue a one-turn history."""
         text = text.strip()
         if self.is_dialogue:
-            return Example(source=self.format_turn(0, text), context=[self.format_turn(0, text)])
-        return Example(source=text)
+            return Example(source=self.format_turn(0, text), context=[self.format_turn(0, text)], id=id)
+        return Example(source=text, id=id)
 
     def format_turn(self, speaker: int, text: str) -> str:
         return f"{self.pair_builder.speaker_tokens[speaker % len(self.pair_builder.speaker_tokens)]}{text.strip()}"

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import sacrebleu
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tests.conftest import embedded_rows, tiny_run_config, write_jsonl
 from tests.helpers import best_checkpoint, run_cli
 from tests.tasks.test_dialogue_task import chitchat_slice  # noqa: F401 (a fixture)
-from weaver.cli.predict import chat
+from weaver.checkpoints import restore_run
+from weaver.cli.predict import chat, read_examples
 from weaver.cli.train import train
 from weaver.data.dialogue import DialoguePairs
 from weaver.errors import ConfigError
@@ -25,6 +26,18 @@ def predict_cli(*args: str, cwd: Path, **kwargs: object) -> tuple[list[dict], Pa
     (run_dir,) = (cwd / "outputs" / "predict").glob("*/*")
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     return rows, run_dir
+
+
+def test_prediction_ids_are_input_rows_so_skipped_rows_leave_gaps(translation_checkpoint: Path, tmp_path: Path) -> None:
+    predictor = Predictor(restore_run(translation_checkpoint))
+    rows = [{"en": "a cat"}, {"en": ""}, {"en": None}, {"en": "two dogs"}]
+    jsonl = write_jsonl(tmp_path / "inputs.jsonl", rows)
+    text = tmp_path / "inputs.txt"
+    text.write_text("a cat\n\n   \ntwo dogs\n")
+    for path in (jsonl, text):
+        cfg = OmegaConf.create({"input": None, "input_file": str(path), "paths": {"cache_dir": str(tmp_path)}})
+        examples = read_examples(cfg, predictor)
+        assert [(example.id, example.source) for example in examples] == [(0, "a cat"), (3, "two dogs")]
 
 
 @pytest.mark.slow

@@ -5,11 +5,13 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from tests.helpers import LONG_TINY_RUN, announce_step, another_run_holding, start, wait_for_line
+from weaver.callbacks import FiniteModelCheckpoint
 from weaver.cli.resume import apply_resume, find_unfinished_run
 from weaver.errors import ConfigError
 
@@ -36,6 +38,40 @@ def test_resume_finds_the_newest_unfinished_run_of_the_same_command(tmp_path: Pa
     assert find_unfinished_run(current, [*command, "resume=auto", "hydra.run.dir=x"]) == older
     newer = fake_run(task / "d2" / "t0", list(reversed(command)))
     assert find_unfinished_run(current, command) == newer
+
+
+def test_a_run_whose_continuation_finished_is_not_continued_again(tmp_path: Path) -> None:
+    """Killed at t1, continued in t2 (killed too), then in t3, which finished: nothing of this command is left to
+    continue, though t1 and t2 never wrote metrics.json."""
+    task = tmp_path / "outputs" / "translation"
+    command = ["task=translation", "trainer.max_steps=40"]
+    killed = fake_run(task / "d1" / "t1", command)
+    continuation = task / "d1" / "t2"
+    cfg = OmegaConf.create({"resume": "auto", "ckpt_path": None, "paths": {"output_dir": str(continuation)}})
+    apply_resume(cfg, [*command, "resume=auto"])
+    assert (continuation / "run_info" / "resumed_from.txt").read_text() == f"{killed}\n"
+    fake_run(continuation, command)
+    assert find_unfinished_run(task / "d2" / "t9", command) == continuation
+    last = fake_run(task / "d1" / "t3", command, finished=True)
+    (last / "run_info").mkdir()
+    (last / "run_info" / "resumed_from.txt").write_text(f"{continuation}\n")
+    assert find_unfinished_run(task / "d2" / "t9", command) is None
+
+
+def test_a_continuation_keeps_the_best_score_of_the_run_it_continues(tmp_path: Path) -> None:
+    """Resumed in a folder of its own, the checkpoint callback still knows the earlier run's best: a worse score
+    is no new best, and the earlier run's files are never deleted."""
+    earlier = FiniteModelCheckpoint(dirpath=tmp_path / "t1" / "checkpoints", monitor="val/bleu", mode="max")
+    best = str(tmp_path / "t1" / "checkpoints" / "best.ckpt")
+    earlier.best_k_models, earlier.best_model_path, earlier.kth_best_model_path = {best: torch.tensor(30.0)}, best, best
+    earlier.best_model_score = earlier.kth_value = torch.tensor(30.0)
+    continuation = FiniteModelCheckpoint(dirpath=tmp_path / "t2" / "checkpoints", monitor="val/bleu", mode="max")
+    continuation.load_state_dict(earlier.state_dict())
+    trainer = L.Trainer(logger=False, default_root_dir=tmp_path)
+    assert continuation.best_model_score == 30.0 and continuation.best_model_path == best
+    assert not continuation.check_monitor_top_k(trainer, torch.tensor(20.0))
+    assert continuation.check_monitor_top_k(trainer, torch.tensor(31.0))
+    assert not continuation._should_remove_checkpoint(trainer, best, str(tmp_path / "t2" / "checkpoints" / "b.ckpt"))
 
 
 def test_resume_refuses_a_run_that_is_still_running(tmp_path: Path) -> None:

@@ -34,6 +34,18 @@ def test_train_writes_checkpoint_predictions_and_metrics(train_config: DictConfi
     assert len(samples) == 10 and set(samples[0]) == {"id", "source", "reference", "hypothesis"}  # 5 per validation
 
 
+def test_a_run_without_loggers_ends_with_last_ckpt_at_its_final_step(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """`logger=none` needs no learning-rate monitor's logger, and a run stopping between two validations (step 5,
+    validations at 3 and 6) still leaves its final weights in last.ckpt."""
+    cfg = tiny_run_config(
+        [f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING, "logger=none", "trainer.max_steps=5", "test=false"],
+        tmp_path,
+    )
+    train(cfg)
+    last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 5
+
+
 @pytest.mark.slow
 def test_command_line_debug_run_writes_one_output_dir(tiny_data_dir: Path, tmp_path: Path) -> None:
     result = run_cli("debug=fast", f"data.data_dir={tiny_data_dir}", *TINY, cwd=tmp_path)

@@ -1,6 +1,7 @@
 """Lightning callbacks of the platform (the stock ones are configured in conf/callbacks/)."""
 
 from weaver.callbacks.ema import ExponentialMovingAverage
+from weaver.callbacks.last_checkpoint import LastCheckpoint
 from weaver.callbacks.non_finite import FiniteModelCheckpoint, NonFiniteLossGuard
 from weaver.callbacks.preemption import CheckpointOnPreemption
 from weaver.callbacks.run_config import RunConfigInCheckpoint
@@ -10,6 +11,7 @@ __all__ = [
     "CheckpointOnPreemption",
     "ExponentialMovingAverage",
     "FiniteModelCheckpoint",
+    "LastCheckpoint",
     "NonFiniteLossGuard",
     "RunConfigInCheckpoint",
     "ThroughputMonitor",

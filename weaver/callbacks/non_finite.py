@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -98,7 +99,15 @@ def last_good_checkpoint(trainer: Trainer) -> str:
 
 class FiniteModelCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint, except that a NaN or infinite score is never saved as a best checkpoint
-    (Lightning saves it as -inf while fewer than `save_top_k` are kept, so a diverged run would leave a "best")."""
+    (Lightning saves it as -inf while fewer than `save_top_k` are kept, so a diverged run would leave a "best"), and
+    that a run continued in a folder of its own (`resume=auto`) keeps the best scores and checkpoints of the run it
+    continues."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning keeps only `best_model_path` of a checkpoint saved in another folder, so the continuation's
+        first validation would become its best however it scored, and its test would take that. Its files stay
+        where they are: Lightning deletes no checkpoint outside this callback's folder."""
+        super().load_state_dict({**state_dict, "dirpath": self.dirpath})
 
     def check_monitor_top_k(self, trainer: Trainer, current: torch.Tensor | None = None) -> bool:
         if current is not None and not torch.isfinite(current):

@@ -49,7 +49,7 @@ def explain(cfg: DictConfig, changes: dict[str, Any]) -> list[Path]:
     output_dir = Path(cfg.paths.output_dir)
     written = []
     for index, (example, explanation) in enumerate(zip(examples, explanations, strict=True)):
-        extra = {"id": index, "source": example.source}
+        extra = {"id": example.id, "source": example.source}
         written += write_views(explanation, output_dir / f"example_{index:03d}", extra, cfg.max_heatmap_tokens)
     log.info("Wrote the relevance of %d outputs (%s) to %s", len(examples), explainer.method, output_dir)
     return written

@@ -1,8 +1,8 @@
 """`python predict.py ckpt_path=... input_file=... | input="..." | interactive=true` / `weaver-predict`.
 
-Writes JSONL (`id`, `source`, `hypothesis`; with `reference` and the task's main metric on that example as `score`
-when the input has references; with `explain=true`, the source spans the output attended to most as `spans`) and,
-with references, the corpus metrics and their signatures to `metrics.json`.
+Writes JSONL (`id`: the input's row, 0-based; `source`, `hypothesis`; with `reference` and the task's main metric
+on that example as `score` when the input has references; with `explain=true`, the source spans the output attended
+to most as `spans`) and, with references, the corpus metrics and their signatures to `metrics.json`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def read_examples(cfg: DictConfig, predictor: Predictor) -> list[Example]:
     path = existing_file(cfg.input_file, "input_file")
     if path.suffix == ".txt":  # one source per line
         try:
-            return [predictor.example(line) for _, line in text_lines(path) if line.strip()]
+            return [predictor.example(line, number - 1) for number, line in text_lines(path) if line.strip()]
         except DataError as error:
             raise DataError(f"input_file: {error}") from None
     dataset: Dataset = load_file("input", str(path), cfg.paths.cache_dir, key="input_file")
@@ -50,7 +50,7 @@ def write_predictions(
     partial = path.with_name(path.name + ".partial")
     with partial.open("w", encoding="utf-8") as file:
         for index, (example, hypothesis) in enumerate(zip(examples, hypotheses, strict=True)):
-            record: dict[str, Any] = {"id": index, "source": example.source, "hypothesis": hypothesis}
+            record: dict[str, Any] = {"id": example.id, "source": example.source, "hypothesis": hypothesis}
             if example.reference is not None:
                 record["reference"] = example.reference
                 scores = predictor.run.task.score([hypothesis], [example.reference], [example.source])

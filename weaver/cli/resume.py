@@ -2,7 +2,9 @@
 
 The run continued is the newest run folder beside this one (under the same task folder, e.g. `outputs/<task>/`;
 this very folder when SLURM requeues a job) whose recorded overrides are this command's and that did not finish
-(no `metrics.json`); it continues from its `checkpoints/last.ckpt`, logging to the same W&B run.
+(no `metrics.json`, and no continuation that finished); it continues from its `checkpoints/last.ckpt`, logging to
+the same W&B run. The continuation writes to its own folder, leaving the earlier run's files as they are, and names
+the run it continued in `run_info/resumed_from.txt`.
 """
 
 from __future__ import annotations
@@ -25,18 +27,31 @@ def command_overrides(overrides: list[str]) -> list[str]:
     return sorted(o for o in overrides if not o.lstrip("+~").startswith(("resume=", "hydra.")))
 
 
+RESUMED_FROM = Path("run_info") / "resumed_from.txt"
+
+
 def find_unfinished_run(output_dir: Path, overrides: list[str], search_depth: int = 2) -> Path | None:
     """The newest unfinished run folder with `overrides` near `output_dir` (see the module docstring)."""
     root = output_dir.parents[search_depth - 1]
     wanted = command_overrides(overrides)
-    candidates = []
-    for listed in root.glob("/".join(["*"] * search_depth) + "/.hydra/overrides.yaml"):
-        run = listed.parent.parent
-        if (run / "metrics.json").is_file() or not (run / "checkpoints" / "last.ckpt").is_file():
-            continue
-        if command_overrides([str(o) for o in OmegaConf.load(listed)]) == wanted:
-            candidates.append(run)
+    runs = [
+        listed.parent.parent
+        for listed in root.glob("/".join(["*"] * search_depth) + "/.hydra/overrides.yaml")
+        if command_overrides([str(o) for o in OmegaConf.load(listed)]) == wanted
+    ]
+    finished = finished_runs(runs)
+    candidates = [run for run in runs if run not in finished and (run / "checkpoints" / "last.ckpt").is_file()]
     return max(candidates, key=lambda run: (run / "checkpoints" / "last.ckpt").stat().st_mtime, default=None)
+
+
+def finished_runs(runs: list[Path]) -> set[Path]:
+    """The runs among `runs` that wrote `metrics.json`, and those a finished run continued, however many
+    continuations ago."""
+    finished = {run for run in runs if (run / "metrics.json").is_file()}
+    continued = {run: Path((run / RESUMED_FROM).read_text().strip()) for run in runs if (run / RESUMED_FROM).is_file()}
+    while newly := {continued[run] for run in finished if run in continued} - finished:
+        finished |= newly
+    return finished
 
 
 def wandb_run_id(run: Path) -> str | None:
@@ -62,6 +77,10 @@ def apply_resume(cfg: DictConfig, overrides: list[str]) -> None:
             f"resume=auto: {run}, the latest unfinished run of this command, is still running (PID {holder}); "
             "stop it first, or drop resume=auto to start afresh."
         )
+    output_dir = Path(cfg.paths.output_dir)
+    if run != output_dir and is_first_process():
+        (output_dir / RESUMED_FROM).parent.mkdir(parents=True, exist_ok=True)
+        (output_dir / RESUMED_FROM).write_text(f"{run}\n")
     with open_dict(cfg):
         cfg.ckpt_path = str(run / "checkpoints" / "last.ckpt")
         run_id = wandb_run_id(run)

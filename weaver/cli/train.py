@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -61,6 +61,8 @@ def train_in(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float], dict[
         if isinstance(callback, RunConfigInCheckpoint):
             callback.config = cfg
     loggers = build_named(cfg.get("logger"), "logger")
+    if not loggers:  # `logger=none`: Lightning refuses a learning-rate monitor with nothing to log to
+        callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
     trainer: L.Trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     share_cpu_cores(type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(), trainer.num_devices)
     datamodule = build(cfg.data, "data", tokenizer=build_tokenizer(cfg), cache_dir=cfg.paths.cache_dir)
