@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -65,8 +66,19 @@ def export_checkpoint(
     elif adapter_only:
         (output / GENERATION_CONFIG_FILE).write_text(json.dumps(generation.to_dict(), indent=2) + "\n")
     save_tokenizer(run.tokenizer, output)
+    share_as_umask_allows(output)
     log.info("Exported %s to %s", ckpt_path, output)
     return output
+
+
+def share_as_umask_allows(folder: Path) -> None:
+    """Give the folder's files the permissions the user's umask gives new files: `safetensors` writes its files
+    readable by their owner alone, so an exported model would be unreadable to the rest of a team."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in folder.rglob("*"):
+        if file.is_file():
+            file.chmod(0o666 & ~umask)
 
 
 def save_adapters(model: nn.Module, output: Path, base: str | None) -> None:

@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from weaver.data.datamodule import PairBuilder, pair_builder_for
 from weaver.errors import ConfigError, WeaverError, call_naming_refusals
 from weaver.models.causal_lm import CausalLM
+from weaver.models.weaver import saved_model_path
 from weaver.utils.hardware import check_devices
 
 
@@ -41,7 +42,7 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise ConfigError(f"{key}: {error} (check the keys under '{key}')") from error
     if node.get("_partial_"):  # the config asks for a factory, completed later (optimizers, schedulers)
         return functools.partial(factory, **kwargs)
-    return call_naming_refusals(key, (MisconfigurationException, ValueError), factory, **kwargs)
+    return call_naming_refusals(key, (MisconfigurationException, ValueError, TypeError), factory, **kwargs)
 
 
 def check_keys(factory: Any, key: str) -> None:
@@ -77,6 +78,7 @@ def build_tokenizer(cfg: DictConfig) -> Any:
     every embedding a different token, so it is refused before any data is read."""
     init_from = cfg.model.get("init_from")
     if init_from is not None:
+        saved_model_path(init_from)  # named as the model's key, before the tokenizer looks for its files there
         source, target = cfg.tokenizer.get("name_or_path"), cfg.tokenizer.get("_target_")
         if target != PRETRAINED_TOKENIZER or source != init_from:
             given = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,9 @@ def test_native_export_generates_the_checkpoint_tokens_in_a_fresh_process(
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= {
         p.name for p in output.iterdir()
     }
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {path.stat().st_mode & 0o777 for path in output.iterdir()} == {0o666 & ~umask}  # readable as usual
     assert fresh_process_tokens(output, "weaver") == checkpoint_tokens(ckpt)
 
 

@@ -41,6 +41,19 @@ def test_missing_splits_are_carved_from_train_reproducibly(tmp_path: Path) -> No
     assert not set(first["test"]["source"]) & set(first["train"]["source"])
 
 
+def test_a_test_file_alone_replaces_that_split_of_the_data_dir(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split, rows in (("train", PAIRS[:40]), ("validation", PAIRS[40:50]), ("test", PAIRS[50:])):
+        write_jsonl(folder / f"{split}.jsonl", rows)
+    mine = write_jsonl(tmp_path / "mine.jsonl", [{"en": "my own test", "de": "mein eigener Test"}])
+    pairs = datamodule(tmp_path, data_dir=str(folder), test_file=str(mine)).pairs()
+    assert pairs["test"]["source"] == ["my own test"]
+    assert (len(pairs["train"]), len(pairs["validation"])) == (40, 10)
+    with pytest.raises(ConfigError, match="data.train_file is required when data.validation_file or data.test_file"):
+        datamodule(tmp_path, test_file=str(mine)).pairs()
+
+
 def test_a_train_fraction_keeps_a_seeded_nested_subset_and_whole_evaluation_splits(tmp_path: Path) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", PAIRS)
     carve = {"train_file": str(train), "validation_fraction": 0.1, "test_fraction": 0.1}

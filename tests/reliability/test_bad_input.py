@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from datasets import Dataset
 from omegaconf import DictConfig, open_dict
 
 from tests.conftest import write_jsonl
@@ -14,7 +15,7 @@ from tests.helpers import TINY, run_cli
 from weaver.checkpoints import read_checkpoint, restore_run
 from weaver.cli.train import train
 from weaver.data import Seq2SeqDataModule, TrainedTokenizer
-from weaver.data.sources import load_file
+from weaver.data.sources import carve_missing_splits, load_file
 from weaver.errors import ConfigError, DataError, WeaverError
 from weaver.inference import Example, Predictor
 
@@ -58,6 +59,22 @@ def test_a_broken_json_line_is_named_by_its_number_once(tmp_path: Path, caplog: 
         load_file("train", str(broken), str(tmp_path / "cache"))
     assert "as json: line 12 is not valid JSON (Expecting value" in one_line(error)
     assert "Failed to load JSON" not in caplog.text  # datasets' own message, counting rows from 0
+
+
+def test_a_json_line_that_is_not_an_object_is_named(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"en": "a cat", "de": "eine Katze"}\n["a dog", "ein Hund"]\n')
+    with pytest.raises(DataError) as error:
+        load_file("train", str(rows), str(tmp_path / "cache"))
+    assert one_line(error).endswith('as json: line 2 is a JSON list, not an object of fields ({"field": ...})')
+
+
+def test_a_train_file_too_small_to_carve_splits_from_is_named() -> None:
+    with pytest.raises(DataError) as error:
+        carve_missing_splits({"train": Dataset.from_dict({"en": ["one row"], "de": ["eine Zeile"]})}, 0.05, 0.05, 0)
+    assert one_line(error) == (
+        "data.test_fraction=0.05 of the 1 train rows leaves no row for train: give more rows, or a data.test_file."
+    )
 
 
 def test_a_byte_that_is_not_utf8_is_named_with_its_line(tmp_path: Path) -> None:
@@ -145,7 +162,7 @@ def test_an_input_longer_than_the_source_limit_is_named_when_predicting(
 ) -> None:
     predictor = Predictor(restore_run(translation_checkpoint))
     with caplog.at_level(logging.WARNING):
-        list(predictor.generate([Example("a short one"), Example(" ".join(["word"] * 400))]))
+        list(predictor.generate([Example("a short one", id=0), Example(" ".join(["word"] * 400), id=1)]))
     assert caplog.messages == [
         "Input 1 (the id of its prediction) is longer than data.max_source_length=128 tokens and is cut to fit, as "
         "in training: split it, or give this command a larger data.max_source_length with memory=recall (which "

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 
 from tests.helpers import ROOT, TINY, run_cli, start, wait_for_line
+from weaver.errors import ConfigError
+from weaver.utils.hardware import check_devices
 
 
 def test_more_devices_than_cpu_cores_is_refused_before_any_process_starts(tmp_path: Path) -> None:
@@ -19,6 +22,12 @@ def test_more_devices_than_cpu_cores_is_refused_before_any_process_starts(tmp_pa
     assert "Error: trainer.devices=64, but this machine has" in result.stderr
     assert "CPU cores available to this process: set trainer.devices to at most" in result.stderr
     assert "GLOBAL_RANK" not in result.stdout + result.stderr
+
+
+def test_a_gpu_accelerator_on_a_machine_without_gpus_points_at_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ConfigError, match=r"none visible: train on the CPU with hardware=cpu \(or hardware=auto\)"):
+        check_devices("gpu", 1)
 
 
 # A rank started by a launcher that then dies: it prints its pid, and then waits for a signal.

@@ -18,8 +18,8 @@ from omegaconf import DictConfig
 
 from weaver.checkpoints import restore_run
 from weaver.cli.train import write_metrics
-from weaver.data.sources import existing_file, load_file, text_lines
-from weaver.errors import ConfigError, DataError
+from weaver.data.sources import check_text_file, existing_file, load_file, text_lines
+from weaver.errors import ConfigError
 from weaver.explain import Explainer, Explanation
 from weaver.inference import Example, Predictor
 
@@ -31,10 +31,8 @@ def read_examples(cfg: DictConfig, predictor: Predictor) -> list[Example]:
         return [predictor.example(str(cfg.input))]
     path = existing_file(cfg.input_file, "input_file")
     if path.suffix == ".txt":  # one source per line
-        try:
-            return [predictor.example(line, number - 1) for number, line in text_lines(path) if line.strip()]
-        except DataError as error:
-            raise DataError(f"input_file: {error}") from None
+        check_text_file(path, "input_file")  # UTF-8 throughout, and not empty
+        return [predictor.example(line, number - 1) for number, line in text_lines(path) if line.strip()]
     dataset: Dataset = load_file("input", str(path), cfg.paths.cache_dir, key="input_file")
     return predictor.examples_from(dataset)
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from weaver.callbacks import RunConfigInCheckpoint
 from weaver.checkpoint_io import remove_partial_checkpoints
+from weaver.checkpoints import read_checkpoint
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
 from weaver.config import optuna_direction, register_resolvers
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train and/or test as `cfg` says; returns the final metrics and the objects built (for tests and sweeps)."""
     register_resolvers()
+    if cfg.get("ckpt_path"):  # a missing or unreadable file is named now, not by Lightning once everything is built
+        read_checkpoint(cfg.ckpt_path)
     output_dir = Path(cfg.paths.output_dir)
     if not is_first_process():  # the other processes of a multi-device run keep quiet unless something is wrong
         exit_with_launcher()
@@ -50,6 +53,8 @@ def train_in(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float], dict[
     """`train`, once this process may write to `output_dir`."""
     if cfg.get("print_config"):
         print_config(cfg)
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}.")
     L.seed_everything(cfg.seed, workers=True)
     if is_first_process():
         record_provenance(output_dir / "run_info")

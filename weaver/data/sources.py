@@ -105,11 +105,14 @@ def check_text_file(file: Path, key: str) -> None:
 def bad_json_line(file: Path) -> str | None:
     """Where a JSON-lines file stops being JSON (pyarrow's message gives a byte offset into a block, not a line)."""
     for number, text in text_lines(file):
+        if not text.strip():
+            continue
         try:
-            if text.strip():
-                json.loads(text.strip())
+            row = json.loads(text.strip())
         except json.JSONDecodeError as error:
             return f"line {number} is not valid JSON ({error.msg} at column {error.colno})"
+        if not isinstance(row, dict):
+            return f'line {number} is a JSON {type(row).__name__}, not an object of fields ({{"field": ...}})'
     return None
 
 
@@ -169,7 +172,13 @@ def carve_missing_splits(
             continue
         if not 0.0 < fraction < 1.0:
             raise ConfigError(f"data.{split}_fraction must be in (0, 1) to carve a {split} split, got {fraction}.")
-        parts = splits["train"].train_test_split(test_size=fraction, seed=seed, shuffle=True)
+        try:
+            parts = splits["train"].train_test_split(test_size=fraction, seed=seed, shuffle=True)
+        except ValueError:  # a split left empty
+            raise DataError(
+                f"data.{split}_fraction={fraction} of the {len(splits['train'])} train rows leaves no row for train: "
+                f"give more rows, or a data.{split}_file."
+            ) from None
         splits["train"], splits[split] = parts["train"], parts["test"]
         log.info("No %s split given: using %d examples of train (seed %d).", split, len(parts["test"]), seed)
     return DatasetDict({split: splits[split] for split in SPLITS})
@@ -203,14 +212,14 @@ def load_splits(
     train_fraction: float | None = None,
     cache_dir: str | None = None,
 ) -> DatasetDict:
-    """Explicit files win over `data_dir`, which wins over a Hub dataset."""
+    """Explicit files win over `data_dir`, which wins over a Hub dataset: a `train_file` replaces them, a
+    validation or test file alone replaces that split of theirs (`eval.py data.test_file=...` on a checkpoint
+    trained on `data_dir`)."""
     explicit = {s: f for s, f in zip(SPLITS, (train_file, validation_file, test_file), strict=True) if f}
-    if explicit:
-        if "train" not in explicit:
-            raise ConfigError("data.train_file is required when data.validation_file or data.test_file is set.")
+    if "train" in explicit:
         if data_dir:
             log.info("data.train_file is set, so data.data_dir (%s) is not used.", data_dir)
-        splits = {split: load_file(split, path, cache_dir) for split, path in explicit.items()}
+        splits: dict[str, Dataset] = {}
     elif data_dir:
         splits = {split: load_file(split, path, cache_dir) for split, path in files_in_dir(data_dir).items()}
     elif dataset_name:
@@ -218,10 +227,19 @@ def load_splits(
         splits = {SPLIT_ALIASES.get(name, name): data for name, data in hub.items()}
         if "train" not in splits:
             raise DataError(f"Hub dataset '{dataset_name}' has no train split (it has: {', '.join(hub)}).")
+    elif explicit:
+        raise ConfigError(
+            "data.train_file is required when data.validation_file or data.test_file is set without data.data_dir "
+            "or data.dataset_name to take the other splits from."
+        )
     else:
         raise ConfigError(
             "No data configured: set data.train_file, data.data_dir or data.dataset_name (see conf/data/)."
         )
+    for split, path in explicit.items():
+        if split in splits:
+            log.info("data.%s_file replaces the %s split of %s.", split, split, data_dir or dataset_name)
+        splits[split] = load_file(split, path, cache_dir)
     splits = carve_missing_splits(splits, validation_fraction, test_fraction, split_seed)
     return keep_train_fraction(splits, train_fraction, split_seed)
 

@@ -585,6 +585,14 @@ def build_weaver(
     return _prepared(WeaverModel(config), activation_checkpointing, max_source_length, max_target_length)
 
 
+def saved_model_path(init_from: str) -> Path:
+    """`model.init_from` as a path, which must exist (an exported folder or a .ckpt file)."""
+    path = Path(init_from).expanduser()
+    if not path.exists():
+        raise ConfigError(f"model.init_from='{init_from}' does not exist: give an exported folder or a .ckpt file.")
+    return path
+
+
 def load_weaver(
     init_from: str,
     tokenizer: PreTrainedTokenizerBase | None = None,
@@ -602,9 +610,7 @@ def load_weaver(
     weights, and a model pretrained without dropout is usually fine-tuned with it. ``copy_attention`` turned on adds
     the copy module, and ``query_match`` its vector, each from its fresh initialisation while every saved weight is
     kept."""
-    path = Path(init_from).expanduser()
-    if not path.exists():
-        raise ConfigError(f"model.init_from='{init_from}' does not exist: give an exported folder or a .ckpt file.")
+    path = saved_model_path(init_from)
     if path.is_file():
         from weaver.checkpoints import checkpoint_weaver  # it builds models: imported here, not at module load
 

@@ -71,6 +71,11 @@ def check_devices(accelerator: str, devices: Any) -> None:
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     available = torch.cuda.device_count() if on_gpu else len(os.sched_getaffinity(0))
     kind = "visible GPUs" if on_gpu else "CPU cores available to this process"
+    if on_gpu and available == 0:
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} asks for GPUs, but this machine has none visible: train on the CPU "
+            "with hardware=cpu (or hardware=auto)."
+        )
     if requested > available:
         raise ConfigError(
             f"trainer.devices={requested}, but this machine has {available} {kind}: set trainer.devices to at most "
