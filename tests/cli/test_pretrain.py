@@ -159,7 +159,7 @@ def test_an_export_in_half_precision_loads_back_as_the_same_model(pretraining_ch
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        ("/no/such/run.ckpt", "tokenizer.name_or_path='/no/such/run.ckpt' is not a folder"),
+        ("/no/such/run.ckpt", "model.init_from='/no/such/run.ckpt' does not exist: give an exported folder or a"),
         ("{text}", "tokenizer.name_or_path='{text}' is not a readable checkpoint"),
     ],
 )

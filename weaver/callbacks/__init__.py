@@ -1,7 +1,7 @@
 """Lightning callbacks of the platform (the stock ones are configured in conf/callbacks/)."""
 
+from weaver.callbacks.checkpoints import LastCheckpoint
 from weaver.callbacks.ema import ExponentialMovingAverage
-from weaver.callbacks.last_checkpoint import LastCheckpoint
 from weaver.callbacks.non_finite import FiniteModelCheckpoint, NonFiniteLossGuard
 from weaver.callbacks.preemption import CheckpointOnPreemption
 from weaver.callbacks.run_config import RunConfigInCheckpoint

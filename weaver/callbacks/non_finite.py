@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.optim import Optimizer
 
+from weaver.callbacks.checkpoints import ContinuedCheckpoint
 from weaver.errors import ConfigError, TrainingDiverged
 
 log = logging.getLogger(__name__)
@@ -97,17 +96,10 @@ def last_good_checkpoint(trainer: Trainer) -> str:
     return f"The last good checkpoint is {max(paths, key=lambda path: path.stat().st_mtime)}."
 
 
-class FiniteModelCheckpoint(ModelCheckpoint):
+class FiniteModelCheckpoint(ContinuedCheckpoint):
     """Lightning's ModelCheckpoint, except that a NaN or infinite score is never saved as a best checkpoint
     (Lightning saves it as -inf while fewer than `save_top_k` are kept, so a diverged run would leave a "best"), and
-    that a run continued in a folder of its own (`resume=auto`) keeps the best scores and checkpoints of the run it
-    continues."""
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Lightning keeps only `best_model_path` of a checkpoint saved in another folder, so the continuation's
-        first validation would become its best however it scored, and its test would take that. Its files stay
-        where they are: Lightning deletes no checkpoint outside this callback's folder."""
-        super().load_state_dict({**state_dict, "dirpath": self.dirpath})
+    that a run continued in a folder of its own (`resume=auto`) keeps the best of the run it continues."""
 
     def check_monitor_top_k(self, trainer: Trainer, current: torch.Tensor | None = None) -> bool:
         if current is not None and not torch.isfinite(current):
