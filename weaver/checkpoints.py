@@ -6,6 +6,7 @@ Checkpoints are read with `weights_only=True`: tensors, numbers, strings and byt
 from __future__ import annotations
 
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,19 +32,32 @@ class RestoredRun:
     task: Seq2SeqTask  # in eval mode, on the CPU
 
 
-def read_checkpoint(path: str | Path | None, key: str = "ckpt_path") -> dict[str, Any]:
-    """The checkpoint at `path`; errors name the config `key` that gave it."""
+def checkpoint_file(path: str | Path | None, key: str = "ckpt_path") -> Path:
+    """`path`, checked without reading it whole: a file, and a complete zip archive, as `torch.save` writes (a
+    truncated one lacks the directory at its end)."""
     require_checkpoint(path, key)
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"{key}='{path}' is not a file.")
+    if not zipfile.is_zipfile(path):
+        raise unreadable_checkpoint(path, key, "it is no complete zip archive")
+    return path
+
+
+def unreadable_checkpoint(path: Path, key: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"{key}='{path}' is not a readable checkpoint (truncated, or not a checkpoint at all: {why}). Give a .ckpt "
+        "file from a run's checkpoints/ folder."
+    )
+
+
+def read_checkpoint(path: str | Path | None, key: str = "ckpt_path") -> dict[str, Any]:
+    """The checkpoint at `path`; errors name the config `key` that gave it."""
+    path = checkpoint_file(path, key)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load fails on a foreign file with whatever its parser meets first
-        raise ConfigError(
-            f"{key}='{path}' is not a readable checkpoint (truncated, or not a checkpoint at all: torch.load "
-            f"raised {type(error).__name__}). Give a .ckpt file from a run's checkpoints/ folder."
-        ) from error
+        raise unreadable_checkpoint(path, key, f"torch.load raised {type(error).__name__}") from error
     if not isinstance(checkpoint, dict):
         raise ConfigError(f"{key}='{path}' holds a {type(checkpoint).__name__}, not a training checkpoint.")
     missing = [key for key in (CONFIG_KEY, TOKENIZER_KEY, "state_dict") if key not in checkpoint]

@@ -117,12 +117,18 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path: Path) -> None:
     assert notes.read_text() == "hello world\n"
 
 
-def test_a_truncated_checkpoint_is_named(translation_checkpoint: Path, tmp_path: Path) -> None:
-    truncated = tmp_path / "truncated.ckpt"
+def test_a_truncated_checkpoint_is_named(translation_checkpoint: Path, train_config: DictConfig) -> None:
+    truncated = Path(train_config.paths.cache_dir) / "truncated.ckpt"
+    truncated.parent.mkdir(parents=True)
     truncated.write_bytes(translation_checkpoint.read_bytes()[:100_000])
     with pytest.raises(ConfigError) as error:
         read_checkpoint(truncated)
     assert "is not a readable checkpoint (truncated, or not a checkpoint at all" in one_line(error)
+    with open_dict(train_config):  # train.py names it before building anything, not Lightning once all is built
+        train_config.ckpt_path = str(truncated)
+    with pytest.raises(ConfigError, match="is not a readable checkpoint .*: it is no complete zip archive"):
+        train(train_config)
+    assert not Path(train_config.paths.output_dir).exists()
 
 
 def test_a_missing_checkpoint_is_named(tmp_path: Path) -> None:

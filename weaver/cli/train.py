@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from weaver.callbacks import RunConfigInCheckpoint
 from weaver.checkpoint_io import remove_partial_checkpoints
-from weaver.checkpoints import read_checkpoint
+from weaver.checkpoints import checkpoint_file
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
 from weaver.config import optuna_direction, register_resolvers
@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train and/or test as `cfg` says; returns the final metrics and the objects built (for tests and sweeps)."""
     register_resolvers()
-    if cfg.get("ckpt_path"):  # a missing or unreadable file is named now, not by Lightning once everything is built
-        read_checkpoint(cfg.ckpt_path)
+    if cfg.get("ckpt_path"):  # a missing or truncated file is named now, not by Lightning once everything is built
+        checkpoint_file(cfg.ckpt_path)
     output_dir = Path(cfg.paths.output_dir)
     if not is_first_process():  # the other processes of a multi-device run keep quiet unless something is wrong
         exit_with_launcher()
