@@ -4,6 +4,7 @@ from weaver.callbacks.checkpoints import LastCheckpoint
 from weaver.callbacks.ema import ExponentialMovingAverage
 from weaver.callbacks.non_finite import FiniteModelCheckpoint, NonFiniteLossGuard
 from weaver.callbacks.preemption import CheckpointOnPreemption
+from weaver.callbacks.progress import ProgressBar
 from weaver.callbacks.run_config import RunConfigInCheckpoint
 from weaver.callbacks.throughput import ThroughputMonitor
 
@@ -13,6 +14,7 @@ __all__ = [
     "FiniteModelCheckpoint",
     "LastCheckpoint",
     "NonFiniteLossGuard",
+    "ProgressBar",
     "RunConfigInCheckpoint",
     "ThroughputMonitor",
 ]

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from weaver.callbacks import ProgressBar
 from weaver.checkpoints import restore_run
 from weaver.cli.train import scalar_metrics, write_metrics
 from weaver.data import GivenTokenizer
@@ -43,7 +43,7 @@ def evaluate(cfg: DictConfig, changes: dict[str, Any]) -> dict[str, float]:
     log.info("Evaluating %s on the %s split", cfg.ckpt_path, cfg.split)
     OmegaConf.save(run.cfg, output_dir / "run_config.yaml")  # the checkpoint's config with these overrides
     datamodule = build(run.cfg.data, "data", tokenizer=GivenTokenizer(run.tokenizer), cache_dir=cfg.paths.cache_dir)
-    trainer: L.Trainer = build_trainer(run.cfg.trainer, callbacks=[RichProgressBar()], logger=False)
+    trainer: L.Trainer = build_trainer(run.cfg.trainer, callbacks=[ProgressBar()], logger=False)
     if cfg.split == "test":
         trainer.test(run.task, datamodule=datamodule)
     else:
