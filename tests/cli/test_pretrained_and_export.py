@@ -31,11 +31,12 @@ import json, sys
 import weaver
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 folder, kind, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-batch = AutoTokenizer.from_pretrained(folder)(texts, padding=True, return_tensors="pt")
+model = AutoModelForSeq2SeqLM.from_pretrained(folder).eval() if kind == "hf" else weaver.from_pretrained(folder)
+batch = AutoTokenizer.from_pretrained(folder)(texts, padding=True, return_tensors="pt")  # as the README loads them
 if kind == "hf":
-    tokens = AutoModelForSeq2SeqLM.from_pretrained(folder).eval().generate(**batch)[:, 1:]
+    tokens = model.generate(**batch)[:, 1:]
 else:
-    tokens = weaver.from_pretrained(folder).generate(batch["input_ids"], batch["attention_mask"])
+    tokens = model.generate(batch["input_ids"], batch["attention_mask"])
 print(json.dumps(tokens.tolist()))
 """
 
@@ -62,6 +63,7 @@ def fresh_process_tokens(folder: Path, kind: str) -> list[list[int]]:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "You are using a model of type" not in result.stderr  # transformers knows the exported model's type
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from transformers import PreTrainedTokenizerBase
+from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
 
 from weaver.errors import ConfigError, dataclass_values
 from weaver.generation import GenerationConfig
@@ -39,6 +39,16 @@ MODEL_TYPE = "weaver"
 log = logging.getLogger(__name__)
 
 CONFIG_FILE, WEIGHTS_FILE, GENERATION_CONFIG_FILE = "config.json", "model.safetensors", "generation_config.json"
+
+
+class WeaverHFConfig(PretrainedConfig):
+    """An exported model's `config.json` as `transformers` reads it: registered with `AutoConfig`, so that
+    `AutoTokenizer.from_pretrained(<exported folder>)` knows the model type instead of warning about it."""
+
+    model_type = MODEL_TYPE
+
+
+AutoConfig.register(MODEL_TYPE, WeaverHFConfig, exist_ok=True)
 
 
 @dataclass
