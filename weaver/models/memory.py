@@ -27,7 +27,7 @@ from weaver.errors import ConfigError, check_known_keys, dataclass_values
 
 TRAINING_MODES = ("recall", "full")
 # `model.memory` keys naming a token by its text, each filling the `<name>_id` field with its id.
-MARKER_TOKENS = {"prefix_token", "segment_token"}
+MARKER_TOKENS = ("prefix_token", "segment_token")
 
 
 @dataclass
@@ -84,7 +84,7 @@ def memory_from_settings(settings: Mapping[str, Any] | None, tokenizer: Any = No
     if settings is None:
         return None
     values = dict(settings)
-    check_known_keys(values, {field.name for field in fields(MemoryConfig)} | MARKER_TOKENS, "model.memory")
+    check_known_keys(values, {field.name for field in fields(MemoryConfig)} | set(MARKER_TOKENS), "model.memory")
     for name in MARKER_TOKENS:
         token = values.pop(name, None)
         if token is not None:
