@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import pytest
@@ -93,11 +94,18 @@ def test_non_positive_lengths_are_rejected() -> None:
         Seq2SeqDataModule(TrainedTokenizer(), source_field="en", target_field="de", max_source_length=0)
 
 
-def test_batches_are_padded_to_their_longest_example_and_truncated(tmp_path: Path) -> None:
+def test_batches_are_padded_to_their_longest_example_and_truncated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     rows = PAIRS[:40] + [{"en": " ".join(["word"] * 200), "de": "kurz"}]
     train = write_jsonl(tmp_path / "train.jsonl", rows)
     dm = datamodule(tmp_path, train_file=str(train), max_source_length=16, batch_size=8)
-    dm.setup("fit")
+    with caplog.at_level(logging.INFO):
+        dm.prepare_data()
+        dm.setup("fit")
+        dm.prepare_data()  # as trainer.test after trainer.fit does
+    truncations = [m for m in caplog.messages if "sources truncated to max_source_length=16" in m]
+    assert len(truncations) == 3 == len({m.split(":")[0] for m in truncations}), "once per split"
     lengths = [len(ids) for split in ("train", "validation", "test") for ids in dm.datasets[split]["input_ids"]]
     assert max(lengths) == 16
     batch = next(iter(dm.dataloader("train", shuffle=False)))

@@ -187,6 +187,7 @@ class Seq2SeqDataModule(LightningDataModule):
         self.datasets: DatasetDict | None = None
         self._lengths: dict[str, dict[str, np.ndarray]] = {}
         self._efficiency_logged = False
+        self._truncation_logged: set[str] = set()
 
     # ---- stages -------------------------------------------------------------------------------------------
 
@@ -303,7 +304,8 @@ class Seq2SeqDataModule(LightningDataModule):
             fingerprint = hashlib.sha256(f"{data._fingerprint}|{recipe}".encode()).hexdigest()[:16]
             splits[split] = data.map(tokenize, batched=True, new_fingerprint=fingerprint, desc=f"Tokenizing {split}")
             truncated = sum(splits[split]["source_truncated"])
-            if truncated:
+            if truncated and fingerprint not in self._truncation_logged:  # prepare_data and setup both tokenize
+                self._truncation_logged.add(fingerprint)
                 log.info(
                     "%s split: %d of %d sources truncated to max_source_length=%d.",
                     split,
