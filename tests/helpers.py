@@ -26,13 +26,18 @@ def user_env(cwd: Path) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str, cwd: Path, timeout: int = 300, script: str = "train.py", stdin_text: str | None = None
+    *args: str,
+    cwd: Path,
+    timeout: int = 300,
+    script: str = "train.py",
+    stdin_text: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """`python <script> args` from the repository root, as a user runs it, offline."""
+    """`python <script> args` from the repository root, as a user runs it, offline (`env`: variables to change)."""
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=cwd,
-        env=user_env(cwd),
+        env={**user_env(cwd), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,21 @@ def test_an_input_longer_than_the_source_limit_is_named_when_predicting(
         "in training: split it, or give this command a larger data.max_source_length with memory=recall (which "
         "reads any length)."
     ]
+
+
+@pytest.mark.parametrize(
+    ("multirun", "message"),
+    [
+        (["-m"], "launcher=slurm submits jobs with SLURM's sbatch and srun, not found on PATH"),
+        ([], "launcher=slurm submits the jobs of a sweep: add -m"),
+    ],
+)
+def test_slurm_launcher_off_a_cluster_is_refused_in_one_line(
+    tmp_path: Path, multirun: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    env = {"PATH": str(Path(sys.executable).parent)}  # python, without SLURM's commands
+    result = run_cli(*multirun, "launcher=slurm", cwd=tmp_path, timeout=120, env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"Error: {message}") and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
