@@ -49,6 +49,8 @@ def test_predictions_with_references_score_as_sacrebleu(translation_checkpoint: 
     expected = sacrebleu.corpus_bleu([r["hypothesis"] for r in rows], [[r["reference"] for r in rows]])
     assert metrics["metrics"]["bleu"] == pytest.approx(expected.score)
     assert metrics["signatures"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    for row in rows:  # one example's BLEU: its sentence BLEU, not a corpus BLEU of one sentence
+        assert row["score"] == pytest.approx(sacrebleu.sentence_bleu(row["hypothesis"], [row["reference"]]).score)
 
 
 @pytest.mark.slow

@@ -49,3 +49,11 @@ def test_loss_is_the_exact_token_mean_over_the_split() -> None:
 def test_shift_right_starts_with_the_start_token_and_hides_label_padding() -> None:
     labels = torch.tensor([[7, 8, 2], [9, 2, -100]])
     assert shift_right(labels, start_token_id=1, pad_token_id=0).tolist() == [[1, 7, 8], [1, 9, 2]]
+
+
+def test_one_example_scores_sentence_bleu_so_a_short_exact_output_scores_100() -> None:
+    task = TranslationTask.__new__(TranslationTask)  # example_score reads no state of the module
+    assert task.example_score("Hallo Welt !", "Hallo Welt !", "Hello world !") == pytest.approx(100.0)
+    for hypothesis, reference in zip(HYPOTHESES, REFERENCES, strict=True):
+        expected = sacrebleu.sentence_bleu(hypothesis, [reference]).score
+        assert task.example_score(hypothesis, reference, "") == pytest.approx(expected)

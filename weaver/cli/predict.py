@@ -51,8 +51,9 @@ def write_predictions(
             record: dict[str, Any] = {"id": example.id, "source": example.source, "hypothesis": hypothesis}
             if example.reference is not None:
                 record["reference"] = example.reference
-                scores = predictor.run.task.score([hypothesis], [example.reference], [example.source])
-                record["score"] = next(iter(scores.values()))
+                score = predictor.run.task.example_score(hypothesis, example.reference, example.source)
+                if score is not None:
+                    record["score"] = score
             if explanations is not None:
                 record["spans"] = [{"text": span.text, "score": span.score} for span in explanations[index].spans()]
             file.write(json.dumps(record, ensure_ascii=False) + "\n")

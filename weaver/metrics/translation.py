@@ -13,3 +13,9 @@ def translation_scores(hypotheses: list[str], references: list[str]) -> tuple[di
     scores = {"bleu": bleu_score.score, "chrf": chrf_score.score}
     signatures = {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())}
     return scores, signatures
+
+
+def sentence_bleu(hypothesis: str, reference: str) -> float:
+    """BLEU of one sentence, with sacreBLEU's effective order: corpus BLEU of a single sentence is 0 whenever it is
+    shorter than 4 tokens, however right."""
+    return BLEU(effective_order=True).sentence_score(hypothesis, [reference]).score

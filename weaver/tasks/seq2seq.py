@@ -421,6 +421,11 @@ class Seq2SeqTask(LightningModule):
         """Corpus-level metrics of the task, named as `metric_names`; the first one is shown in the progress bar."""
         raise NotImplementedError
 
+    def example_score(self, hypothesis: str, reference: str, source: str) -> float | None:
+        """One example's score (a predictions file's `score`): the first metric on that example alone, where the
+        task has one. A task whose corpus metric is not a mean over examples gives its sentence-level form."""
+        return next(iter(self.score([hypothesis], [reference], [source]).values()), None)
+
     def logged_metrics(self, stage: str) -> list[str]:
         """Every metric an evaluation logs under ``stage`` ("val", "test"): what `monitor.metric` may name."""
         return [f"{stage}/{name}" for name in ("loss", "ppl", *self.metric_names)]

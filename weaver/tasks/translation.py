@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from weaver.metrics.translation import translation_scores
+from weaver.metrics.translation import sentence_bleu, translation_scores
 from weaver.tasks.seq2seq import Seq2SeqTask
 
 
@@ -12,3 +12,6 @@ class TranslationTask(Seq2SeqTask):
     def score(self, hypotheses: list[str], references: list[str], sources: list[str]) -> dict[str, float]:
         scores, self.metric_signatures = translation_scores(hypotheses, references)
         return scores
+
+    def example_score(self, hypothesis: str, reference: str, source: str) -> float | None:
+        return sentence_bleu(hypothesis, reference)
