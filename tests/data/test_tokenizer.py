@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer
+from transformers import MBartTokenizer
+from transformers.models.mbart.tokenization_mbart import FAIRSEQ_LANGUAGE_CODES
 
+from tests.models.tiny_hf import train_tokenizer
 from weaver.data import PretrainedTokenizer, TrainedTokenizer
-from weaver.data.tokenizer import save_tokenizer
+from weaver.data.tokenizer import fingerprint_tokenizer, save_tokenizer
 from weaver.errors import ConfigError
 
 TEXTS = [
@@ -98,3 +101,17 @@ def test_checkpoints_of_weaver_0_1_restore_their_tokenizer(tmp_path: Path) -> No
     text = TEXTS[0] + " <sep> " + TEXTS[1]
     assert restored(text)["input_ids"] == trained(text)["input_ids"]
     assert restored.pad_token_id == trained.pad_token_id and restored.decode([trained.eos_token_id]) == "</s>"
+
+
+def test_the_cache_fingerprint_follows_a_target_language_that_only_targets_carry(tmp_path: Path) -> None:
+    train_tokenizer(["<s>", "<pad>", "</s>", "<unk>", *FAIRSEQ_LANGUAGE_CODES, "<mask>"], 400).save(
+        str(tmp_path / "tokenizer.json")
+    )
+
+    def mbart(tgt_lang: str) -> MBartTokenizer:
+        return MBartTokenizer(tokenizer_file=str(tmp_path / "tokenizer.json"), src_lang="en_XX", tgt_lang=tgt_lang)
+
+    german, french = mbart("de_DE"), mbart("fr_XX")
+    assert german(text_target="Hallo")["input_ids"] != french(text_target="Hallo")["input_ids"]
+    assert fingerprint_tokenizer(german) != fingerprint_tokenizer(french)
+    assert fingerprint_tokenizer(german) == fingerprint_tokenizer(mbart("de_DE"))

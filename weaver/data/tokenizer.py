@@ -212,6 +212,9 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: str | Path) -> No
     tokenizer.save_pretrained(str(folder))
 
 
+PYTHON_SIDE_SETTINGS = ("src_lang", "tgt_lang", "truncation_side")
+
+
 def fingerprint_tokenizer(tokenizer: PreTrainedTokenizerBase) -> str:
     """Stable across processes, so tokenized datasets are found again in the `datasets` cache."""
     if isinstance(tokenizer, PreTrainedTokenizerFast):
@@ -223,4 +226,7 @@ def fingerprint_tokenizer(tokenizer: PreTrainedTokenizerBase) -> str:
         state = backend.to_str()
     else:
         state = f"{type(tokenizer).__name__}|{tokenizer.name_or_path}|{len(tokenizer)}"
+    # Settings held in Python, not in the backend: mBART's and NLLB's target language code is added only to
+    # targets (`text_target=`), and the side truncation cuts.
+    state += "".join(f"|{name}={getattr(tokenizer, name, None)}" for name in PYTHON_SIDE_SETTINGS)
     return hashlib.sha256(state.encode()).hexdigest()[:16]
