@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from weaver.tasks.loss import EVAL_ROWS_PER_CHUNK, ROWS_PER_CHUNK, relevance_loss, smoothed_cross_entropy, summed_nll
+from weaver.tasks.loss import EVAL_ROWS_PER_CHUNK, ROWS_PER_CHUNK, example_nll, relevance_loss, smoothed_cross_entropy
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -33,14 +33,19 @@ def test_shapes_are_checked() -> None:
         smoothed_cross_entropy(torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long))
 
 
-def test_summed_evaluation_loss_equals_torch_cross_entropy_of_float_logits() -> None:
+def test_each_examples_evaluation_loss_equals_torch_cross_entropy_of_float_logits() -> None:
     generator = torch.Generator().manual_seed(0)
-    rows = 2 * EVAL_ROWS_PER_CHUNK + 5  # a partial last chunk
-    logits = (4 * torch.randn(rows, 31, generator=generator)).to(torch.bfloat16)
-    labels = torch.randint(0, 31, (rows,), generator=generator)
-    labels[::7] = -100
-    expected = F.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="sum")
-    torch.testing.assert_close(summed_nll(logits, labels), expected, rtol=1e-6, atol=0.0)
+    batch, length = 3, EVAL_ROWS_PER_CHUNK - 1  # chunks that cross examples, and a partial last chunk
+    logits = (4 * torch.randn(batch, length, 31, generator=generator)).to(torch.bfloat16)
+    labels = torch.randint(0, 31, (batch, length), generator=generator)
+    labels[:, ::7] = -100
+    labels[2] = -100  # an example without a target token sums to 0
+    expected = [
+        F.cross_entropy(logits[row].float(), labels[row], ignore_index=-100, reduction="sum") for row in range(2)
+    ]
+    torch.testing.assert_close(
+        example_nll(logits, labels), torch.stack([*expected, torch.tensor(0.0)]), rtol=1e-6, atol=0.0
+    )
 
 
 def test_relevance_loss_is_minus_log_the_heads_average_mass_on_the_relevant_tokens() -> None:

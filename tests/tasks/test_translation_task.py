@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import sacrebleu
 import torch
+import torch.nn.functional as F
 
-from tests.tasks.scripted import run_scripted_test
+from tests.tasks.scripted import VOCAB, ScriptedModel, ScriptedTokenizer, run_scripted_test
+from weaver.data.collate import Seq2SeqCollator
 from weaver.tasks import TranslationTask
 from weaver.tasks.seq2seq import shift_right
 
@@ -57,3 +60,22 @@ def test_one_example_scores_sentence_bleu_so_a_short_exact_output_scores_100() -
     for hypothesis, reference in zip(HYPOTHESES, REFERENCES, strict=True):
         expected = sacrebleu.sentence_bleu(hypothesis, [reference]).score
         assert task.example_score(hypothesis, reference, "") == pytest.approx(expected)
+
+
+def test_a_batch_repeated_to_keep_ranks_even_counts_once_in_the_loss() -> None:
+    task = TranslationTask(ScriptedModel(), ScriptedTokenizer(HYPOTHESES), optimizer=partial(torch.optim.SGD, lr=0.1))
+    with torch.no_grad():
+        task.model.bias.copy_(torch.arange(VOCAB, dtype=torch.float))  # each label token its own loss
+    collate = Seq2SeqCollator(pad_token_id=0)
+    rows = [([3, 2], [6, 2]), ([4, 2], [5, 7, 2]), ([5, 2], [2])]
+    examples = [
+        {"example_id": i, "input_ids": ids, "labels": labels, "source": "s", "target": "t"}
+        for i, (ids, labels) in enumerate(rows)
+    ]
+    first, second = collate(examples[:2]), collate(examples[2:])
+    for batch in (first, second, first):  # as a sampler padding an epoch for an even split over replicas does
+        task.update_loss("test", batch)
+    labels = torch.tensor([label for _, target in rows for label in target])
+    expected = F.cross_entropy(torch.arange(VOCAB, dtype=torch.float).expand(len(labels), VOCAB), labels)
+    assert task.corpus_loss("test") == pytest.approx(float(expected), rel=1e-6)
+    assert math.isnan(task.corpus_loss("test"))  # reset: no tokens left

@@ -68,15 +68,19 @@ def smoothed_cross_entropy(logits: Tensor, labels: Tensor, smoothing: float = 0.
     return _SmoothedCrossEntropy.apply(logits, labels, smoothing, ignore_index)
 
 
-def summed_nll(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tensor:
-    """Float32 cross-entropy of `logits` (N, V) summed over the `labels` (N,) that are not `ignore_index`: the
-    evaluation loss. `F.cross_entropy(logits.float(), ..., reduction="sum")` in one piece would hold two float32
-    copies of an eval batch's logits at once (the upcast and its log-softmax); here a chunk of rows at a time."""
-    total = logits.new_zeros((), dtype=torch.float32)
-    for start in range(0, logits.size(0), EVAL_ROWS_PER_CHUNK):
+def example_nll(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tensor:
+    """Float32 cross-entropy of `logits` (B, T, V) summed over each example's `labels` (B, T) that are not
+    `ignore_index`: (B,), the evaluation loss of each example. `F.cross_entropy(logits.float(), ...)` in one piece
+    would hold two float32 copies of an eval batch's logits at once (the upcast and its log-softmax); here a chunk
+    of rows at a time."""
+    flat_logits, flat_labels = logits.flatten(0, 1), labels.flatten()
+    token_nll = torch.empty(flat_labels.shape, dtype=torch.float32, device=logits.device)
+    for start in range(0, flat_labels.numel(), EVAL_ROWS_PER_CHUNK):
         rows = slice(start, start + EVAL_ROWS_PER_CHUNK)
-        total += F.cross_entropy(logits[rows].float(), labels[rows], ignore_index=ignore_index, reduction="sum")
-    return total
+        token_nll[rows] = F.cross_entropy(
+            flat_logits[rows].float(), flat_labels[rows], ignore_index=ignore_index, reduction="none"
+        )
+    return token_nll.view(labels.shape).sum(1)
 
 
 def relevance_loss(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 from collections.abc import Sequence
 from contextlib import ExitStack
 from functools import partial
@@ -22,7 +23,6 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.nn.utils.rnn import pad_sequence
-from torchmetrics import SumMetric
 from transformers import PreTrainedTokenizerBase
 
 from weaver.data.collate import LABEL_PAD
@@ -38,7 +38,7 @@ from weaver.models.adapters import (
     rank_allocator_state,
     schedule_ranks,
 )
-from weaver.tasks.loss import relevance_loss, smoothed_cross_entropy, summed_nll
+from weaver.tasks.loss import example_nll, relevance_loss, smoothed_cross_entropy
 from weaver.tasks.samples import COLUMNS, image_loggers, log_heatmaps, log_samples, pick_samples
 from weaver.utils.distributed import gather_objects
 
@@ -129,10 +129,9 @@ class Seq2SeqTask(LightningModule):
         # Scores each source state for relevance to the target: trained, never used to generate.
         self.relevance_probe = nn.Linear(source_width(model), 1) if relevance_tagging_weight else None
         self.metric_signatures: dict[str, str] = {}
-        # Exact corpus loss: summed over tokens (and ranks), divided once at the end. A NaN is kept, not dropped
-        # (SumMetric's default), so a diverged model scores NaN instead of a perfect 0.
-        self.nll_sum = nn.ModuleDict({stage: SumMetric(nan_strategy="disable") for stage in EVAL_STAGES})
-        self.token_count = nn.ModuleDict({stage: SumMetric() for stage in EVAL_STAGES})
+        # Exact corpus loss: each example's summed NLL and target tokens by its id (a sampler may repeat batches to
+        # keep ranks even: each example counts once), summed over ranks and divided once at the end.
+        self.example_losses: dict[str, dict[int, tuple[float, int]]] = {stage: {} for stage in EVAL_STAGES}
         self.generated: dict[str, list[dict[str, Any]]] = {stage: [] for stage in EVAL_STAGES}
         self.ranked_step, self.total_rank = -1, None
         self.resumed_rng_states: dict[str, Any] | None = None
@@ -336,8 +335,9 @@ class Seq2SeqTask(LightningModule):
     def update_loss(self, stage: str, batch: dict[str, Any]) -> None:
         """A method of its own so the batch's logits are freed before its beam search, not held through it."""
         labels = batch["labels"]
-        self.nll_sum[stage].update(summed_nll(self(batch).flatten(0, 1), labels.flatten(), LABEL_PAD))
-        self.token_count[stage].update(labels.ne(LABEL_PAD).sum())
+        nll = example_nll(self(batch), labels, LABEL_PAD).tolist()
+        tokens = labels.ne(LABEL_PAD).sum(1).tolist()
+        self.example_losses[stage].update(zip(batch["example_id"].tolist(), zip(nll, tokens, strict=True), strict=True))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.evaluation_step("val", batch)
@@ -351,10 +351,16 @@ class Seq2SeqTask(LightningModule):
         self.generated[stage] = []
         return [unique[key] for key in sorted(unique)]
 
+    def corpus_loss(self, stage: str) -> float:
+        """Every rank's examples' NLL over their target tokens, each example once; NaN without tokens, and kept
+        NaN (not dropped) where an example's is, so a diverged model scores NaN instead of a perfect 0."""
+        losses = dict(gather_objects(list(self.example_losses[stage].items())))
+        self.example_losses[stage] = {}
+        tokens = sum(count for _, count in losses.values())
+        return math.fsum(nll for nll, _ in losses.values()) / tokens if tokens else math.nan
+
     def evaluation_epoch_end(self, stage: str) -> list[dict[str, Any]]:
-        loss = self.nll_sum[stage].compute() / self.token_count[stage].compute()  # no tokens: 0/0 is NaN
-        self.nll_sum[stage].reset()
-        self.token_count[stage].reset()
+        loss = torch.tensor(self.corpus_loss(stage), device=self.device)
         self.log(f"{stage}/loss", loss)
         self.log(f"{stage}/ppl", torch.exp(loss.clamp(max=50)))
         records = self.collect_generated(stage)
