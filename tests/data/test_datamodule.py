@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from lightning.pytorch.strategies import FSDPStrategy
 
 from tests.conftest import write_jsonl
 from weaver.data import Seq2SeqDataModule, TrainedTokenizer
@@ -121,3 +123,16 @@ def test_tokenized_splits_are_reused_from_the_cache(tmp_path: Path) -> None:
     second = datamodule(tmp_path, train_file=str(train)).tokenized_splits()
     assert first["train"]._fingerprint == second["train"]._fingerprint
     assert first["train"].cache_files == second["train"].cache_files
+
+
+def test_evaluation_replicas_of_a_sharded_model_take_equal_numbers_of_batches(tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", PAIRS)
+    dm = datamodule(tmp_path, train_file=str(train), eval_batch_size=5, test_fraction=0.35)
+    dm.setup("test")  # 21 test examples: 5 batches over 3 replicas
+
+    def batch_counts() -> list[int]:
+        return [len(dm.batch_sampler("test", shuffle=False, num_replicas=3, rank=rank)) for rank in range(3)]
+
+    assert batch_counts() == [2, 2, 1]  # unsharded: every example once
+    dm.trainer = SimpleNamespace(strategy=FSDPStrategy())  # FSDP: every rank runs each forward together
+    assert batch_counts() == [2, 2, 2]

@@ -79,3 +79,24 @@ def test_a_batch_repeated_to_keep_ranks_even_counts_once_in_the_loss() -> None:
     expected = F.cross_entropy(torch.arange(VOCAB, dtype=torch.float).expand(len(labels), VOCAB), labels)
     assert task.corpus_loss("test") == pytest.approx(float(expected), rel=1e-6)
     assert math.isnan(task.corpus_loss("test"))  # reset: no tokens left
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_a_sharded_rank_with_nothing_to_sample_still_generates_with_the_others(
+    sharded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = TranslationTask(
+        ScriptedModel(),
+        ScriptedTokenizer(HYPOTHESES),
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        max_generate_examples=2,
+    )
+    generated: list[int] = []
+    generate = task.model.generate
+    monkeypatch.setattr(task.model, "generate", lambda *args: generated.append(len(args[0])) or generate(*args))
+    monkeypatch.setattr("weaver.tasks.seq2seq.in_lockstep", lambda model: sharded)
+    examples = [
+        {"example_id": i, "input_ids": [10 + i, 2], "labels": [6, 2], "source": "s", "target": "t"} for i in (3, 4)
+    ]
+    task.evaluation_step("val", Seq2SeqCollator(pad_token_id=0)(examples))  # no example among the first 2
+    assert generated == ([1] if sharded else []) and task.generated["val"] == []

@@ -96,11 +96,11 @@ class EpochBatchSampler(BatchSampler):
 
     Subclasses form one epoch's batches (`all_batches`); this class splits them over replicas: replica `rank` takes
     every `num_replicas`-th batch from position `rank`. With `even` (training: every replica must take the same
-    number of steps) the epoch's list is first padded by repeating its first batches up to a multiple of
-    `num_replicas`, as `DistributedSampler` does with examples. Without it (evaluation) no example is seen twice, so
-    corpus metrics and summed losses gathered over replicas are exactly those of one device; replicas may then get
-    one batch fewer (padding happens only if there are fewer batches than replicas). `resume` makes the next pass over
-    an epoch start part-way (see `ResumableDataLoader`).
+    number of steps; evaluation of a sharded model, whose forwards every rank runs together) the epoch's list is
+    first padded by repeating its first batches up to a multiple of `num_replicas`, as `DistributedSampler` does with
+    examples; evaluation counts each example once, by its id. Without it (other evaluation) no example is seen twice
+    and replicas may get one batch fewer (padding happens only if there are fewer batches than replicas). `resume`
+    makes the next pass over an epoch start part-way (see `ResumableDataLoader`).
 
     `sampler` exists for Lightning, which passes a `DistributedSampler` here when it re-instantiates the
     batch sampler under a distributed strategy; only its `num_replicas` and `rank` are used.

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 from datasets import Dataset, DatasetDict, concatenate_datasets
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.strategies import FSDPStrategy
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
@@ -330,6 +331,9 @@ class Seq2SeqDataModule(LightningDataModule):
     def is_global_zero(self) -> bool:
         return self.trainer is None or self.trainer.is_global_zero
 
+    def sharded_model(self) -> bool:
+        return self.trainer is not None and isinstance(self.trainer.strategy, FSDPStrategy)
+
     def lengths(self, split: str) -> dict[str, np.ndarray]:
         """Token counts per example of `split`: {"source": input_ids, "target": labels}, computed once."""
         if split not in self._lengths:
@@ -358,10 +362,11 @@ class Seq2SeqDataModule(LightningDataModule):
     ) -> EpochBatchSampler:
         """Batches of `split` for replica `rank` of `num_replicas` (default: torch.distributed's when initialised,
         else all of them): token-budget batches when `max_tokens` is set for the split, else fixed-size ones.
-        Training replicas take equal numbers of batches; evaluation replicas never see an example twice."""
+        Training replicas take equal numbers of batches; so do evaluation replicas of a sharded (FSDP) model, whose
+        forwards every rank must run together; other evaluation replicas never see an example twice."""
         lengths = self.lengths(split)
         replica = {"shuffle": shuffle, "seed": self.shuffle_seed(), "num_replicas": num_replicas, "rank": rank}
-        replica["even"] = split == "train"
+        replica["even"] = split == "train" or self.sharded_model()
         if not self.max_tokens(split):
             return FixedSizeBatchSampler(len(lengths["source"]), self.batch_size(split), **replica)
         if split == "train" and self.hparams.packing:

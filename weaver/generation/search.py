@@ -15,9 +15,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from weaver.generation.config import GenerationConfig
+from weaver.utils.lockstep import all_done, in_lockstep
 
 NEG_INF = float("-inf")
 
@@ -114,7 +115,7 @@ def _decode_loop(
     choose: Callable[[Tensor], Tensor],
 ) -> Tensor:
     """One hypothesis per source; ``choose`` maps next-token logits (B, V) to tokens (B,)."""
-    special = model.config
+    special, lockstep = model.config, sharded(model)
     encoder_states = model.encode(input_ids, attention_mask)
     cache = model.new_cache()
     tokens = input_ids.new_full((input_ids.size(0), 1), special.bos_token_id)
@@ -125,7 +126,7 @@ def _decode_loop(
         next_tokens = choose(logits).masked_fill(finished, special.pad_token_id)
         tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
         finished |= next_tokens == special.eos_token_id
-        if finished.all():
+        if all_done(bool(finished.all()), lockstep, input_ids.device):
             break
     return tokens[:, 1:]
 
@@ -148,7 +149,7 @@ def beam_search(
     With ``return_scores``, also returns each result's score (float, (B,)).
     """
     special, beams, penalty = model.config, config.num_beams, config.length_penalty
-    normalised = getattr(model, "decodes_log_probs", False)
+    normalised, lockstep = getattr(model, "decodes_log_probs", False), sharded(model)
     batch, device = input_ids.size(0), input_ids.device
     encoder_states = model.encode(input_ids, attention_mask)  # one row per source, shared by its beams
     cache = model.new_cache()
@@ -193,7 +194,7 @@ def beam_search(
 
         worst_finished = finished_scores[:, -1]
         done |= worst_finished.isfinite() & (worst_finished >= beam_scores.max(1).values / length**penalty)
-        if done.all():
+        if all_done(bool(done.all()), lockstep, device):
             break
 
     # Sources still searching at max_new_tokens may prefer their best live (unfinished) beam.
@@ -204,6 +205,12 @@ def beam_search(
     best_len = torch.where(use_live, length, best_len)
     tokens = best[:, : int(best_len.max())]
     return (tokens, torch.where(use_live, live_score, finished_scores[:, 0])) if return_scores else tokens
+
+
+def sharded(model: Seq2SeqModel) -> bool:
+    """Whether every rank must run this search's steps together: a model sharded by FSDP gathers each layer's
+    weights from all ranks at every step, so a rank whose sources are done keeps stepping until all are."""
+    return isinstance(model, nn.Module) and in_lockstep(model)
 
 
 def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:

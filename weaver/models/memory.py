@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from weaver.errors import ConfigError, check_known_keys, dataclass_values
+from weaver.utils.lockstep import most_on_any_rank
 
 TRAINING_MODES = ("recall", "full")
 # `model.memory` keys naming a token by its text, each filling the `<name>_id` field with its id.
@@ -187,10 +188,12 @@ def encode_in_windows(
     config: MemoryConfig,
     checkpoint: bool = False,
     max_positions: int | None = None,
+    lockstep: bool = False,
 ) -> Tensor:
     """The memory (B, S, D): ``encode(ids, mask)`` (the encoder on at most prefix + window tokens) run on every
     window, each token's state taken from its most central window. ``checkpoint`` recomputes each batch of windows
-    in backward instead of keeping its activations; ``max_positions`` bounds prefix + window."""
+    in backward instead of keeping its activations; ``max_positions`` bounds prefix + window; ``lockstep`` (a
+    sharded encoder, see `weaver.utils.lockstep`) runs as many batches of windows as the rank with the most."""
     mask = attention_mask.bool()
     batch, length = input_ids.shape
     prefixes, starts, ends, boundaries = source_windows(input_ids, mask, config)
@@ -212,12 +215,15 @@ def encode_in_windows(
     rows = torch.arange(batch, device=input_ids.device)[:, None].expand_as(needed)[needed]
     window_ids, window_mask = input_ids[rows[:, None], source_index[needed][:, :used]], window_mask[:, :used]
     size = config.window_batch_size
+    batch_starts = range(0, len(window_ids), size)
+    # Agreed before the encoder's first weight gather, so the ranks' collectives stay in the same order.
+    idle = most_on_any_rank(len(batch_starts), lockstep, input_ids.device) - len(batch_starts)
     states = torch.cat(
-        [
-            _run(encode, window_ids[i : i + size], window_mask[i : i + size], checkpoint)
-            for i in range(0, len(window_ids), size)
-        ]
+        [_run(encode, window_ids[i : i + size], window_mask[i : i + size], checkpoint) for i in batch_starts]
     )
+    for _ in range(idle):
+        # An idle batch, in the graph (times 0) so that backward, too, runs the encoder as often as on other ranks.
+        states = states + 0 * _run(encode, window_ids[:1], window_mask[:1], checkpoint).sum()
     # Source position k of row b comes from window j (0 in the prefix; past it, the window owning body position
     # k - prefix) at offset k - starts[b, j]; that window is number first[b] + j among the N encoded.
     positions = torch.arange(length, device=input_ids.device).expand(batch, length)

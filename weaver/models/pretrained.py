@@ -30,6 +30,7 @@ from weaver.generation import GenerationConfig
 from weaver.hub import load_pretrained
 from weaver.models.hf_memory import beam_shared_memory, enable_recall
 from weaver.models.memory import MemoryConfig, encode_in_windows, memory_from_settings
+from weaver.utils.lockstep import in_lockstep
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class PretrainedSeq2Seq(HFBackbone):
             self.memory,
             checkpoint=self.checkpoint_windows and self.training,
             max_positions=position_limit(self.hf_config),
+            lockstep=in_lockstep(self),
         )
         return {"encoder_outputs": BaseModelOutput(last_hidden_state=states)}
 

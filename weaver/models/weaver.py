@@ -34,6 +34,7 @@ from weaver.models.memory import MemoryConfig, encode_in_windows, memory_from_se
 from weaver.models.pointer_mixture import pointer_mixture
 from weaver.models.query_match import QueryMatch, QueryMatchConfig, query_match_from_settings
 from weaver.models.recall import affine_parameters, folded_recall_attention, recall_attention
+from weaver.utils.lockstep import in_lockstep
 
 MODEL_TYPE = "weaver"
 log = logging.getLogger(__name__)
@@ -425,7 +426,13 @@ class WeaverModel(nn.Module):
             return self._encode_window(input_ids, attention_mask)
         checkpoint = self.activation_checkpointing and self.training
         return encode_in_windows(
-            self._encode_window, input_ids, attention_mask, memory, checkpoint, self.config.max_positions
+            self._encode_window,
+            input_ids,
+            attention_mask,
+            memory,
+            checkpoint,
+            self.config.max_positions,
+            lockstep=in_lockstep(self),
         )
 
     def _encode_window(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:

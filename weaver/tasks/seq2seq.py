@@ -41,6 +41,7 @@ from weaver.models.adapters import (
 from weaver.tasks.loss import example_nll, relevance_loss, smoothed_cross_entropy
 from weaver.tasks.samples import COLUMNS, image_loggers, log_heatmaps, log_samples, pick_samples
 from weaver.utils.distributed import gather_objects
+from weaver.utils.lockstep import in_lockstep
 
 log = logging.getLogger(__name__)
 EVAL_STAGES = ("val", "test")
@@ -317,6 +318,9 @@ class Seq2SeqTask(LightningModule):
         selected = [
             i for i, example_id in enumerate(batch["example_id"].tolist()) if limit is None or example_id < limit
         ]
+        if not selected and in_lockstep(self.model):
+            # The ranks of a sharded model generate together: this one generates for its first example, unkept.
+            self.generate_texts({"input_ids": batch["input_ids"][:1], "attention_mask": batch["attention_mask"][:1]})
         if not selected:
             return
         index = torch.tensor(selected, device=batch["input_ids"].device)
