@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from weaver.callbacks.run_config import CONFIG_KEY, TOKENIZER_KEY
+from weaver.callbacks.run_config import BACKBONE_CONFIG_KEY, CONFIG_KEY, TOKENIZER_KEY
 from weaver.config import register_resolvers
 from weaver.data.tokenizer import wrap_fast
 from weaver.errors import ConfigError, require_checkpoint
@@ -66,15 +66,22 @@ def read_checkpoint(path: str | Path | None, key: str = "ckpt_path") -> dict[str
     return checkpoint
 
 
+def written(files: dict[str, bytes] | None, folder: str) -> str | None:
+    """`files` ({name: bytes}) written to `folder`, which is returned; None without files."""
+    if files is None:
+        return None
+    for name, content in files.items():
+        (Path(folder) / name).write_bytes(content)
+    return folder
+
+
 def restore_tokenizer(files: dict[str, bytes] | str, cfg: DictConfig) -> PreTrainedTokenizerBase:
     """From the `save_pretrained` files stored in the checkpoint; checkpoints of Weaver 0.1 stored only the
     `tokenizers` JSON of a trained tokenizer, which is wrapped as training wrapped it."""
     if isinstance(files, str):
         return wrap_fast(Tokenizer.from_str(files), cfg.tokenizer.get("extra_special_tokens") or ())
     with tempfile.TemporaryDirectory() as folder:
-        for name, content in files.items():
-            (Path(folder) / name).write_bytes(content)
-        return AutoTokenizer.from_pretrained(folder)
+        return AutoTokenizer.from_pretrained(written(files, folder))
 
 
 def restore_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None, key: str = "ckpt_path") -> RestoredRun:
@@ -86,7 +93,9 @@ def restore_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None, 
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, merge=False, force_add=True)
     tokenizer = restore_tokenizer(checkpoint[TOKENIZER_KEY], cfg)
-    task = build_task(cfg, build_model(cfg, tokenizer), tokenizer)
+    with tempfile.TemporaryDirectory() as folder:
+        saved_config = written(checkpoint.get(BACKBONE_CONFIG_KEY), folder)
+        task = build_task(cfg, build_model(cfg, tokenizer, saved_config), tokenizer)
     task.load_state_dict(checkpoint["state_dict"])
     task.eval()
     return RestoredRun(cfg=cfg, tokenizer=tokenizer, task=task)

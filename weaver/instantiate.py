@@ -98,12 +98,16 @@ def build_pair_builder(data: DictConfig) -> PairBuilder:
     return pair_builder_for(pair_builder, data.get("source_field"), data.get("target_field"))
 
 
-def build_model(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
+def build_model(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, saved_config: str | None = None) -> nn.Module:
     """`cfg.model` sized for `tokenizer`, with `cfg.peft` adapters when set. A model node that checks the data's
     lengths gets them from `cfg.data` as it is now: a restored run's stored copy may predate an override
-    (`eval.py ... data.max_source_length=65536`)."""
-    lengths = {key: cfg.data[key] for key in ("max_source_length", "max_target_length") if key in cfg.model}
-    model = build(cfg.model, "model", tokenizer=tokenizer, **lengths)
+    (`eval.py ... data.max_source_length=65536`). `saved_config`: a restored HuggingFace backbone's config files
+    (see `weaver.models.pretrained.pretrained_or_random`)."""
+    lengths = ("max_source_length", "max_target_length")
+    extra: dict[str, Any] = {key: cfg.data[key] for key in lengths if key in cfg.model}
+    if saved_config is not None:
+        extra["saved_config"] = saved_config
+    model = build(cfg.model, "model", tokenizer=tokenizer, **extra)
     if cfg.get("peft"):
         model = build(cfg.peft, "peft")(model)
     if cfg.data.get("packing") and isinstance(model, CausalLM):  # before the data is read, not at the first step

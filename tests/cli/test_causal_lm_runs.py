@@ -98,6 +98,7 @@ def test_a_decoder_only_model_trains_tests_predicts_and_exports(
     rows = predictions(cfg)
     assert rows and not any(word in row["hypothesis"] for row in rows for word in PROMPT_WORDS[task])
 
+    folder.rename(tmp_path / "moved")  # the checkpoint alone rebuilds its model: predict, chat and export need no more
     run = restore_run(best_checkpoint(cfg))
     predictor = Predictor(run, batch_size=4)
     examples = [Example(source=row["source"]) for row in rows[:6]]

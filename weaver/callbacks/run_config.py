@@ -1,4 +1,5 @@
-"""Store the composed run config and the tokenizer in every checkpoint, so a checkpoint alone rebuilds the run."""
+"""Store the composed run config, the tokenizer and a HuggingFace backbone's config files in every checkpoint, so a
+checkpoint alone rebuilds the run (without the pretrained folder or Hub model it started from)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from weaver.data.tokenizer import save_tokenizer
 
 CONFIG_KEY = "weaver_config"
 TOKENIZER_KEY = "weaver_tokenizer"
+BACKBONE_CONFIG_KEY = "weaver_backbone_config"
 
 
 def tokenizer_files(tokenizer: Any) -> dict[str, bytes]:
@@ -35,3 +37,6 @@ class RunConfigInCheckpoint(Callback):
             if self._tokenizer_files is None:  # the tokenizer does not change during a run
                 self._tokenizer_files = tokenizer_files(tokenizer)
             checkpoint[TOKENIZER_KEY] = self._tokenizer_files
+        config_files = getattr(getattr(pl_module, "model", None), "config_files", None)
+        if config_files is not None:
+            checkpoint[BACKBONE_CONFIG_KEY] = config_files()

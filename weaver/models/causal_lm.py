@@ -185,9 +185,11 @@ def build_causal_lm(
     max_target_length: int | None = None,
     activation_checkpointing: bool = False,
     memory: Mapping[str, Any] | None = None,
+    saved_config: str | None = None,
 ) -> CausalLM:
     """Hydra builder (`_target_: weaver.models.build_causal_lm`) for `model=hf_causal_lm`: a pretrained model from
-    `name_or_path`, or a random one from `from_config` trained from scratch."""
+    `name_or_path`, or a random one from `from_config` trained from scratch. `saved_config`: see
+    `pretrained_or_random`."""
     if memory is not None:
         raise ConfigError(
             "model.memory: a decoder-only model has no encoder to read a long source in windows, nor "
@@ -200,7 +202,7 @@ def build_causal_lm(
             f"The tokenizer ({tokenizer.name_or_path}) needs an EOS token, which ends completions and pads batches."
         )
     backbone, source = pretrained_or_random(
-        AutoModelForCausalLM, name_or_path, from_config, tokenizer, trust_remote_code
+        AutoModelForCausalLM, name_or_path, from_config, tokenizer, trust_remote_code, saved_config
     )
     model = f"{source} ({backbone.config.model_type})"
     check_context(backbone.config, model, template.overhead(tokenizer), max_source_length, max_target_length)

@@ -62,6 +62,14 @@ class HFBackbone(nn.Module):
     def hf_config(self) -> transformers.PretrainedConfig:
         return self.backbone.config
 
+    def config_files(self) -> dict[str, bytes]:
+        """The backbone's `config.json` and `generation_config.json` as {name: bytes}, as a checkpoint stores them:
+        with its weights they rebuild the model where its pretrained folder is gone (`saved_backbone`)."""
+        return {
+            transformers.utils.CONFIG_NAME: self.hf_config.to_json_string().encode(),
+            transformers.utils.GENERATION_CONFIG_NAME: self.backbone.generation_config.to_json_string().encode(),
+        }
+
     def hf_generation_config(self, config: GenerationConfig, **model_settings: Any) -> transformers.GenerationConfig:
         """The model's own generation defaults (special ids), Weaver's decoding settings and then `model_settings`
         on top."""
@@ -265,15 +273,29 @@ def check_one_source(name_or_path: str | None, from_config: Mapping[str, Any] | 
         )
 
 
+def saved_backbone(auto_class: type, folder: str, trust_remote_code: bool) -> PreTrainedModel:
+    """A backbone of the config files a checkpoint stores (`HFBackbone.config_files`, written to `folder`), its
+    weights left for the checkpoint's to replace."""
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    backbone = auto_class.from_config(config, trust_remote_code=trust_remote_code)
+    backbone.generation_config = transformers.GenerationConfig.from_pretrained(folder)
+    return backbone
+
+
 def pretrained_or_random(
     auto_class: type,
     name_or_path: str | None,
     from_config: Mapping[str, Any] | str | None,
     tokenizer: PreTrainedTokenizerBase,
     trust_remote_code: bool,
+    saved_config: str | None = None,
 ) -> tuple[PreTrainedModel, str]:
     """The pretrained model at `name_or_path` or a random one of `from_config` (`check_one_source` first), and the
-    option it came from, for messages."""
+    option it came from, for messages; with `saved_config` (a restored checkpoint's), a model of that config, for
+    the checkpoint's weights, whatever `name_or_path` holds now."""
+    if saved_config is not None:
+        backbone = saved_backbone(auto_class, saved_config, trust_remote_code)
+        return backbone, f"the checkpoint's {backbone.config.model_type} model"
     if name_or_path is None:
         return random_backbone(auto_class, from_config, tokenizer, trust_remote_code), "model.from_config"
     encoder_decoder = auto_class is AutoModelForSeq2SeqLM
@@ -324,13 +346,15 @@ def build_pretrained_seq2seq(
     forced_bos_token: str | None = None,
     activation_checkpointing: bool = False,
     memory: Mapping[str, Any] | None = None,
+    saved_config: str | None = None,
 ) -> PretrainedSeq2Seq:
     """Hydra builder (`_target_: weaver.models.build_pretrained_seq2seq`) for `model=hf_seq2seq`: a pretrained model
     from `name_or_path`, or a random one from `from_config` (`model=bart_small_scratch`) trained from scratch;
-    ``memory`` (`memory=recall`) reads sources of any length in windows and recalls from them."""
+    ``memory`` (`memory=recall`) reads sources of any length in windows and recalls from them. `saved_config`:
+    see `pretrained_or_random`."""
     check_one_source(name_or_path, from_config)
     backbone, model = pretrained_or_random(
-        AutoModelForSeq2SeqLM, name_or_path, from_config, tokenizer, trust_remote_code
+        AutoModelForSeq2SeqLM, name_or_path, from_config, tokenizer, trust_remote_code, saved_config
     )
     memory_config = memory_from_settings(memory, tokenizer)
     lengths = {"max_target_length": max_target_length}
