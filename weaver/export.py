@@ -41,18 +41,26 @@ def export_checkpoint(
     (float16, bfloat16) stores the weights at half the size, and loading casts them back to the model's dtype."""
     if weights_dtype is not None and weights_dtype not in WEIGHTS_DTYPES:
         raise ConfigError(f"weights_dtype={weights_dtype!r}: choose one of {', '.join(WEIGHTS_DTYPES)} (or null).")
+    output = Path(output_dir).expanduser()
+    if output.is_dir() and any(output.iterdir()):
+        raise ConfigError(
+            f"output_dir='{output_dir}' is not empty: export into a new or empty folder, so that no file of an "
+            "earlier export is read as part of this one."
+        )
     run = restore_run(ckpt_path)
     model, generation = run.task.model, run.task.generation
-    output = Path(output_dir).expanduser()
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"output_dir='{output_dir}': cannot create it ({error.strerror}).") from error
+    base = run.cfg.model.get("init_from") or run.cfg.model.get("name_or_path")
     if not adapter_only and peft_model_of(model) is not None and not can_merge(model):
         log.info("Virtual-token adapters cannot be merged into the weights: exporting the adapters alone.")
         adapter_only = True
     if adapter_only:
-        save_adapters(model, output, base=run.cfg.model.get("init_from") or run.cfg.model.get("name_or_path"))
+        check_adapters_exportable(model, base)  # before the folder is made
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"output_dir='{output_dir}': cannot create it ({error.strerror}).") from error
+    if adapter_only:
+        save_adapters(model, output, base)
     else:
         model = merge_adapters(model)
         if weights_dtype is not None:
@@ -81,9 +89,8 @@ def share_as_umask_allows(folder: Path) -> None:
             file.chmod(0o666 & ~umask)
 
 
-def save_adapters(model: nn.Module, output: Path, base: str | None) -> None:
-    adapters = peft_model_of(model)
-    if adapters is None:
+def check_adapters_exportable(model: nn.Module, base: str | None) -> None:
+    if peft_model_of(model) is None:
         raise ConfigError("adapter_only=true, but the checkpoint has no adapters (it was trained with peft=none).")
     if not base and not can_merge(model):
         raise ConfigError(
@@ -95,6 +102,10 @@ def save_adapters(model: nn.Module, output: Path, base: str | None) -> None:
             "adapter_only=true needs a pretrained base to apply the adapters to; this model was trained from "
             "scratch, so export it whole (adapter_only=false)."
         )
+
+
+def save_adapters(model: nn.Module, output: Path, base: str) -> None:
+    adapters = peft_model_of(model)
     adapters.peft_config["default"].base_model_name_or_path = base
     # HF: peft saves the embeddings too when they were resized for added tokens; native models never resize.
     adapters.save_pretrained(output, save_embedding_layers="auto" if isinstance(model, HFBackbone) else False)

@@ -20,6 +20,7 @@ from tests.models.tiny_hf import save_tiny_model
 from weaver.checkpoints import restore_run
 from weaver.cli.train import train
 from weaver.data import PretrainedTokenizer
+from weaver.errors import ConfigError
 from weaver.export import export_checkpoint, from_pretrained
 from weaver.models import LoRA, PretrainedSeq2Seq, build_pretrained_seq2seq, build_weaver
 
@@ -182,6 +183,17 @@ def test_native_lora_adapts_an_exported_model(train_config: DictConfig, tiny_dat
     reloaded = from_pretrained(output)
     batch = PretrainedTokenizer(str(base)).load()(TEXTS, padding=True, return_tensors="pt")
     assert reloaded.generate(batch["input_ids"], batch["attention_mask"]).tolist() == checkpoint_tokens(ckpt)
+
+
+def test_export_keeps_to_a_new_or_empty_folder(translation_checkpoint: Path, tmp_path: Path) -> None:
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "adapter_config.json").write_text("{}")  # an earlier export's file, which would be read as this one's
+    with pytest.raises(ConfigError, match=r"output_dir='.*earlier' is not empty: export into a new or empty folder"):
+        export_checkpoint(translation_checkpoint, earlier)
+    with pytest.raises(ConfigError, match="adapter_only=true, but the checkpoint has no adapters"):
+        export_checkpoint(translation_checkpoint, tmp_path / "adapters", adapter_only=True)
+    assert not (tmp_path / "adapters").exists()  # refused before anything was written
 
 
 def test_export_errors_name_the_problem(tmp_path: Path) -> None:
