@@ -9,6 +9,7 @@ folder that names its base model; virtual tokens (prefix and prompt tuning) are 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -18,17 +19,18 @@ import torch
 import transformers
 from peft import PeftModel
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PreTrainedTokenizerBase
 
 from weaver.checkpoints import restore_run
 from weaver.data.tokenizer import save_tokenizer
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
-from weaver.models import HFBackbone, WeaverModel, can_merge, merge_adapters, peft_model_of
+from weaver.models import CausalLM, HFBackbone, WeaverModel, can_merge, merge_adapters, peft_model_of
 from weaver.models.weaver import CONFIG_FILE, GENERATION_CONFIG_FILE, MODEL_TYPE
 
 log = logging.getLogger(__name__)
 ADAPTER_CONFIG_FILE = "adapter_config.json"
+PROMPT_TEMPLATE_FILE = "prompt_template.txt"
 
 
 WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -73,10 +75,24 @@ def export_checkpoint(
         model.hf_generation_config(generation).save_pretrained(output)
     elif adapter_only:
         (output / GENERATION_CONFIG_FILE).write_text(json.dumps(generation.to_dict(), indent=2) + "\n")
-    save_tokenizer(run.tokenizer, output)
+    if isinstance(model, CausalLM):
+        save_prompt_side(run.tokenizer, run.cfg.data.get("prompt_template"), output)
+    else:
+        save_tokenizer(run.tokenizer, output)
     share_as_umask_allows(output)
     log.info("Exported %s to %s", ckpt_path, output)
     return output
+
+
+def save_prompt_side(tokenizer: PreTrainedTokenizerBase, template: str | None, output: Path) -> None:
+    """A decoder-only model's tokenizer, padding on the left as its prompts were (a batch padded on the right would
+    generate after the padding), and the prompt template its sources were put in (`{source}` marks where)."""
+    tokenizer = copy.copy(tokenizer)
+    tokenizer.padding_side = "left"
+    tokenizer.init_kwargs = {**tokenizer.init_kwargs, "padding_side": "left"}  # what `save_pretrained` writes
+    save_tokenizer(tokenizer, output)
+    if template is not None:
+        (output / PROMPT_TEMPLATE_FILE).write_text(template, encoding="utf-8")
 
 
 def share_as_umask_allows(folder: Path) -> None:

@@ -122,6 +122,9 @@ def test_a_decoder_only_model_trains_tests_predicts_and_exports(
     with torch.no_grad():
         expected = run.task.model.generate(**model_inputs(predictor, examples), generation_config=run.task.generation)
     assert torch.equal(exported_tokens(tmp_path / "exported", predictor, examples), expected)
+    # Batches of prompts pad on the left, as in training; the template says how sources were prompted.
+    assert AutoTokenizer.from_pretrained(tmp_path / "exported").padding_side == "left"
+    assert (tmp_path / "exported" / "prompt_template.txt").read_text() == cfg.data.prompt_template
 
 
 def test_gpt2_small_scratch_trains_on_the_task_tokenizer(tiny_data_dir: Path, tmp_path: Path) -> None:
