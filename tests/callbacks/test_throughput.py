@@ -17,18 +17,19 @@ FLOPS_PER_TOKEN_PAIR = 1e6
 
 
 class CountedModel(torch.nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, frozen: int) -> None:
         super().__init__()
         self.weight = torch.nn.Parameter(torch.ones(1))
+        self.frozen = torch.nn.Parameter(torch.ones(frozen), requires_grad=False)  # as `peft` freezes the base
 
     def training_flops(self, batch: int, source: int, target: int) -> float:
         return batch * source * target * FLOPS_PER_TOKEN_PAIR
 
 
 class Task(L.LightningModule):
-    def __init__(self) -> None:
+    def __init__(self, frozen: int) -> None:
         super().__init__()
-        self.model = CountedModel()
+        self.model = CountedModel(frozen)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return (self.model.weight * batch["attention_mask"].sum()).sum()
@@ -44,7 +45,12 @@ def batch(source_lengths: list[int], target_lengths: list[int]) -> dict[str, tor
     return {"input_ids": mask.long(), "attention_mask": mask, "labels": labels}
 
 
-def test_logged_padding_efficiency_tokens_and_mfu_follow_from_the_batches(tmp_path: Path) -> None:
+# Frozen weights skip their weight gradients, a third of a trained weight's FLOPs: with 3 of 4 parameters frozen,
+# 2/3 + 1/3 * 1/4 of the count.
+@pytest.mark.parametrize(("frozen", "counted"), [(0, 1.0), (3, 0.75)])
+def test_logged_padding_efficiency_tokens_and_mfu_follow_from_the_batches(
+    frozen: int, counted: float, tmp_path: Path
+) -> None:
     batches = [batch([4, 2], [3, 1]), batch([6, 6, 1], [2, 2, 2])] * 2
     peak = 1e9
     trainer = L.Trainer(
@@ -57,7 +63,7 @@ def test_logged_padding_efficiency_tokens_and_mfu_follow_from_the_batches(tmp_pa
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(Task(), train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    trainer.fit(Task(frozen), train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
     with (tmp_path / "metrics.csv").open() as file:
         rows = [row for row in csv.DictReader(file) if row.get("perf/padding_efficiency")]
 
@@ -67,6 +73,6 @@ def test_logged_padding_efficiency_tokens_and_mfu_follow_from_the_batches(tmp_pa
         assert float(row["perf/padding_efficiency"]) == pytest.approx(29 / 38)
         tokens_per_sec, tflops = float(row["perf/tokens_per_sec"]), float(row["perf/tflops"])
         seconds = 29 / tokens_per_sec
-        flops = (2 * 4 * 3 + 3 * 6 * 2) * FLOPS_PER_TOKEN_PAIR
+        flops = (2 * 4 * 3 + 3 * 6 * 2) * FLOPS_PER_TOKEN_PAIR * counted
         assert tflops * 1e12 * seconds == pytest.approx(flops, rel=1e-6)
         assert float(row["perf/mfu"]) == pytest.approx(tflops * 1e12 / peak)

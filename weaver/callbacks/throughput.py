@@ -21,10 +21,12 @@ class ThroughputMonitor(Callback):
 
     - `perf/tokens_per_sec`: non-pad source + target tokens per second, all ranks together;
     - `perf/padding_efficiency`: real / padded tokens of those batches;
-    - `perf/tflops` and `perf/mfu`: the model's training FLOPs (its `training_flops(batch, source, target)`) per
-      second per device, and their share of the device's peak: `peak_flops` (FLOP/s of one device) when set, else
-      the documented dense peak of a GPU, or (on a CPU, or a GPU Lightning has no figure for) a dense matrix
-      product timed at the start in the run's precision.
+    - `perf/tflops` and `perf/mfu`: the model's training FLOPs (its `training_flops(batch, source, target)`, which
+      count every weight as trained) per second per device, and their share of the device's peak: `peak_flops`
+      (FLOP/s of one device) when set, else the documented dense peak of a GPU, or (on a CPU, or a GPU Lightning
+      has no figure for) a dense matrix product timed at the start in the run's precision. Frozen weights (`peft`)
+      skip their weight-gradient products, a third of a trained weight's: the count keeps that third only for the
+      trainable share of the parameters.
 
     Time spent validating is left out.
     """
@@ -32,6 +34,7 @@ class ThroughputMonitor(Callback):
     def __init__(self, peak_flops: float | None = None, log_every_n_steps: int | None = None) -> None:
         self.peak_flops, self.log_every_n_steps = peak_flops, log_every_n_steps
         self.flops_of: Any = None
+        self.trained_share = 1.0
         self.last_logged_step = -1
         self.reset()
 
@@ -44,6 +47,8 @@ class ThroughputMonitor(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.every = self.log_every_n_steps or trainer.log_every_n_steps
         self.flops_of = getattr(pl_module.model, "training_flops", None)
+        trainable = sum(p.numel() for p in pl_module.model.parameters() if p.requires_grad)
+        self.trained_share = (2 + trainable / max(sum(p.numel() for p in pl_module.model.parameters()), 1)) / 3
         if self.flops_of is not None and self.peak_flops is None:
             self.peak_flops, source = peak_flops(pl_module.device, compute_dtype(trainer.precision))
             if self.peak_flops and trainer.is_global_zero:
@@ -65,7 +70,7 @@ class ThroughputMonitor(Callback):
         self.real = self.real + real  # summed on the device
         self.padded += padded
         if self.flops_of is not None:
-            self.flops += self.flops_of(*shape)
+            self.flops += self.flops_of(*shape) * self.trained_share
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.pause_start = time.perf_counter()
