@@ -21,7 +21,7 @@ from weaver.config import register_resolvers
 from weaver.data.tokenizer import wrap_fast
 from weaver.errors import ConfigError, require_checkpoint
 from weaver.instantiate import build_model, build_task
-from weaver.models import WeaverModel, can_merge, merge_adapters, peft_model_of
+from weaver.models import CausalLM, WeaverModel, can_merge, merge_adapters, peft_model_of
 from weaver.tasks.seq2seq import Seq2SeqTask
 
 
@@ -118,8 +118,10 @@ def checkpoint_weaver(path: str | Path) -> WeaverModel:
             )
         model = merge_adapters(model)
     if not isinstance(model, WeaverModel):
+        model_config = "hf_causal_lm" if isinstance(model, CausalLM) else "hf_seq2seq"
         raise ConfigError(
             f"model.init_from='{path}' holds a {type(model).__name__}, not a native Weaver model: export it (python "
-            "export.py) and load the folder with its own model config (model=hf_seq2seq model.name_or_path=...)."
+            f"export.py) and load the folder with its own model config (model={model_config} "
+            "model.name_or_path=...)."
         )
     return model

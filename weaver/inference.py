@@ -20,6 +20,7 @@ from weaver.data.collate import Seq2SeqCollator
 from weaver.data.columns import check_columns, select_pairs
 from weaver.data.dialogue import DialoguePairs
 from weaver.errors import ConfigError
+from weaver.explain.attention import reads_a_source
 from weaver.instantiate import build_pair_builder
 from weaver.prompts import PromptTemplate
 from weaver.utils.hardware import compute_dtype
@@ -114,10 +115,16 @@ class Predictor:
                             "data.max_source_length%s.",
                             examples[index].id,
                             self.run.cfg.data.max_source_length,
-                            "" if self.run.cfg.model.get("memory") else " with memory=recall (which reads any length)",
+                            self.memory_hint(),
                         )
                 results.update(zip(chunk, function(batch), strict=True))
         return [results[i] for i in range(len(examples))]
+
+    def memory_hint(self) -> str:
+        """An encoder-decoder without memory could read the whole input with it; a decoder-only model cannot."""
+        if self.run.cfg.model.get("memory") or not reads_a_source(self.run.task.model):
+            return ""
+        return " with memory=recall (which reads any length)"
 
     def topic_context(self, topic: Any) -> list[str]:
         """The formatted topic that starts every context, as in training; `[]` for no topic."""

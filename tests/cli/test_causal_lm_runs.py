@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from tests.conftest import SHORT_TRAINING, embedded_slice, tiny_run_config
 from tests.helpers import best_checkpoint, run_cli
 from tests.models.tiny_hf import save_tiny_model
 from tests.tasks.test_dialogue_task import chitchat_slice  # noqa: F401 (a fixture)
-from weaver.checkpoints import restore_run
+from weaver.checkpoints import checkpoint_weaver, restore_run
 from weaver.cli.train import train
 from weaver.data.packing import PackedBatchSampler
 from weaver.errors import ConfigError
@@ -127,7 +128,9 @@ def test_a_decoder_only_model_trains_tests_predicts_and_exports(
     assert (tmp_path / "exported" / "prompt_template.txt").read_text() == cfg.data.prompt_template
 
 
-def test_gpt2_small_scratch_trains_on_the_task_tokenizer(tiny_data_dir: Path, tmp_path: Path) -> None:
+def test_gpt2_small_scratch_trains_on_the_task_tokenizer(
+    tiny_data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     shrink = ["n_embd=32", "n_layer=1", "n_head=2", "n_inner=64"]
     model = ["model=gpt2_small_scratch", "tokenizer.vocab_size=400", *[f"model.from_config.{s}" for s in shrink]]
     cfg = tiny_run_config([f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING], tmp_path, model=model)
@@ -138,6 +141,12 @@ def test_gpt2_small_scratch_trains_on_the_task_tokenizer(tiny_data_dir: Path, tm
     assert backbone.get_input_embeddings().num_embeddings == len(objects["datamodule"].tokenizer) == 400
     export_checkpoint(best_checkpoint(cfg), tmp_path / "exported")
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "exported").config.n_layer == 1
+    # The hints of a decoder-only checkpoint point to what a decoder-only model can take.
+    with pytest.raises(ConfigError, match=r"with its own model config \(model=hf_causal_lm model.name_or_path"):
+        checkpoint_weaver(best_checkpoint(cfg))
+    with caplog.at_level(logging.WARNING):
+        list(Predictor(restore_run(best_checkpoint(cfg))).generate([Example(" ".join(["word"] * 400), id=0)]))
+    assert "larger data.max_source_length." in caplog.text and "memory=recall" not in caplog.text
 
 
 def train_metric(cfg: DictConfig, name: str) -> list[float]:
