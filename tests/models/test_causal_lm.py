@@ -15,6 +15,7 @@ from weaver.data.packing import PackedCollator
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
 from weaver.models import CausalLM, build_causal_lm
+from weaver.models.pretrained import config_from
 from weaver.prompts import PromptTemplate
 from weaver.tasks.seq2seq import shift_right
 
@@ -197,3 +198,10 @@ def test_activation_checkpointing_recomputes_layers_with_the_same_gradients(fami
         grads.append(model.backbone.get_input_embeddings().weight.grad)
     assert any(getattr(module, "gradient_checkpointing", False) for module in model.backbone.modules())
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_a_misspelt_model_type_is_named_with_the_closest_ones() -> None:
+    with pytest.raises(ConfigError) as error:
+        config_from({"model_type": "gtp2", "n_layer": 1}, trust_remote_code=False)
+    assert str(error.value).startswith("model.from_config.model_type='gtp2' is no transformers model type (did ")
+    assert "gpt2" in str(error.value) and len(str(error.value)) < 200

@@ -12,6 +12,7 @@ tokenizer.
 from __future__ import annotations
 
 import copy
+import difflib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -239,6 +240,11 @@ def config_from(from_config: Mapping[str, Any] | str, trust_remote_code: bool) -
     model_type = fields.pop("model_type", None)
     if not model_type:
         raise ConfigError("model.from_config needs a model_type (e.g. bart, t5, gpt2, llama) beside the sizes.")
+    known = list(transformers.CONFIG_MAPPING.keys())
+    if model_type not in known:
+        close = difflib.get_close_matches(str(model_type), known, n=3)
+        suggestion = f" (did you mean {' or '.join(close)}?)" if close else " (e.g. bart, t5, gpt2, llama)"
+        raise ConfigError(f"model.from_config.model_type={model_type!r} is no transformers model type{suggestion}")
     try:
         return AutoConfig.for_model(model_type, **fields)
     except (ValueError, TypeError) as error:
