@@ -117,6 +117,11 @@ def test_virtual_tokens_need_a_huggingface_model() -> None:
         (["peft=lora", "peft.r=0"], "peft.r must be >= 1, got 0"),
         (["peft=adapter", "peft.bottleneck=0"], "peft.bottleneck must be >= 1, got 0"),
         (["peft=adalora", "peft.orth_reg_weight=-1"], "peft.orth_reg_weight must be a number >= 0, got -1"),
+        (
+            ["peft=adalora", "trainer.max_steps=8"],
+            "peft=adalora: the run has 8 optimizer steps, which leaves no room between peft.tinit=50 and "
+            "peft.tfinal=100 to allocate ranks; set trainer.max_steps or lower them.",
+        ),
     ],
 )
 def test_bad_peft_settings_give_one_line_errors(overrides: list[str], message: str) -> None:

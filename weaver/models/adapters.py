@@ -182,6 +182,7 @@ class AdaLoRA(PeftMethod):
                 f"peft.total_step={total_step}: AdaLoRA schedules its ranks over the run's steps; set "
                 "trainer.max_steps (which peft.total_step follows) or peft.total_step to a positive count."
             )
+        check_rank_schedule(total_step, tinit, tfinal)  # from trainer.max_steps; checked again once training starts
         self.init_r, self.target_r, self.alpha, self.dropout = init_r, target_r, alpha, dropout
         self.tinit, self.tfinal, self.delta_t, self.total_step = tinit, tfinal, deltaT, total_step
         self.orth_reg_weight, self.target_modules = float(orth_reg_weight), target_modules
@@ -307,12 +308,16 @@ def schedule_ranks(model: nn.Module, total_steps: float) -> None:
     if tuner is None:
         return
     config = tuner.peft_config[tuner.trainable_adapter_name]
-    if not math.isfinite(total_steps) or total_steps <= config.tinit + config.tfinal:
+    check_rank_schedule(total_steps, config.tinit, config.tfinal)
+    tuner.rankallocator.set_total_step(int(total_steps))
+
+
+def check_rank_schedule(total_steps: float, tinit: int, tfinal: int) -> None:
+    if not math.isfinite(total_steps) or total_steps <= tinit + tfinal:
         raise ConfigError(
             f"peft=adalora: the run has {total_steps} optimizer steps, which leaves no room between peft.tinit="
-            f"{config.tinit} and peft.tfinal={config.tfinal} to allocate ranks; set trainer.max_steps or lower them."
+            f"{tinit} and peft.tfinal={tfinal} to allocate ranks; set trainer.max_steps or lower them."
         )
-    tuner.rankallocator.set_total_step(int(total_steps))
 
 
 def allocate_ranks(model: nn.Module, step: int) -> int | None:
