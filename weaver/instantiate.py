@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
+import typing
 from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule
@@ -36,6 +39,7 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
             raise cause from None
         raise ConfigError(f"{key}: {cause or error}") from error
     check_keys(factory, key)
+    check_value_types(factory, key)
     try:
         inspect.signature(factory).bind_partial(**kwargs)
     except TypeError as error:
@@ -56,6 +60,50 @@ def check_keys(factory: Any, key: str) -> None:
     if unknown:
         target = f"{factory.func.__module__}.{factory.func.__qualname__}"
         raise ConfigError(f"{', '.join(unknown)}: not an option of {target} (its options: {', '.join(parameters)}).")
+
+
+PLAIN_TYPES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+
+
+def plain_types(annotation: Any) -> tuple[type, ...] | None:
+    """The config value types `annotation` allows, where it is made only of plain types (`int`, `float | None`); None
+    where it holds anything else (a list, a Literal, a path), which the target checks itself. A tensor is no config
+    value: `float | Tensor` (an optimizer's lr) allows a number."""
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    allowed = []
+    for option in options or (annotation,):
+        if option is torch.Tensor:
+            continue
+        if option not in PLAIN_TYPES:
+            return None
+        allowed.append(option)
+    return tuple(allowed) or None
+
+
+def check_value_types(factory: Any, key: str) -> None:
+    """A value of the wrong type for a library's target (`trainer.max_steps=abc`, `optimizer.lr=abc`, a fractional
+    `trainer.max_steps=1.5`), named with the type its annotation asks for, before the library compares it with a
+    number somewhere inside. Weaver's own targets check their values themselves, with messages of their own."""
+    if not isinstance(factory, functools.partial) or factory.func.__module__.startswith("weaver."):
+        return
+    target = factory.func.__init__ if inspect.isclass(factory.func) else factory.func
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # annotations that do not resolve outside their library: nothing to check against
+        return
+    for name, value in factory.keywords.items():
+        allowed = plain_types(hints.get(name))
+        if allowed is None or isinstance(value, bool) and bool not in allowed:
+            if allowed is not None:
+                raise wrong_type(key, name, value, allowed)
+            continue
+        if not isinstance(value, allowed) and not (float in allowed and isinstance(value, int)):
+            raise wrong_type(key, name, value, allowed)
+
+
+def wrong_type(key: str, name: str, value: Any, allowed: tuple[type, ...]) -> ConfigError:
+    expected = " or ".join(PLAIN_TYPES[kind] for kind in allowed)
+    return ConfigError(f"{key}.{name}={value!r}: expected {expected}.")
 
 
 def build_named(nodes: DictConfig | None, key: str) -> list[Any]:
