@@ -33,7 +33,7 @@ def call_naming_refusals(
     key: str, refused: tuple[type[Exception], ...], factory: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> Any:
     """`factory(*args, **kwargs)` for the config node `key`: an exception of a `refused` type (the target turning
-    down a value: trainer.max_steps=-5, optimizer.lr=abc) becomes a ConfigError naming the node, instead of a
+    down a value: trainer.max_steps=-5, optimizer.lr=-1) becomes a ConfigError naming the node, instead of a
     traceback from inside the library. Our own errors already name their key and pass through as they are."""
     try:
         return factory(*args, **kwargs)
