@@ -38,6 +38,18 @@ def test_report_marks_the_best_run_and_writes_plots(tmp_path: Path) -> None:
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
 
 
+def test_a_failed_run_is_reported_with_its_reason(tmp_path: Path) -> None:
+    fake_run(tmp_path / "0", "1e-3", [2.0, 6.0])
+    failed = fake_run(tmp_path / "1", "-1", [], finished=False)
+    (failed / "run_info").mkdir()
+    (failed / "run_info" / "error.txt").write_text("optimizer: Invalid learning rate: -1")
+    console = Console(record=True, width=200)
+    report(tmp_path, console)
+    text = console.export_text()
+    assert [run.status for run in find_runs(tmp_path)] == ["finished", "failed"]
+    assert "Run 1 failed: optimizer: Invalid learning rate: -1" in text
+
+
 def test_plots_have_one_line_per_run_and_labelled_axes(tmp_path: Path) -> None:
     for i, lr in enumerate(["1e-4", "1e-3"]):
         fake_run(tmp_path / str(i), lr, [1.0 + i, 2.0 + i])

@@ -6,6 +6,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any
 
+# Where a failed job's run dir keeps why (its one-line message), for the sweep report.
+ERROR_FILE = "run_info/error.txt"
+
 
 class WeaverError(Exception):
     """A problem the user can fix (a config value, a file, a column): the message says what and how."""

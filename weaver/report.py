@@ -1,10 +1,10 @@
 """`python -m weaver.report <sweep or runs dir>` / `weaver-report`: compare runs from their own files.
 
 Every folder below the given one that holds a `.hydra/config.yaml` is a run. From its files alone (no W&B account
-needed): the command-line overrides, the monitored validation metric over steps (`csv/metrics.csv`) and the final
-metrics (`metrics.json`). Prints a table (overrides that differ between runs, best and final validation value, test
-value; the best run starred) and writes PNG plots to `<dir>/report/`: the validation metric against step for every
-run, and the best validation value against each swept hyperparameter.
+needed): the command-line overrides, the monitored validation metric over steps (`csv/metrics.csv`), the final
+metrics (`metrics.json`) and why a run failed (`run_info/error.txt`). Prints a table (overrides that differ between
+runs, best and final validation value, test value; the best run starred) and writes PNG plots to `<dir>/report/`:
+the validation metric against step for every run, and the best validation value against each swept hyperparameter.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from omegaconf import OmegaConf  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from weaver.errors import ERROR_FILE  # noqa: E402
+
 
 @dataclass
 class RunRecord:
@@ -34,6 +36,7 @@ class RunRecord:
     mode: str  # max or min
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, value) at each validation
     final: dict[str, float] = field(default_factory=dict)  # metrics.json, when the run finished
+    error: str | None = None  # run_info/error.txt, when the run failed
 
     @property
     def best(self) -> float | None:
@@ -50,6 +53,8 @@ class RunRecord:
 
     @property
     def status(self) -> str:
+        if self.error is not None:
+            return "failed"
         return "finished" if self.final else "incomplete"
 
 
@@ -69,6 +74,9 @@ def read_run(path: Path) -> RunRecord:
     metrics_json = path / "metrics.json"
     if metrics_json.is_file():
         run.final = json.loads(metrics_json.read_text())["metrics"]
+    error_file = path / ERROR_FILE
+    if error_file.is_file():
+        run.error = error_file.read_text(encoding="utf-8").strip()
     return run
 
 
@@ -113,6 +121,9 @@ def print_table(runs: list[RunRecord], keys: list[str], console: Console) -> Non
         mark = "★" if run is winner else ""
         table.add_row(mark, str(run.path.name), *[run.overrides.get(k, "-") for k in keys], *cells, run.status)
     console.print(table)
+    for run in runs:
+        if run.error is not None:
+            console.print(f"Run {run.path.name} failed: {run.error}")
     if winner is not None:
         console.print(f"Best run: {winner.path} ({label(winner, keys)})")
 

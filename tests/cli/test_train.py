@@ -84,6 +84,22 @@ def test_multirun_sweeps_a_model_setting(tiny_data_dir: Path, tmp_path: Path) ->
     assert (sweep / "report" / "best_by_model.num_encoder_layers.png").is_file()
 
 
+def test_a_sweeps_refused_jobs_fail_in_one_line_each_and_the_report_says_why(
+    tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    result = run_cli("-m", "debug=fast", "optimizer.lr=-1,-2", f"data.data_dir={tiny_data_dir}", *TINY, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "Job 0 failed: optimizer: Invalid learning rate: -1 (check the values under 'optimizer')" in result.stderr
+    runs = sorted((tmp_path / "multirun" / "translation").glob("*/*/[0-9]*"))
+    assert [(run / "run_info" / "error.txt").read_text() for run in runs] == [
+        f"optimizer: Invalid learning rate: {lr} (check the values under 'optimizer')" for lr in (-1, -2)
+    ]
+    report = subprocess.run(
+        [sys.executable, "-m", "weaver.report", str(runs[0].parent)], capture_output=True, text=True, timeout=120
+    )
+    assert report.stdout.count("failed") >= 4  # the status column, and a line saying why per run
+
+
 def test_help_lists_the_config_groups(tmp_path: Path) -> None:
     result = run_cli("--help", cwd=tmp_path, timeout=120)
     assert result.returncode == 0

@@ -6,16 +6,18 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from weaver.config import config_dir, register_resolvers
-from weaver.errors import ConfigError, WeaverError
+from weaver.errors import ERROR_FILE, ConfigError, WeaverError
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +69,22 @@ def sigterm_exception() -> type[BaseException]:
     return SIGTERMException
 
 
+def record_failure(message: str) -> None:
+    """Why the job failed, in its run dir (tools without one, such as export.py, write nothing)."""
+    hydra_config = HydraConfig.get()
+    if hydra_config.output_subdir is None:
+        return
+    path = Path(hydra_config.runtime.output_dir) / ERROR_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(message.splitlines()[0] if message else "", encoding="utf-8")
+
+
 def entry_point(config_name: str, run: Callable[[DictConfig], Any]) -> Callable[[], None]:
     """A Hydra app on `conf/<config_name>.yaml` calling `run(cfg)` and returning its value (a sweeper's objective).
 
     A user error (`WeaverError`, an unset `???` key) exits with its one-line message instead of a traceback; in a
-    multirun it is logged and re-raised, so the sweeper records that job as failed and goes on. Stopped by SIGTERM
+    multirun it is logged and raised again as one line, so the sweeper records that job as failed and goes on. A
+    failed job's run dir keeps why in `run_info/error.txt` (what the sweep report shows). Stopped by SIGTERM
     (Lightning then finishes the batch and raises), the tool exits with 143, as a scheduler expects of a job it
     preempted.
     """
@@ -82,14 +95,20 @@ def entry_point(config_name: str, run: Callable[[DictConfig], Any]) -> Callable[
             check_required_keys(cfg)
             return run(cfg)
         except (WeaverError, MissingMandatoryValue) as error:
+            message = user_message(error)
+            record_failure(message)
             if HydraConfig.get().mode == RunMode.MULTIRUN:
-                log.error("Job %s failed: %s", HydraConfig.get().job.num, user_message(error))
-                raise
-            print(f"Error: {user_message(error)}", file=sys.stderr)
+                log.error("Job %s failed: %s", HydraConfig.get().job.num, message)
+                # Hydra prints a CompactHydraException's message alone, where it prints others' tracebacks.
+                raise CompactHydraException(f"Job {HydraConfig.get().job.num} failed: {message}") from None
+            print(f"Error: {message}", file=sys.stderr)
             sys.exit(1)
         except sigterm_exception():  # a SystemExit without a code: the job would end as a success
             print("Stopped by SIGTERM.", file=sys.stderr)
             sys.exit(143)
+        except Exception as error:
+            record_failure(f"{type(error).__name__}: {error}")
+            raise
 
     def main() -> None:
         register_resolvers()
