@@ -11,7 +11,7 @@ import pytest
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 
-from weaver.callbacks import ExponentialMovingAverage
+from weaver.callbacks import ExponentialMovingAverage, LastCheckpoint
 from weaver.callbacks.ema import warmed_up_decay
 from weaver.errors import ConfigError
 
@@ -27,7 +27,9 @@ class Task(L.LightningModule):
         self.register_buffer("table", torch.arange(3.0))
         self.raw_weights: list[float] = []
         self.validated_weights: list[float] = []
+        self.epoch_end_weights: list[float] = []  # where the task draws its sample heatmaps
         self.tested_weights: list[float] = []
+        self.save_during_validation: Path | None = None  # as a SIGTERM in validation does
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         return -self.weight.sum()
@@ -37,6 +39,12 @@ class Task(L.LightningModule):
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         self.validated_weights.append(self.weight.item())
+        if self.save_during_validation is not None:
+            self.trainer.save_checkpoint(self.save_during_validation)
+            self.save_during_validation = None
+
+    def on_validation_epoch_end(self) -> None:
+        self.epoch_end_weights.append(self.weight.item())
 
     def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         self.tested_weights.append(self.weight.item())
@@ -122,3 +130,32 @@ def test_sharded_strategies_are_refused_by_name() -> None:
     trainer = SimpleNamespace(strategy=FSDPStrategy.__new__(FSDPStrategy))
     with pytest.raises(ConfigError, match="hardware=fsdp"):
         ExponentialMovingAverage().setup(trainer, Task(), stage="fit")
+
+
+def test_checkpoints_saved_in_validation_and_at_the_end_keep_raw_and_average_apart(tmp_path: Path) -> None:
+    """A SIGTERM checkpoint during validation (the model then holds the average) and `last.ckpt` written when
+    training ends (before the average is copied in) both keep the raw weights to continue from; the task's own
+    validation epoch end, where sample heatmaps are drawn, sees the average that generated the samples."""
+    task = Task()
+    task.save_during_validation = tmp_path / "in_validation.ckpt"
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=7,  # not a multiple of val_check_interval: last.ckpt is written when training ends
+        val_check_interval=3,
+        num_sanity_val_steps=0,
+        logger=False,
+        callbacks=[ExponentialMovingAverage(decay=DECAY), LastCheckpoint(dirpath=tmp_path, filename="last")],
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    data = torch.utils.data.DataLoader([torch.zeros(1)] * 7, batch_size=None)
+    trainer.fit(task, train_dataloaders=data, val_dataloaders=torch.utils.data.DataLoader([torch.zeros(1)]))
+
+    assert task.epoch_end_weights == pytest.approx(task.validated_weights)
+    for path, raw in ((tmp_path / "in_validation.ckpt", 3.0), (tmp_path / "last.ckpt", 7.0)):
+        checkpoint = torch.load(path, weights_only=False)
+        assert checkpoint["current_model_state"]["weight"].item() == raw, path.name
+        average = expected_average(task.raw_weights[: int(raw)])
+        assert checkpoint["state_dict"]["weight"].item() == pytest.approx(average), path.name
+    assert task.weight.item() == pytest.approx(expected_average(task.raw_weights))  # after fit: the average

@@ -32,6 +32,7 @@ class ExponentialMovingAverage(WeightAveraging):
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"callbacks.ema.decay must be in (0, 1), got {decay}.")
         self.decay = decay
+        self.swapped = False  # whether the model holds the average (during validation)
         super().__init__(use_buffers=False, multi_avg_fn=self._average)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -51,6 +52,37 @@ class ExponentialMovingAverage(WeightAveraging):
         still holds its average then) keeps the averaged `state_dict` the checkpoint was chosen by."""
         if trainer.state.fn == TrainerFn.FITTING:
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_epoch_start(trainer, pl_module)
+        self.swapped = self._average_model is not None
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The swap back waits for `on_validation_end`: Lightning calls callbacks' epoch-end hooks before the
+        module's, whose sample heatmaps must come from the averaged weights that generated the samples."""
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.swapped:
+            self._swap_models(pl_module)
+            self.swapped = False
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The average is copied into the model at `on_fit_end` instead: `last.ckpt`, saved at the end of training
+        after this hook, must keep the raw weights to continue from."""
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._average_model is not None:
+            self._copy_average_to_current(pl_module)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Saved during validation (SIGTERM then), the model holds the average and the averaged copy the raw
+        weights: they go back to their places in the checkpoint."""
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if self.swapped and "current_model_state" in checkpoint:
+            checkpoint["state_dict"], checkpoint["current_model_state"] = (
+                checkpoint["current_model_state"],
+                checkpoint["state_dict"],
+            )
 
     def _average(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
         weight = warmed_up_decay(self.decay, int(num_averaged))
