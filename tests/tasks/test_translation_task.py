@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import sacrebleu
@@ -100,3 +101,24 @@ def test_a_sharded_rank_with_nothing_to_sample_still_generates_with_the_others(
     ]
     task.evaluation_step("val", Seq2SeqCollator(pad_token_id=0)(examples))  # no example among the first 2
     assert generated == ([1] if sharded else []) and task.generated["val"] == []
+
+
+def test_a_fused_optimizer_under_an_fp16_gradient_scaler_is_clipped_on_unscaled_gradients() -> None:
+    """Lightning refuses to clip for a fused optimizer with a scaler (it unscales inside its step): the task
+    unscales first and clips, and the scaler's step then applies exactly the clipped gradients."""
+
+    def clipped_step(scaler: torch.amp.GradScaler | None) -> torch.Tensor:
+        task = TranslationTask(ScriptedModel(), ScriptedTokenizer(HYPOTHESES), optimizer=torch.optim.SGD)
+        optimizer = torch.optim.AdamW(task.parameters(), lr=0.1, fused=True)
+        loss = (task.model.bias * torch.arange(VOCAB, dtype=torch.float)).sum() * 10  # a gradient norm of ~140
+        (scaler.scale(loss) if scaler else loss).backward()
+        task._trainer = SimpleNamespace(model=task, precision_plugin=SimpleNamespace(scaler=scaler))
+        task.configure_gradient_clipping(optimizer, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+        assert float(torch.linalg.vector_norm(task.model.bias.grad)) == pytest.approx(1.0, rel=1e-4)
+        if scaler:
+            scaler.step(optimizer)
+        else:
+            optimizer.step()
+        return task.model.bias.detach().clone()
+
+    torch.testing.assert_close(clipped_step(torch.amp.GradScaler("cpu", init_scale=1024.0)), clipped_step(None))

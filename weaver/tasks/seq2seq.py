@@ -295,14 +295,17 @@ class Seq2SeqTask(LightningModule):
         gradient_clip_algorithm: str | None = None,
     ) -> None:
         """Two cases Lightning does not clip: FSDP, whose sharded gradients only the root module can clip by norm,
-        and fused optimizers under any mixed precision, where without a gradient scaler (bf16, fp32) the
-        gradients are already unscaled, so clipping them directly is exact."""
+        and fused optimizers, which unscale fp16 gradients inside their step: here a gradient scaler (fp16) unscales
+        them first (its step then leaves them as they are), and without one (bf16, fp32) they are unscaled already,
+        so clipping them directly is exact."""
         by_norm = gradient_clip_algorithm in (None, "norm")
         if gradient_clip_val and by_norm and isinstance(self.trainer.model, FullyShardedDataParallel):
             self.trainer.model.clip_grad_norm_(gradient_clip_val)
             return
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        if gradient_clip_val and optimizer.defaults.get("fused") and scaler is None:
+        if gradient_clip_val and optimizer.defaults.get("fused"):
+            scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+            if scaler is not None:
+                scaler.unscale_(optimizer)
             if by_norm:
                 torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
             else:
