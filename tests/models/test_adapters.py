@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import open_dict
 
-from tests.conftest import compose_config
+from tests.conftest import SHORT_TRAINING, compose_config, tiny_run_config
 from tests.models.tiny_hf import save_tiny_model
+from weaver.cli.train import train
 from weaver.data import PretrainedTokenizer
 from weaver.errors import ConfigError
 from weaver.instantiate import build
@@ -167,3 +169,17 @@ def test_adaloras_orthogonal_penalty_is_pefts_own_and_joins_the_training_loss(tm
     assert penalty > 0
     torch.testing.assert_close(unregularised + penalty, regularised)
     assert orthogonal_penalty(LoRA(r=2)(build_model("gpt2", folder)[0])) is None
+
+
+def test_adalora_moves_ranks_after_optimizer_steps_only(
+    tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps: list[int] = []
+    monkeypatch.setattr("weaver.tasks.seq2seq.allocate_ranks", lambda model, step: steps.append(step))
+    adalora = ["peft=adalora", "peft.init_r=2", "peft.target_r=1", "peft.tinit=0", "peft.tfinal=1"]
+    accumulating = ["trainer.accumulate_grad_batches=2", "trainer.max_steps=3", "trainer.val_check_interval=6"]
+    cfg = tiny_run_config([f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING, *adalora, *accumulating], tmp_path)
+    with open_dict(cfg):
+        cfg.test = False
+    train(cfg)
+    assert steps == [1, 2, 3]  # not also after the first micro-batch, on half a window's gradients

@@ -236,6 +236,7 @@ class Seq2SeqTask(LightningModule):
         return loss + penalty
 
     def on_train_start(self) -> None:
+        self.ranked_step = self.trainer.global_step  # the first micro-batch of a window is no optimizer step
         schedule_ranks(self.model, self.trainer.estimated_stepping_batches)
 
     def on_train_batch_end(self, outputs: Any, batch: dict[str, Any], batch_idx: int) -> None:
