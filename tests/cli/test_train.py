@@ -144,6 +144,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
         (["model=t5_small"], "Hub is unreachable (no network, or HF_HUB_OFFLINE=1) and 't5-small' is not in the local"),
         (["monitor.mode=maximum"], "monitor.mode must be 'max' or 'min', got 'maximum'"),
         (["monitor.metric=val/BLEU"], "monitor.metric='val/BLEU' is not a metric this task logs; use one of: val/loss"),
+        (["monitor.metric=val/loss"], "monitor.metric='val/loss' is lower for a better model: add monitor.mode=min."),
         (["trainer.max_steps=-5"], "trainer: `max_steps` must be a non-negative integer or -1"),
         (["trainer.precision=bf17"], "trainer: Precision 'bf17' is invalid"),
         (["optimizer.lr=abc", "debug=fast"], "Error: optimizer.lr='abc': expected a number."),

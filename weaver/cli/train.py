@@ -106,6 +106,9 @@ def check_monitor_metric(cfg: DictConfig, task: Seq2SeqTask) -> None:
     known = [*task.logged_metrics("val"), "train/loss"]
     if metric and metric not in known:
         raise ConfigError(f"monitor.metric='{metric}' is not a metric this task logs; use one of: {', '.join(known)}.")
+    # The tasks' presets monitor a score (mode max): switching to a loss alone would keep the best as the worst.
+    if metric and metric.endswith(("/loss", "/ppl")) and OmegaConf.select(cfg, "monitor.mode") == "max":
+        raise ConfigError(f"monitor.metric='{metric}' is lower for a better model: add monitor.mode=min.")
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
