@@ -57,6 +57,19 @@ def test_skip_stops_once_its_allowance_is_spent(tmp_path: Path) -> None:
         fit(NonFiniteLossGuard(action="skip", max_skips=1), LossGoesNaN({1, 2}), tmp_path)
 
 
+def test_skips_spent_before_a_resume_count_against_the_allowance(tmp_path: Path) -> None:
+    model, guard = LossGoesNaN({1}), NonFiniteLossGuard(action="skip", max_skips=1)
+    trainer = L.Trainer(max_steps=2, callbacks=[guard], logger=False, default_root_dir=tmp_path)
+    trainer.fit(model, DataLoader(torch.randn(4, 4), batch_size=1))
+    trainer.save_checkpoint(tmp_path / "skipped_once.ckpt")
+    resumed = NonFiniteLossGuard(action="skip", max_skips=1)
+    trainer = L.Trainer(max_steps=4, callbacks=[resumed], logger=False, default_root_dir=tmp_path)
+    with pytest.raises(TrainingDiverged, match="at step 4: the loss is nan, after 1 skipped steps"):
+        trainer.fit(
+            LossGoesNaN({3}), DataLoader(torch.randn(4, 4), batch_size=1), ckpt_path=tmp_path / "skipped_once.ckpt"
+        )
+
+
 def test_a_nan_score_is_never_the_best_checkpoint(tmp_path: Path) -> None:
     callback = FiniteModelCheckpoint(dirpath=tmp_path, monitor="val/bleu", mode="max")
     trainer = L.Trainer(logger=False, default_root_dir=tmp_path)

@@ -39,6 +39,13 @@ class NonFiniteLossGuard(Callback):
         self.skipped = 0
         self.bad_loss: float | None = None  # this rank's non-finite loss in the step under way
 
+    def state_dict(self) -> dict[str, int]:
+        """The steps skipped so far, saved in checkpoints: `max_skips` bounds a resumed run's skips with them."""
+        return {"skipped": self.skipped}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.skipped = int(state_dict.get("skipped", 0))
+
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
         # With gradient accumulation, every micro-batch's loss counts towards the step.
         if not torch.isfinite(loss).all():
