@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from lightning.pytorch.strategies import FSDPStrategy
 
 from tests.conftest import write_jsonl
@@ -136,3 +137,13 @@ def test_evaluation_replicas_of_a_sharded_model_take_equal_numbers_of_batches(tm
     assert batch_counts() == [2, 2, 1]  # unsharded: every example once
     dm.trainer = SimpleNamespace(strategy=FSDPStrategy())  # FSDP: every rank runs each forward together
     assert batch_counts() == [2, 2, 2]
+
+
+def test_opening_an_epoch_of_training_batches_leaves_the_global_generator_alone(tmp_path: Path) -> None:
+    """Dropout draws from the global generator: an epoch's loader must not, or a run resumed at an epoch's end
+    (which restores the generator after opening the next epoch) would draw other dropout masks."""
+    dm = datamodule(tmp_path, train_file=str(write_jsonl(tmp_path / "train.jsonl", PAIRS)), batch_size=8)
+    dm.setup("fit")
+    before = torch.get_rng_state()
+    next(iter(dm.train_dataloader()))
+    assert torch.equal(torch.get_rng_state(), before)

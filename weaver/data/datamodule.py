@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 from datasets import Dataset, DatasetDict, concatenate_datasets
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.strategies import FSDPStrategy
@@ -454,9 +455,13 @@ class Seq2SeqDataModule(LightningDataModule):
                     sampler.max_tokens,
                     longest,
                 )
-        # Training resumes mid-epoch from a checkpoint at the very batch it stopped at.
-        loader_class = ResumableDataLoader if split == "train" else DataLoader
-        return loader_class(dataset, batch_sampler=sampler, **loading)
+        # Training resumes mid-epoch from a checkpoint at the very batch it stopped at. Each epoch's iterator draws a
+        # seed from the loader's generator, not from the global one: a run resumed at an epoch's end restores the
+        # global generator (dropout) only after opening the next epoch, where an uninterrupted run drew before it.
+        if split == "train":
+            generator = torch.Generator().manual_seed(self.shuffle_seed())
+            return ResumableDataLoader(dataset, batch_sampler=sampler, generator=generator, **loading)
+        return DataLoader(dataset, batch_sampler=sampler, **loading)
 
     def train_dataloader(self) -> DataLoader:
         return self.dataloader("train", shuffle=True)
