@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tests.conftest import FIXTURE_SIZES
 from tests.helpers import best_checkpoint, run_cli
@@ -73,19 +73,22 @@ def test_eval_reproduces_the_test_metrics_of_training(train_config: DictConfig, 
 
 @pytest.mark.slow
 def test_eval_takes_data_and_generation_overrides(train_config: DictConfig, tmp_path: Path) -> None:
+    with open_dict(train_config):  # as debug=fast runs do: a part of each split
+        train_config.trainer.limit_val_batches = 1
+        train_config.trainer.limit_test_batches = 1
     train(train_config)
     args = [
         f"ckpt_path={best_checkpoint(train_config)}",
         "split=validation",
         "generation=greedy",
-        "data.eval_batch_size=5",
+        "data.eval_batch_size=5",  # 5 batches: the run's limit of 1 would score 5 examples
     ]
     result = run_cli(*args, cwd=tmp_path, script="eval.py")
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs" / "eval").glob("*/*")
     assert {"val/bleu", "val/loss"} <= set(json.loads((run_dir / "metrics.json").read_text())["metrics"])
     predictions = (run_dir / "validation_predictions.jsonl").read_text().splitlines()
-    assert len(predictions) == FIXTURE_SIZES["validation"]  # every example, not the validation-time subset
+    assert len(predictions) == FIXTURE_SIZES["validation"]  # every example, not the run's own subset
     config = OmegaConf.load(run_dir / "run_config.yaml")
     assert config.generation.num_beams == 1 and config.data.eval_batch_size == 5
     assert config.model.d_model == 64  # the rest is the checkpoint's own

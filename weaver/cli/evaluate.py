@@ -31,6 +31,10 @@ def evaluate(cfg: DictConfig, changes: dict[str, Any]) -> dict[str, float]:
     run = restore_run(
         cfg.ckpt_path,
         {
+            # The whole split, whatever the run itself validated and tested (debug=fast: 2 batches of each), unless
+            # this command limits it again (++trainer.limit_test_batches=0.1).
+            "trainer.limit_val_batches": 1.0,
+            "trainer.limit_test_batches": 1.0,
             **changes,
             "paths.output_dir": str(output_dir),
             "paths.cache_dir": cfg.paths.cache_dir,
