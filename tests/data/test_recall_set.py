@@ -87,6 +87,15 @@ def test_keys_come_from_a_file_joined_on_the_row_id_and_rows_without_one_are_cou
     assert all(source.startswith("name-id") for source in pairs["source"])
 
 
+def test_rows_with_their_own_key_keep_it_where_a_keys_file_is_set(tmp_path: Path) -> None:
+    """A file in the data's own format (`name` beside `id`), given to a checkpoint whose config joins keys from the
+    shipped corpus's keys file, which knows none of its ids."""
+    keys = tmp_path / "names.json.gz"
+    keys.write_bytes(gzip.compress(json.dumps({"elsewhere": "other"}).encode()))
+    pairs = RecallSetPairs(num_documents=3, keys_file=str(keys)).build_pairs(Dataset.from_list(ROWS), "test")
+    assert all(source.startswith("pkg") for source in pairs["source"])
+
+
 def test_renamed_training_examples_query_the_new_name_of_the_queried_document_and_evaluation_keeps_true_names() -> None:
     data = Dataset.from_list(ROWS)
     builder = RecallSetPairs(num_documents=5, eval_num_documents=5, rename_rate=0.5)

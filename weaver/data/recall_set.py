@@ -50,8 +50,9 @@ class RecallSetPairs:
     heads its documents with keys drawn at random from the split (the query names the queried document's new key),
     so its summary cannot be guessed from the query's words and only finding the document earns it; validation and
     test keep the true keys. Every usable training row is queried once; `eval_max_examples` caps how many validation
-    and test rows are (the first ones). Keys come from `key_field`, or from `keys_file` (JSON, optionally gzipped:
-    {row id: key}) joined on `id_field`. Rows without a usable key, document or summary are skipped and counted.
+    and test rows are (the first ones). Keys come from `key_field`, or, in rows without one, from `keys_file` (JSON,
+    optionally gzipped: {row id: key}) joined on `id_field`. Rows without a usable key, document or summary are
+    skipped and counted.
     """
 
     num_documents: int = 16
@@ -167,15 +168,16 @@ class RecallSetPairs:
     def usable_rows(self, dataset: Dataset, split: str) -> tuple[list[str], list[str], list[str], list[int]]:
         """Keys, documents and summaries of the usable rows (by position among them), and their row indices."""
         fields = {"document_field": self.document_field, "summary_field": self.summary_field}
-        fields["id_field" if self.keys_file else "key_field"] = self.id_field if self.keys_file else self.key_field
+        keyed = not self.keys_file or self.key_field.split(".")[0] in dataset.column_names
+        fields["key_field" if keyed else "id_field"] = self.key_field if keyed else self.id_field
         check_columns(dataset, split, {f"pair_builder.{option}": name for option, name in fields.items()})
         lookup = read_keys(self.keys_file) if self.keys_file else None
         keys, documents, summaries, rows = [], [], [], []
         skipped: Counter[str] = Counter()
         for index, row in enumerate(dataset):
-            key = (
-                lookup.get(str(get_field(row, self.id_field))) if lookup is not None else get_field(row, self.key_field)
-            )
+            key = get_field(row, self.key_field)
+            if skip_reason(key) and lookup is not None:
+                key = lookup.get(str(get_field(row, self.id_field)))
             values = {
                 "key": key,
                 "document": get_field(row, self.document_field),
