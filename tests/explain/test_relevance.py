@@ -99,3 +99,6 @@ def test_spans_grow_from_the_peaks_while_neighbours_score_high() -> None:
     scores = torch.tensor([0.0, 0.1, 0.9, 0.5, 0.05, 0.0, 0.7, 0.0])
     assert top_spans(scores, 2, max_tokens=4, share=0.25) == [(2, 4), (6, 7)]
     assert top_spans(scores, 1, max_tokens=3, share=0.0) == [(1, 4)]  # towards the higher neighbour
+    # A token peaks only where allowed (a line break alone is no span), though spans may take it in.
+    visible = [True, True, False, True, True, True, True, True]
+    assert top_spans(scores, 2, max_tokens=4, share=0.25, peaks=visible) == [(6, 7), (2, 4)]

@@ -62,9 +62,10 @@ class Explanation:
     def spans(self, count: int = 3, max_tokens: int = 8, share: float = 0.25) -> list[Span]:
         """The ``count`` most relevant source spans, best first (see `top_spans`)."""
         scores = self.source_scores()
+        visible = [bool(token.strip()) for token in self.source_tokens]  # a span of a line break alone says nothing
         spans = [
             Span(start, end, "".join(self.source_tokens[start:end]).strip(), float(scores[start:end].sum()))
-            for start, end in top_spans(scores, count, max_tokens, share)
+            for start, end in top_spans(scores, count, max_tokens, share, visible)
         ]
         return sorted(spans, key=lambda span: -span.score)
 
@@ -94,15 +95,20 @@ class Explanation:
         return values
 
 
-def top_spans(scores: Tensor, count: int, max_tokens: int, share: float) -> list[tuple[int, int]]:
+def top_spans(
+    scores: Tensor, count: int, max_tokens: int, share: float, peaks: list[bool] | None = None
+) -> list[tuple[int, int]]:
     """Up to ``count`` non-overlapping (start, end) spans around the highest peaks: each starts at the highest-scoring
-    token not yet covered and grows towards its higher neighbour while that neighbour scores at least ``share`` of
-    the peak, up to ``max_tokens`` tokens (``share=0``: as wide as that allows, a peak with its context)."""
+    token not yet covered (among those ``peaks`` allows) and grows towards its higher neighbour while that neighbour
+    scores at least ``share`` of the peak, up to ``max_tokens`` tokens (``share=0``: as wide as that allows, a peak
+    with its context)."""
     values = scores.tolist()
     free = [True] * len(values)
+    allowed = peaks or [True] * len(values)
     spans: list[tuple[int, int]] = []
     for _ in range(count):
-        peak = max((i for i, open_ in enumerate(free) if open_), key=values.__getitem__, default=None)
+        candidates = (i for i, open_ in enumerate(free) if open_ and allowed[i])
+        peak = max(candidates, key=values.__getitem__, default=None)
         if peak is None:
             break
         start, end = peak, peak + 1
