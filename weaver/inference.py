@@ -65,8 +65,7 @@ class Predictor:
         source_field, target_field = self.run.cfg.data.source_field, self.run.cfg.data.target_field
         check_columns(dataset, "input", {"source_field": source_field})
         has_references = target_field.split(".")[0] in dataset.column_names
-        # Without references the source stands in for the target column select_pairs wants; it is not used.
-        pairs = select_pairs(dataset, "input", source_field, target_field if has_references else source_field)
+        pairs = select_pairs(dataset, "input", source_field, target_field if has_references else None)
         return [
             Example(row["source"], row["target"] if has_references else None, id=row["example_id"]) for row in pairs
         ]

@@ -16,7 +16,7 @@ from weaver.checkpoints import restore_run
 from weaver.cli.predict import chat, read_examples
 from weaver.cli.train import train
 from weaver.data.dialogue import DialoguePairs
-from weaver.errors import ConfigError
+from weaver.errors import ConfigError, DataError
 from weaver.inference import Predictor
 
 
@@ -38,6 +38,19 @@ def test_prediction_ids_are_input_rows_so_skipped_rows_leave_gaps(translation_ch
         cfg = OmegaConf.create({"input": None, "input_file": str(path), "paths": {"cache_dir": str(tmp_path)}})
         examples = read_examples(cfg, predictor)
         assert [(example.id, example.source) for example in examples] == [(0, "a cat"), (3, "two dogs")]
+
+
+def test_an_input_file_without_a_usable_source_names_the_source_field_alone(
+    translation_checkpoint: Path, tmp_path: Path
+) -> None:
+    predictor = Predictor(restore_run(translation_checkpoint))
+    path = write_jsonl(tmp_path / "inputs.jsonl", [{"en": ""}, {"en": "  "}])
+    cfg = OmegaConf.create({"input": None, "input_file": str(path), "paths": {"cache_dir": str(tmp_path)}})
+    with pytest.raises(DataError) as error:
+        read_examples(cfg, predictor)
+    assert str(error.value) == (
+        "The input split has no usable rows for source_field='en' (all 2 rows were missing, empty or not text)."
+    )
 
 
 @pytest.mark.slow

@@ -43,17 +43,19 @@ def check_columns(dataset: Dataset, split: str, fields: dict[str, str]) -> None:
             )
 
 
-def select_pairs(dataset: Dataset, split: str, source_field: str, target_field: str) -> Dataset:
-    """Columns `example_id`, `source`, `target`; rows whose fields are missing, empty or not text are dropped."""
-    check_columns(dataset, split, {"source_field": source_field, "target_field": target_field})
+def select_pairs(dataset: Dataset, split: str, source_field: str, target_field: str | None) -> Dataset:
+    """Columns `example_id`, `source`, `target`; rows whose fields are missing, empty or not text are dropped.
+    Without a `target_field` (sources to predict from), `target` is empty and only sources are checked."""
+    fields = {"source_field": source_field, "target_field": target_field}
+    check_columns(dataset, split, {option: name for option, name in fields.items() if name is not None})
 
     def extract(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
         sources = [get_field(row, source_field) for row in rows]
-        targets = [get_field(row, target_field) for row in rows]
+        targets = [get_field(row, target_field) if target_field else "" for row in rows]
         reasons = [
             (f"{source_field} {skip_reason(s)}" if skip_reason(s) else None)
-            or (f"{target_field} {skip_reason(t)}" if skip_reason(t) else None)
+            or (f"{target_field} {skip_reason(t)}" if target_field and skip_reason(t) else None)
             for s, t in zip(sources, targets, strict=True)
         ]
         return {
@@ -76,8 +78,9 @@ def select_pairs(dataset: Dataset, split: str, source_field: str, target_field: 
         details = ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
         log.warning("%s split: skipped %d of %d rows (%s).", split, sum(skipped.values()), len(dataset), details)
     if len(kept) == 0:
+        fields_named = f"source_field='{source_field}'" + (f", target_field='{target_field}'" if target_field else "")
         raise DataError(
-            f"The {split} split has no usable rows for source_field='{source_field}', "
-            f"target_field='{target_field}' (all {len(dataset)} rows were missing, empty or not text)."
+            f"The {split} split has no usable rows for {fields_named} (all {len(dataset)} rows were missing, empty "
+            "or not text)."
         )
     return kept.remove_columns("skip_reason")
