@@ -37,6 +37,7 @@ class Example:
     # Where it comes from: the input's row (0-based; a .txt file's line), so rows skipped as empty leave gaps rather
     # than shifting the ids after them; with a pair builder, the example's id among those the rows expand into.
     id: int = 0
+    conversation_id: str | None = None  # dialogue: the input conversation's id (or row) the turn belongs to
 
 
 class Predictor:
@@ -61,7 +62,16 @@ class Predictor:
         their source field, and their target field as the reference when the file has it."""
         if self.run.cfg.data.get("pair_builder"):  # rows become examples as in training: conversations, recall sets
             pairs = self.pair_builder.build_pairs(dataset, "input")
-            return [Example(row["source"], row["target"], row.get("context") or [], row["example_id"]) for row in pairs]
+            return [
+                Example(
+                    row["source"],
+                    row["target"],
+                    row.get("context") or [],
+                    row["example_id"],
+                    row.get("conversation_id"),
+                )
+                for row in pairs
+            ]
         source_field, target_field = self.run.cfg.data.source_field, self.run.cfg.data.target_field
         check_columns(dataset, "input", {"source_field": source_field})
         has_references = target_field.split(".")[0] in dataset.column_names

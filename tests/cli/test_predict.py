@@ -170,5 +170,7 @@ def test_chat_and_conversation_files_keep_the_topic(chitchat_slice: Path, tmp_pa
         f"input_file={write_jsonl(tmp_path / 'input.jsonl', conversations)}",
         cwd=tmp_path / "file",
     )
-    # Every context of a conversation starts with its prompt, as in training.
+    # Every context of a conversation starts with its prompt, as in training, and says which conversation it is.
     assert rows and all(row["source"].startswith("<topic>" + conversations[0]["prompt"]) for row in rows[:2])
+    assert [row["conversation_id"] for row in rows[:2]] == [str(conversations[0]["id"])] * 2
+    assert {row["conversation_id"] for row in rows} == {str(conversation["id"]) for conversation in conversations}

@@ -49,6 +49,8 @@ def write_predictions(
     with partial.open("w", encoding="utf-8") as file:
         for index, (example, hypothesis) in enumerate(zip(examples, hypotheses, strict=True)):
             record: dict[str, Any] = {"id": example.id, "source": example.source, "hypothesis": hypothesis}
+            if example.conversation_id is not None:
+                record["conversation_id"] = example.conversation_id
             if example.reference is not None:
                 record["reference"] = example.reference
                 score = predictor.run.task.example_score(hypothesis, example.reference, example.source)
