@@ -93,12 +93,15 @@ def check_value_types(factory: Any, key: str) -> None:
         return
     for name, value in factory.keywords.items():
         allowed = plain_types(hints.get(name))
-        if allowed is None or isinstance(value, bool) and bool not in allowed:
-            if allowed is not None:
-                raise wrong_type(key, name, value, allowed)
-            continue
-        if not isinstance(value, allowed) and not (float in allowed and isinstance(value, int)):
+        if allowed is not None and not takes(allowed, value):
             raise wrong_type(key, name, value, allowed)
+
+
+def takes(allowed: tuple[type, ...], value: Any) -> bool:
+    """Whether a value of one of the `allowed` types is given: an integer is a number, true is no integer."""
+    if isinstance(value, bool):
+        return bool in allowed
+    return isinstance(value, allowed) or (float in allowed and isinstance(value, int))
 
 
 def wrong_type(key: str, name: str, value: Any, allowed: tuple[type, ...]) -> ConfigError:
