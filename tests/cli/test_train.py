@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from tests.conftest import SHORT_TRAINING, tiny_run_config
 from tests.helpers import ROOT, TINY, run_cli
 from weaver.cli.train import train
+from weaver.utils import hardware
 
 
 def test_train_writes_checkpoint_predictions_and_metrics(train_config: DictConfig) -> None:
@@ -44,6 +45,18 @@ def test_a_run_without_loggers_ends_with_last_ckpt_at_its_final_step(tiny_data_d
     train(cfg)
     last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 5
+
+
+def test_two_runs_with_one_seed_in_one_process_train_the_same_weights(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """In-process sweep trials: the first run in a process also measures the machine's peak FLOP/s (for MFU), which
+    must not move the random draws (dropout masks) that run's training makes."""
+    hardware.measured_matmul_flops.cache_clear()
+    weights = []
+    for run in ("first", "second"):
+        overrides = [f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING, "trainer.max_steps=2", "test=false"]
+        _, objects = train(tiny_run_config(overrides, tmp_path / run))
+        weights.append(objects["model"].state_dict())
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
 @pytest.mark.slow

@@ -29,7 +29,10 @@ def measured_matmul_flops(dtype: torch.dtype, device: torch.device | None = None
     short windows, since whatever else runs at that moment (a logger starting up) can only slow one down."""
     device = device or torch.device("cpu")
     size = 2048 if device.type == "cpu" else 8192
-    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
+    # Drawn from their own generator: the first run in a process measures, so drawing from the global one would
+    # give that run other dropout masks than the same run later in the process (in-process sweep trials).
+    generator = torch.Generator(device).manual_seed(0)
+    a, b = (torch.randn(size, size, dtype=dtype, device=device, generator=generator) for _ in range(2))
     for _ in range(2):
         a @ b  # warm-up: thread pool, caches, kernel selection
     best, end = 0.0, time.perf_counter() + seconds
