@@ -105,4 +105,17 @@ def test_bad_query_match_settings_name_the_key(settings, message):
 
 def test_windows_overlapping_too_little_for_the_ngram_are_refused():
     with pytest.raises(ConfigError, match=r"ngram=3 needs encoder windows that overlap by 4 tokens or more; "):
-        tiny_model(query_match={"query_token_id": QUERY_END, "ngram": 3}, memory={"window": 16, "stride": 13})
+        tiny_model(
+            query_match={"query_token_id": QUERY_END, "ngram": 3},
+            memory={"window": 16, "stride": 13, "prefix_token_id": QUERY_END},
+        )
+
+
+@pytest.mark.parametrize("prefix_token_id", [None, QUERY_END + 1])
+def test_windows_not_starting_with_the_query_are_refused(prefix_token_id):
+    """Past the first window such windows would hold no query, so their repeats of it would go unmarked."""
+    with pytest.raises(ConfigError, match=r"needs model.memory.prefix_token to be the query token \(id 2, got "):
+        tiny_model(
+            query_match={"query_token_id": QUERY_END},
+            memory={"window": 16, "stride": 8, "prefix_token_id": prefix_token_id},
+        )

@@ -38,7 +38,14 @@ class QueryMatchConfig:
             raise ConfigError(f"model.query_match.ngram must be a positive integer, got {self.ngram!r}")
 
     def check_windows(self, memory: MemoryConfig) -> None:
-        """A token kept from the edge of its window would lose the matches its neighbours past the edge make."""
+        """Each window is marked on its own: one that does not start with the query marks nothing, and a token kept
+        from the edge of its window would lose the matches its neighbours past the edge make."""
+        if memory.prefix_token_id != self.query_token_id:
+            raise ConfigError(
+                "model.query_match with model.memory needs model.memory.prefix_token to be the query token "
+                f"(id {self.query_token_id}, got {memory.prefix_token_id}), so that every window starts with the "
+                "query: windows without it mark nothing"
+            )
         needed, overlap = 2 * (self.ngram - 1), memory.window - memory.stride
         if overlap < needed:
             raise ConfigError(
