@@ -112,6 +112,17 @@ def test_virtual_tokens_need_a_huggingface_model() -> None:
         PrefixTuning()(native)
 
 
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_virtual_tokens_are_refused_with_memory(method: str, tmp_path: Path) -> None:
+    """With memory the encoder runs window by window outside peft, which would call the backbone without ids."""
+    folder = save_tiny_model("t5", tmp_path / "t5")
+    memory = {"window": 16, "stride": 8, "top_k": 4}
+    model = build_pretrained_seq2seq(PretrainedTokenizer(str(folder)).load(), str(folder), memory=memory)
+    with pytest.raises(ConfigError, match=f"peft={method} cannot be combined with model.memory"):
+        METHODS[method]()(model)
+    assert peft_model_of(METHODS["lora"]()(model)) is not None  # weight updates adapt the windowed encoder
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -46,7 +46,8 @@ class PeftMethod:
 
     # The `peft=` option, for messages.
     name: str
-    # Whether the native model can take it (virtual tokens need a HuggingFace model's embeddings and caches).
+    # Whether the native model, and an HF one with memory, can take it (virtual tokens need a HuggingFace model's
+    # embeddings and caches, and its encoder run by peft on the ids, which memory reads in windows itself).
     adapts_native = True
 
     def peft_config(self, task_type: TaskType | None) -> PeftConfig:
@@ -61,6 +62,11 @@ class PeftMethod:
             raise ConfigError(
                 f"peft={self.name} needs a HuggingFace model (model=hf_seq2seq, model=hf_causal_lm or a preset of "
                 "them); the native Weaver model takes peft=lora, adalora, adapter or ia3."
+            )
+        if hf and not self.adapts_native and getattr(model, "memory", None) is not None:
+            raise ConfigError(
+                f"peft={self.name} cannot be combined with model.memory: its virtual tokens would bypass the encoder "
+                "that memory runs window by window; use peft=lora, adalora, adapter or ia3, or memory=none."
             )
         try:
             if hf:
