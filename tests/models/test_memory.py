@@ -142,6 +142,20 @@ def test_recall_covering_the_memory_equals_full_cross_attention(fold_keys):
     torch.testing.assert_close(recalling(ids, mask, target), model(ids, mask, target), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("fold_keys", [False, True])
+def test_an_all_padding_source_reads_nothing_with_recall_as_with_full_attention(fold_keys):
+    """Called directly, a model may get a row without real tokens: every entry's score is -inf (NaN weights)."""
+    model = tiny_model()
+    ids, mask = padded_batch([40, 25])
+    ids[1], mask[1] = 0, 0
+    target = torch.randint(4, VOCAB, (2, 7))
+    with torch.no_grad():  # SDPA's fused kernel reads nothing there (its math kernel, taken with grad, gives NaN)
+        reference = model(ids, mask, target)[1]
+    for top_k in (4, 64):
+        recalled = with_memory(model, window=64, stride=32, top_k=top_k, fold_keys=fold_keys)(ids, mask, target)
+        torch.testing.assert_close(recalled[1], reference)
+
+
 @pytest.mark.parametrize("search", [dict(num_beams=1), dict(num_beams=4), dict(do_sample=True, seed=3)])
 @pytest.mark.parametrize("fold_keys", [False, True])
 def test_recall_covering_the_memory_generates_what_full_attention_does(search, fold_keys):

@@ -42,8 +42,10 @@ def _gather_rows(values: Tensor, index: Tensor) -> Tensor:
 
 
 def _attend(values: Tensor, scores: Tensor, dropout: float) -> Tensor:
-    """Softmax of each query's (B, H, T) scores over its own K entries, applied to their values (B, H, T, K, d)."""
-    weights = F.dropout(scores.softmax(-1), dropout, training=dropout > 0)
+    """Softmax of each query's (B, H, T) scores over its own K entries, applied to their values (B, H, T, K, d). A
+    query with no real entry (an all-padding source) reads nothing, as full attention's does, rather than NaN."""
+    weights = scores.softmax(-1).masked_fill(scores.isneginf().all(-1, keepdim=True), 0.0)
+    weights = F.dropout(weights, dropout, training=dropout > 0)
     return (weights[..., None, :].to(values.dtype) @ values).squeeze(-2)
 
 
