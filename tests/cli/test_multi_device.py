@@ -35,3 +35,22 @@ def test_two_cpu_processes_train_into_one_run_dir_with_the_metrics_of_one_device
     evaluated = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
     for name in ("test/bleu", "test/chrf", "test/loss"):
         assert evaluated[name] == pytest.approx(trained[name], rel=1e-6), name
+
+
+@pytest.mark.slow
+def test_a_local_sweep_of_multi_process_jobs_runs_each_job_once(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """Each job's second rank runs that job alone, in its folder (not the sweep again); the job after a two-process
+    one starts from a process without its group and launcher variables, so the third job equals the first."""
+    cwd = tmp_path / "a folder"  # a space in every job's path
+    cwd.mkdir()
+    args = ["-m", "debug=fast", f"data.data_dir={tiny_data_dir}", *TINY, "trainer.precision=32-true", "logger=csv"]
+    result = run_cli(*args, "trainer.devices=2,1,2", cwd=cwd, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (result.stdout + result.stderr).count("Launching 3 jobs locally") == 1
+    (sweep_dir,) = (cwd / "multirun" / "translation").glob("*/*")
+    assert sorted(job.name for job in sweep_dir.iterdir() if job.is_dir()) == ["0", "1", "2"]
+    assert [(sweep_dir / job / "train_ddp_process_1.log").is_file() for job in "012"] == [True, False, True]
+    first, _, third = (json.loads((sweep_dir / job / "metrics.json").read_text())["metrics"] for job in "012")
+    assert {name: value for name, value in first.items() if not name.startswith("perf/")} == {
+        name: value for name, value in third.items() if not name.startswith("perf/")
+    }

@@ -21,6 +21,7 @@ from weaver.checkpoint_io import remove_partial_checkpoints
 from weaver.checkpoints import checkpoint_file
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
+from weaver.cli.sweep_ranks import job_process
 from weaver.config import optuna_direction, register_resolvers
 from weaver.data.tokenizer import save_tokenizer
 from weaver.errors import ConfigError, TrainingDiverged
@@ -44,7 +45,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         exit_with_launcher()
         logging.getLogger("weaver").setLevel(logging.WARNING)
         return train_in(cfg, output_dir)
-    with run_dir_lock(output_dir):
+    with run_dir_lock(output_dir), job_process():
         remove_partial_checkpoints(output_dir / "checkpoints")
         return train_in(cfg, output_dir)
 
