@@ -4,6 +4,7 @@ Weaver's batches, HF's length-grouped batches, and the profile's grouping."""
 from __future__ import annotations
 
 import cProfile
+import functools
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,6 +45,17 @@ def test_the_measured_peak_is_the_best_window_of_three_timed_products(monkeypatc
     monkeypatch.setattr(hardware, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
     size = 2048
     assert hardware.measured_matmul_flops.__wrapped__(torch.bfloat16) == pytest.approx(3 * 2 * size**3 / 0.25)
+
+
+def test_the_cpu_peak_is_measured_again_for_another_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    measured = []
+    monkeypatch.setattr(
+        hardware, "measured_matmul_flops", functools.cache(lambda dtype, device, threads: measured.append(threads))
+    )
+    for threads in (1, 2, 1):
+        torch.set_num_threads(threads)
+        assert hardware.peak_flops(torch.device("cpu"), torch.float32)[1] == f"measured ({threads} threads)"
+    assert measured == [1, 2]
 
 
 CPUINFO = """processor\t: 0

@@ -23,10 +23,13 @@ def compute_dtype(precision: str) -> torch.dtype:
 
 
 @functools.cache
-def measured_matmul_flops(dtype: torch.dtype, device: torch.device | None = None, seconds: float = 1.0) -> float:
-    """FLOP/s of dense square matrix products in `dtype` on `device` (on a CPU with the threads torch uses now):
-    the best this machine does on a matrix product, measured rather than read off a data sheet. The best of several
-    short windows, since whatever else runs at that moment (a logger starting up) can only slow one down."""
+def measured_matmul_flops(
+    dtype: torch.dtype, device: torch.device | None = None, seconds: float = 1.0, threads: int | None = None
+) -> float:
+    """FLOP/s of dense square matrix products in `dtype` on `device` (on a CPU with the threads torch uses now,
+    which `threads` names so that the cached figure is theirs): the best this machine does on a matrix product,
+    measured rather than read off a data sheet. The best of several short windows, since whatever else runs at that
+    moment (a logger starting up) can only slow one down."""
     device = device or torch.device("cpu")
     size = 2048 if device.type == "cpu" else 8192
     # Drawn from their own generator: the first run in a process measures, so drawing from the global one would
@@ -50,10 +53,10 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
     documented = get_available_flops(device, dtype) if device.type != "cpu" else None
     if documented:
         return float(documented), "documented"
-    if device.type == "cpu":
-        where = f"{torch.get_num_threads()} threads"
-    else:
-        where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    if device.type == "cpu":  # a sweep's jobs may run with other thread counts (a DDP job's share of the cores)
+        threads = torch.get_num_threads()
+        return measured_matmul_flops(dtype, device, threads=threads), f"measured ({threads} threads)"
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     return measured_matmul_flops(dtype, device), f"measured ({where})"
 
 
