@@ -14,6 +14,7 @@ from weaver.data import Seq2SeqDataModule, TrainedTokenizer
 from weaver.data.collate import LABEL_PAD
 from weaver.data.denoising import SpanCorruption, TextInfilling
 from weaver.data.raw_text import RawText
+from weaver.data.sources import load_file
 from weaver.errors import ConfigError, DataError
 from weaver.prompts import PromptTemplate
 
@@ -134,6 +135,27 @@ def test_a_text_file_reads_one_row_per_paragraph(tmp_path: Path) -> None:
     pairs = data.pairs()
     assert sum(len(pairs[split]) for split in pairs) >= len(PARAGRAPHS)
     assert "second line of it" in " ".join(pairs["train"]["source"])
+
+
+def test_a_text_file_replaces_the_default_corpus_whatever_its_fields(tmp_path: Path) -> None:
+    """`task=pretrain data.data_dir=null data.train_file=books.txt`: the data config names the default corpus's
+    fields, which a text file (one column, `text`) lacks."""
+    text = tmp_path / "train.txt"
+    text.write_text("\n\n".join(PARAGRAPHS), encoding="utf-8")
+    builder = RawText(text_fields=["document", "summary"], max_words=8)
+    data = Seq2SeqDataModule(
+        TrainedTokenizer(vocab_size=300, min_frequency=1),
+        pair_builder=builder,
+        train_file=str(text),
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        cache_dir=str(tmp_path / "cache"),
+        denoising=TextInfilling(),
+    )
+    assert "second line of it" in " ".join(data.pairs()["train"]["source"])
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"text": paragraph, "body": paragraph} for paragraph in PARAGRAPHS])
+    with pytest.raises(DataError, match="text_fields='document': no column 'document'"):
+        builder.build_pairs(load_file("train", str(rows), str(tmp_path / "cache")), "train")  # columns named: theirs
 
 
 @pytest.mark.parametrize(("content", "message"), [(b"\n\n  \n", "is empty"), (b"ok text\n\xff\xfe bad\n", "not UTF-8")])

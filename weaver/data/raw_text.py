@@ -54,17 +54,30 @@ class RawText:
         words = text.split()
         return [" ".join(words[start : start + self.max_words]) for start in range(0, len(words), self.max_words)]
 
-    def build_pairs(self, dataset: Dataset, split: str) -> Dataset:
-        """Columns `example_id`, `source` and `target` (the same piece of text)."""
+    def fields_of(self, dataset: Dataset, split: str) -> list[str]:
+        """`text_fields`; a `.txt` file's one column, `text`, where it has none of them (so a text file replaces
+        the default corpus, whose fields are `document` and `summary`, without naming its column)."""
+        if dataset.column_names == ["text"] and "text" not in self.text_fields:
+            log.info(
+                "%s split: a text file's rows (column 'text'; data.pair_builder.text_fields=%s).",
+                split,
+                self.text_fields,
+            )
+            return ["text"]
         for name in self.text_fields:
             check_columns(dataset, split, {"pair_builder.text_fields": name})
+        return self.text_fields
+
+    def build_pairs(self, dataset: Dataset, split: str) -> Dataset:
+        """Columns `example_id`, `source` and `target` (the same piece of text)."""
+        text_fields = self.fields_of(dataset, split)
         skipped: Counter[str] = Counter()
 
         def examples(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
             texts = []
             rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
             for row in rows:
-                for name in self.text_fields:
+                for name in text_fields:
                     value = get_field(row, name)
                     if reason := skip_reason(value):
                         skipped[f"{name} {reason}"] += 1
@@ -76,7 +89,7 @@ class RawText:
                             texts.append(piece)
             return {"source": texts, "target": texts}
 
-        recipe = f"{dataset._fingerprint}|{self!r}|{split}|{PIECES_VERSION}"
+        recipe = f"{dataset._fingerprint}|{self!r}|{text_fields}|{split}|{PIECES_VERSION}"
         pieces = dataset.map(
             examples,
             batched=True,
@@ -90,7 +103,7 @@ class RawText:
             log.warning("%s split: skipped %s.", split, details)
         if len(pieces) == 0:
             raise DataError(
-                f"The {split} split has no text in {self.text_fields} (data.pair_builder.text_fields): "
+                f"The {split} split has no text in {text_fields} (data.pair_builder.text_fields): "
                 "check the column names and that the files are not empty."
             )
         log.info("%s split: %d pieces of text of at most %d words.", split, len(pieces), self.max_words)
