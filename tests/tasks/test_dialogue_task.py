@@ -11,12 +11,13 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
 from tests.conftest import compose_config, write_jsonl
 from weaver.corpora.chitchat import chitchat_rows
 from weaver.data.collate import Seq2SeqCollator
+from weaver.instantiate import build, build_tokenizer
 from weaver.metrics.dialogue import dialogue_scores
 from weaver.tasks import DialogueTask
 
@@ -70,11 +71,6 @@ def test_logged_metrics_are_the_corpus_metrics(batch_size: int) -> None:
     assert sorted(metrics) == sorted(task.logged_metrics("test"))  # what monitor.metric is checked against
 
 
-def test_the_tokenizer_keeps_whatever_markers_the_data_config_names() -> None:
-    cfg = compose_config(["task=dialogue", "data.pair_builder.turn_separator='<turn>'"])
-    assert cfg.tokenizer.extra_special_tokens[2] == "<turn>"
-
-
 @pytest.fixture(scope="module")
 def chitchat_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first 40 multi-turn chitchat conversations, cut to 6 turns each (~200 pairs)."""
@@ -84,38 +80,62 @@ def chitchat_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("chitchat") / "train.jsonl", rows)
 
 
-def test_train_smoke_run_on_chitchat_conversations(chitchat_slice: Path, tmp_path: Path) -> None:
-    from weaver.cli.train import train
+SMALL_DIALOGUE_RUN = [
+    "task=dialogue",
+    "model=weaver_tiny",
+    "logger=csv",
+    "hardware=cpu",
+    "trainer.precision=32-true",
+    "data.validation_fraction=0.1",
+    "data.test_fraction=0.1",
+    "data.max_tokens=2000",
+    "data.eval_max_tokens=4000",
+    "tokenizer.vocab_size=400",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "trainer.log_every_n_steps=1",
+    "scheduler.num_warmup_steps=1",
+    "generation.max_new_tokens=8",
+    "generation.min_new_tokens=0",
+    "task.max_generate_examples=16",
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
+    "print_config=false",
+]
 
-    cfg = compose_config(
-        [
-            "task=dialogue",
-            "model=weaver_tiny",
-            "logger=csv",
-            "hardware=cpu",
-            "trainer.precision=32-true",
-            f"data.train_file={chitchat_slice}",
-            "data.validation_fraction=0.1",
-            "data.test_fraction=0.1",
-            "data.max_tokens=2000",
-            "data.eval_max_tokens=4000",
-            "tokenizer.vocab_size=400",
-            "trainer.max_steps=4",
-            "trainer.val_check_interval=2",
-            "trainer.log_every_n_steps=1",
-            "scheduler.num_warmup_steps=1",
-            "generation.max_new_tokens=8",
-            "generation.min_new_tokens=0",
-            "task.max_generate_examples=16",
-            "~callbacks.progress_bar",
-            "~callbacks.model_summary",
-            "print_config=false",
-        ]
-    )
+
+def small_dialogue_config(overrides: list[str], tmp_path: Path) -> DictConfig:
+    cfg = compose_config([*SMALL_DIALOGUE_RUN, *overrides])
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.paths.cache_dir = str(tmp_path / "cache")
-    metrics, objects = train(cfg)
+    return cfg
+
+
+def test_the_tokenizer_keeps_whatever_markers_the_data_config_names(chitchat_slice: Path, tmp_path: Path) -> None:
+    cfg = small_dialogue_config(
+        [f"data.train_file={chitchat_slice}", "data.pair_builder.turn_separator='<turn>'"], tmp_path
+    )
+    data = build(cfg.data, "data", tokenizer=build_tokenizer(cfg), cache_dir=cfg.paths.cache_dir)
+    assert {"<speaker1>", "<speaker2>", "<turn>"} <= set(data.tokenizer.all_special_tokens)
+
+
+def test_ready_made_context_response_pairs_train_without_a_pair_builder(chitchat_slice: Path, tmp_path: Path) -> None:
+    from weaver.cli.train import train
+
+    conversations = [json.loads(line)["turns"] for line in chitchat_slice.open()]
+    pairs = [{"context": turns[0]["text"], "response": turns[1]["text"]} for turns in conversations]
+    pairs_file = write_jsonl(tmp_path / "pairs.jsonl", pairs * 3)
+    overrides = [f"data.train_file={pairs_file}", "data.source_field=context", "data.target_field=response"]
+    cfg = small_dialogue_config([*overrides, "data.pair_builder=null"], tmp_path)
+    metrics, _ = train(cfg)
+    assert "test/f1" in metrics
+
+
+def test_train_smoke_run_on_chitchat_conversations(chitchat_slice: Path, tmp_path: Path) -> None:
+    from weaver.cli.train import train
+
+    metrics, objects = train(small_dialogue_config([f"data.train_file={chitchat_slice}"], tmp_path))
     expected = {"f1", "bleu", "distinct_1", "distinct_2", "length", "loss", "ppl"}
     assert {f"val/{name}" for name in expected} | {f"test/{name}" for name in expected} <= set(metrics)
     predictions = [json.loads(line) for line in (tmp_path / "run" / "test_predictions.jsonl").open()]
