@@ -81,17 +81,20 @@ def plain_types(annotation: Any) -> tuple[type, ...] | None:
 
 
 def check_value_types(factory: Any, key: str) -> None:
-    """A value of the wrong type for a library's target (`trainer.max_steps=abc`, `optimizer.lr=abc`, a fractional
-    `trainer.max_steps=1.5`), named with the type its annotation asks for, before the library compares it with a
-    number somewhere inside. Weaver's own targets check their values themselves, with messages of their own."""
-    if not isinstance(factory, functools.partial) or factory.func.__module__.startswith("weaver."):
+    """A value of the wrong type for a target (`trainer.max_steps=abc`, `optimizer.lr=abc`, a fractional
+    `trainer.max_steps=1.5`, `tokenizer.vocab_size=abc`), named with the type its annotation asks for, before the
+    target compares it with a number somewhere inside."""
+    if not isinstance(factory, functools.partial):
         return
     target = factory.func.__init__ if inspect.isclass(factory.func) else factory.func
     try:
         hints = typing.get_type_hints(target)
     except Exception:  # annotations that do not resolve outside their library: nothing to check against
         return
+    own = factory.func.__module__.startswith("weaver.")
     for name, value in factory.keywords.items():
+        if value is None and own:  # unset: Weaver's targets say what to set it to
+            continue
         allowed = plain_types(hints.get(name))
         if allowed is not None and not takes(allowed, value):
             raise wrong_type(key, name, value, allowed)

@@ -164,6 +164,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
         (["trainer.max_steps=abc"], "Error: trainer.max_steps='abc': expected an integer."),
         (["trainer.max_steps=1.5"], "Error: trainer.max_steps=1.5: expected an integer."),
         (["callbacks.early_stopping.patience=x"], "Error: callbacks.early_stopping.patience='x': expected an integer."),
+        (["tokenizer.vocab_size=abc", "model=weaver_small"], "Error: tokenizer.vocab_size='abc': expected an integer."),
         (["seed=abc"], "seed must be an integer, got 'abc'."),
         (["ckpt_path=/no/such.ckpt"], "ckpt_path='/no/such.ckpt' is not a file."),
     ],
