@@ -22,12 +22,16 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"valid": "validation", "dev": "validation", "val": "validation"}
+# A cell is text as written: pandas' default NA strings (None, NA, null, nan, N/A, ...) would drop real text as
+# missing. An empty cell is then "" (empty); the python engine leaves a short row's absent cells None (missing), where
+# the C engine would read them as "" too.
+CSV_OPTIONS: dict[str, str | bool] = {"keep_default_na": False, "engine": "python"}
 # File suffix -> (datasets builder, extra builder arguments).
-FILE_FORMATS: dict[str, tuple[str, dict[str, str]]] = {
+FILE_FORMATS: dict[str, tuple[str, dict[str, str | bool]]] = {
     ".jsonl": ("json", {}),
     ".json": ("json", {}),
-    ".csv": ("csv", {}),
-    ".tsv": ("csv", {"delimiter": "\t"}),
+    ".csv": ("csv", CSV_OPTIONS),
+    ".tsv": ("csv", {**CSV_OPTIONS, "delimiter": "\t"}),
     ".parquet": ("parquet", {}),
     # Plain text, one row (column `text`) per paragraph: blank lines separate them.
     ".txt": ("text", {"sample_by": "paragraph"}),
@@ -42,7 +46,7 @@ OPENERS: dict[str, Callable[[Path], BinaryIO]] = {
 }
 
 
-def file_format(path: Path) -> tuple[str, dict[str, str]]:
+def file_format(path: Path) -> tuple[str, dict[str, str | bool]]:
     suffixes = [s for s in path.suffixes if s not in COMPRESSIONS]
     if suffixes and suffixes[-1] in FILE_FORMATS:
         return FILE_FORMATS[suffixes[-1]]
