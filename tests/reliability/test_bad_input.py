@@ -16,7 +16,7 @@ from tests.helpers import TINY, run_cli
 from weaver.checkpoints import read_checkpoint, restore_run
 from weaver.cli.train import train
 from weaver.data import Seq2SeqDataModule, TrainedTokenizer
-from weaver.data.sources import carve_missing_splits, load_file
+from weaver.data.sources import carve_missing_splits, files_in_dir, load_file
 from weaver.errors import ConfigError, DataError, WeaverError
 from weaver.inference import Example, Predictor
 
@@ -68,6 +68,30 @@ def test_a_json_line_that_is_not_an_object_is_named(tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
         load_file("train", str(rows), str(tmp_path / "cache"))
     assert one_line(error).endswith('as json: line 2 is a JSON list, not an object of fields ({"field": ...})')
+
+
+@pytest.mark.parametrize(
+    ("names", "split"), [(["train.csv", "train.jsonl"], "train"), (["dev.jsonl", "validation.csv"], "validation")]
+)
+def test_two_files_for_one_split_in_a_data_dir_are_refused(tmp_path: Path, names: list[str], split: str) -> None:
+    for name in ["train.jsonl", "test.jsonl", *names]:
+        (tmp_path / name).write_text("{}\n")
+    with pytest.raises(DataError) as error:
+        files_in_dir(str(tmp_path))
+    first, second = (tmp_path / name for name in names)
+    assert one_line(error) == (
+        f"data.data_dir: '{first}' and '{second}' are both {split} files: move or rename one of them."
+    )
+
+
+def test_the_file_each_split_is_read_from_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for name in ["train.jsonl.gz", "dev.csv", "test.tsv", "notes.txt"]:
+        (tmp_path / name).write_text("")
+    with caplog.at_level(logging.INFO):
+        files_in_dir(str(tmp_path))
+    assert caplog.messages == [
+        f"data.data_dir={tmp_path}: reading train from train.jsonl.gz, validation from dev.csv, test from test.tsv."
+    ]
 
 
 def test_a_train_file_too_small_to_carve_splits_from_is_named() -> None:

@@ -56,19 +56,27 @@ def file_format(path: Path) -> tuple[str, dict[str, str | bool]]:
 
 
 def files_in_dir(data_dir: str) -> dict[str, str]:
-    """`train.*`, `validation.*` and `test.*` files of a folder (the embedded corpora are laid out so)."""
+    """`train.*`, `validation.*` and `test.*` files of a folder (the embedded corpora are laid out so); two files for
+    one split (`train.csv` and `train.jsonl`, `dev.jsonl` and `validation.csv`) are refused, not one picked by name."""
     folder = Path(data_dir)
     if not folder.is_dir():
         raise DataError(f"data.data_dir: '{data_dir}' is not a folder.")
-    found = {}
+    found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         split = path.name.split(".")[0]
         split = SPLIT_ALIASES.get(split, split)
-        if split in SPLITS and split not in found:
-            found[split] = str(path)
+        if split not in SPLITS or not path.is_file():
+            continue
+        if split in found:  # which one is meant cannot be told: reading either would hide the other
+            raise DataError(
+                f"data.data_dir: '{found[split]}' and '{path}' are both {split} files: move or rename one of them."
+            )
+        found[split] = path
     if "train" not in found:
         raise DataError(f"data.data_dir: no train.* file in '{data_dir}'.")
-    return found
+    read = ", ".join(f"{split} from {found[split].name}" for split in SPLITS if split in found)
+    log.info("data.data_dir=%s: reading %s.", data_dir, read)
+    return {split: str(path) for split, path in found.items()}
 
 
 def existing_file(path: str, key: str) -> Path:
