@@ -94,6 +94,17 @@ def test_the_file_each_split_is_read_from_is_logged(tmp_path: Path, caplog: pyte
     ]
 
 
+def test_a_zstd_file_is_refused_not_called_empty(tmp_path: Path) -> None:
+    packed = tmp_path / "train.jsonl.zst"
+    packed.write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(64)))  # zstd's magic number, then a frame
+    with pytest.raises(DataError) as error:
+        load_file("train", str(packed), str(tmp_path / "cache"))
+    assert one_line(error) == (
+        f"data.train_file: '{packed}' is zstd-compressed, which is not read: decompress it (zstd -d) or compress it "
+        "with gzip, bzip2 or xz instead."
+    )
+
+
 def test_a_train_file_too_small_to_carve_splits_from_is_named() -> None:
     with pytest.raises(DataError) as error:
         carve_missing_splits({"train": Dataset.from_dict({"en": ["one row"], "de": ["eine Zeile"]})}, 0.05, 0.05, 0)

@@ -36,8 +36,8 @@ FILE_FORMATS: dict[str, tuple[str, dict[str, str | bool]]] = {
     # Plain text, one row (column `text`) per paragraph: blank lines separate them.
     ".txt": ("text", {"sample_by": "paragraph"}),
 }
-COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
-# How to read a compressed text file line by line (zstandard is not in the standard library: not checked).
+COMPRESSIONS = (".gz", ".bz2", ".xz")
+# How to read a compressed text file line by line.
 OPENERS: dict[str, Callable[[Path], BinaryIO]] = {
     ".gz": gzip.open,
     ".bz2": bz2.open,
@@ -46,12 +46,20 @@ OPENERS: dict[str, Callable[[Path], BinaryIO]] = {
 }
 
 
-def file_format(path: Path) -> tuple[str, dict[str, str | bool]]:
+def file_format(path: Path, key: str) -> tuple[str, dict[str, str | bool]]:
+    """The `datasets` builder for a file, by its suffix. zstd is refused: reading it (here for the UTF-8 check, and in
+    `datasets`) needs the zstandard package, which is not a dependency."""
+    if path.suffix == ".zst":
+        raise DataError(
+            f"{key}: '{path}' is zstd-compressed, which is not read: decompress it (zstd -d) or compress it with gzip, "
+            "bzip2 or xz instead."
+        )
     suffixes = [s for s in path.suffixes if s not in COMPRESSIONS]
     if suffixes and suffixes[-1] in FILE_FORMATS:
         return FILE_FORMATS[suffixes[-1]]
     raise DataError(
-        f"Cannot tell the format of '{path}': use one of {', '.join(FILE_FORMATS)} (optionally compressed)."
+        f"{key}: cannot tell the format of '{path}': use one of {', '.join(FILE_FORMATS)} (optionally compressed: "
+        f"{', '.join(COMPRESSIONS)})."
     )
 
 
@@ -90,10 +98,7 @@ def existing_file(path: str, key: str) -> Path:
 def text_lines(file: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of a text file, compressed or not; a byte that is not UTF-8 is an error naming the line.
     (pyarrow would load such a byte as it is and `datasets` fail much later, with a traceback from deep inside.)"""
-    opener = OPENERS.get(file.suffix if file.suffix in COMPRESSIONS else "")
-    if opener is None:
-        return
-    with opener(file) as lines:
+    with OPENERS[file.suffix if file.suffix in COMPRESSIONS else ""](file) as lines:
         for number, line in enumerate(lines, start=1):
             try:
                 yield number, line.decode("utf-8")
@@ -145,7 +150,7 @@ def load_file(split: str, path: str, cache_dir: str | None, key: str | None = No
     """One split from a local file; errors name `key` (default `data.<split>_file`)."""
     key = key or f"data.{split}_file"
     file = existing_file(path, key)
-    builder, kwargs = file_format(file)
+    builder, kwargs = file_format(file, key)
     if builder != "parquet":
         check_text_file(file, key)
     try:
