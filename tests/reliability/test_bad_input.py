@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from datasets import Dataset
 from omegaconf import DictConfig, open_dict
@@ -103,6 +105,85 @@ def test_a_zstd_file_is_refused_not_called_empty(tmp_path: Path) -> None:
         f"data.train_file: '{packed}' is zstd-compressed, which is not read: decompress it (zstd -d) or compress it "
         "with gzip, bzip2 or xz instead."
     )
+
+
+def test_a_syntax_error_in_a_json_document_is_named_by_its_line_and_column(tmp_path: Path) -> None:
+    pretty = tmp_path / "train.json"
+    pretty.write_text('[\n  {"en": "a cat", "de": "eine Katze"},\n  {"en": "a dog" "de": "ein Hund"}\n]\n')
+    with pytest.raises(DataError) as error:
+        load_file("train", str(pretty), str(tmp_path / "cache"))
+    assert one_line(error) == (
+        f"data.train_file: cannot read '{pretty}' as json: line 3 is not valid JSON (Expecting ',' delimiter at "
+        "column 18)."
+    )
+
+
+def test_json_lines_in_a_json_file_are_checked_line_by_line(tmp_path: Path) -> None:
+    lines = write_jsonl(tmp_path / "train.jsonl", PAIRS[:5]).read_text().splitlines()
+    lines[2] = '{"en": "cut short", "de": '
+    rows = tmp_path / "rows.json"
+    rows.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as error:
+        load_file("train", str(rows), str(tmp_path / "cache"))
+    assert "as json: line 3 is not valid JSON (Expecting value at column 26)" in one_line(error)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        json.dumps({"en": [p["en"] for p in PAIRS], "de": [p["de"] for p in PAIRS]}),
+        pd.DataFrame(PAIRS).to_json(),  # pandas' default: {"en": {"0": ..., ...}, ...}
+        json.dumps({"data": PAIRS}, indent=2),
+    ],
+    ids=["columns", "pandas", "wrapped"],
+)
+def test_a_json_object_that_is_not_one_record_is_refused(tmp_path: Path, layout: str) -> None:
+    document = tmp_path / "train.json"
+    document.write_text(layout)
+    with pytest.raises(DataError) as error:
+        load_file("train", str(document), str(tmp_path / "cache"))
+    assert one_line(error) == (
+        f"data.train_file: '{document}' holds one JSON object of columns or lists, which would be read as one row: "
+        """write a list of records ([{"field": ...}, ...]) or JSON lines, one record per line (pandas: """
+        "to_json(orient='records', lines=True))."
+    )
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("[]", """is an empty JSON list: give a list of records ([{"field": ...}, ...])."""),
+        (
+            json.dumps([PAIRS[0], ["a dog", "ein Hund"]], indent=2),
+            """: item 2 of the JSON list is a JSON list, not an object of fields ({"field": ...}).""",
+        ),
+        ('"a cat"', """holds a JSON str: give a list of records ([{"field": ...}, ...])."""),
+    ],
+    ids=["empty", "not-objects", "string"],
+)
+def test_a_json_document_that_is_not_a_list_of_records_is_named(tmp_path: Path, layout: str, message: str) -> None:
+    document = tmp_path / "train.json"
+    document.write_text(layout)
+    with pytest.raises(DataError) as error:
+        load_file("train", str(document), str(tmp_path / "cache"))
+    assert one_line(error) == f"data.train_file: '{document}'{'' if message[0] == ':' else ' '}{message}"
+
+
+@pytest.mark.parametrize(
+    ("layout", "column"),
+    [
+        (json.dumps(PAIRS, indent=2), "en"),
+        ("\ufeff" + json.dumps(PAIRS), "en"),
+        (json.dumps(PAIRS[0]), "en"),  # one record on one line: JSON lines of one row
+        (json.dumps([p["en"] for p in PAIRS]), "text"),  # strings: `datasets` reads rows of one column, text
+    ],
+    ids=["records", "byte-order-mark", "one-record", "strings"],
+)
+def test_json_documents_of_records_load(tmp_path: Path, layout: str, column: str) -> None:
+    document = tmp_path / "train.json"
+    document.write_text(layout, encoding="utf-8")
+    dataset = load_file("train", str(document), str(tmp_path / "cache"))
+    assert dataset[column][0] == PAIRS[0]["en"]
 
 
 def test_a_train_file_too_small_to_carve_splits_from_is_named() -> None:

@@ -9,6 +9,7 @@ import logging
 import lzma
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -46,6 +47,12 @@ OPENERS: dict[str, Callable[[Path], BinaryIO]] = {
 }
 
 
+def data_suffix(path: Path) -> str:
+    """The suffix that names the format, under any compression: `.jsonl` for `train.jsonl.gz`."""
+    suffixes = [s for s in path.suffixes if s not in COMPRESSIONS]
+    return suffixes[-1] if suffixes else ""
+
+
 def file_format(path: Path, key: str) -> tuple[str, dict[str, str | bool]]:
     """The `datasets` builder for a file, by its suffix. zstd is refused: reading it (here for the UTF-8 check, and in
     `datasets`) needs the zstandard package, which is not a dependency."""
@@ -54,9 +61,8 @@ def file_format(path: Path, key: str) -> tuple[str, dict[str, str | bool]]:
             f"{key}: '{path}' is zstd-compressed, which is not read: decompress it (zstd -d) or compress it with gzip, "
             "bzip2 or xz instead."
         )
-    suffixes = [s for s in path.suffixes if s not in COMPRESSIONS]
-    if suffixes and suffixes[-1] in FILE_FORMATS:
-        return FILE_FORMATS[suffixes[-1]]
+    if data_suffix(path) in FILE_FORMATS:
+        return FILE_FORMATS[data_suffix(path)]
     raise DataError(
         f"{key}: cannot tell the format of '{path}': use one of {', '.join(FILE_FORMATS)} (optionally compressed: "
         f"{', '.join(COMPRESSIONS)})."
@@ -133,6 +139,47 @@ def bad_json_line(file: Path) -> str | None:
     return None
 
 
+def check_json_file(file: Path, key: str) -> bool:
+    """Whether a `.json` file is JSON lines: its first row an object alone on its line, with more rows after it (the
+    per-line check then explains a failure). Else it is one JSON document, checked whole here, since `datasets` reads
+    a top-level object as one row and gives a syntax error's place as a byte offset: it must be a list of records."""
+    first, *more = islice((text for _, text in text_lines(file) if text.strip()), 2)
+    try:
+        first_row = json.loads(first.removeprefix("\ufeff"))  # a byte order mark, which `datasets` skips too
+    except json.JSONDecodeError:
+        first_row = None
+    if isinstance(first_row, dict) and more:
+        return True
+    try:
+        document = json.loads("".join(text for _, text in text_lines(file)).removeprefix("\ufeff"))
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{key}: cannot read '{file}' as json: line {error.lineno} is not valid JSON ({error.msg} at column "
+            f"{error.colno})."
+        ) from None
+    records = '[{"field": ...}, ...]'
+    if isinstance(document, list):
+        if not document:
+            raise DataError(f"{key}: '{file}' is an empty JSON list: give a list of records ({records}).")
+        if not all(isinstance(item, str) for item in document):  # strings: `datasets` reads rows of one column, `text`
+            for number, item in enumerate(document, start=1):
+                if not isinstance(item, dict):
+                    raise DataError(
+                        f"{key}: '{file}': item {number} of the JSON list is a JSON {type(item).__name__}, not an "
+                        'object of fields ({"field": ...}).'
+                    )
+    elif isinstance(document, dict):
+        if any(isinstance(value, dict | list) for value in document.values()):  # else one record: one row
+            raise DataError(
+                f"{key}: '{file}' holds one JSON object of columns or lists, which would be read as one row: write a "
+                f"list of records ({records}) or JSON lines, one record per line (pandas: to_json(orient='records', "
+                "lines=True))."
+            )
+    else:
+        raise DataError(f"{key}: '{file}' holds a JSON {type(document).__name__}: give a list of records ({records}).")
+    return False
+
+
 @contextmanager
 def builder_errors_unlogged() -> Iterator[None]:
     """`datasets`' file builders log a row they cannot parse as an ERROR, then raise: the DataError raised in its
@@ -153,13 +200,14 @@ def load_file(split: str, path: str, cache_dir: str | None, key: str | None = No
     builder, kwargs = file_format(file, key)
     if builder != "parquet":
         check_text_file(file, key)
+    json_lines = builder == "json" and (data_suffix(file) == ".jsonl" or check_json_file(file, key))
     try:
         with builder_errors_unlogged():
             return datasets.load_dataset(
                 builder, data_files={split: str(file.resolve())}, split=split, cache_dir=cache_dir, **kwargs
             )
     except Exception as error:  # datasets wraps parse errors in several exception types
-        cause = (builder == "json" and bad_json_line(file)) or error.__cause__ or error
+        cause = (json_lines and bad_json_line(file)) or error.__cause__ or error
         raise DataError(f"{key}: cannot read '{path}' as {builder}: {cause}") from error
 
 
