@@ -18,7 +18,7 @@ from tests.helpers import TINY, run_cli
 from weaver.checkpoints import read_checkpoint, restore_run
 from weaver.cli.train import train
 from weaver.data import Seq2SeqDataModule, TrainedTokenizer
-from weaver.data.sources import carve_missing_splits, files_in_dir, load_file
+from weaver.data.sources import carve_missing_splits, existing_file, files_in_dir, load_file
 from weaver.errors import ConfigError, DataError, WeaverError
 from weaver.inference import Example, Predictor
 
@@ -43,6 +43,18 @@ def test_a_missing_data_file_names_the_key_and_the_path(tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
         pairs_of(tmp_path, tmp_path / "nope.jsonl")
     assert re.match(r"data.train_file: file not found: '.*nope.jsonl'. Check the path", one_line(error))
+
+
+def test_a_folder_given_as_a_data_file_points_at_data_dir(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as error:
+        pairs_of(tmp_path, tmp_path)
+    assert one_line(error) == (
+        f"data.train_file: '{tmp_path}' is a folder, not a file: for a folder of train/validation/test files, set "
+        f"data.data_dir={tmp_path} instead of data.train_file."
+    )
+    with pytest.raises(DataError) as error:  # predict.py's input file
+        existing_file(str(tmp_path), "input_file")
+    assert one_line(error) == f"input_file: '{tmp_path}' is a folder, not a file: give one of its files."
 
 
 def test_an_empty_data_file_is_named(tmp_path: Path) -> None:

@@ -96,6 +96,13 @@ def files_in_dir(data_dir: str) -> dict[str, str]:
 def existing_file(path: str, key: str) -> Path:
     """`path` (with ~ expanded), which must be a file; the error names the config `key` that gave it."""
     file = Path(path).expanduser()
+    if file.is_dir():
+        what = (
+            f"for a folder of train/validation/test files, set data.data_dir={path} instead of {key}"
+            if key.startswith("data.")
+            else "give one of its files"
+        )
+        raise DataError(f"{key}: '{path}' is a folder, not a file: {what}.")
     if not file.is_file():
         raise DataError(f"{key}: file not found: '{path}'. Check the path, or leave it unset.")
     return file
