@@ -65,6 +65,18 @@ def test_an_empty_data_file_is_named(tmp_path: Path) -> None:
     assert one_line(error) == f"data.train_file: '{empty}' is empty. Give a file with at least one row."
 
 
+@pytest.mark.parametrize(("name", "text"), [("train.csv", "en,de\n"), ("train.jsonl", "{}\n{}\n")])
+def test_a_data_file_without_rows_is_named(tmp_path: Path, name: str, text: str) -> None:
+    rowless = tmp_path / name
+    rowless.write_text(text)
+    with pytest.raises(DataError) as error:
+        load_file("train", str(rowless), str(tmp_path / "cache"))
+    assert one_line(error) == (
+        f"data.train_file: '{rowless}' holds no rows (a header alone, or records without fields): give at least one "
+        "row."
+    )
+
+
 def test_a_broken_json_line_is_named_by_its_number_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     lines = write_jsonl(tmp_path / "train.jsonl", PAIRS).read_text().splitlines()
     lines[11] = '{"en": "cut short", "de": '

@@ -208,14 +208,20 @@ def load_file(split: str, path: str, cache_dir: str | None, key: str | None = No
     if builder != "parquet":
         check_text_file(file, key)
     json_lines = builder == "json" and (data_suffix(file) == ".jsonl" or check_json_file(file, key))
-    try:
+    try:  # `datasets.load_dataset`'s steps, to see the row count before a split of none fails with its own message
         with builder_errors_unlogged():
-            return datasets.load_dataset(
-                builder, data_files={split: str(file.resolve())}, split=split, cache_dir=cache_dir, **kwargs
+            loader = datasets.load_dataset_builder(
+                builder, data_files={split: str(file.resolve())}, cache_dir=cache_dir, **kwargs
             )
+            loader.download_and_prepare()
     except Exception as error:  # datasets wraps parse errors in several exception types
         cause = (json_lines and bad_json_line(file)) or error.__cause__ or error
         raise DataError(f"{key}: cannot read '{path}' as {builder}: {cause}") from error
+    if not loader.info.splits[split].num_examples:
+        raise DataError(
+            f"{key}: '{path}' holds no rows (a header alone, or records without fields): give at least one row."
+        )
+    return loader.as_dataset(split=split)
 
 
 def load_hub(name: str, config: str | None, cache_dir: str | None) -> DatasetDict:
