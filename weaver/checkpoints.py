@@ -18,11 +18,15 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from weaver.callbacks.run_config import BACKBONE_CONFIG_KEY, CONFIG_KEY, TOKENIZER_KEY
 from weaver.config import register_resolvers
+from weaver.data import Seq2SeqDataModule
 from weaver.data.tokenizer import wrap_fast
 from weaver.errors import ConfigError, require_checkpoint
 from weaver.instantiate import build_model, build_task
 from weaver.models import CausalLM, WeaverModel, can_merge, merge_adapters, peft_model_of
 from weaver.tasks.seq2seq import Seq2SeqTask
+
+# Where Lightning keeps a data module's `state_dict` in a checkpoint.
+DATA_STATE_KEY = Seq2SeqDataModule.__qualname__
 
 
 @dataclass
@@ -30,6 +34,7 @@ class RestoredRun:
     cfg: DictConfig  # the composed config of the training run, resolved
     tokenizer: PreTrainedTokenizerBase
     task: Seq2SeqTask  # in eval mode, on the CPU
+    data_state: dict[str, Any]  # the data module's (`Seq2SeqDataModule.load_state_dict`)
 
 
 def checkpoint_file(path: str | Path | None, key: str = "ckpt_path") -> Path:
@@ -98,7 +103,7 @@ def restore_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None, 
         task = build_task(cfg, build_model(cfg, tokenizer, saved_config), tokenizer)
     task.load_state_dict(checkpoint["state_dict"])
     task.eval()
-    return RestoredRun(cfg=cfg, tokenizer=tokenizer, task=task)
+    return RestoredRun(cfg=cfg, tokenizer=tokenizer, task=task, data_state=checkpoint.get(DATA_STATE_KEY, {}))
 
 
 def checkpoint_tokenizer(path: str | Path, key: str) -> PreTrainedTokenizerBase:

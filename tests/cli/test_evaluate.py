@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tests.conftest import FIXTURE_SIZES
+from tests.conftest import FIXTURE_SIZES, SHORT_TRAINING, tiny_run_config
 from tests.helpers import best_checkpoint, run_cli
 from weaver.cli.overrides import changed_values, command_line_changes, merge_changes, named_values
 from weaver.cli.train import train
@@ -93,3 +94,26 @@ def test_eval_takes_data_and_generation_overrides(train_config: DictConfig, tmp_
     assert config.generation.num_beams == 1 and config.data.eval_batch_size == 5
     assert config.model.d_model == 64  # the rest is the checkpoint's own
     assert config.ckpt_path is None and "split" not in config  # the tool's own keys are not the run's
+
+
+@pytest.mark.slow
+def test_a_split_carved_from_a_changed_train_file_is_refused(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """Carved again from a train file changed since training, the test split would hold other rows, some of which
+    the run trained on: eval.py says so instead of scoring them. Its own test file is scored as ever."""
+    rows = (tiny_data_dir / "train.jsonl").read_text().splitlines(keepends=True)
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text("".join(rows))
+    overrides = [f"data.train_file={train_file}", *SHORT_TRAINING, "trainer.max_steps=2", "test=false"]
+    cfg = tiny_run_config(overrides, tmp_path / "trained")
+    train(cfg)
+    checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["Seq2SeqDataModule"]
+    assert set(stored["carved_splits"]) == {"validation", "test"}
+    assert run_cli(f"ckpt_path={checkpoint}", cwd=tmp_path, script="eval.py").returncode == 0
+
+    train_file.write_text("".join(rows[20:]))
+    result = run_cli(f"ckpt_path={checkpoint}", cwd=tmp_path, script="eval.py")
+    assert result.returncode == 1
+    assert "Error: The test split is carved from the train rows, which differ from those" in result.stderr
+    own_test = f"data.test_file={tiny_data_dir / 'test.jsonl'}"
+    assert run_cli(f"ckpt_path={checkpoint}", own_test, cwd=tmp_path, script="eval.py").returncode == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from weaver.data.loader import ResumableDataLoader
 from weaver.data.packing import PackedBatchSampler, PackedCollator, PackedRows
 from weaver.data.sources import SPLITS, load_configured_splits
 from weaver.data.tokenizer import TextBatches, fingerprint_tokenizer
-from weaver.errors import ConfigError
+from weaver.errors import ConfigError, DataError
 from weaver.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,14 @@ def pair_builder_for(
     if not (source_field and target_field):
         raise ConfigError("Set data.source_field and data.target_field (or a data.pair_builder, see conf/data/).")
     return ColumnPairs(source_field, target_field)
+
+
+def rows_digest(dataset: Dataset) -> str:
+    """A digest of a split's rows, their content and order."""
+    digest = hashlib.sha256()
+    for batch in dataset.iter(batch_size=1000):
+        digest.update(json.dumps(batch, sort_keys=True, ensure_ascii=False, default=str).encode())
+    return digest.hexdigest()[:16]
 
 
 def require_positive(name: str, value: int | None) -> None:
@@ -185,6 +194,9 @@ class Seq2SeqDataModule(LightningDataModule):
         self.custom_pairs = pair_builder is not None
         self.denoising = denoising
         self._pairs: DatasetDict | None = None
+        # Digests of the rows of the splits carved from train: this run's, and those of the run a checkpoint holds.
+        self.carved_digests: dict[str, str] = {}
+        self.checkpoint_carved_digests: dict[str, str] = {}
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self.datasets: DatasetDict | None = None
         self._lengths: dict[str, dict[str, np.ndarray]] = {}
@@ -269,10 +281,31 @@ class Seq2SeqDataModule(LightningDataModule):
         if self._pairs is None:
             h = self.hparams
             raw = load_configured_splits(h)
+            self.carved_digests = {split: rows_digest(raw[split]) for split in raw.carved}
             self._pairs = DatasetDict({split: self.pair_builder.build_pairs(raw[split], split) for split in SPLITS})
             sizes = ", ".join(f"{split} {len(self._pairs[split])}" for split in SPLITS)
             log.info("Data: %s examples.", sizes)
         return self._pairs
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the data: the digests of the splits carved from train (`check_carved`)."""
+        self.pairs()
+        return {"carved_splits": dict(self.carved_digests)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.checkpoint_carved_digests = dict(state.get("carved_splits", {}))
+
+    def check_carved(self, split: str) -> None:
+        """A split carved from train again, for the checkpoint's run (eval.py, a resume), holds the rows it did: a
+        train file changed since would carve other rows, which that run may have trained on."""
+        expected = self.checkpoint_carved_digests.get(split)
+        if expected is None or split not in self.carved_digests or self.carved_digests[split] == expected:
+            return
+        raise DataError(
+            f"The {split} split is carved from the train rows, which differ from those the checkpoint's run carved "
+            f"it from: its {split} rows differ too, and may include rows that run trained on. Give the run's train "
+            f"data as it was, or {split} rows of your own (data.{split}_file=...)."
+        )
 
     def tokenized_splits(self) -> DatasetDict:
         tokenizer, h = self.tokenizer, self.hparams
@@ -416,6 +449,7 @@ class Seq2SeqDataModule(LightningDataModule):
     def dataloader(self, split: str, shuffle: bool) -> DataLoader:
         if self.datasets is None:
             self.setup()
+        self.check_carved(split)
         h = self.hparams
         dataset: Dataset | PackedRows = self.datasets[split].remove_columns("source_truncated")
         trainer = self.trainer

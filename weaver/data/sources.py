@@ -241,10 +241,17 @@ def load_hub(name: str, config: str | None, cache_dir: str | None) -> DatasetDic
         raise DataError(f"data.dataset_name='{name}' (config {config!r}) could not be loaded: {error}") from error
 
 
+class LoadedSplits(DatasetDict):
+    """The raw train, validation and test splits, and which of them were `carved` from train."""
+
+    carved: tuple[str, ...] = ()
+
+
 def carve_missing_splits(
     splits: dict[str, Dataset], validation_fraction: float, test_fraction: float, seed: int
-) -> DatasetDict:
+) -> LoadedSplits:
     """A missing validation or test split is a seeded, reproducible slice of train."""
+    carved = []
     for split, fraction in (("test", test_fraction), ("validation", validation_fraction)):
         if split in splits:
             continue
@@ -258,11 +265,14 @@ def carve_missing_splits(
                 f"give more rows, or a data.{split}_file."
             ) from None
         splits["train"], splits[split] = parts["train"], parts["test"]
+        carved.append(split)
         log.info("No %s split given: using %d examples of train (seed %d).", split, len(parts["test"]), seed)
-    return DatasetDict({split: splits[split] for split in SPLITS})
+    loaded = LoadedSplits({split: splits[split] for split in SPLITS})
+    loaded.carved = tuple(carved)
+    return loaded
 
 
-def keep_train_fraction(splits: DatasetDict, fraction: float | None, seed: int) -> DatasetDict:
+def keep_train_fraction(splits: LoadedSplits, fraction: float | None, seed: int) -> LoadedSplits:
     """A seeded, reproducible `fraction` of the train rows (a learning curve's low-label points); validation and test,
     carved first, stay whole. Nested: a smaller fraction keeps a subset of a larger one's rows."""
     if fraction is None or fraction == 1.0:
@@ -289,7 +299,7 @@ def load_splits(
     split_seed: int,
     train_fraction: float | None = None,
     cache_dir: str | None = None,
-) -> DatasetDict:
+) -> LoadedSplits:
     """Explicit files win over `data_dir`, which wins over a Hub dataset: a `train_file` replaces them, a
     validation or test file alone replaces that split of theirs (`eval.py data.test_file=...` on a checkpoint
     trained on `data_dir`)."""
@@ -337,7 +347,7 @@ SOURCE_KEYS = (
 )
 
 
-def load_configured_splits(settings: Mapping[str, Any], cache_dir: str | None = None) -> DatasetDict:
+def load_configured_splits(settings: Mapping[str, Any], cache_dir: str | None = None) -> LoadedSplits:
     """The raw splits a data config (or a data module's hyperparameters) names, loaded and carved as the data module
     does: what another tool needs to see exactly the rows a run trains, validates and tests on."""
     return load_splits(**{key: settings.get(key) for key in SOURCE_KEYS}, cache_dir=cache_dir)
