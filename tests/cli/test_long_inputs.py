@@ -135,7 +135,7 @@ def test_a_relevance_loss_without_relevant_spans_below_zero_or_on_missing_heads_
         train(recall_config(recall_data_dir, tmp_path, *MEMORY, "task.relevance_heads=[0]"))
     with pytest.raises(ConfigError, match="task.relevance_tagging_weight must be >= 0, got -0.5"):
         train(recall_config(recall_data_dir, tmp_path, *MEMORY, "task.relevance_tagging_weight=-0.5"))
-    with pytest.raises(ConfigError, match="task.relevance_tagging_weight must be a number, got True"):
+    with pytest.raises(ConfigError, match="task.relevance_tagging_weight=True: expected a number."):
         train(recall_config(recall_data_dir, tmp_path, *MEMORY, "task.relevance_tagging_weight=true"))
 
 
