@@ -46,7 +46,8 @@ def evaluate(cfg: DictConfig, changes: dict[str, Any]) -> dict[str, float]:
     )
     log.info("Evaluating %s on the %s split", cfg.ckpt_path, cfg.split)
     OmegaConf.save(run.cfg, output_dir / "run_config.yaml")  # the checkpoint's config with these overrides
-    datamodule = build(run.cfg.data, "data", tokenizer=GivenTokenizer(run.tokenizer), cache_dir=cfg.paths.cache_dir)
+    tokenizer = GivenTokenizer(run.tokenizer)
+    datamodule = build(run.cfg.data, "data", tokenizer=tokenizer, cache_dir=cfg.paths.cache_dir, splits=[cfg.split])
     datamodule.load_state_dict(run.data_state)  # a split carved from train is checked against the run's
     trainer: L.Trainer = build_trainer(run.cfg.trainer, callbacks=[ProgressBar()], logger=False)
     if cfg.split == "test":

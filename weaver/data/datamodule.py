@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -155,6 +155,7 @@ class Seq2SeqDataModule(LightningDataModule):
         prompt_template: str | None = None,
         packing: bool = False,
         packing_row_length: int | None = None,
+        splits: Sequence[str] = SPLITS,
     ) -> None:
         super().__init__()
         positive = ("max_source_length", "max_target_length", "batch_size", "eval_batch_size", "packing_row_length")
@@ -188,7 +189,8 @@ class Seq2SeqDataModule(LightningDataModule):
             )
         if packing and max_tokens is None:
             raise ConfigError("data.packing=true fills batches of data.max_tokens tokens: set data.max_tokens.")
-        self.save_hyperparameters(ignore=["tokenizer", "pair_builder", "denoising"], logger=False)
+        self.save_hyperparameters(ignore=["tokenizer", "pair_builder", "denoising", "splits"], logger=False)
+        self.splits = tuple(splits)  # eval.py prepares the one it scores
         self.tokenizer_source = tokenizer
         self.pair_builder = pair_builder_for(pair_builder, source_field, target_field)
         self.custom_pairs = pair_builder is not None
@@ -241,7 +243,8 @@ class Seq2SeqDataModule(LightningDataModule):
     def tokenizer(self) -> PreTrainedTokenizerBase:
         """Trained (or loaded) on first use; the model's vocabulary comes from here."""
         if self._tokenizer is None:
-            train = self.pairs()["train"]
+            # Without a train split (eval.py on a file of its own), the tokenizer is the checkpoint's: given.
+            train = self.pairs().get("train", Dataset.from_dict({"source": [], "target": []}))
 
             def texts() -> Iterator[list[str]]:
                 for start in range(0, len(train), 1000):
@@ -280,10 +283,12 @@ class Seq2SeqDataModule(LightningDataModule):
         """Every split as (example_id, source, target), bad rows skipped and counted."""
         if self._pairs is None:
             h = self.hparams
-            raw = load_configured_splits(h)
+            raw = load_configured_splits(h, needed=self.splits)
             self.carved_digests = {split: rows_digest(raw[split]) for split in raw.carved}
-            self._pairs = DatasetDict({split: self.pair_builder.build_pairs(raw[split], split) for split in SPLITS})
-            sizes = ", ".join(f"{split} {len(self._pairs[split])}" for split in SPLITS)
+            self._pairs = DatasetDict(
+                {split: self.pair_builder.build_pairs(data, split) for split, data in raw.items()}
+            )
+            sizes = ", ".join(f"{split} {len(data)}" for split, data in self._pairs.items())
             log.info("Data: %s examples.", sizes)
         return self._pairs
 
@@ -352,7 +357,7 @@ class Seq2SeqDataModule(LightningDataModule):
             length = self.denoising.text_length(h.max_source_length, h.max_target_length)
             if self.unlabelled:  # the objective is the task (task=pretrain): every split's examples
                 splits = {name: self.denoising.examples(data, tokenizer, length, name) for name, data in splits.items()}
-            else:
+            elif "train" in splits:
                 first_id = int(max(splits["train"]["example_id"], default=-1)) + 1
                 if "relevant_spans" in splits["train"].column_names:  # corrupted copies have no relevant span
                     splits["train"] = splits["train"].remove_columns(["relevant_spans", "ignored_spans"])

@@ -7,7 +7,7 @@ import gzip
 import json
 import logging
 import lzma
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -299,11 +299,15 @@ def load_splits(
     split_seed: int,
     train_fraction: float | None = None,
     cache_dir: str | None = None,
+    needed: Sequence[str] = SPLITS,
 ) -> LoadedSplits:
     """Explicit files win over `data_dir`, which wins over a Hub dataset: a `train_file` replaces them, a
     validation or test file alone replaces that split of theirs (`eval.py data.test_file=...` on a checkpoint
-    trained on `data_dir`)."""
+    trained on `data_dir`). Where every `needed` split has a file of its own, only those are read (the run's train
+    data may be gone)."""
     explicit = {s: f for s, f in zip(SPLITS, (train_file, validation_file, test_file), strict=True) if f}
+    if set(needed) <= explicit.keys():
+        return LoadedSplits({split: load_file(split, explicit[split], cache_dir) for split in needed})
     if "train" in explicit:
         if data_dir:
             log.info("data.train_file is set, so data.data_dir (%s) is not used.", data_dir)
@@ -347,7 +351,9 @@ SOURCE_KEYS = (
 )
 
 
-def load_configured_splits(settings: Mapping[str, Any], cache_dir: str | None = None) -> LoadedSplits:
+def load_configured_splits(
+    settings: Mapping[str, Any], cache_dir: str | None = None, needed: Sequence[str] = SPLITS
+) -> LoadedSplits:
     """The raw splits a data config (or a data module's hyperparameters) names, loaded and carved as the data module
     does: what another tool needs to see exactly the rows a run trains, validates and tests on."""
-    return load_splits(**{key: settings.get(key) for key in SOURCE_KEYS}, cache_dir=cache_dir)
+    return load_splits(**{key: settings.get(key) for key in SOURCE_KEYS}, cache_dir=cache_dir, needed=needed)
