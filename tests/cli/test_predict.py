@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -34,7 +35,9 @@ def test_prediction_ids_are_input_rows_so_skipped_rows_leave_gaps(translation_ch
     jsonl = write_jsonl(tmp_path / "inputs.jsonl", rows)
     text = tmp_path / "inputs.txt"
     text.write_text("a cat\n\n   \ntwo dogs\n")
-    for path in (jsonl, text):
+    compressed = tmp_path / "inputs.txt.gz"
+    compressed.write_bytes(gzip.compress(text.read_bytes()))
+    for path in (jsonl, text, compressed):
         cfg = OmegaConf.create({"input": None, "input_file": str(path), "paths": {"cache_dir": str(tmp_path)}})
         examples = read_examples(cfg, predictor)
         assert [(example.id, example.source) for example in examples] == [(0, "a cat"), (3, "two dogs")]

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from weaver.checkpoints import restore_run
 from weaver.cli.train import write_metrics
-from weaver.data.sources import check_text_file, existing_file, load_file, text_lines
+from weaver.data.sources import check_text_file, data_suffix, existing_file, load_file, text_lines
 from weaver.errors import ConfigError
 from weaver.explain import Explainer, Explanation
 from weaver.inference import Example, Predictor
@@ -30,7 +30,7 @@ def read_examples(cfg: DictConfig, predictor: Predictor) -> list[Example]:
     if cfg.input is not None:
         return [predictor.example(str(cfg.input))]
     path = existing_file(cfg.input_file, "input_file")
-    if path.suffix == ".txt":  # one source per line
+    if data_suffix(path) == ".txt":  # one source per line, compressed or not
         check_text_file(path, "input_file")  # UTF-8 throughout, and not empty
         return [predictor.example(line, number - 1) for number, line in text_lines(path) if line.strip()]
     dataset: Dataset = load_file("input", str(path), cfg.paths.cache_dir, key="input_file")
