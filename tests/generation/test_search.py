@@ -317,7 +317,7 @@ def test_top_k_and_top_p_keep_only_allowed_tokens():
     "bad, field",
     [
         ({"max_new_tokens": 0}, "max_new_tokens"),
-        ({"min_new_tokens": 100}, "min_new_tokens"),
+        ({"min_new_tokens": 100}, r"min_new_tokens must be between 0 and generation.max_new_tokens \(64; set it"),
         ({"num_beams": 0}, "num_beams"),
         ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size"),
         ({"top_k": -1}, "top_k"),

@@ -47,7 +47,7 @@ class GenerationConfig:
             (
                 "min_new_tokens",
                 0 <= self.min_new_tokens <= self.max_new_tokens,
-                "must be between 0 and max_new_tokens",
+                f"must be between 0 and generation.max_new_tokens ({self.max_new_tokens}; set it lower too)",
             ),
             ("num_beams", self.num_beams >= 1, "must be >= 1"),
             ("no_repeat_ngram_size", self.no_repeat_ngram_size >= 0, "must be >= 0 (0 = off)"),
