@@ -115,7 +115,7 @@ def test_a_split_carved_from_a_changed_train_file_is_refused(tiny_data_dir: Path
     train_file.write_text("".join(rows[20:]))
     result = run_cli(f"ckpt_path={checkpoint}", cwd=tmp_path, script="eval.py")
     assert result.returncode == 1
-    assert "Error: The test split is carved from the train rows, which differ from those" in result.stderr
+    assert "Error: The test split, carved from the train rows again, holds other rows than the" in result.stderr
     own_test = f"data.test_file={tiny_data_dir / 'test.jsonl'}"
     train_file.unlink()  # a file of its own is all eval.py reads, the run's train data gone or not
     result = run_cli(f"ckpt_path={checkpoint}", own_test, cwd=tmp_path, script="eval.py")

@@ -307,9 +307,10 @@ class Seq2SeqDataModule(LightningDataModule):
         if expected is None or split not in self.carved_digests or self.carved_digests[split] == expected:
             return
         raise DataError(
-            f"The {split} split is carved from the train rows, which differ from those the checkpoint's run carved "
-            f"it from: its {split} rows differ too, and may include rows that run trained on. Give the run's train "
-            f"data as it was, or {split} rows of your own (data.{split}_file=...)."
+            f"The {split} split, carved from the train rows again, holds other rows than the checkpoint's run carved: "
+            "the train data (or which splits have files of their own) differs from that run's, and these rows may "
+            f"include some it trained on. Give the run's data as it was, or {split} rows of your own "
+            f"(data.{split}_file=...)."
         )
 
     def tokenized_splits(self) -> DatasetDict:
