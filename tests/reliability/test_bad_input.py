@@ -39,6 +39,14 @@ def one_line(error: pytest.ExceptionInfo[WeaverError]) -> str:
     return message
 
 
+def load_refusal(path: Path, content: str | bytes) -> str:
+    """The one-line error `load_file` gives for a train file of `content` at `path`."""
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    with pytest.raises(DataError) as error:
+        load_file("train", str(path), str(path.parent / "cache"))
+    return one_line(error)
+
+
 def test_a_missing_data_file_names_the_key_and_the_path(tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
         pairs_of(tmp_path, tmp_path / "nope.jsonl")
@@ -59,19 +67,13 @@ def test_a_folder_given_as_a_data_file_points_at_data_dir(tmp_path: Path) -> Non
 
 def test_an_empty_data_file_is_named(tmp_path: Path) -> None:
     empty = tmp_path / "train.jsonl"
-    empty.write_text("\n")
-    with pytest.raises(DataError) as error:
-        load_file("train", str(empty), str(tmp_path / "cache"))
-    assert one_line(error) == f"data.train_file: '{empty}' is empty. Give a file with at least one row."
+    assert load_refusal(empty, "\n") == f"data.train_file: '{empty}' is empty. Give a file with at least one row."
 
 
 @pytest.mark.parametrize(("name", "text"), [("train.csv", "en,de\n"), ("train.jsonl", "{}\n{}\n")])
 def test_a_data_file_without_rows_is_named(tmp_path: Path, name: str, text: str) -> None:
     rowless = tmp_path / name
-    rowless.write_text(text)
-    with pytest.raises(DataError) as error:
-        load_file("train", str(rowless), str(tmp_path / "cache"))
-    assert one_line(error) == (
+    assert load_refusal(rowless, text) == (
         f"data.train_file: '{rowless}' holds no rows (a header alone, or records without fields): give at least one "
         "row."
     )
@@ -120,26 +122,25 @@ def test_the_file_each_split_is_read_from_is_logged(tmp_path: Path, caplog: pyte
     ]
 
 
-def test_a_zstd_file_is_refused_not_called_empty(tmp_path: Path) -> None:
-    packed = tmp_path / "train.jsonl.zst"
-    packed.write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(64)))  # zstd's magic number, then a frame
-    with pytest.raises(DataError) as error:
-        load_file("train", str(packed), str(tmp_path / "cache"))
-    assert one_line(error) == (
-        f"data.train_file: '{packed}' is zstd-compressed, which is not read: decompress it (zstd -d) or compress it "
-        "with gzip, bzip2 or xz instead."
-    )
-
-
-def test_a_syntax_error_in_a_json_document_is_named_by_its_line_and_column(tmp_path: Path) -> None:
-    pretty = tmp_path / "train.json"
-    pretty.write_text('[\n  {"en": "a cat", "de": "eine Katze"},\n  {"en": "a dog" "de": "ein Hund"}\n]\n')
-    with pytest.raises(DataError) as error:
-        load_file("train", str(pretty), str(tmp_path / "cache"))
-    assert one_line(error) == (
-        f"data.train_file: cannot read '{pretty}' as json: line 3 is not valid JSON (Expecting ',' delimiter at "
-        "column 18)."
-    )
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (  # zstd's magic number, then a frame: not read, where it was called empty
+            "train.jsonl.zst",
+            b"\x28\xb5\x2f\xfd" + bytes(range(64)),
+            "'{path}' is zstd-compressed, which is not read: decompress it (zstd -d) or compress it with gzip, bzip2 "
+            "or xz instead.",
+        ),
+        (  # a syntax error in a JSON document, named by its line and column (not "line 1")
+            "train.json",
+            b'[\n  {"en": "a cat", "de": "eine Katze"},\n  {"en": "a dog" "de": "ein Hund"}\n]\n',
+            "cannot read '{path}' as json: line 3 is not valid JSON (Expecting ',' delimiter at column 18).",
+        ),
+    ],
+)
+def test_a_file_that_cannot_be_read_says_why(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    path = tmp_path / name
+    assert load_refusal(path, content) == "data.train_file: " + message.format(path=path)
 
 
 def test_json_lines_in_a_json_file_are_checked_line_by_line(tmp_path: Path) -> None:
@@ -163,10 +164,7 @@ def test_json_lines_in_a_json_file_are_checked_line_by_line(tmp_path: Path) -> N
 )
 def test_a_json_object_that_is_not_one_record_is_refused(tmp_path: Path, layout: str) -> None:
     document = tmp_path / "train.json"
-    document.write_text(layout)
-    with pytest.raises(DataError) as error:
-        load_file("train", str(document), str(tmp_path / "cache"))
-    assert one_line(error) == (
+    assert load_refusal(document, layout) == (
         f"data.train_file: '{document}' holds one JSON object of columns or lists, which would be read as one row: "
         """write a list of records ([{"field": ...}, ...]) or JSON lines, one record per line (pandas: """
         "to_json(orient='records', lines=True))."
@@ -187,10 +185,8 @@ def test_a_json_object_that_is_not_one_record_is_refused(tmp_path: Path, layout:
 )
 def test_a_json_document_that_is_not_a_list_of_records_is_named(tmp_path: Path, layout: str, message: str) -> None:
     document = tmp_path / "train.json"
-    document.write_text(layout)
-    with pytest.raises(DataError) as error:
-        load_file("train", str(document), str(tmp_path / "cache"))
-    assert one_line(error) == f"data.train_file: '{document}'{'' if message[0] == ':' else ' '}{message}"
+    separator = "" if message[0] == ":" else " "
+    assert load_refusal(document, layout) == f"data.train_file: '{document}'{separator}{message}"
 
 
 @pytest.mark.parametrize(
