@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,17 @@ def test_training_split_gains_corrupted_copies_to_reconstruct(tmp_path: Path) ->
     assert train[count]["input_ids"] != train[2 * count]["input_ids"]
     again = datamodule(tmp_path / "again", TextInfilling(copies=2, mask_ratio=0.4)).tokenized_splits()
     assert again["train"]["input_ids"] == train["input_ids"]
+
+
+def test_the_corrupted_copies_are_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The data module builds its splits in prepare_data and again in setup."""
+    data = datamodule(tmp_path, TextInfilling(copies=2))
+    with caplog.at_level(logging.INFO, logger="weaver.data.denoising"):
+        data.prepare_data()
+        data.setup("fit")
+    assert [message for message in caplog.messages if message.startswith("Denoising:")] == [
+        f"Denoising: 2 corrupted copies of {len(data.pairs()['train'])} train texts ({data.denoising.describe()})."
+    ]
 
 
 def test_mask_token_joins_a_trained_tokenizers_special_tokens(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,8 @@ class Corruption:
 
     copies: int = 1
     seed: int = 0
+    # The corrupted splits logged already: the data module builds them in prepare_data and again in setup.
+    logged: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.copies, bool) or not isinstance(self.copies, int) or self.copies < 1:
@@ -145,7 +147,12 @@ class Corruption:
             )
             for copy in range(self.copies if split == "train" else 1)
         ]
-        log.info("Denoising: %d corrupted copies of %d %s texts (%s).", len(copies), len(data), split, self.describe())
+        logged = fingerprint(f"{data._fingerprint}|{max_length}|{self!r}|{split}")
+        if logged not in self.logged:
+            self.logged.add(logged)
+            log.info(
+                "Denoising: %d corrupted copies of %d %s texts (%s).", len(copies), len(data), split, self.describe()
+            )
         return concatenate_datasets(copies)
 
 
