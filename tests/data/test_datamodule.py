@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy
 
 from tests.conftest import write_jsonl
-from weaver.data import Seq2SeqDataModule, TrainedTokenizer
+from weaver.data import GivenTokenizer, Seq2SeqDataModule, TrainedTokenizer
 from weaver.errors import ConfigError
 
 PAIRS = [
@@ -70,6 +70,24 @@ def test_a_train_fraction_keeps_a_seeded_nested_subset_and_whole_evaluation_spli
     assert tenth["train"]["source"] == datamodule(tmp_path, **carve, train_fraction=0.1).pairs()["train"]["source"]
     with pytest.raises(ConfigError, match="data.train_fraction"):
         datamodule(tmp_path, **carve, train_fraction=0).pairs()
+    given = {"train_file": str(train), "validation_file": str(train), "test_file": str(train)}  # no split carved
+    assert len(datamodule(tmp_path, **given, train_fraction=0.1).pairs()["train"]) == 6
+
+
+def test_evaluation_reads_only_the_split_it_scores_where_that_has_a_file(tmp_path: Path) -> None:
+    """eval.py data.test_file=...: the run's train file may be gone."""
+    trained = datamodule(tmp_path, train_file=str(write_jsonl(tmp_path / "train.jsonl", PAIRS))).tokenizer
+    test = write_jsonl(tmp_path / "test.jsonl", PAIRS[:3])
+    data = Seq2SeqDataModule(
+        GivenTokenizer(trained),
+        source_field="en",
+        target_field="de",
+        train_file=str(tmp_path / "gone.jsonl"),
+        test_file=str(test),
+        cache_dir=str(tmp_path / "cache"),
+        splits=["test"],
+    )
+    assert list(data.tokenized_splits()) == ["test"] and len(data.pairs()["test"]) == 3
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet", ".json"])

@@ -303,10 +303,10 @@ def load_splits(
 ) -> LoadedSplits:
     """Explicit files win over `data_dir`, which wins over a Hub dataset: a `train_file` replaces them, a
     validation or test file alone replaces that split of theirs (`eval.py data.test_file=...` on a checkpoint
-    trained on `data_dir`). Where every `needed` split has a file of its own, only those are read (the run's train
-    data may be gone)."""
+    trained on `data_dir`). Where the `needed` splits are evaluation splits with files of their own, only those are
+    read (the run's train data may be gone)."""
     explicit = {s: f for s, f in zip(SPLITS, (train_file, validation_file, test_file), strict=True) if f}
-    if set(needed) <= explicit.keys():
+    if "train" not in needed and set(needed) <= explicit.keys():
         return LoadedSplits({split: load_file(split, explicit[split], cache_dir) for split in needed})
     if "train" in explicit:
         if data_dir:
