@@ -15,8 +15,9 @@ def fake_run(folder: Path, lr: str, curve: list[float], finished: bool = True) -
     (folder / ".hydra" / "config.yaml").write_text("monitor:\n  metric: val/bleu\n  mode: max\n")
     (folder / ".hydra" / "overrides.yaml").write_text(f"- task=translation\n- optimizer.lr={lr}\n")
     (folder / "csv").mkdir()
-    # A training row (no validation value) first, then one row per validation.
-    rows = ["epoch,step,train/loss,val/bleu", "0,5,7.1,", *(f"0,{100 * (i + 1)},,{v}" for i, v in enumerate(curve))]
+    # A training row (no validation value) first, then one row per validation, every 100 steps, at the step Lightning
+    # logs it: its count before the step's increment.
+    rows = ["epoch,step,train/loss,val/bleu", "0,5,7.1,", *(f"0,{100 * (i + 1) - 1},,{v}" for i, v in enumerate(curve))]
     (folder / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
     if finished:
         (folder / "metrics.json").write_text(
@@ -48,6 +49,11 @@ def test_a_failed_run_is_reported_with_its_reason(tmp_path: Path) -> None:
     text = console.export_text()
     assert [run.status for run in find_runs(tmp_path)] == ["finished", "failed"]
     assert "Run 1 failed: optimizer: Invalid learning rate: -1" in text
+
+
+def test_curves_count_optimizer_steps_as_the_checkpoints_name_them(tmp_path: Path) -> None:
+    fake_run(tmp_path / "0", "1e-3", [1.0, 2.0])
+    assert find_runs(tmp_path)[0].curve == [(100, 1.0), (200, 2.0)]  # step000100, step000200
 
 
 def test_plots_have_one_line_per_run_and_labelled_axes(tmp_path: Path) -> None:

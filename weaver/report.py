@@ -68,8 +68,10 @@ def read_run(path: Path) -> RunRecord:
     metrics_csv = path / "csv" / "metrics.csv"
     if metrics_csv.is_file():
         with metrics_csv.open(encoding="utf-8") as file:
+            # Lightning logs a row before its step count goes up: a validation after the 300th optimizer step (whose
+            # checkpoint is step000300) has step 299.
             run.curve = [
-                (int(row["step"]), float(row[run.metric])) for row in csv.DictReader(file) if row.get(run.metric)
+                (int(row["step"]) + 1, float(row[run.metric])) for row in csv.DictReader(file) if row.get(run.metric)
             ]
     metrics_json = path / "metrics.json"
     if metrics_json.is_file():
