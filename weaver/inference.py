@@ -56,16 +56,18 @@ class Predictor:
     def is_dialogue(self) -> bool:
         return isinstance(self.pair_builder, DialoguePairs)
 
-    def examples_from(self, dataset: Dataset) -> list[Example]:
+    def examples_from(self, dataset: Dataset, last_turn: bool = False) -> list[Example]:
         """Rows of an input file as examples: a run with a pair builder makes them as in training (conversations
         expand into (history, next turn) pairs, recall-set rows into queries over keyed documents); other rows give
-        their source field, and their target field as the reference when the file has it."""
+        their source field, and their target field as the reference when the file has it. With `last_turn`
+        (dialogue), each conversation gives one example without a reference: the reply to its last turn."""
         if self.run.cfg.data.get("pair_builder"):  # rows become examples as in training: conversations, recall sets
-            pairs = self.pair_builder.build_pairs(dataset, "input")
+            only_dialogue = {"last_turn": True} if last_turn else {}  # the recall set's builder has no such mode
+            pairs = self.pair_builder.build_pairs(dataset, "input", **only_dialogue)
             return [
                 Example(
                     row["source"],
-                    row["target"],
+                    None if last_turn else row["target"],
                     row.get("context") or [],
                     row["example_id"],
                     row.get("conversation_id"),

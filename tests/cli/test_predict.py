@@ -82,6 +82,10 @@ def test_one_text_and_plain_text_files(translation_checkpoint: Path, tmp_path: P
         f"ckpt_path={translation_checkpoint}", f"input_file={lines}", "generation=beam4", cwd=tmp_path / "txt"
     )
     assert [r["source"] for r in rows] == ["first line", "second line"] and "reference" not in rows[0]
+    result = run_cli(
+        f"ckpt_path={translation_checkpoint}", "input=hi", "reply_to=last_turn", cwd=tmp_path, script="predict.py"
+    )
+    assert result.returncode == 1 and "reply_to=last_turn needs a dialogue checkpoint" in result.stderr
 
 
 @pytest.mark.slow
@@ -108,6 +112,8 @@ def test_input_and_checkpoint_are_required(tmp_path: Path) -> None:
     assert result.returncode == 1 and "Give exactly one of input_file=<file> and input=" in result.stderr
     result = run_cli("ckpt_path=x.ckpt", "input=hi", "batch_size=0", cwd=tmp_path, script="predict.py")
     assert result.returncode == 1 and "batch_size must be a positive integer, got 0" in result.stderr
+    result = run_cli("ckpt_path=x.ckpt", "input=hi", "reply_to=last", cwd=tmp_path, script="predict.py")
+    assert result.returncode == 1 and "reply_to must be one of every_turn, last_turn, got 'last'" in result.stderr
     for script in ("predict.py", "explain.py"):
         result = run_cli("ckpt_path=x.ckpt", "input=", cwd=tmp_path, script=script)
         assert result.returncode == 1 and 'Error: input is empty: give the text, input="<text>".' in result.stderr
@@ -177,3 +183,15 @@ def test_chat_and_conversation_files_keep_the_topic(chitchat_slice: Path, tmp_pa
     assert rows and all(row["source"].startswith("<topic>" + conversations[0]["prompt"]) for row in rows[:2])
     assert [row["conversation_id"] for row in rows[:2]] == [str(conversations[0]["id"])] * 2
     assert {row["conversation_id"] for row in rows} == {str(conversation["id"]) for conversation in conversations}
+    # reply_to=last_turn: one reply per conversation, to its last turn, with nothing to score it against.
+    (tmp_path / "last").mkdir()
+    replies, run_dir = predict_cli(
+        f"ckpt_path={best_checkpoint(cfg)}",
+        f"input_file={tmp_path / 'input.jsonl'}",
+        "reply_to=last_turn",
+        cwd=tmp_path / "last",
+    )
+    assert [row["conversation_id"] for row in replies] == [str(conversation["id"]) for conversation in conversations]
+    last_turns = [conversation["turns"][-1]["text"] for conversation in conversations]
+    assert all(row["source"].endswith(turn) for row, turn in zip(replies, last_turns, strict=True))
+    assert "reference" not in replies[0] and not (run_dir / "metrics.json").exists()

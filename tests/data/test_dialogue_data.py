@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from datasets import Dataset
 
 from tests.conftest import write_jsonl
 from weaver.data import Seq2SeqDataModule, TrainedTokenizer
@@ -54,6 +55,30 @@ def test_each_turn_after_the_first_answers_its_history_window() -> None:
 def test_without_a_history_limit_every_context_is_the_whole_conversation_so_far() -> None:
     pairs, _ = DialoguePairs(max_history_turns=None).conversation_pairs(turns("hi", "hello", "how are you?", "fine"))
     assert pairs[-1] == (["<speaker1>hi", "<speaker2>hello", "<speaker1>how are you?"], "fine")
+
+
+def test_the_last_turn_mode_gives_one_context_per_conversation_awaiting_its_reply(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    builder = DialoguePairs(max_history_turns=2, topic_field="prompt")
+    rows = [
+        {"id": "long", "prompt": "pets", "turns": turns("hi", "hello there", "got a dog?")},
+        {"id": "single", "prompt": "", "turns": turns("anyone home?")},
+        {"id": "none", "turns": []},
+    ]
+    with caplog.at_level(logging.INFO):
+        pairs = builder.build_pairs(Dataset.from_list(rows), "input", last_turn=True)
+    assert [(row["conversation_id"], row["context"], row["target"]) for row in pairs] == [
+        ("long", ["<topic>pets", "<speaker2>hello there", "<speaker1>got a dog?"], ""),
+        ("single", ["<speaker1>anyone home?"], ""),  # one turn is enough to answer
+    ]
+    assert pairs["example_id"] == [0, 1]
+    assert "3 conversations -> 2 contexts ending with their last turn" in caplog.text
+    assert "skipped 1 conversations without turns" in caplog.text
+    # The same rows as (history, next turn) pairs: only "long" has a turn after its first.
+    assert builder.build_pairs(Dataset.from_list(rows), "input")["target"] == ["hello there", "got a dog?"]
+    with pytest.raises(DataError, match="every one of its 1 conversations has no usable turn"):
+        DialoguePairs().build_pairs(Dataset.from_list(rows[2:]), "input", last_turn=True)
 
 
 def test_speakers_are_numbered_by_first_appearance_and_consecutive_turns_merge() -> None:

@@ -24,6 +24,7 @@ from weaver.explain import Explainer, Explanation
 from weaver.inference import Example, Predictor
 
 log = logging.getLogger(__name__)
+REPLY_TO = ("every_turn", "last_turn")  # a conversation file's turns a dialogue model answers
 
 
 def read_examples(cfg: DictConfig, predictor: Predictor) -> list[Example]:
@@ -34,7 +35,7 @@ def read_examples(cfg: DictConfig, predictor: Predictor) -> list[Example]:
         check_text_file(path, "input_file")  # UTF-8 throughout, and not empty
         return [predictor.example(line, number - 1) for number, line in text_lines(path) if line.strip()]
     dataset: Dataset = load_file("input", str(path), cfg.paths.cache_dir, key="input_file")
-    return predictor.examples_from(dataset)
+    return predictor.examples_from(dataset, last_turn=cfg.get("reply_to") == "last_turn")
 
 
 def write_predictions(
@@ -102,8 +103,12 @@ def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
         check_inputs(cfg, " (or interactive=true)")
     if not isinstance(cfg.explain, bool):
         raise ConfigError(f"explain must be true or false, got {cfg.explain!r}.")
+    if cfg.reply_to not in REPLY_TO:
+        raise ConfigError(f"reply_to must be one of {', '.join(REPLY_TO)}, got {cfg.reply_to!r}.")
     run = restore_run(cfg.ckpt_path, {**changes, "paths.cache_dir": cfg.paths.cache_dir})
     predictor = Predictor(run, batch_size=cfg.batch_size)
+    if cfg.reply_to == "last_turn" and not predictor.is_dialogue:
+        raise ConfigError("reply_to=last_turn needs a dialogue checkpoint (trained with task=dialogue).")
     if cfg.interactive:
         chat(predictor, cfg.topic)
         return

@@ -114,8 +114,9 @@ class DialoguePairs:
             text = text.replace(token, " ")
         return " ".join(text.split())
 
-    def conversation_turns(self, turns: Any) -> tuple[list[tuple[str, str]], list[str]]:
-        """Usable `(speaker token, text)` turns, and why the rest (or the whole conversation) was skipped."""
+    def conversation_turns(self, turns: Any, minimum: int = 2) -> tuple[list[tuple[str, str]], list[str]]:
+        """Usable `(speaker token, text)` turns, and why the rest (or the whole conversation, with fewer than
+        `minimum` usable turns) was skipped."""
         if not isinstance(turns, list) or not turns:
             return [], ["conversations without turns"]
         kept: list[tuple[Any, str]] = []
@@ -144,20 +145,26 @@ class DialoguePairs:
             (self.speaker_tokens[order.setdefault(key, len(order)) % len(self.speaker_tokens)], text)
             for key, text in kept
         ]
-        if len(named) < 2:
+        if len(named) < minimum:
             skipped.append("single-turn conversations" if named else "conversations without usable turns")
         return named, skipped
 
-    def conversation_pairs(self, turns: Any, topic: Any = None) -> tuple[list[tuple[list[str], str]], list[str]]:
+    def conversation_pairs(
+        self, turns: Any, topic: Any = None, last_turn: bool = False
+    ) -> tuple[list[tuple[list[str], str]], list[str]]:
         """`(context, response)` for every usable turn after the first, and the skip reasons. A context is the
-        formatted topic (when there is one) and then the history window's turns."""
-        named, skipped = self.conversation_turns(turns)
+        formatted topic (when there is one) and then the history window's turns. With `last_turn`, one pair
+        instead: the context ending with the conversation's last turn, and an empty response (the reply to come)."""
+        named, skipped = self.conversation_turns(turns, minimum=1 if last_turn else 2)
         formatted = [token + text for token, text in named]
         pinned = self.format_topic(topic)
+        ends = [len(named)] if last_turn and named else range(1, len(named))
         pairs = [
-            (pinned + formatted[max(0, index - (self.max_history_turns or index)) : index], text)
-            for index, (_, text) in enumerate(named)
-            if index > 0
+            (
+                pinned + formatted[max(0, end - (self.max_history_turns or end)) : end],
+                named[end][1] if end < len(named) else "",
+            )
+            for end in ends
         ]
         return pairs, skipped
 
@@ -167,9 +174,11 @@ class DialoguePairs:
         text = self.clean_text(topic) if self.topic_field and isinstance(topic, str) else ""
         return [self.topic_token + text] if text else []
 
-    def build_pairs(self, dataset: Dataset, split: str) -> Dataset:
+    def build_pairs(self, dataset: Dataset, split: str, last_turn: bool = False) -> Dataset:
         """Columns `example_id` (0, 1, ... in conversation order), `conversation_id`, `context` (the formatted
-        topic, if any, then the history turns, oldest first), `source` (them joined) and `target` (the response)."""
+        topic, if any, then the history turns, oldest first), `source` (them joined) and `target` (the response).
+        With `last_turn`, one row per conversation, whose context ends with its last turn and whose target is
+        empty: what a reply to the conversation so far is generated from."""
         topic = {"pair_builder.topic_field": self.topic_field} if self.topic_field else {}
         check_columns(dataset, split, {"pair_builder.turns_field": self.turns_field, **topic})
 
@@ -180,7 +189,7 @@ class DialoguePairs:
                 conversation_id = get_field(row, self.id_field) if self.id_field else None
                 conversation_id = str(index if conversation_id is None else conversation_id)
                 topic = get_field(row, self.topic_field) if self.topic_field else None
-                pairs, skipped = self.conversation_pairs(get_field(row, self.turns_field), topic)
+                pairs, skipped = self.conversation_pairs(get_field(row, self.turns_field), topic, last_turn)
                 # Skipped items travel as placeholder rows, so the counts survive the `datasets` cache.
                 items = [([], "", "", reason) for reason in skipped]
                 items += [(context, self.turn_separator.join(context), target, "") for context, target in pairs]
@@ -192,7 +201,7 @@ class DialoguePairs:
                     out["skip_reason"].append(reason)
             return out
 
-        recipe = f"{PAIRS_VERSION}|{self!r}|{dataset._fingerprint}"
+        recipe = f"{PAIRS_VERSION}|{self!r}|{last_turn}|{dataset._fingerprint}"
         fingerprint = hashlib.sha256(recipe.encode()).hexdigest()[:16]
         mapped = dataset.map(
             expand,
@@ -213,8 +222,8 @@ class DialoguePairs:
         if len(kept) == 0:
             raise DataError(
                 f"The {split} split has no (context, response) pairs: every one of its {len(dataset)} conversations "
-                f"has fewer than two usable turns (data.pair_builder.turns_field='{self.turns_field}', "
-                f"text_field='{self.text_field}')."
+                f"has {'no usable turn' if last_turn else 'fewer than two usable turns'} "
+                f"(data.pair_builder.turns_field='{self.turns_field}', text_field='{self.text_field}')."
             )
         kept = kept.remove_columns("skip_reason").map(
             lambda _, index: {"example_id": index},
@@ -223,10 +232,11 @@ class DialoguePairs:
             desc=f"Numbering {split} pairs",
         )
         log.info(
-            "%s split: %d conversations -> %d (context, response) pairs (history up to %s turns).",
+            "%s split: %d conversations -> %d %s (history up to %s turns).",
             split,
             len(dataset),
             len(kept),
+            "contexts ending with their last turn" if last_turn else "(context, response) pairs",
             self.max_history_turns or "all",
         )
         if skipped:
