@@ -79,23 +79,39 @@ def test_a_data_file_without_rows_is_named(tmp_path: Path, name: str, text: str)
     )
 
 
-def test_a_broken_json_line_is_named_by_its_number_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    lines = write_jsonl(tmp_path / "train.jsonl", PAIRS).read_text().splitlines()
-    lines[11] = '{"en": "cut short", "de": '
-    broken = tmp_path / "broken.jsonl"
-    broken.write_text("\n".join(lines[:12]) + "\n")  # the last line broken: datasets then logs an error itself
-    with pytest.raises(DataError) as error:
-        load_file("train", str(broken), str(tmp_path / "cache"))
-    assert "as json: line 12 is not valid JSON (Expecting value" in one_line(error)
-    assert "Failed to load JSON" not in caplog.text  # datasets' own message, counting rows from 0
+def test_json_lines_that_are_not_records_are_skipped_counted_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lines = write_jsonl(tmp_path / "train.jsonl", PAIRS[:12]).read_text().splitlines()
+    lines[4] = '["a dog", "ein Hund"]'
+    lines[7] = '{"en": "cut sh'
+    lines[11] = '{"en": "cut short", "de": '  # the last line broken: datasets then logs an error itself
+    for name in ("broken.jsonl", "broken.json"):  # JSON lines in a .json file are read the same way
+        broken = tmp_path / name
+        broken.write_text("\n".join(lines) + "\n")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            rows = load_file("train", str(broken), str(tmp_path / "cache"))
+        assert caplog.messages == [
+            f"data.train_file: skipped 3 of the 12 lines of '{broken}' that are not JSON records, read as rows without "
+            'fields (line 5 is a JSON list, not an object of fields ({"field": ...}); line 8 is not valid JSON '
+            "(Unterminated string starting at column 8); line 12 is not valid JSON (Expecting value at column 26))."
+        ]
+        # Each is a row without fields (skipped and counted as missing its source), so later rows keep their numbers.
+        kept = [None if number in (4, 7, 11) else row["en"] for number, row in enumerate(PAIRS[:12])]
+        assert rows["en"] == kept
+    # The file is read as it is when it changes.
+    broken.write_text("\n".join(lines[:4]) + "\n")
+    assert len(load_file("train", str(broken), str(tmp_path / "cache"))) == 4
 
 
-def test_a_json_line_that_is_not_an_object_is_named(tmp_path: Path) -> None:
-    rows = tmp_path / "rows.jsonl"
-    rows.write_text('{"en": "a cat", "de": "eine Katze"}\n["a dog", "ein Hund"]\n')
-    with pytest.raises(DataError) as error:
-        load_file("train", str(rows), str(tmp_path / "cache"))
-    assert one_line(error).endswith('as json: line 2 is a JSON list, not an object of fields ({"field": ...})')
+def test_a_json_lines_file_half_of_whose_lines_are_not_records_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    assert load_refusal(path, 'en,de\na cat,eine Katze\n{"en": "a dog", "de": "ein Hund"}\n[1]\n') == (
+        f"data.train_file: 3 of the 4 lines of '{path}' are not JSON records (line 1 is not valid JSON (Expecting "
+        "value at column 1); line 2 is not valid JSON (Expecting value at column 1); line 4 is a JSON list, not an "
+        'object of fields ({"field": ...})): write one record per line, {"field": ...}.'
+    )
 
 
 @pytest.mark.parametrize(
@@ -141,16 +157,6 @@ def test_the_file_each_split_is_read_from_is_logged(tmp_path: Path, caplog: pyte
 def test_a_file_that_cannot_be_read_says_why(tmp_path: Path, name: str, content: bytes, message: str) -> None:
     path = tmp_path / name
     assert load_refusal(path, content) == "data.train_file: " + message.format(path=path)
-
-
-def test_json_lines_in_a_json_file_are_checked_line_by_line(tmp_path: Path) -> None:
-    lines = write_jsonl(tmp_path / "train.jsonl", PAIRS[:5]).read_text().splitlines()
-    lines[2] = '{"en": "cut short", "de": '
-    rows = tmp_path / "rows.json"
-    rows.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError) as error:
-        load_file("train", str(rows), str(tmp_path / "cache"))
-    assert "as json: line 3 is not valid JSON (Expecting value at column 26)" in one_line(error)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import json
 import logging
 import lzma
@@ -132,18 +133,56 @@ def check_text_file(file: Path, key: str) -> None:
         raise DataError(f"{key}: '{file}' is empty. Give a file with at least one row.")
 
 
-def bad_json_line(file: Path) -> str | None:
-    """Where a JSON-lines file stops being JSON (pyarrow's message gives a byte offset into a block, not a line)."""
-    for number, text in text_lines(file):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text.strip())
-        except json.JSONDecodeError as error:
-            return f"line {number} is not valid JSON ({error.msg} at column {error.colno})"
-        if not isinstance(row, dict):
-            return f'line {number} is a JSON {type(row).__name__}, not an object of fields ({{"field": ...}})'
+def where_json_breaks(error: json.JSONDecodeError) -> str:
+    """What broke and at which column ("Unterminated string starting at column 8": some messages end in "at")."""
+    return f"{error.msg.removesuffix(' at')} at column {error.colno}"
+
+
+def json_line_problem(text: str) -> str | None:
+    """Why a non-blank line of a JSON-lines file is not a record, or None where it is one."""
+    try:
+        row = json.loads(text.strip().removeprefix("\ufeff"))  # a byte order mark, which `datasets` skips too
+    except json.JSONDecodeError as error:
+        return f"not valid JSON ({where_json_breaks(error)})"
+    if not isinstance(row, dict):
+        return f'a JSON {type(row).__name__}, not an object of fields ({{"field": ...}})'
     return None
+
+
+def records_only(file: Path, key: str, cache_dir: str | None) -> Path | None:
+    """A copy of a JSON-lines file in which each line that is not a record is an empty one, `{}`, or None where
+    every line is a record (the file failed for another reason). An empty record is a row without fields, skipped and
+    counted with the other rows missing theirs, and the rows after it keep their numbers. pyarrow would refuse the
+    whole file, naming a byte offset into a block rather than the line. A file at least half of whose lines are not
+    records is refused instead: it is another format (CSV, records spread over several lines), not a few bad rows."""
+    lines = [(number, text) for number, text in text_lines(file) if text.strip()]
+    problems = {number: problem for number, text in lines if (problem := json_line_problem(text))}
+    if not problems:
+        return None
+    listed = "; ".join(f"line {number} is {problem}" for number, problem in islice(problems.items(), 3))
+    if 2 * len(problems) >= len(lines):
+        raise DataError(
+            f"{key}: {len(problems)} of the {len(lines)} lines of '{file}' are not JSON records ({listed}): write one "
+            'record per line, {"field": ...}.'
+        )
+    digest = hashlib.sha256("".join(text for _, text in lines).encode()).hexdigest()[:32]
+    copy = Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / "records_only" / f"{digest}.jsonl"
+    if not copy.exists():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        partial = copy.with_name(copy.name + ".partial")
+        with partial.open("w", encoding="utf-8") as out:
+            out.writelines("{}\n" if number in problems else text.rstrip("\r\n") + "\n" for number, text in lines)
+        partial.replace(copy)
+    log.warning(
+        "%s: skipped %d of the %d lines of '%s' that are not JSON records, read as rows without fields (%s%s).",
+        key,
+        len(problems),
+        len(lines),
+        file,
+        listed,
+        "; ..." if len(problems) > 3 else "",
+    )
+    return copy
 
 
 def check_json_file(file: Path, key: str) -> bool:
@@ -161,8 +200,7 @@ def check_json_file(file: Path, key: str) -> bool:
         document = json.loads("".join(text for _, text in text_lines(file)).removeprefix("\ufeff"))
     except json.JSONDecodeError as error:
         raise DataError(
-            f"{key}: cannot read '{file}' as json: line {error.lineno} is not valid JSON ({error.msg} at column "
-            f"{error.colno})."
+            f"{key}: cannot read '{file}' as json: line {error.lineno} is not valid JSON ({where_json_breaks(error)})."
         ) from None
     records = '[{"field": ...}, ...]'
     if isinstance(document, list):
@@ -200,6 +238,28 @@ def builder_errors_unlogged() -> Iterator[None]:
         builders.setLevel(level)
 
 
+def prepared_builder(
+    builder: str,
+    split: str,
+    file: Path,
+    cache_dir: str | None,
+    kwargs: dict[str, Any],
+    key: str,
+    shown: Path | None = None,
+) -> datasets.DatasetBuilder:
+    """`datasets.load_dataset`'s steps up to the row count, so that a split of none fails with our own message; a
+    file it cannot parse is named as `shown` (default `file`)."""
+    try:
+        with builder_errors_unlogged():
+            loader = datasets.load_dataset_builder(
+                builder, data_files={split: str(file.resolve())}, cache_dir=cache_dir, **kwargs
+            )
+            loader.download_and_prepare()
+    except Exception as error:  # datasets wraps parse errors in several exception types
+        raise DataError(f"{key}: cannot read '{shown or file}' as {builder}: {error.__cause__ or error}") from error
+    return loader
+
+
 def load_file(split: str, path: str, cache_dir: str | None, key: str | None = None) -> Dataset:
     """One split from a local file; errors name `key` (default `data.<split>_file`)."""
     key = key or f"data.{split}_file"
@@ -208,15 +268,13 @@ def load_file(split: str, path: str, cache_dir: str | None, key: str | None = No
     if builder != "parquet":
         check_text_file(file, key)
     json_lines = builder == "json" and (data_suffix(file) == ".jsonl" or check_json_file(file, key))
-    try:  # `datasets.load_dataset`'s steps, to see the row count before a split of none fails with its own message
-        with builder_errors_unlogged():
-            loader = datasets.load_dataset_builder(
-                builder, data_files={split: str(file.resolve())}, cache_dir=cache_dir, **kwargs
-            )
-            loader.download_and_prepare()
-    except Exception as error:  # datasets wraps parse errors in several exception types
-        cause = (json_lines and bad_json_line(file)) or error.__cause__ or error
-        raise DataError(f"{key}: cannot read '{path}' as {builder}: {cause}") from error
+    try:
+        loader = prepared_builder(builder, split, file, cache_dir, kwargs, key)
+    except DataError:
+        copy = json_lines and records_only(file, key, cache_dir)
+        if not copy:
+            raise
+        loader = prepared_builder(builder, split, copy, cache_dir, kwargs, key, shown=file)
     if not loader.info.splits[split].num_examples:
         raise DataError(
             f"{key}: '{path}' holds no rows (a header alone, or records without fields): give at least one row."
