@@ -55,10 +55,12 @@ def job_rank_command(local_rank: int) -> tuple[Sequence[str], str]:
 @contextmanager
 def job_process() -> Iterator[None]:
     """Runs a job with the ranks of a sweep started as `job_rank_command` says, and leaves the process as the job
-    found it: no process group it made, the launcher's variables and the thread count as they were."""
+    found it: no process group it made, the launcher's variables, the thread count and deterministic algorithms
+    (`task.compile=true` turns them on) as they were."""
     subprocess_script._hydra_subprocess_cmd = job_rank_command
     variables = {name: os.environ.get(name) for name in LAUNCHER_VARIABLES}
     threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     had_group = dist.is_available() and dist.is_initialized()
     try:
         yield
@@ -71,3 +73,4 @@ def job_process() -> Iterator[None]:
             else:
                 os.environ[name] = value
         torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])

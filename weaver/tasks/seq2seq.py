@@ -141,8 +141,16 @@ class Seq2SeqTask(LightningModule):
 
     def configure_model(self) -> None:
         """`task.compile=true`: the teacher-forced forward (training and evaluation loss) runs through
-        `torch.compile`, with dynamic shapes for the varying batch sizes; generation stays eager."""
+        `torch.compile`, with dynamic shapes for the varying batch sizes; generation stays eager.
+
+        Deterministic algorithms go on first (warnings only), as `trainer.deterministic=warn` would turn them on:
+        Inductor compiles the embedding's backward into a multi-threaded loop of atomic adds, whose order changes from
+        run to run, and in deterministic mode into aten's ordered `index_put`, so that a seeded run repeats bit for
+        bit as an eager one does. The setting holds for every graph compiled later (backward, recompiles); `train()`
+        puts it back as it found it when the job ends."""
         if self.compile_model:
+            if not torch.are_deterministic_algorithms_enabled():
+                torch.use_deterministic_algorithms(True, warn_only=True)
             self.model.compile(dynamic=True)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
