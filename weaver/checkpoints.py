@@ -95,7 +95,7 @@ def restore_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None, 
     register_resolvers()
     checkpoint = read_checkpoint(ckpt_path, key)
     cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    for key, value in (overrides or {}).items():
+    for key, value in with_prompt_template_followed(cfg, overrides or {}).items():
         OmegaConf.update(cfg, key, value, merge=False, force_add=True)
     tokenizer = restore_tokenizer(checkpoint[TOKENIZER_KEY], cfg)
     with tempfile.TemporaryDirectory() as folder:
@@ -104,6 +104,19 @@ def restore_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None, 
     task.load_state_dict(checkpoint["state_dict"])
     task.eval()
     return RestoredRun(cfg=cfg, tokenizer=tokenizer, task=task, data_state=checkpoint.get(DATA_STATE_KEY, {}))
+
+
+PROMPT_TEMPLATE_KEYS = ("prompt_template", "model.prompt_template", "data.prompt_template")
+
+
+def with_prompt_template_followed(cfg: DictConfig, overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides`, where one gives a decoder-only run a new prompt template, setting all three of its keys: the
+    stored config is resolved, so `data.prompt_template` (which prompts are made from) no longer follows
+    `model.prompt_template`, nor that the task's `prompt_template`, as in training."""
+    given = [overrides[key] for key in PROMPT_TEMPLATE_KEYS if key in overrides]
+    if not given or cfg.data.get("prompt_template") is None:  # an encoder-decoder takes no template
+        return overrides
+    return {**overrides, **dict.fromkeys(PROMPT_TEMPLATE_KEYS, given[-1])}
 
 
 def checkpoint_tokenizer(path: str | Path, key: str) -> PreTrainedTokenizerBase:
