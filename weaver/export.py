@@ -18,8 +18,15 @@ from pathlib import Path
 import torch
 import transformers
 from peft import PeftModel
+from tokenizers import processors
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
 from weaver.checkpoints import restore_run
 from weaver.data.tokenizer import save_tokenizer
@@ -27,6 +34,7 @@ from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
 from weaver.models import CausalLM, HFBackbone, WeaverModel, can_merge, merge_adapters, peft_model_of
 from weaver.models.weaver import CONFIG_FILE, GENERATION_CONFIG_FILE, MODEL_TYPE
+from weaver.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -76,7 +84,8 @@ def export_checkpoint(
     elif adapter_only:
         (output / GENERATION_CONFIG_FILE).write_text(json.dumps(generation.to_dict(), indent=2) + "\n")
     if isinstance(model, CausalLM):
-        save_prompt_side(run.tokenizer, run.cfg.data.get("prompt_template"), output)
+        positions = getattr(model.backbone.config, "max_position_embeddings", None)
+        save_prompt_side(run.tokenizer, run.cfg.data.get("prompt_template"), positions, output)
     else:
         save_tokenizer(run.tokenizer, output)
     share_as_umask_allows(output)
@@ -84,15 +93,45 @@ def export_checkpoint(
     return output
 
 
-def save_prompt_side(tokenizer: PreTrainedTokenizerBase, template: str | None, output: Path) -> None:
-    """A decoder-only model's tokenizer, padding on the left as its prompts were (a batch padded on the right would
-    generate after the padding), and the prompt template its sources were put in (`{source}` marks where)."""
-    tokenizer = copy.copy(tokenizer)
+def save_prompt_side(
+    tokenizer: PreTrainedTokenizerBase, template: str | None, positions: int | None, output: Path
+) -> None:
+    """A decoder-only model's tokenizer and the prompt template its sources were put in (`{source}` marks where), so
+    that `tokenizer(template.replace("{source}", source))` gives the prompt the model was trained on: the tokenizer
+    adds what starts a prompt and nothing after it, pads on the left as the prompts were (a batch padded on the right
+    would generate after the padding), and knows the model's positions (it warns of a longer prompt, where the
+    model would fail on an index deep inside)."""
+    tokenizer = copy.deepcopy(tokenizer)
     tokenizer.padding_side = "left"
     tokenizer.init_kwargs = {**tokenizer.init_kwargs, "padding_side": "left"}  # what `save_pretrained` writes
+    if positions is not None and tokenizer.model_max_length > positions:
+        tokenizer.model_max_length = positions
+        tokenizer.init_kwargs["model_max_length"] = positions
+    add_prompt_start_only(tokenizer)
     save_tokenizer(tokenizer, output)
     if template is not None:
         (output / PROMPT_TEMPLATE_FILE).write_text(template, encoding="utf-8")
+
+
+def add_prompt_start_only(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make a fast tokenizer put `PromptTemplate.start` before a text and nothing after it, where it puts other
+    special tokens around it (one trained for an encoder-decoder's sources ends each with EOS)."""
+    start = PromptTemplate.start(tokenizer)
+    probe = "a"
+    if tokenizer(probe)["input_ids"] == start + tokenizer(probe, add_special_tokens=False)["input_ids"]:
+        return
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):  # a slow tokenizer's special tokens are its own code
+        log.warning(
+            "The exported %s tokenizer puts other special tokens around a text than a prompt starts with (%s): "
+            "tokenize prompts with add_special_tokens=False after those ids.",
+            type(tokenizer).__name__,
+            start,
+        )
+        return
+    single = f"{tokenizer.bos_token} $A" if start else "$A"
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=single, pair=f"{single} $B", special_tokens=[(tokenizer.bos_token, start[0])] if start else []
+    )
 
 
 def share_as_umask_allows(folder: Path) -> None:

@@ -1,10 +1,10 @@
 """Prompts for decoder-only models: a (source, target) pair becomes a prompt and its completion.
 
-A task's template (`prompt_template` in conf/task/, e.g. "Translate English to German:\\n{source}\\nGerman:") wraps
-the source, already cut to `data.max_source_length` by the data's pair builder; the completion is the target and
-EOS. Dialogue contexts go through the tokenizer's chat template instead when it has one. The data module and
-`Predictor` render prompts here, and the causal LM builder asks how many tokens a template adds to check the
-context length.
+A task's template (`prompt_template` in conf/task/, e.g. "Translate English to German:\\n{source}\\nGerman:") takes
+the source, already cut to `data.max_source_length` by the data's pair builder, and is tokenized whole; the
+completion is the target and EOS. Dialogue contexts go through the tokenizer's chat template instead when it has
+one. The data module and `Predictor` render prompts here, and the causal LM builder asks how many tokens a template
+adds to check the context length.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from transformers import PreTrainedTokenizerBase
 from weaver.errors import ConfigError
 
 PLACEHOLDER = "{source}"
+# Bump when the ids of the same prompt change, so cached tokenized splits are not reused.
+PROMPTS_VERSION = "2"
 
 
 class ChatContexts(Protocol):
@@ -25,8 +27,9 @@ class ChatContexts(Protocol):
 
 
 class PromptTemplate:
-    """`template` with one `{source}`: the text around it is tokenized once and put around each source's tokens, so
-    the source is never cut by the template and the template never by the source's truncation."""
+    """`template` with one `{source}`. A prompt is the template with the source in it, tokenized whole, after the
+    start token: what `tokenizer(template.replace("{source}", source))` gives a user of the exported model. A source
+    longer than its room is cut first (by the pair builder), so the template is never cut."""
 
     def __init__(self, template: str, key: str = "model.prompt_template") -> None:
         if not isinstance(template, str) or template.count(PLACEHOLDER) != 1:
@@ -67,16 +70,31 @@ class PromptTemplate:
     def prompts(
         self, tokenizer: PreTrainedTokenizerBase, encoded: dict[str, list[Any]], pair_builder: Any, max_length: int
     ) -> list[list[int]]:
-        """Prompt ids for sources encoded by `pair_builder.encode_sources` to at most `max_length` tokens.
+        """Prompt ids for sources encoded by `pair_builder.encode_sources` to at most `max_length` tokens (its
+        `input_ids`, and `source_text`, the text they encode).
 
         Conversations (a pair builder with `messages`) use the tokenizer's chat template when it has one, keeping the
         most recent turns that fit `max_length` plus the template's overhead."""
         if tokenizer.chat_template and hasattr(pair_builder, "messages"):
             budget = max_length + self.overhead(tokenizer)
             return [chat_prompt(tokenizer, pair_builder.messages(source), budget) for source in encoded["source"]]
-        prefix = self.start(tokenizer) + self.text_ids(tokenizer, self.prefix)
-        suffix = self.text_ids(tokenizer, self.suffix)
-        return [prefix + strip_ends(tokenizer, ids) + suffix for ids in encoded["input_ids"]]
+        start = self.start(tokenizer)
+        around = self.text_ids(tokenizer, self.prefix), self.text_ids(tokenizer, self.suffix)
+        return [
+            start + self.rendered(tokenizer, text, strip_ends(tokenizer, ids), around)
+            for ids, text in zip(encoded["input_ids"], encoded["source_text"], strict=True)
+        ]
+
+    def rendered(
+        self, tokenizer: PreTrainedTokenizerBase, text: str, ids: list[int], around: tuple[list[int], list[int]]
+    ) -> list[int]:
+        """The template with `text` in it, tokenized whole. Where that takes more tokens than the template's two
+        sides and the source's `ids` apart (a merge across a seam can, rarely; or a slow tokenizer, which gives no
+        offsets to cut a long source's text by), those pieces instead, so a prompt keeps within the room that
+        `overhead` reserves."""
+        whole = self.text_ids(tokenizer, self.prefix + text + self.suffix)
+        pieces = around[0] + ids + around[1]
+        return whole if len(whole) <= len(pieces) else pieces
 
     @staticmethod
     def completions(tokenizer: PreTrainedTokenizerBase, targets: list[str], max_length: int) -> list[list[int]]:

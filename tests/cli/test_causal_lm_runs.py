@@ -61,11 +61,18 @@ def model_inputs(predictor: Predictor, examples: list[Example]) -> dict[str, tor
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
-def exported_tokens(folder: Path, predictor: Predictor, examples: list[Example]) -> torch.Tensor:
-    """What `AutoModelForCausalLM` generates from the exported folder alone, new tokens only, cut at stop strings
-    as the task cuts them."""
+def exported_prompts(folder: Path, sources: list[str]) -> dict[str, torch.Tensor]:
+    """Prompts as the README says to make them from the exported folder alone: its template with each source in
+    it, tokenized by its tokenizer."""
+    template = (folder / "prompt_template.txt").read_text(encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return tokenizer([template.replace("{source}", source) for source in sources], padding=True, return_tensors="pt")
+
+
+def exported_tokens(folder: Path, predictor: Predictor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """What `AutoModelForCausalLM` generates from the exported folder alone for `batch`, new tokens only, cut at
+    stop strings as the task cuts them."""
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
-    batch = model_inputs(predictor, examples)
     with torch.no_grad():
         sequences = model.generate(**batch, tokenizer=AutoTokenizer.from_pretrained(folder))
     return predictor.run.task.model.cut_at_stop(sequences[:, batch["input_ids"].size(1) :])
@@ -119,10 +126,21 @@ def test_a_decoder_only_model_trains_tests_predicts_and_exports(
         assert sum(line.startswith("> ") for line in chat_session.stdout.splitlines()) == 2  # a reply to each turn
     else:  # predict renders the prompt as training did: the same hypotheses as the test split's
         assert list(predictor.generate(examples)) == [row["hypothesis"] for row in rows[:6]]
+        # eval.py's and predict.py's overrides give the run a new template under any of its names.
+        for key in ("prompt_template", "model.prompt_template"):
+            retemplated = Predictor(restore_run(best_checkpoint(cfg), {key: "Q: {source} A:"}))
+            prompt = run.tokenizer.decode(retemplated.encode(examples[:1])["input_ids"][0], skip_special_tokens=True)
+            assert prompt.strip().startswith("Q:") and prompt.endswith(" A:")
     export_checkpoint(best_checkpoint(cfg), tmp_path / "exported")
+    batch = model_inputs(predictor, examples)
+    if not chat:  # the README's recipe prompts the exported model with the very ids predict.py gives a source that fits
+        short = [" ".join((e.context[-1] if e.context else e.source).split()[:3]) for e in examples]  # dialogue: a turn
+        fitting = [Example(text, context=[text]) for text in short]
+        expected = model_inputs(predictor, fitting)["input_ids"]
+        assert torch.equal(exported_prompts(tmp_path / "exported", [e.source for e in fitting])["input_ids"], expected)
     with torch.no_grad():
-        expected = run.task.model.generate(**model_inputs(predictor, examples), generation_config=run.task.generation)
-    assert torch.equal(exported_tokens(tmp_path / "exported", predictor, examples), expected)
+        expected = run.task.model.generate(**batch, generation_config=run.task.generation)
+    assert torch.equal(exported_tokens(tmp_path / "exported", predictor, batch), expected)
     # Batches of prompts pad on the left, as in training; the template says how sources were prompted.
     assert AutoTokenizer.from_pretrained(tmp_path / "exported").padding_side == "left"
     assert (tmp_path / "exported" / "prompt_template.txt").read_text() == cfg.data.prompt_template
@@ -141,6 +159,12 @@ def test_gpt2_small_scratch_trains_on_the_task_tokenizer(
     assert backbone.get_input_embeddings().num_embeddings == len(objects["datamodule"].tokenizer) == 400
     export_checkpoint(best_checkpoint(cfg), tmp_path / "exported")
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "exported").config.n_layer == 1
+    # The task's tokenizer ends a source with EOS; the exported one starts a prompt as training did, and ends it bare.
+    predictor = Predictor(restore_run(best_checkpoint(cfg)))
+    sources = ["A library for Python", "Documentation files"]
+    expected = model_inputs(predictor, [Example(source) for source in sources])["input_ids"]
+    assert torch.equal(exported_prompts(tmp_path / "exported", sources)["input_ids"], expected)
+    assert AutoTokenizer.from_pretrained(tmp_path / "exported").model_max_length == 512  # the model's positions
     # The hints of a decoder-only checkpoint point to what a decoder-only model can take.
     with pytest.raises(ConfigError, match=r"with its own model config \(model=hf_causal_lm model.name_or_path"):
         checkpoint_weaver(best_checkpoint(cfg))

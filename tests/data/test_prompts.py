@@ -6,6 +6,7 @@ import pytest
 
 from tests.models.tiny_hf import save_tiny_model
 from weaver.data import PretrainedTokenizer
+from weaver.data.datamodule import ColumnPairs
 from weaver.data.dialogue import DialoguePairs
 from weaver.prompts import PromptTemplate, chat_prompt
 
@@ -22,16 +23,21 @@ def tokenizers(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_the_template_wraps_the_source_tokens_after_a_distinct_bos(family: str, tokenizers: dict) -> None:
+def test_a_prompt_is_the_template_with_the_source_in_it_tokenized_whole(family: str, tokenizers: dict) -> None:
+    """As a user of the exported model would tokenize it; the source's first word here joins the space before it."""
     tokenizer = tokenizers[family]
-    template = PromptTemplate("Translate:\n{source}\nGerman:")
-    source = tokenizer(["Hello world"])["input_ids"]  # Llama's tokenizer puts a BOS before it
-    (prompt,) = template.prompts(tokenizer, {"input_ids": source}, None, 64)
-    words = tokenizer("Hello world", add_special_tokens=False)["input_ids"]
-    start = [tokenizer.bos_token_id] if family == "llama" else []  # GPT-2's BOS is its EOS
-    expected = start + template.text_ids(tokenizer, "Translate:\n") + words + template.text_ids(tokenizer, "\nGerman:")
-    assert prompt == expected
-    assert template.overhead(tokenizer) == len(prompt) - len(words)
+    template = PromptTemplate("English: {source}\nGerman:")
+    sources = ["Hello world", " ".join(["one two three four five six seven eight nine ten"] * 3)]
+    encoded = ColumnPairs("en", "de").encode_sources(tokenizer, {"source": sources}, 24)
+    short, cut = template.prompts(tokenizer, encoded, None, 24)
+    # Llama's tokenizer starts a text with its BOS, as a prompt starts; GPT-2's BOS is its EOS, and neither has one.
+    assert short == tokenizer("English: Hello world\nGerman:")["input_ids"]
+    assert short[: len(template.start(tokenizer))] == template.start(tokenizer)
+    # A source past max_length is cut first, at a token's end: the template stays whole.
+    kept = encoded["source_text"][1]
+    assert sources[1].startswith(kept) and len(kept) < len(sources[1])
+    assert cut == tokenizer(f"English: {kept}\nGerman:")["input_ids"]
+    assert len(cut) <= 24 + template.overhead(tokenizer)
 
 
 def test_a_completion_is_the_target_and_eos_within_max_length(tokenizers: dict) -> None:

@@ -84,3 +84,18 @@ def select_pairs(dataset: Dataset, split: str, source_field: str, target_field: 
             "or not text)."
         )
     return kept.remove_columns("skip_reason")
+
+
+def encoded_texts(texts: list[str], inputs: Any) -> list[str]:
+    """The part of each text its ids encode (a tokenizer's `BatchEncoding` of `texts`): all of it, or where the ids
+    were cut to a maximum length, up to the end of the last token kept. A slow tokenizer gives no offsets: the texts
+    whole."""
+    if inputs.encodings is None:
+        return list(texts)
+    kept = []
+    for text, encoding in zip(texts, inputs.encodings, strict=True):
+        ends = [
+            end for (_, end), special in zip(encoding.offsets, encoding.special_tokens_mask, strict=True) if not special
+        ]
+        kept.append(text[: max(ends, default=0)] if encoding.overflowing else text)
+    return kept

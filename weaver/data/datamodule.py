@@ -25,14 +25,14 @@ from weaver.data.batching import (
     padding_efficiency,
 )
 from weaver.data.collate import Seq2SeqCollator
-from weaver.data.columns import select_pairs
+from weaver.data.columns import encoded_texts, select_pairs
 from weaver.data.denoising import Corruption
 from weaver.data.loader import ResumableDataLoader
 from weaver.data.packing import PackedBatchSampler, PackedCollator, PackedRows
 from weaver.data.sources import SPLITS, load_configured_splits
 from weaver.data.tokenizer import TextBatches, fingerprint_tokenizer
 from weaver.errors import ConfigError, DataError
-from weaver.prompts import PromptTemplate
+from weaver.prompts import PROMPTS_VERSION, PromptTemplate
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,9 @@ class PairBuilder(Protocol):
 
     `build_pairs` turns one raw split into columns `example_id` (unique int), `source`, `target` and any others
     it needs later, skipping and counting bad rows. `encode_sources` tokenizes a batch of those rows' sources to at
-    most `max_length` ids: columns `input_ids`, `source_truncated` and, optionally, `source` rewritten to the text
-    kept. A builder may list `special_tokens` the tokenizer must keep whole (checked once it is built).
+    most `max_length` ids: columns `input_ids`, `source_truncated`, `source_text` (the text the ids encode, which a
+    decoder-only model's prompt puts in its template) and, optionally, `source` rewritten to the text kept. A
+    builder may list `special_tokens` the tokenizer must keep whole (checked once it is built).
     """
 
     def build_pairs(self, dataset: Dataset, split: str) -> Dataset: ...
@@ -72,8 +73,13 @@ class ColumnPairs:
     def encode_sources(
         self, tokenizer: PreTrainedTokenizerBase, batch: dict[str, list[Any]], max_length: int, prefix: str = ""
     ) -> dict[str, list[Any]]:
-        inputs = tokenizer([prefix + text for text in batch["source"]], max_length=max_length, truncation=True)
-        return {"input_ids": inputs["input_ids"], "source_truncated": [bool(e.overflowing) for e in inputs.encodings]}
+        texts = [prefix + text for text in batch["source"]]
+        inputs = tokenizer(texts, max_length=max_length, truncation=True)
+        return {
+            "input_ids": inputs["input_ids"],
+            "source_truncated": [bool(e.overflowing) for e in inputs.encodings],
+            "source_text": encoded_texts(texts, inputs),
+        }
 
 
 def pair_builder_for(
@@ -320,7 +326,7 @@ class Seq2SeqDataModule(LightningDataModule):
         if self.custom_pairs:
             recipe += f"|{self.pair_builder!r}"
         if self.prompt is not None:
-            recipe += f"|{self.prompt!r}|{tokenizer.chat_template}"
+            recipe += f"|{PROMPTS_VERSION}|{self.prompt!r}|{tokenizer.chat_template}"
 
         def tokenize(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
             if self.prompt is not None and self.unlabelled:  # causal LM: each text whole, after a start token
@@ -332,9 +338,11 @@ class Seq2SeqDataModule(LightningDataModule):
                 }
             encoded = self.pair_builder.encode_sources(tokenizer, batch, h.max_source_length, h.source_prefix)
             if self.prompt is None:
+                del encoded["source_text"]  # what a prompt would render, not a column to keep
                 labels = tokenizer(text_target=batch["target"], max_length=h.max_target_length, truncation=True)
                 return {**encoded, "labels": labels["input_ids"]}
             prompts = self.prompt.prompts(tokenizer, encoded, self.pair_builder, h.max_source_length)
+            del encoded["source_text"]
             completions = self.prompt.completions(tokenizer, batch["target"], h.max_target_length)
             for positions in ("relevant_spans", "ignored_spans"):  # a prompt lays the source's tokens out anew
                 encoded.pop(positions, None)

@@ -28,7 +28,7 @@ from datasets import Dataset, Features, Value
 from datasets import Sequence as ListFeature
 from transformers import PreTrainedTokenizerBase
 
-from weaver.data.columns import check_columns, get_field, skip_reason
+from weaver.data.columns import check_columns, encoded_texts, get_field, skip_reason
 from weaver.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,8 @@ class DialoguePairs:
             kept = history[len(history) - keep :] if keep else [self.cut_left(tokenizer, history[-1], budget)]
             sources.append(self.turn_separator.join(pinned + kept))
             dropped.append(keep < len(history) or pinned != topic)
-        inputs = tokenizer([prefix + source for source in sources], max_length=max_length, truncation=True)
+        texts = [prefix + source for source in sources]
+        inputs = tokenizer(texts, max_length=max_length, truncation=True)
         overflowing = [len(ids) >= max_length for ids in inputs["input_ids"]]
         if inputs.encodings is not None:  # fast tokenizers say exactly whether anything was cut off the end
             overflowing = [bool(encoding.overflowing) for encoding in inputs.encodings]
@@ -289,6 +290,7 @@ class DialoguePairs:
             "input_ids": inputs["input_ids"],
             "source": sources,
             "source_truncated": [a or b for a, b in zip(dropped, overflowing, strict=True)],
+            "source_text": encoded_texts(texts, inputs),
         }
 
     def messages(self, source: str) -> list[dict[str, str]]:
