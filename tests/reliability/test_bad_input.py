@@ -212,6 +212,14 @@ def test_json_documents_of_records_load(tmp_path: Path, layout: str, column: str
     assert dataset[column][0] == PAIRS[0]["en"]
 
 
+def test_one_record_with_nested_fields_loads_as_one_row(tmp_path: Path) -> None:
+    document = tmp_path / "train.json"
+    conversation = {"id": "c1", "turns": [{"speaker": "a", "text": "hi"}, {"speaker": "b", "text": "hello"}]}
+    for record in ({"translation": PAIRS[0]}, conversation):
+        document.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        assert load_file("train", str(document), str(tmp_path / "cache")).to_list() == [record]
+
+
 def test_a_train_file_too_small_to_carve_splits_from_is_named() -> None:
     with pytest.raises(DataError) as error:
         carve_missing_splits({"train": Dataset.from_dict({"en": ["one row"], "de": ["eine Zeile"]})}, 0.05, 0.05, 0)

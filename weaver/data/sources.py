@@ -214,7 +214,7 @@ def check_json_file(file: Path, key: str) -> bool:
                         'object of fields ({"field": ...}).'
                     )
     elif isinstance(document, dict):
-        if any(isinstance(value, dict | list) for value in document.values()):  # else one record: one row
+        if looks_columnar(document):  # else one record (nested fields and all): one row
             raise DataError(
                 f"{key}: '{file}' holds one JSON object of columns or lists, which would be read as one row: write a "
                 f"list of records ({records}) or JSON lines, one record per line (pandas: to_json(orient='records', "
@@ -223,6 +223,15 @@ def check_json_file(file: Path, key: str) -> bool:
     else:
         raise DataError(f"{key}: '{file}' holds a JSON {type(document).__name__}: give a list of records ({records}).")
     return False
+
+
+def looks_columnar(document: dict[str, Any]) -> bool:
+    """A JSON object of columns rather than one record: every value a list (`{"field": [v0, v1, ...]}`, or
+    `{"data": [records]}`), or every value an object keyed by row numbers (pandas' default `to_json()`)."""
+    values = list(document.values())
+    lists = all(isinstance(value, list) for value in values)
+    numbered = all(isinstance(value, dict) and value and all(key.isdigit() for key in value) for value in values)
+    return bool(values) and (lists or numbered)
 
 
 @contextmanager
