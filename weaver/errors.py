@@ -42,8 +42,8 @@ def call_naming_refusals(
         return factory(*args, **kwargs)
     except WeaverError:
         raise
-    except refused as error:
-        raise ConfigError(f"{key}: {error} (check the values under '{key}')") from error
+    except refused as error:  # on one line, though the message has several (OmegaConf's give the full key below)
+        raise ConfigError(f"{key}: {' '.join(str(error).split())} (check the values under '{key}')") from error
 
 
 def dataclass_values(cls: type, values: Mapping[str, Any], key: str) -> dict[str, Any]:

@@ -294,6 +294,12 @@ def test_a_negative_learning_rate_names_the_optimizer(train_config: DictConfig) 
     with pytest.raises(ConfigError) as error:
         train(train_config)
     assert one_line(error) == "optimizer: Invalid learning rate: -0.001 (check the values under 'optimizer')"
+    assert not (Path(train_config.paths.output_dir) / "run_info").exists()  # refused before anything is set up
+    with open_dict(train_config):
+        train_config.optimizer.lr, train_config.optimizer.betas = 0.001, [0.9]
+    with pytest.raises(ConfigError) as error:
+        train(train_config)
+    assert one_line(error).startswith("optimizer: list index out of range full_key: [1]")
 
 
 def test_a_misspelt_override_is_named_without_a_traceback(tmp_path: Path) -> None:

@@ -49,6 +49,12 @@ EVAL_STAGES = ("val", "test")
 REFUSED_BY_TORCH = (TypeError, ValueError, LookupError)
 
 
+def check_optimizer(factory: partial) -> None:
+    """The optimizer's values, tried on a parameter of one number: torch checks them (`optimizer.lr=-1`) only when
+    the optimizer is built, once the data, model and loggers are set up, some way into a run."""
+    call_naming_refusals("optimizer", REFUSED_BY_TORCH, factory, params=[nn.Parameter(torch.zeros(1))])
+
+
 def shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) -> torch.Tensor:
     """Teacher forcing: the decoder sees the start token and then the target, one step behind."""
     shifted = labels.new_full(labels.shape, pad_token_id)
