@@ -14,7 +14,7 @@ from tests.conftest import embedded_rows, tiny_run_config, write_jsonl
 from tests.helpers import best_checkpoint, run_cli
 from tests.tasks.test_dialogue_task import chitchat_slice  # noqa: F401 (a fixture)
 from weaver.checkpoints import restore_run
-from weaver.cli.predict import chat, read_examples
+from weaver.cli.predict import chat, predict, read_examples
 from weaver.cli.train import train
 from weaver.data.dialogue import DialoguePairs
 from weaver.errors import ConfigError, DataError
@@ -117,6 +117,26 @@ def test_input_and_checkpoint_are_required(tmp_path: Path) -> None:
     for script in ("predict.py", "explain.py"):
         result = run_cli("ckpt_path=x.ckpt", "input=", cwd=tmp_path, script=script)
         assert result.returncode == 1 and 'Error: input is empty: give the text, input="<text>".' in result.stderr
+
+
+def test_an_output_file_that_is_the_input_file_is_refused_before_the_checkpoint_is_read(tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("a cat\n")
+    result = run_cli(
+        "ckpt_path=x.ckpt", "input_file=inputs.txt", "output_file=inputs.txt", cwd=tmp_path, script="predict.py"
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Error: output_file='inputs.txt' is the input_file: writing predictions would overwrite" in result.stderr
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.txt").symlink_to(inputs)
+    for output_file in (tmp_path / "sub" / ".." / "inputs.txt", tmp_path / "link.txt"):  # other names, one file
+        cfg = OmegaConf.create(
+            {"topic": None, "interactive": False, "input": None, "input_file": str(inputs), "batch_size": 1}
+        )
+        cfg.output_file = str(output_file)
+        with pytest.raises(ConfigError, match=r"output_file='.*' is the input_file"):
+            predict(cfg, {})
+    assert inputs.read_text() == "a cat\n"
 
 
 def predictor_for(builder: DialoguePairs) -> Predictor:

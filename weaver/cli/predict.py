@@ -96,11 +96,29 @@ def check_inputs(cfg: DictConfig, alternative: str = "") -> None:
         raise ConfigError('input is empty: give the text, input="<text>".')
 
 
+def same_file(first: str, second: str) -> bool:
+    """Whether two paths name one file: the same resolved path, or (both existing) a link to it."""
+    first_path, second_path = Path(first).expanduser(), Path(second).expanduser()
+    if first_path.resolve() == second_path.resolve():
+        return True
+    return first_path.exists() and second_path.exists() and first_path.samefile(second_path)
+
+
+def check_output_file(cfg: DictConfig) -> None:
+    """Predictions written over the input file would destroy it; refused before the checkpoint is loaded."""
+    if cfg.output_file is not None and cfg.input_file is not None and same_file(cfg.output_file, cfg.input_file):
+        raise ConfigError(
+            f"output_file='{cfg.output_file}' is the input_file: writing predictions would overwrite the inputs; "
+            "give another output_file."
+        )
+
+
 def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
     if cfg.topic is not None and not cfg.interactive:
         raise ConfigError("topic= is for interactive=true (a file's conversations bring their own topics).")
     if not cfg.interactive:
         check_inputs(cfg, " (or interactive=true)")
+        check_output_file(cfg)
     if not isinstance(cfg.explain, bool):
         raise ConfigError(f"explain must be true or false, got {cfg.explain!r}.")
     if cfg.reply_to not in REPLY_TO:
