@@ -103,6 +103,23 @@ def test_a_missing_input_file_and_an_uncreatable_export_folder_are_named(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
+def test_the_run_dir_records_the_checkpoints_config_with_the_overrides(
+    translation_checkpoint: Path, tmp_path: Path
+) -> None:
+    """`.hydra/config.yaml` is the default config, composed before the checkpoint is read; `run_config.yaml` is
+    what ran, as eval.py writes it."""
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("a cat\n")
+    _, run_dir = predict_cli(
+        f"ckpt_path={translation_checkpoint}", f"input_file={inputs}", "generation.num_beams=2", cwd=tmp_path
+    )
+    config = OmegaConf.load(run_dir / "run_config.yaml")
+    assert config.generation.num_beams == 2 and config.model.d_model == 64  # the rest is the checkpoint's own
+    assert config.tokenizer.vocab_size == 400 and config.paths.output_dir == str(run_dir)
+    assert config.ckpt_path is None and "input_file" not in config  # the tool's own keys are not the run's
+
+
 def test_input_and_checkpoint_are_required(tmp_path: Path) -> None:
     for script, args in (("predict.py", ["input=hi"]), ("eval.py", [])):
         result = run_cli(*args, cwd=tmp_path, script=script)
@@ -192,6 +209,8 @@ def test_chat_and_conversation_files_keep_the_topic(chitchat_slice: Path, tmp_pa
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sum(line.startswith("> ") for line in result.stdout.splitlines()) == 2
+    (chat_dir,) = (tmp_path / "outputs" / "predict").glob("*/*")
+    assert OmegaConf.load(chat_dir / "run_config.yaml").data.pair_builder.topic_field == "prompt"
     conversations = [row for row in map(json.loads, chitchat_slice.read_text().splitlines()) if row["prompt"]][:3]
     (tmp_path / "file").mkdir()
     rows, _ = predict_cli(

@@ -21,6 +21,15 @@ from weaver.errors import ConfigError
 from weaver.instantiate import build, build_trainer
 
 log = logging.getLogger(__name__)
+# The config a tool restoring a checkpoint ran with; Hydra's .hydra/config.yaml is the default one composed before
+# the checkpoint's was read.
+RUN_CONFIG_FILE = "run_config.yaml"
+
+
+def write_run_config(cfg: DictConfig, output_dir: Path) -> None:
+    """The checkpoint's config with this command's overrides, as the run dir's record of what ran."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / RUN_CONFIG_FILE)
 
 
 def evaluate(cfg: DictConfig, changes: dict[str, Any]) -> dict[str, float]:
@@ -45,7 +54,7 @@ def evaluate(cfg: DictConfig, changes: dict[str, Any]) -> dict[str, float]:
         },
     )
     log.info("Evaluating %s on the %s split", cfg.ckpt_path, cfg.split)
-    OmegaConf.save(run.cfg, output_dir / "run_config.yaml")  # the checkpoint's config with these overrides
+    write_run_config(run.cfg, output_dir)
     tokenizer = GivenTokenizer(run.tokenizer)
     datamodule = build(run.cfg.data, "data", tokenizer=tokenizer, cache_dir=cfg.paths.cache_dir, splits=[cfg.split])
     datamodule.load_state_dict(run.data_state)  # a split carved from train is checked against the run's

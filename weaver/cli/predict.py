@@ -17,6 +17,7 @@ from datasets import Dataset
 from omegaconf import DictConfig
 
 from weaver.checkpoints import restore_run
+from weaver.cli.evaluate import write_run_config
 from weaver.cli.train import write_metrics
 from weaver.data.sources import check_text_file, data_suffix, existing_file, load_file, text_lines
 from weaver.errors import ConfigError
@@ -123,7 +124,10 @@ def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
         raise ConfigError(f"explain must be true or false, got {cfg.explain!r}.")
     if cfg.reply_to not in REPLY_TO:
         raise ConfigError(f"reply_to must be one of {', '.join(REPLY_TO)}, got {cfg.reply_to!r}.")
-    run = restore_run(cfg.ckpt_path, {**changes, "paths.cache_dir": cfg.paths.cache_dir})
+    output_dir = Path(cfg.paths.output_dir)
+    overrides = {**changes, "paths.output_dir": str(output_dir), "paths.cache_dir": cfg.paths.cache_dir}
+    run = restore_run(cfg.ckpt_path, overrides)
+    write_run_config(run.cfg, output_dir)
     predictor = Predictor(run, batch_size=cfg.batch_size)
     if cfg.reply_to == "last_turn" and not predictor.is_dialogue:
         raise ConfigError("reply_to=last_turn needs a dialogue checkpoint (trained with task=dialogue).")
@@ -139,7 +143,6 @@ def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
         hypotheses = list(predictor.generate(examples))
     if cfg.input is not None:
         print(hypotheses[0])
-    output_dir = Path(cfg.paths.output_dir)
     predictions = Path(cfg.output_file or output_dir / "predictions.jsonl")
     write_predictions(predictions, examples, hypotheses, predictor, explanations)
     if examples and all(example.reference is not None for example in examples):
