@@ -14,10 +14,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
+from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from weaver.callbacks.run_config import BACKBONE_CONFIG_KEY, CONFIG_KEY, TOKENIZER_KEY
-from weaver.config import register_resolvers
+from weaver.config import config_dir, register_resolvers
 from weaver.data import Seq2SeqDataModule
 from weaver.data.tokenizer import wrap_fast
 from weaver.errors import ConfigError, require_checkpoint
@@ -25,6 +26,8 @@ from weaver.instantiate import build_model, build_task
 from weaver.models import CausalLM, WeaverModel, can_merge, merge_adapters, peft_model_of
 from weaver.tasks.seq2seq import Seq2SeqTask
 
+# The model targets of native Weaver models, which `model.init_from` starts a new run from.
+NATIVE_MODEL_TARGETS = ("weaver.models.build_weaver", "weaver.models.load_weaver")
 # Where Lightning keeps a data module's `state_dict` in a checkpoint.
 DATA_STATE_KEY = Seq2SeqDataModule.__qualname__
 
@@ -95,12 +98,14 @@ def restore_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None, 
     register_resolvers()
     checkpoint = read_checkpoint(ckpt_path, key)
     cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    for key, value in with_prompt_template_followed(cfg, overrides or {}).items():
-        OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+    for name, value in with_prompt_template_followed(cfg, overrides or {}).items():
+        OmegaConf.update(cfg, name, value, merge=False, force_add=True)
+    check_peft_method(checkpoint, cfg, ckpt_path, key)
     tokenizer = restore_tokenizer(checkpoint[TOKENIZER_KEY], cfg)
     with tempfile.TemporaryDirectory() as folder:
         saved_config = written(checkpoint.get(BACKBONE_CONFIG_KEY), folder)
         task = build_task(cfg, build_model(cfg, tokenizer, saved_config), tokenizer)
+    check_weights_fit(task, checkpoint, cfg, f"{key}='{ckpt_path}'", "the overrides ask for", "drop those overrides")
     task.load_state_dict(checkpoint["state_dict"])
     task.eval()
     return RestoredRun(cfg=cfg, tokenizer=tokenizer, task=task, data_state=checkpoint.get(DATA_STATE_KEY, {}))
@@ -117,6 +122,101 @@ def with_prompt_template_followed(cfg: DictConfig, overrides: dict[str, Any]) ->
     if not given or cfg.data.get("prompt_template") is None:  # an encoder-decoder takes no template
         return overrides
     return {**overrides, **dict.fromkeys(PROMPT_TEMPLATE_KEYS, given[-1])}
+
+
+def peft_choice(peft: Any) -> str:
+    """The `peft=` option a stored peft node came from (`lora`), found by its target; `none` without adapters."""
+    if not peft:
+        return "none"
+    for option in sorted((config_dir() / "peft").glob("*.yaml")):
+        if OmegaConf.load(option).get("_target_") == peft.get("_target_"):
+            return option.stem
+    return str(peft.get("_target_"))
+
+
+def check_peft_method(checkpoint: dict[str, Any], cfg: DictConfig, path: str | Path, key: str) -> None:
+    """Adapters trained with one method are no other method's: an override that changes it (`peft=ia3`, `peft=none`)
+    is refused before the new method's settings meet the stored method's."""
+    trained, asked = peft_choice(checkpoint[CONFIG_KEY].get("peft")), peft_choice(cfg.get("peft"))
+    if asked != trained:
+        raise ConfigError(
+            f"{key}='{path}' was trained with peft={trained}, and a checkpoint's peft method cannot change after "
+            f"training: drop peft={asked}."
+        )
+
+
+def leaf_values(config: Any, prefix: str) -> dict[str, Any]:
+    """{dotted key: value} for every leaf of a plain config container."""
+    if not isinstance(config, dict):
+        return {prefix: config}
+    values: dict[str, Any] = {}
+    for name, value in config.items():
+        values.update(leaf_values(value, f"{prefix}.{name}"))
+    return values
+
+
+def peft_description(peft: dict[str, Any] | None, other: dict[str, Any] | None) -> str:
+    """`peft=lora (r=8)`: the method, with the settings `other` sets otherwise (or lacks, unless null)."""
+    other = other or {}
+    shown = [
+        f"{name}={value}"
+        for name, value in (peft or {}).items()
+        if name != "_target_" and other.get(name) != value and (name in other or value is not None)
+    ]
+    choice = f"peft={peft_choice(peft)}"
+    return f"{choice} ({', '.join(shown)})" if shown else choice
+
+
+def differences(trained: dict[str, Any], asked: dict[str, Any]) -> tuple[str, str]:
+    """How two run configs' `peft` (else `model`) nodes differ, as each one's side: what decides the weights' names
+    and shapes."""
+    if trained.get("peft") != asked.get("peft"):
+        same_method = peft_choice(trained.get("peft")) == peft_choice(asked.get("peft"))
+        trained_peft, asked_peft = trained.get("peft"), asked.get("peft")
+        return (
+            peft_description(trained_peft, asked_peft if same_method else {}),
+            peft_description(asked_peft, trained_peft if same_method else {}),
+        )
+    before, after = leaf_values(trained.get("model"), "model"), leaf_values(asked.get("model"), "model")
+    changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+    if not changed:
+        return "another model", "this one"
+    return ", ".join(f"{key}={before.get(key)}" for key in changed), ", ".join(
+        f"{key}={after.get(key)}" for key in changed
+    )
+
+
+def check_weights_fit(
+    task: nn.Module, checkpoint: dict[str, Any], cfg: DictConfig, source: str, asker: str, fix: str
+) -> None:
+    """Loading weights of other names or shapes fails with a page of missing and unexpected keys; this names the
+    setting that differs instead (a LoRA checkpoint read with `peft=ia3` or `peft.r=4`)."""
+    wanted = {name: tuple(tensor.shape) for name, tensor in task.state_dict().items()}
+    stored = {name: tuple(tensor.shape) for name, tensor in checkpoint["state_dict"].items()}
+    if wanted == stored:
+        return
+    asked = {
+        node: OmegaConf.to_container(cfg[node], resolve=True) if cfg.get(node) else None for node in ("peft", "model")
+    }
+    trained, wanted_description = differences(checkpoint.get(CONFIG_KEY) or {}, asked)
+    raise ConfigError(
+        f"{source} was trained with {trained}, but {asker} {wanted_description}: its weights do not fit that "
+        f"model; {fix}."
+    )
+
+
+def check_continuation(path: str | Path, cfg: DictConfig, task: nn.Module) -> None:
+    """`train.py ckpt_path=...` with other peft or model settings than the checkpoint's run, named before Lightning
+    fails to load it; memory-mapped, so the weights are not read twice."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    native = (checkpoint.get(CONFIG_KEY) or {}).get("model", {}).get("_target_") in NATIVE_MODEL_TARGETS
+    start = (
+        f"start from them with model=weaver_pretrained model.init_from='{path}'"
+        if native
+        else f"export them (python export.py ckpt_path='{path}' output_dir=<dir>) and set model.name_or_path=<dir>"
+    )
+    fix = f"to continue that run, drop those overrides; to fine-tune its weights with new settings, {start}"
+    check_weights_fit(task, checkpoint, cfg, f"ckpt_path='{path}'", "this run asks for", fix)
 
 
 def checkpoint_tokenizer(path: str | Path, key: str) -> PreTrainedTokenizerBase:

@@ -11,12 +11,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from datasets import Dataset
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from tests.conftest import write_jsonl
+from tests.conftest import SHORT_TRAINING, tiny_run_config, write_jsonl
 from tests.helpers import TINY, run_cli
 from weaver.checkpoints import read_checkpoint, restore_run
+from weaver.cli.overrides import command_line_changes
 from weaver.cli.train import train
+from weaver.config import config_dir
 from weaver.data import Seq2SeqDataModule, TrainedTokenizer
 from weaver.data.sources import carve_missing_splits, existing_file, files_in_dir, load_file
 from weaver.errors import ConfigError, DataError, WeaverError
@@ -349,3 +353,64 @@ def test_slurm_launcher_off_a_cluster_is_refused_in_one_line(
     assert result.returncode == 1
     assert result.stderr.startswith(f"Error: {message}") and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
+@pytest.fixture(scope="module")
+def lora_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_data_dir: Path) -> Path:
+    """The last checkpoint of a two-step run of the tiny native model with LoRA adapters (rank 8)."""
+    folder = tmp_path_factory.mktemp("lora")
+    overrides = [f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING, "peft=lora", "trainer.max_steps=2", "test=false"]
+    cfg = tiny_run_config([*overrides, "trainer.val_check_interval=2"], folder)
+    train(cfg)
+    return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "trained", "asked"),
+    [
+        (["peft=ia3"], "peft=lora (r=8, alpha=16, dropout=0.05, bias=none)", "peft=ia3"),
+        (["peft=lora", "peft.r=4"], "peft=lora (r=8)", "peft=lora (r=4)"),
+        ([], "peft=lora (r=8, alpha=16, dropout=0.05, bias=none)", "peft=none"),
+    ],
+    ids=["another_method", "another_rank", "no_adapters"],
+)
+def test_continuing_a_checkpoint_with_other_peft_settings_names_both(
+    lora_checkpoint: Path, tiny_data_dir: Path, tmp_path: Path, overrides: list[str], trained: str, asked: str
+) -> None:
+    """Lightning would fail to load the weights with a page of missing and unexpected keys."""
+    cfg = tiny_run_config([f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING, *overrides], tmp_path)
+    with open_dict(cfg):
+        cfg.ckpt_path = str(lora_checkpoint)
+    with pytest.raises(ConfigError) as error:
+        train(cfg)
+    assert one_line(error) == (
+        f"ckpt_path='{lora_checkpoint}' was trained with {trained}, but this run asks for {asked}: its weights do not "
+        "fit that model; to continue that run, drop those overrides; to fine-tune its weights with new settings, "
+        f"start from them with model=weaver_pretrained model.init_from='{lora_checkpoint}'."
+    )
+
+
+@pytest.mark.slow
+def test_a_checkpoints_peft_method_cannot_change_when_it_is_evaluated(lora_checkpoint: Path) -> None:
+    """`eval.py peft=ia3` met the stored LoRA settings (`peft.r, ...: not an option of IA3`), `peft=none` was
+    ignored; a rank other than the trained one does not fit the weights."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        tool = compose("eval", overrides=[f"ckpt_path={lora_checkpoint}"])
+        options = ("peft=ia3", "peft=none", "++peft.r=4", "peft=lora")
+        changes = {option: command_line_changes([option], tool) for option in options}
+    for method in ("ia3", "none"):
+        with pytest.raises(ConfigError) as error:
+            restore_run(lora_checkpoint, changes[f"peft={method}"])
+        assert one_line(error) == (
+            f"ckpt_path='{lora_checkpoint}' was trained with peft=lora, and a checkpoint's peft method cannot change "
+            f"after training: drop peft={method}."
+        )
+    with pytest.raises(ConfigError) as error:
+        restore_run(lora_checkpoint, changes["++peft.r=4"])
+    assert one_line(error) == (
+        f"ckpt_path='{lora_checkpoint}' was trained with peft=lora (r=8), but the overrides ask for peft=lora (r=4): "
+        "its weights do not fit that model; drop those overrides."
+    )
+    assert restore_run(lora_checkpoint, changes["peft=lora"]).cfg.peft.r == 8  # the method it was trained with

@@ -74,10 +74,21 @@ def chosen_values(after: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
                 continue
             other = [*overrides[:index], f"{prefix}={option}", *overrides[index + 1 :]]
             try:
-                chosen.update(changed_values(training_config(other), after))
+                alternative = training_config(other)
             except HydraException:  # an option the rest of the command cannot take (an experiment overriding it)
                 continue
+            chosen.update(changed_values(alternative, after))
+            chosen.update(emptied_node(alternative, after, override.key_or_group.replace("/", ".")))
     return chosen
+
+
+def emptied_node(before: dict[str, Any], after: dict[str, Any], key: str) -> dict[str, Any]:
+    """{key: None} where another option of the group fills the node at the dotted `key` and the chosen one leaves it
+    empty (`peft=none`): `changed_values` reads the keys of `after`, so it cannot see them go."""
+    for part in key.split("."):
+        before = before.get(part) if isinstance(before, dict) else None
+        after = after.get(part) if isinstance(after, dict) else None
+    return {key: None} if before and not after else {}
 
 
 def command_line_changes(overrides: Sequence[str], tool_cfg: DictConfig) -> dict[str, Any]:

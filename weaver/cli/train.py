@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from weaver.callbacks import RunConfigInCheckpoint
 from weaver.checkpoint_io import remove_partial_checkpoints
-from weaver.checkpoints import checkpoint_file
+from weaver.checkpoints import check_continuation, checkpoint_file
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume
 from weaver.cli.sweep_ranks import job_process
@@ -78,6 +78,8 @@ def train_in(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float], dict[
     rank_zero_only(save_tokenizer)(tokenizer, output_dir / "tokenizer")
     model = build_model(cfg, tokenizer)
     task = build_task(cfg, model, tokenizer)
+    if cfg.get("ckpt_path") and (cfg.get("train") or cfg.get("test")):
+        check_continuation(cfg.ckpt_path, cfg, task)
     if cfg.get("train"):
         check_monitor_metric(cfg, task)
     log_hyperparameters(cfg, model, trainer)
