@@ -172,7 +172,7 @@ def from_pretrained(folder: str | Path) -> nn.Module:
     folder = Path(folder).expanduser()
     adapter_config = folder / ADAPTER_CONFIG_FILE
     if adapter_config.is_file():
-        base = from_pretrained(json.loads(adapter_config.read_text())["base_model_name_or_path"])
+        base = from_pretrained(adapter_base(folder))
         if (folder / GENERATION_CONFIG_FILE).is_file():  # the adapted model's decoding settings, not the base's
             base.generation_config = (
                 generation_config_of(folder)
@@ -187,6 +187,17 @@ def from_pretrained(folder: str | Path) -> nn.Module:
         return WeaverModel.from_pretrained(folder)
     encoder_decoder = AutoConfig.from_pretrained(folder).is_encoder_decoder
     return (AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM).from_pretrained(folder).eval()
+
+
+def adapter_base(folder: Path) -> str:
+    """The base model an adapter folder names, which must still be where it was when the adapters were exported."""
+    base = json.loads((folder / ADAPTER_CONFIG_FILE).read_text())["base_model_name_or_path"]
+    if not Path(base).expanduser().exists():
+        raise ConfigError(
+            f"'{folder}' holds adapters whose base model (base_model_name_or_path in {ADAPTER_CONFIG_FILE}) is not "
+            f"found at '{base}': restore that folder, or set base_model_name_or_path to where the base model is now."
+        )
+    return base
 
 
 def generation_config_of(folder: str | Path) -> GenerationConfig:

@@ -185,6 +185,22 @@ def test_native_lora_adapts_an_exported_model(train_config: DictConfig, tiny_dat
     assert reloaded.generate(batch["input_ids"], batch["attention_mask"]).tolist() == checkpoint_tokens(ckpt)
 
 
+@pytest.mark.slow
+def test_adapters_whose_base_model_has_moved_name_the_base_path(tiny_data_dir: Path, tmp_path: Path) -> None:
+    folder = save_tiny_model("t5", tmp_path / "t5")
+    steps = ["peft=lora", "trainer.max_steps=2", "trainer.val_check_interval=2", "test=false"]
+    cfg = hf_run_config(folder, tiny_data_dir, tmp_path, steps)
+    train(cfg)
+    output = export_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", tmp_path / "adapter", True)
+    folder.rename(tmp_path / "moved")
+    with pytest.raises(ConfigError) as error:
+        from_pretrained(output)
+    assert str(error.value) == (
+        f"'{output}' holds adapters whose base model (base_model_name_or_path in adapter_config.json) is not found "
+        f"at '{folder}': restore that folder, or set base_model_name_or_path to where the base model is now."
+    )
+
+
 def test_export_keeps_to_a_new_or_empty_folder(translation_checkpoint: Path, tmp_path: Path) -> None:
     earlier = tmp_path / "earlier"
     earlier.mkdir()
