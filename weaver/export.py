@@ -77,6 +77,8 @@ def export_checkpoint(
             model = model.to(WEIGHTS_DTYPES[weights_dtype])
         if isinstance(model, HFBackbone):
             model.backbone.save_pretrained(output)
+            if weights_dtype is not None:
+                load_in_float32(output)
         else:
             model.save_pretrained(output, generation)
     if isinstance(model, HFBackbone):
@@ -91,6 +93,15 @@ def export_checkpoint(
     share_as_umask_allows(output)
     log.info("Exported %s to %s", ckpt_path, output)
     return output
+
+
+def load_in_float32(output: Path) -> None:
+    """An HF config records the stored weights' dtype, and `from_pretrained` would load them in it: as a native
+    model's do, half-precision weights load back in float32 (their values exact), to be cast by whoever wants less."""
+    config_file = output / CONFIG_FILE
+    config = json.loads(config_file.read_text())
+    config["dtype"] = "float32"
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def save_prompt_side(
@@ -190,9 +201,11 @@ def from_pretrained(folder: str | Path) -> nn.Module:
 
 
 def adapter_base(folder: Path) -> str:
-    """The base model an adapter folder names, which must still be where it was when the adapters were exported."""
+    """The base model an adapter folder names, which must still be where it was when the adapters were exported
+    (a folder named by an absolute or explicitly relative path; another name may be a Hub id)."""
     base = json.loads((folder / ADAPTER_CONFIG_FILE).read_text())["base_model_name_or_path"]
-    if not Path(base).expanduser().exists():
+    local = Path(base).expanduser()
+    if (local.is_absolute() or base.startswith(".")) and not local.exists():
         raise ConfigError(
             f"'{folder}' holds adapters whose base model (base_model_name_or_path in {ADAPTER_CONFIG_FILE}) is not "
             f"found at '{base}': restore that folder, or set base_model_name_or_path to where the base model is now."

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import DictConfig
+from safetensors import safe_open
+from transformers import AutoModelForSeq2SeqLM
 
 from tests.conftest import SHORT_TRAINING, embedded_slice, tiny_run_config
 from tests.helpers import best_checkpoint, run_cli
@@ -125,6 +127,15 @@ def test_bart_small_scratch_trains_on_the_task_tokenizer_and_exports(tiny_data_d
     ckpt, output = best_checkpoint(cfg), tmp_path / "exported"
     export_cli(ckpt, output, tmp_path)
     assert fresh_process_tokens(output, "hf") == checkpoint_tokens(ckpt)
+    # Half-size weights load back in float32, with the float16 values, as a native model's do.
+    half = export_checkpoint(ckpt, tmp_path / "half", weights_dtype="float16")
+    with safe_open(half / "model.safetensors", "pt") as weights:
+        assert {weights.get_tensor(name).dtype for name in weights.keys()} == {torch.float16}  # noqa: SIM118
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(half)
+    trained = AutoModelForSeq2SeqLM.from_pretrained(output)
+    assert {parameter.dtype for parameter in reloaded.parameters()} == {torch.float32}
+    for (name, value), (_, expected) in zip(reloaded.state_dict().items(), trained.state_dict().items(), strict=True):
+        assert torch.equal(value, expected.half().float()), name
 
 
 def test_a_seq2seq_model_needs_one_of_a_name_or_a_config() -> None:
