@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tests.models.tiny_hf import CAUSAL_FAMILIES, save_tiny_model
 from weaver.data import PretrainedTokenizer
 from weaver.data.collate import LABEL_PAD, Seq2SeqCollator
+from weaver.data.datamodule import ColumnPairs
 from weaver.data.packing import PackedCollator
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
@@ -37,7 +38,9 @@ def load(folder: Path, **kwargs: object) -> tuple[CausalLM, object]:
 def batch_of(tokenizer: object) -> dict[str, torch.Tensor]:
     """Prompts and completions as the data module lays them out: prompts padded on the left."""
     template = PromptTemplate(TEMPLATE)
-    prompts = template.prompts(tokenizer, {"input_ids": tokenizer(SOURCES)["input_ids"]}, None, 64)
+    prompts = template.prompts(
+        tokenizer, ColumnPairs("en", "de").encode_sources(tokenizer, {"source": SOURCES}, 64), None, 64
+    )
     collator = Seq2SeqCollator(tokenizer.pad_token_id, left_pad_sources=True)
     input_ids, attention_mask = collator.sources(prompts)
     labels = collator.pad(template.completions(tokenizer, TARGETS, 32), LABEL_PAD)
