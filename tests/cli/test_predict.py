@@ -137,23 +137,34 @@ def test_input_and_checkpoint_are_required(tmp_path: Path) -> None:
 
 
 def test_an_output_file_that_is_the_input_file_is_refused_before_the_checkpoint_is_read(tmp_path: Path) -> None:
-    inputs = tmp_path / "inputs.txt"
-    inputs.write_text("a cat\n")
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text('{"en": "a cat"}\n')
     result = run_cli(
-        "ckpt_path=x.ckpt", "input_file=inputs.txt", "output_file=inputs.txt", cwd=tmp_path, script="predict.py"
+        "ckpt_path=x.ckpt", "input_file=inputs.jsonl", "output_file=inputs.jsonl", cwd=tmp_path, script="predict.py"
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "Error: output_file='inputs.txt' is the input_file: writing predictions would overwrite" in result.stderr
+    assert "Error: output_file='inputs.jsonl' is the input_file: writing predictions would overwrite" in result.stderr
     (tmp_path / "sub").mkdir()
-    (tmp_path / "link.txt").symlink_to(inputs)
-    for output_file in (tmp_path / "sub" / ".." / "inputs.txt", tmp_path / "link.txt"):  # other names, one file
-        cfg = OmegaConf.create(
-            {"topic": None, "interactive": False, "input": None, "input_file": str(inputs), "batch_size": 1}
-        )
-        cfg.output_file = str(output_file)
+    (tmp_path / "link.jsonl").symlink_to(inputs)
+    for output_file in (tmp_path / "sub" / ".." / "inputs.jsonl", tmp_path / "link.jsonl"):  # other names, one file
         with pytest.raises(ConfigError, match=r"output_file='.*' is the input_file"):
-            predict(cfg, {})
-    assert inputs.read_text() == "a cat\n"
+            predict(predict_config(input_file=str(inputs), output_file=str(output_file)), {})
+    assert inputs.read_text() == '{"en": "a cat"}\n'
+
+
+def predict_config(**values: object) -> DictConfig:
+    defaults = {"topic": None, "interactive": False, "input": None, "input_file": None, "output_file": None}
+    return OmegaConf.create({**defaults, "batch_size": 1, "explain": False, "reply_to": "every_turn", **values})
+
+
+def test_an_output_file_not_named_jsonl_and_a_chat_given_inputs_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        predict(predict_config(input="a cat", output_file="out.csv"), {})
+    assert str(error.value) == (
+        "output_file='out.csv': predictions are written as JSON lines, one record per input; name the file .jsonl."
+    )
+    with pytest.raises(ConfigError, match=r"^interactive=true reads the terminal: drop input_file= and input="):
+        predict(predict_config(interactive=True, input_file="chats.jsonl"), {})
 
 
 def predictor_for(builder: DialoguePairs) -> Predictor:
@@ -234,3 +245,16 @@ def test_chat_and_conversation_files_keep_the_topic(chitchat_slice: Path, tmp_pa
     last_turns = [conversation["turns"][-1]["text"] for conversation in conversations]
     assert all(row["source"].endswith(turn) for row, turn in zip(replies, last_turns, strict=True))
     assert "reference" not in replies[0] and not (run_dir / "metrics.json").exists()
+    # explain.py reads conversation files the same way, and says which conversation each explanation is of.
+    (tmp_path / "explained").mkdir()
+    result = run_cli(
+        f"ckpt_path={best_checkpoint(cfg)}",
+        f"input_file={tmp_path / 'input.jsonl'}",
+        "reply_to=last_turn",
+        cwd=tmp_path / "explained",
+        script="explain.py",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (explain_dir,) = (tmp_path / "explained" / "outputs" / "explain").glob("*/*")
+    explained = [json.loads(path.read_text()) for path in sorted(explain_dir.glob("example_*.json"))]
+    assert [row["conversation_id"] for row in explained] == [row["conversation_id"] for row in replies]

@@ -50,6 +50,8 @@ def explain(cfg: DictConfig, changes: dict[str, Any]) -> list[Path]:
     written = []
     for index, (example, explanation) in enumerate(zip(examples, explanations, strict=True)):
         extra = {"id": example.id, "source": example.source}
+        if example.conversation_id is not None:
+            extra["conversation_id"] = example.conversation_id
         written += write_views(explanation, output_dir / f"example_{index:03d}", extra, cfg.max_heatmap_tokens)
     log.info("Wrote the relevance of %d outputs (%s) to %s", len(examples), explainer.method, output_dir)
     return written

@@ -29,6 +29,8 @@ REPLY_TO = ("every_turn", "last_turn")  # a conversation file's turns a dialogue
 
 
 def read_examples(cfg: DictConfig, predictor: Predictor) -> list[Example]:
+    if cfg.get("reply_to") == "last_turn" and not predictor.is_dialogue:
+        raise ConfigError("reply_to=last_turn needs a dialogue checkpoint (trained with task=dialogue).")
     if cfg.input is not None:
         return [predictor.example(str(cfg.input))]
     path = existing_file(cfg.input_file, "input_file")
@@ -88,7 +90,10 @@ def chat(predictor: Predictor, topic: Any = None) -> None:
 
 
 def check_inputs(cfg: DictConfig, alternative: str = "") -> None:
-    """`batch_size`, and exactly one of `input_file` and `input`: checked before a checkpoint is loaded."""
+    """`batch_size`, `reply_to`, and exactly one of `input_file` and `input`: checked before a checkpoint is
+    loaded."""
+    if cfg.reply_to not in REPLY_TO:
+        raise ConfigError(f"reply_to must be one of {', '.join(REPLY_TO)}, got {cfg.reply_to!r}.")
     if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size!r}.")
     if (cfg.input is None) == (cfg.input_file is None):
@@ -106,7 +111,13 @@ def same_file(first: str, second: str) -> bool:
 
 
 def check_output_file(cfg: DictConfig) -> None:
-    """Predictions written over the input file would destroy it; refused before the checkpoint is loaded."""
+    """Predictions are JSON lines, and written over the input file would destroy it: both checked before the
+    checkpoint is loaded."""
+    if cfg.output_file is not None and not str(cfg.output_file).endswith(".jsonl"):
+        raise ConfigError(
+            f"output_file='{cfg.output_file}': predictions are written as JSON lines, one record per input; name the "
+            "file .jsonl."
+        )
     if cfg.output_file is not None and cfg.input_file is not None and same_file(cfg.output_file, cfg.input_file):
         raise ConfigError(
             f"output_file='{cfg.output_file}' is the input_file: writing predictions would overwrite the inputs; "
@@ -117,20 +128,18 @@ def check_output_file(cfg: DictConfig) -> None:
 def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
     if cfg.topic is not None and not cfg.interactive:
         raise ConfigError("topic= is for interactive=true (a file's conversations bring their own topics).")
+    if cfg.interactive and (cfg.input_file is not None or cfg.input is not None):
+        raise ConfigError("interactive=true reads the terminal: drop input_file= and input=, or interactive=true.")
     if not cfg.interactive:
         check_inputs(cfg, " (or interactive=true)")
         check_output_file(cfg)
     if not isinstance(cfg.explain, bool):
         raise ConfigError(f"explain must be true or false, got {cfg.explain!r}.")
-    if cfg.reply_to not in REPLY_TO:
-        raise ConfigError(f"reply_to must be one of {', '.join(REPLY_TO)}, got {cfg.reply_to!r}.")
     output_dir = Path(cfg.paths.output_dir)
     overrides = {**changes, "paths.output_dir": str(output_dir), "paths.cache_dir": cfg.paths.cache_dir}
     run = restore_run(cfg.ckpt_path, overrides)
     write_run_config(run.cfg, output_dir)
     predictor = Predictor(run, batch_size=cfg.batch_size)
-    if cfg.reply_to == "last_turn" and not predictor.is_dialogue:
-        raise ConfigError("reply_to=last_turn needs a dialogue checkpoint (trained with task=dialogue).")
     if cfg.interactive:
         chat(predictor, cfg.topic)
         return
