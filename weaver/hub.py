@@ -57,7 +57,17 @@ def load_pretrained(load: Callable[[str], T], name_or_path: str, key: str, hint:
     """
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
-        return load(str(folder))
+        try:
+            return load(str(folder))
+        except (OSError, ValueError) as error:  # transformers' way of saying the folder lacks what it looks for
+            if (folder / "checkpoints").is_dir():
+                what = (
+                    f"a training run's folder: give one of its checkpoints ({folder / 'checkpoints' / 'last.ckpt'}) "
+                    "or a folder export.py wrote from one"
+                )
+            else:
+                what = f"not a folder saved with save_pretrained ({str(error).strip().splitlines()[0]})"
+            raise ConfigError(f"{key}='{name_or_path}' is {what}{hint}.") from error
     if name_or_path.startswith(("/", "./", "../", "~")):  # a path, never a Hub id
         raise ConfigError(f"{key}='{name_or_path}' is not a folder: point it at one saved with save_pretrained{hint}.")
     reachable = hub_reachable()

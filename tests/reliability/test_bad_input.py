@@ -21,7 +21,7 @@ from weaver.checkpoints import read_checkpoint, restore_run
 from weaver.cli.overrides import command_line_changes
 from weaver.cli.train import train
 from weaver.config import config_dir
-from weaver.data import Seq2SeqDataModule, TrainedTokenizer
+from weaver.data import PretrainedTokenizer, Seq2SeqDataModule, TrainedTokenizer
 from weaver.data.sources import carve_missing_splits, existing_file, files_in_dir, load_file
 from weaver.errors import ConfigError, DataError, WeaverError
 from weaver.inference import Example, Predictor
@@ -414,3 +414,22 @@ def test_a_checkpoints_peft_method_cannot_change_when_it_is_evaluated(lora_check
         "its weights do not fit that model; drop those overrides."
     )
     assert restore_run(lora_checkpoint, changes["peft=lora"]).cfg.peft.r == 8  # the method it was trained with
+
+
+def test_a_value_the_configs_leave_to_the_command_is_named_first(train_config: DictConfig) -> None:
+    with open_dict(train_config):
+        train_config.model.init_from = "???"
+        train_config.tokenizer.name_or_path = "${model.init_from}"  # as model=weaver_pretrained interpolates it
+    with pytest.raises(ConfigError) as error:
+        train(train_config)
+    assert one_line(error) == "model.init_from: required by the chosen configs: add model.init_from=... to the command."
+
+
+def test_a_run_folder_given_for_a_saved_model_names_its_checkpoints(tmp_path: Path) -> None:
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ConfigError) as error:
+        PretrainedTokenizer(str(tmp_path / "run")).load()
+    assert one_line(error).startswith(
+        f"tokenizer.name_or_path='{tmp_path / 'run'}' is a training run's folder: give one of its checkpoints "
+        f"({tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}) or a folder export.py wrote from one"
+    )

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train and/or test as `cfg` says; returns the final metrics and the objects built (for tests and sweeps)."""
     register_resolvers()
+    check_required(cfg)
     if cfg.get("ckpt_path"):  # a missing or truncated file is named now, not by Lightning once everything is built
         checkpoint_file(cfg.ckpt_path)
     output_dir = Path(cfg.paths.output_dir)
@@ -98,6 +99,21 @@ def train_in(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float], dict[
         write_metrics(output_dir / "metrics.json", metrics, task.metric_signatures)
     objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "task": task, "trainer": trainer}
     return metrics, objects
+
+
+def check_required(cfg: DictConfig) -> None:
+    """A value the chosen configs leave to the command (`???`, e.g. `model=weaver_pretrained`'s `model.init_from`),
+    named before anything is built: where it is interpolated (`tokenizer.name_or_path`), it would fail as a missing
+    argument of something else."""
+    missing = sorted(unset_keys(OmegaConf.to_container(cfg, resolve=False)))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: required by the chosen configs: add {missing[0]}=... to the command.")
+
+
+def unset_keys(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [key for name, value in node.items() for key in unset_keys(value, f"{prefix}{name}.")]
+    return [prefix.rstrip(".")] if node == "???" else []
 
 
 def check_monitor_mode(cfg: DictConfig) -> None:
