@@ -72,7 +72,9 @@ def test_predict_explain_adds_the_top_source_spans(translation_checkpoint: Path,
     assert len(rows) == 2
     for row in rows:
         assert 1 <= len(row["spans"]) <= 3
-        assert all(span["text"] and span["text"] in row["source"] + "</s>" for span in row["spans"])
+        # Whole words of the source (no special tokens), with where they sit among its tokens.
+        assert all(f" {span['text']} " in f" {row['source']} " for span in row["spans"])
+        assert all(0 <= span["start"] < span["end"] for span in row["spans"])
         assert [span["score"] for span in row["spans"]] == sorted((s["score"] for s in row["spans"]), reverse=True)
 
 

@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerFast
 from tests.models.tiny_hf import fast_tokenizer
 from weaver.errors import ConfigError
 from weaver.explain import Explainer, heatmap, write_views
-from weaver.explain.explainer import top_spans
+from weaver.explain.explainer import Explanation, top_spans
 from weaver.generation import GenerationConfig
 from weaver.models import WeaverModel, build_weaver
 
@@ -93,6 +93,17 @@ def test_a_long_source_is_shown_as_its_most_relevant_spans(tokenizer: PreTrained
     png, page, scores = write_views(explanation, tmp_path / "long", {"source": long_text}, max_heatmap_tokens=32)
     assert json.loads(scores.read_text())["relevance"]["format"] == "coo"
     assert png.stat().st_size < 500_000 and page.stat().st_size < 200_000
+
+
+def test_an_explanations_spans_are_whole_words_without_special_tokens() -> None:
+    tokens = [" command", "-", "line", " tools", " for", " SSH", "</s>"]
+    scores = torch.tensor([[0.0, 0.05, 0.6, 0.0, 0.0, 0.05, 0.3]])  # the peaks: "line" and "</s>"
+    explanation = Explanation("cross_attention", tokens, [" x"], "x", scores, source_special=[False] * 6 + [True])
+    assert [(span.start, span.end, span.text) for span in explanation.spans(count=2, share=0.05)] == [
+        (0, 3, "command-line"),  # "line" and the "-" beside it, widened to the word
+        (5, 6, "SSH"),  # the span around </s>, less </s>
+    ]
+    assert Explanation("cross_attention", tokens, [], "", scores[:0]).spans() == []  # an empty output draws on nothing
 
 
 def test_spans_grow_from_the_peaks_while_neighbours_score_high() -> None:

@@ -61,7 +61,7 @@ def write_predictions(
                 if score is not None:
                     record["score"] = score
             if explanations is not None:
-                record["spans"] = [{"text": span.text, "score": span.score} for span in explanations[index].spans()]
+                record["spans"] = [vars(span) for span in explanations[index].spans()]
             file.write(json.dumps(record, ensure_ascii=False) + "\n")
     partial.replace(path)  # a kill mid-write leaves the previous file whole
     log.info("Wrote %d predictions to %s", len(examples), path)

@@ -47,6 +47,7 @@ class Explanation:
     layers: list[int] | None = None  # the decoder layers and heads averaged (attention methods)
     heads: list[int] | None = None
     recalled: RecordedAttention | None = None  # recall: (L, H, T, K) memory indices and weights
+    source_special: list[bool] | None = None  # which source tokens are the tokenizer's special tokens (</s>, <sep>)
 
     @property
     def signed(self) -> bool:
@@ -60,13 +61,23 @@ class Explanation:
         return total / max(self.relevance.size(0), 1)
 
     def spans(self, count: int = 3, max_tokens: int = 8, share: float = 0.25) -> list[Span]:
-        """The ``count`` most relevant source spans, best first (see `top_spans`)."""
+        """The ``count`` most relevant source spans, best first (see `top_spans`), widened to whole words and
+        without special tokens, so that each is text of the source; none for an empty output."""
+        if not self.output_tokens:
+            return []
         scores = self.source_scores()
-        visible = [bool(token.strip()) for token in self.source_tokens]  # a span of a line break alone says nothing
+        special = self.source_special or [False] * len(self.source_tokens)
+        # A span of a line break alone says nothing, and a special token (</s>, <sep>) is no text of the source.
+        text = [bool(token.strip()) and not marker for token, marker in zip(self.source_tokens, special, strict=True)]
+        starts = [
+            index == 0 or special[index - 1] or token[:1].isspace() or self.source_tokens[index - 1][-1:].isspace()
+            for index, token in enumerate(self.source_tokens)
+        ]
         spans = [
             Span(start, end, "".join(self.source_tokens[start:end]).strip(), float(scores[start:end].sum()))
-            for start, end in top_spans(scores, count, max_tokens, share, visible)
+            for start, end in top_spans(scores, count, max_tokens, share, text)
         ]
+        spans = [whole_words(span, starts, special, self.source_tokens, scores) for span in spans]
         return sorted(spans, key=lambda span: -span.score)
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +136,21 @@ def top_spans(
         free[start:end] = [False] * (end - start)
         spans.append((start, end))
     return spans
+
+
+def whole_words(span: Span, starts: list[bool], special: list[bool], tokens: list[str], scores: Tensor) -> Span:
+    """`span` widened to the words its first and last tokens are part of (`starts`: where a word starts), short of
+    special tokens, which it also sheds at either end."""
+    start, end = span.start, span.end
+    while start > 0 and not starts[start] and not special[start - 1]:
+        start -= 1
+    while end < len(tokens) and not starts[end] and not special[end]:
+        end += 1
+    while start < end and special[start]:
+        start += 1
+    while end > start and special[end - 1]:
+        end -= 1
+    return Span(start, end, "".join(tokens[start:end]).strip(), float(scores[start:end].sum()))
 
 
 def token_labels(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[str]:
@@ -190,6 +216,7 @@ class Explainer:
                 "output per source; set generation.mbr_num_samples=0 or pick another generation config."
             )
         self.model, self.tokenizer, self.generation, self.method = model, tokenizer, generation, method
+        self.special_ids = set(tokenizer.all_special_ids)
         self.integration_steps, self.max_gradient_source_tokens = integration_steps, max_gradient_source_tokens
         self.memory = memory
         self.layers: list[int] | None = None
@@ -305,6 +332,7 @@ class Explainer:
             layers=self.layers,
             heads=self.heads,
             recalled=recalled,
+            source_special=[token in self.special_ids for token in source_ids.tolist()],
         )
 
 
