@@ -11,7 +11,7 @@ from typing import TypeVar
 from unittest import mock
 from urllib.parse import urlparse
 
-from weaver.errors import ConfigError
+from weaver.errors import ConfigError, WeaverError
 
 T = TypeVar("T")
 
@@ -59,6 +59,8 @@ def load_pretrained(load: Callable[[str], T], name_or_path: str, key: str, hint:
     if folder.is_dir():
         try:
             return load(str(folder))
+        except WeaverError:  # the loader's own message, naming what is wrong with the folder
+            raise
         except (OSError, ValueError) as error:  # transformers' way of saying the folder lacks what it looks for
             if (folder / "checkpoints").is_dir():
                 what = (

@@ -24,6 +24,7 @@ from weaver.config import config_dir
 from weaver.data import PretrainedTokenizer, Seq2SeqDataModule, TrainedTokenizer
 from weaver.data.sources import carve_missing_splits, existing_file, files_in_dir, load_file
 from weaver.errors import ConfigError, DataError, WeaverError
+from weaver.hub import load_pretrained
 from weaver.inference import Example, Predictor
 
 PAIRS = [
@@ -104,6 +105,11 @@ def test_json_lines_that_are_not_records_are_skipped_counted_and_named(
         # Each is a row without fields (skipped and counted as missing its source), so later rows keep their numbers.
         kept = [None if number in (4, 7, 11) else row["en"] for number, row in enumerate(PAIRS[:12])]
         assert rows["en"] == kept
+    # A byte order mark opens a file, not a line after the first.
+    broken.write_text("\n".join(lines[:4] + ["\ufeff" + lines[5]]) + "\n")
+    with caplog.at_level(logging.WARNING):
+        load_file("train", str(broken), str(tmp_path / "cache"))
+    assert "line 5 is not valid JSON (Unexpected UTF-8 BOM" in caplog.messages[-1]
     # The file is read as it is when it changes.
     broken.write_text("\n".join(lines[:4]) + "\n")
     assert len(load_file("train", str(broken), str(tmp_path / "cache"))) == 4
@@ -218,10 +224,13 @@ def test_json_documents_of_records_load(tmp_path: Path, layout: str, column: str
 
 def test_one_record_with_nested_fields_loads_as_one_row(tmp_path: Path) -> None:
     document = tmp_path / "train.json"
-    conversation = {"id": "c1", "turns": [{"speaker": "a", "text": "hi"}, {"speaker": "b", "text": "hello"}]}
-    for record in ({"translation": PAIRS[0]}, conversation):
-        document.write_text(json.dumps(record, indent=2), encoding="utf-8")
-        assert load_file("train", str(document), str(tmp_path / "cache")).to_list() == [record]
+    record = {"id": 7, "translation": PAIRS[0], "tags": ["a", "b"]}
+    document.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    assert load_file("train", str(document), str(tmp_path / "cache")).to_list() == [record]
+    # Records wrapped in an object are not one record (SQuAD's layout).
+    document.write_text(json.dumps({"version": "v2.0", "data": PAIRS}), encoding="utf-8")
+    with pytest.raises(DataError, match="holds one JSON object of columns or lists"):
+        load_file("train", str(document), str(tmp_path / "cache"))
 
 
 def test_a_train_file_too_small_to_carve_splits_from_is_named() -> None:
@@ -427,6 +436,13 @@ def test_a_value_the_configs_leave_to_the_command_is_named_first(train_config: D
 
 def test_a_run_folder_given_for_a_saved_model_names_its_checkpoints(tmp_path: Path) -> None:
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+
+    def refusing(folder: str) -> None:  # a loader's own message says best what is wrong with a folder
+        raise ConfigError(f"model.name_or_path='{folder}' is a decoder-only gpt2 model: use model=hf_causal_lm.")
+
+    with pytest.raises(ConfigError) as error:
+        load_pretrained(refusing, str(tmp_path / "run"), "model.name_or_path")
+    assert one_line(error).endswith("is a decoder-only gpt2 model: use model=hf_causal_lm.")
     with pytest.raises(ConfigError) as error:
         PretrainedTokenizer(str(tmp_path / "run")).load()
     assert one_line(error).startswith(

@@ -8,6 +8,8 @@ import hashlib
 import json
 import logging
 import lzma
+import os
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import islice
@@ -138,10 +140,12 @@ def where_json_breaks(error: json.JSONDecodeError) -> str:
     return f"{error.msg.removesuffix(' at')} at column {error.colno}"
 
 
-def json_line_problem(text: str) -> str | None:
-    """Why a non-blank line of a JSON-lines file is not a record, or None where it is one."""
+def json_line_problem(number: int, text: str) -> str | None:
+    """Why the non-blank line `number` of a JSON-lines file is not a record, or None where it is one."""
+    if number == 1:
+        text = text.removeprefix("\ufeff")  # a byte order mark, which `datasets` skips at the start of a file
     try:
-        row = json.loads(text.strip().removeprefix("\ufeff"))  # a byte order mark, which `datasets` skips too
+        row = json.loads(text.strip())
     except json.JSONDecodeError as error:
         return f"not valid JSON ({where_json_breaks(error)})"
     if not isinstance(row, dict):
@@ -155,29 +159,35 @@ def records_only(file: Path, key: str, cache_dir: str | None) -> Path | None:
     counted with the other rows missing theirs, and the rows after it keep their numbers. pyarrow would refuse the
     whole file, naming a byte offset into a block rather than the line. A file at least half of whose lines are not
     records is refused instead: it is another format (CSV, records spread over several lines), not a few bad rows."""
-    lines = [(number, text) for number, text in text_lines(file) if text.strip()]
-    problems = {number: problem for number, text in lines if (problem := json_line_problem(text))}
+    problems, lines, digest = {}, 0, hashlib.sha256()
+    for number, text in text_lines(file):  # streamed: one pass to find them, another to write the copy
+        if text.strip():
+            lines += 1
+            digest.update(text.encode())
+            if problem := json_line_problem(number, text):
+                problems[number] = problem
     if not problems:
         return None
     listed = "; ".join(f"line {number} is {problem}" for number, problem in islice(problems.items(), 3))
-    if 2 * len(problems) >= len(lines):
+    if 2 * len(problems) >= lines:
         raise DataError(
-            f"{key}: {len(problems)} of the {len(lines)} lines of '{file}' are not JSON records ({listed}): write one "
+            f"{key}: {len(problems)} of the {lines} lines of '{file}' are not JSON records ({listed}): write one "
             'record per line, {"field": ...}.'
         )
-    digest = hashlib.sha256("".join(text for _, text in lines).encode()).hexdigest()[:32]
-    copy = Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / "records_only" / f"{digest}.jsonl"
+    copy = Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / "records_only" / f"{digest.hexdigest()[:32]}.jsonl"
     if not copy.exists():
         copy.parent.mkdir(parents=True, exist_ok=True)
-        partial = copy.with_name(copy.name + ".partial")
-        with partial.open("w", encoding="utf-8") as out:
-            out.writelines("{}\n" if number in problems else text.rstrip("\r\n") + "\n" for number, text in lines)
-        partial.replace(copy)
+        # A file of its own, renamed into place: processes sharing the cache may write the same copy at once.
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=copy.parent, delete=False) as out:
+            for number, text in text_lines(file):
+                if text.strip():
+                    out.write("{}\n" if number in problems else text.rstrip("\r\n") + "\n")
+        os.replace(out.name, copy)
     log.warning(
         "%s: skipped %d of the %d lines of '%s' that are not JSON records, read as rows without fields (%s%s).",
         key,
         len(problems),
-        len(lines),
+        lines,
         file,
         listed,
         "; ..." if len(problems) > 3 else "",
@@ -226,12 +236,16 @@ def check_json_file(file: Path, key: str) -> bool:
 
 
 def looks_columnar(document: dict[str, Any]) -> bool:
-    """A JSON object of columns rather than one record: every value a list (`{"field": [v0, v1, ...]}`, or
-    `{"data": [records]}`), or every value an object keyed by row numbers (pandas' default `to_json()`)."""
+    """A JSON object of columns rather than one record: every value a list (`{"field": [v0, v1, ...]}`), every value
+    an object keyed by row numbers (pandas' default `to_json()`), or records wrapped in an object (`{"version": 2,
+    "data": [records]}`; a record holding a list of records, such as one conversation, reads so too)."""
     values = list(document.values())
     lists = all(isinstance(value, list) for value in values)
     numbered = all(isinstance(value, dict) and value and all(key.isdigit() for key in value) for value in values)
-    return bool(values) and (lists or numbered)
+    wrapped = any(
+        isinstance(value, list) and value and all(isinstance(item, dict) for item in value) for value in values
+    )
+    return bool(values) and (lists or numbered or wrapped)
 
 
 @contextmanager
