@@ -103,7 +103,14 @@ def test_an_explanations_spans_are_whole_words_without_special_tokens() -> None:
         (0, 3, "command-line"),  # "line" and the "-" beside it, widened to the word
         (5, 6, "SSH"),  # the span around </s>, less </s>
     ]
-    assert Explanation("cross_attention", tokens, [], "", scores[:0]).spans() == []  # an empty output draws on nothing
+    # An empty output (its EOS alone) draws on nothing.
+    assert Explanation("cross_attention", tokens, ["</s>"], "", scores).spans() == []
+    # Two peaks in one word make one span, and no span runs across special tokens.
+    tokens = [" Strat", "ford", "-", "upon", "-", "Avon", " is", " fine", "<sep>", "<speaker2>", "how", " so"]
+    scores = torch.tensor([[0.5, 0.0, 0.0, 0.0, 0.0, 0.4, 0.0, 0.3, 0.2, 0.2, 0.3, 0.0]])
+    special = [False] * 8 + [True, True] + [False] * 2
+    explanation = Explanation("cross_attention", tokens, [" x"], "x", scores, source_special=special)
+    assert [span.text for span in explanation.spans(count=3, share=0.0)] == ["Stratford-upon-Avon is fine", "how so"]
 
 
 def test_spans_grow_from_the_peaks_while_neighbours_score_high() -> None:

@@ -61,23 +61,21 @@ class Explanation:
         return total / max(self.relevance.size(0), 1)
 
     def spans(self, count: int = 3, max_tokens: int = 8, share: float = 0.25) -> list[Span]:
-        """The ``count`` most relevant source spans, best first (see `top_spans`), widened to whole words and
-        without special tokens, so that each is text of the source; none for an empty output."""
-        if not self.output_tokens:
+        """The ``count`` most relevant source spans, best first (see `top_spans`): whole words of the source,
+        without special tokens (</s>, <sep>); none for an empty output."""
+        if not self.output_text:
             return []
         scores = self.source_scores()
         special = self.source_special or [False] * len(self.source_tokens)
-        # A span of a line break alone says nothing, and a special token (</s>, <sep>) is no text of the source.
-        text = [bool(token.strip()) and not marker for token, marker in zip(self.source_tokens, special, strict=True)]
+        visible = [bool(token.strip()) for token in self.source_tokens]  # a span of a line break alone says nothing
         starts = [
             index == 0 or special[index - 1] or token[:1].isspace() or self.source_tokens[index - 1][-1:].isspace()
             for index, token in enumerate(self.source_tokens)
         ]
         spans = [
             Span(start, end, "".join(self.source_tokens[start:end]).strip(), float(scores[start:end].sum()))
-            for start, end in top_spans(scores, count, max_tokens, share, text)
+            for start, end in top_spans(scores, count, max_tokens, share, visible, starts, special)
         ]
-        spans = [whole_words(span, starts, special, self.source_tokens, scores) for span in spans]
         return sorted(spans, key=lambda span: -span.score)
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,14 +105,21 @@ class Explanation:
 
 
 def top_spans(
-    scores: Tensor, count: int, max_tokens: int, share: float, peaks: list[bool] | None = None
+    scores: Tensor,
+    count: int,
+    max_tokens: int,
+    share: float,
+    peaks: list[bool] | None = None,
+    word_starts: list[bool] | None = None,
+    breaks: list[bool] | None = None,
 ) -> list[tuple[int, int]]:
     """Up to ``count`` non-overlapping (start, end) spans around the highest peaks: each starts at the highest-scoring
     token not yet covered (among those ``peaks`` allows) and grows towards its higher neighbour while that neighbour
     scores at least ``share`` of the peak, up to ``max_tokens`` tokens (``share=0``: as wide as that allows, a peak
-    with its context)."""
+    with its context); then, given ``word_starts``, to the edges of the words it cuts. No span takes in a token
+    ``breaks`` marks (special tokens)."""
     values = scores.tolist()
-    free = [True] * len(values)
+    free = [not broken for broken in breaks] if breaks else [True] * len(values)
     allowed = peaks or [True] * len(values)
     spans: list[tuple[int, int]] = []
     for _ in range(count):
@@ -133,24 +138,14 @@ def top_spans(
                 end += 1
             else:
                 start -= 1
+        if word_starts is not None:
+            while start > 0 and free[start - 1] and not word_starts[start]:
+                start -= 1
+            while end < len(values) and free[end] and not word_starts[end]:
+                end += 1
         free[start:end] = [False] * (end - start)
         spans.append((start, end))
     return spans
-
-
-def whole_words(span: Span, starts: list[bool], special: list[bool], tokens: list[str], scores: Tensor) -> Span:
-    """`span` widened to the words its first and last tokens are part of (`starts`: where a word starts), short of
-    special tokens, which it also sheds at either end."""
-    start, end = span.start, span.end
-    while start > 0 and not starts[start] and not special[start - 1]:
-        start -= 1
-    while end < len(tokens) and not starts[end] and not special[end]:
-        end += 1
-    while start < end and special[start]:
-        start += 1
-    while end > start and special[end - 1]:
-        end -= 1
-    return Span(start, end, "".join(tokens[start:end]).strip(), float(scores[start:end].sum()))
 
 
 def token_labels(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[str]:
