@@ -201,14 +201,15 @@ def from_pretrained(folder: str | Path) -> nn.Module:
 
 
 def adapter_base(folder: Path) -> str:
-    """The base model an adapter folder names, which must still be where it was when the adapters were exported
-    (a folder named by an absolute or explicitly relative path; another name may be a Hub id)."""
+    """The base model an adapter folder names, a folder that must still be where it was when the adapters were
+    exported."""
     base = json.loads((folder / ADAPTER_CONFIG_FILE).read_text())["base_model_name_or_path"]
-    local = Path(base).expanduser()
-    if (local.is_absolute() or base.startswith(".")) and not local.exists():
+    if not Path(base).expanduser().is_dir():
         raise ConfigError(
-            f"'{folder}' holds adapters whose base model (base_model_name_or_path in {ADAPTER_CONFIG_FILE}) is not "
-            f"found at '{base}': restore that folder, or set base_model_name_or_path to where the base model is now."
+            f"'{folder}' holds adapters whose base model (base_model_name_or_path in {ADAPTER_CONFIG_FILE}) is not a "
+            f"folder here: '{base}'. Restore that folder, or set base_model_name_or_path to where the base model is "
+            "now (a Hub model: load it with AutoModel*.from_pretrained and the adapters with peft's "
+            "PeftModel.from_pretrained)."
         )
     return base
 

@@ -80,20 +80,23 @@ class PromptTemplate:
             return [chat_prompt(tokenizer, pair_builder.messages(source), budget) for source in encoded["source"]]
         start = self.start(tokenizer)
         around = self.text_ids(tokenizer, self.prefix), self.text_ids(tokenizer, self.suffix)
+        texts = encoded.get("source_text") or [None] * len(encoded["input_ids"])  # a builder may not say
         return [
             start + self.rendered(tokenizer, text, strip_ends(tokenizer, ids), around)
-            for ids, text in zip(encoded["input_ids"], encoded["source_text"], strict=True)
+            for ids, text in zip(encoded["input_ids"], texts, strict=True)
         ]
 
     def rendered(
-        self, tokenizer: PreTrainedTokenizerBase, text: str, ids: list[int], around: tuple[list[int], list[int]]
+        self, tokenizer: PreTrainedTokenizerBase, text: str | None, ids: list[int], around: tuple[list[int], list[int]]
     ) -> list[int]:
         """The template with `text` in it, tokenized whole. Where that takes more tokens than the template's two
         sides and the source's `ids` apart (a merge across a seam can, rarely; or a slow tokenizer, which gives no
-        offsets to cut a long source's text by), those pieces instead, so a prompt keeps within the room that
-        `overhead` reserves."""
-        whole = self.text_ids(tokenizer, self.prefix + text + self.suffix)
+        offsets to cut a long source's text by), or the text is not known (a pair builder of one's own that does
+        not give it), those pieces instead, so a prompt keeps within the room that `overhead` reserves."""
         pieces = around[0] + ids + around[1]
+        if text is None:
+            return pieces
+        whole = self.text_ids(tokenizer, self.prefix + text + self.suffix)
         return whole if len(whole) <= len(pieces) else pieces
 
     @staticmethod

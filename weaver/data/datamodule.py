@@ -338,11 +338,11 @@ class Seq2SeqDataModule(LightningDataModule):
                 }
             encoded = self.pair_builder.encode_sources(tokenizer, batch, h.max_source_length, h.source_prefix)
             if self.prompt is None:
-                del encoded["source_text"]  # what a prompt would render, not a column to keep
+                encoded.pop("source_text", None)  # what a prompt would render, not a column to keep
                 labels = tokenizer(text_target=batch["target"], max_length=h.max_target_length, truncation=True)
                 return {**encoded, "labels": labels["input_ids"]}
             prompts = self.prompt.prompts(tokenizer, encoded, self.pair_builder, h.max_source_length)
-            del encoded["source_text"]
+            encoded.pop("source_text", None)
             completions = self.prompt.completions(tokenizer, batch["target"], h.max_target_length)
             for positions in ("relevant_spans", "ignored_spans"):  # a prompt lays the source's tokens out anew
                 encoded.pop(positions, None)
