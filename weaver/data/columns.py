@@ -92,10 +92,15 @@ def encoded_texts(texts: list[str], inputs: Any) -> list[str]:
     whole."""
     if inputs.encodings is None:
         return list(texts)
-    kept = []
-    for text, encoding in zip(texts, inputs.encodings, strict=True):
-        ends = [
-            end for (_, end), special in zip(encoding.offsets, encoding.special_tokens_mask, strict=True) if not special
-        ]
-        kept.append(text[: max(ends, default=0)] if encoding.overflowing else text)
-    return kept
+    return [
+        cut_text(text, encoding) if encoding.overflowing else text
+        for text, encoding in zip(texts, inputs.encodings, strict=True)
+    ]
+
+
+def cut_text(text: str, encoding: Any) -> str:
+    """`text` up to the end of the last (non-special) token its cut `encoding` kept."""
+    ends = [
+        end for (_, end), special in zip(encoding.offsets, encoding.special_tokens_mask, strict=True) if not special
+    ]
+    return text[: max(ends, default=0)]
