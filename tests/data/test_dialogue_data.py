@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 from datasets import Dataset
+from transformers import PreTrainedTokenizerFast
 
 from tests.conftest import write_jsonl
+from tests.models.tiny_hf import fast_tokenizer
 from weaver.data import Seq2SeqDataModule, TrainedTokenizer
 from weaver.data.dialogue import DialoguePairs
 from weaver.data.tokenizer import GivenTokenizer
@@ -249,3 +251,47 @@ def test_builder_options_are_checked() -> None:
         DialoguePairs(topic_field="prompt", topic_token="<s")
     with pytest.raises(ConfigError, match="source_field and data.target_field"):
         Seq2SeqDataModule(TrainedTokenizer(), train_file="x.jsonl")
+
+
+def marked_tokenizer(kind: str, tmp_path: Path) -> PreTrainedTokenizerFast:
+    """A fast tokenizer of `kind` with the dialogue markers as special tokens: Weaver's trained byte-level BPE or
+    Unigram/Metaspace, or a T5/BART/Marian-style one."""
+    markers = [*TOKENS, "<topic>"]
+    if kind in ("bpe", "unigram"):
+        texts = [row["turns"][0]["text"] for row in conversations(40)]
+        source = TrainedTokenizer(algorithm=kind, vocab_size=300, min_frequency=1, extra_special_tokens=markers)
+        return source.build(lambda: iter([texts]), kind, str(tmp_path))
+    tokenizer = fast_tokenizer(kind)
+    tokenizer.add_special_tokens({"additional_special_tokens": markers})
+    return tokenizer
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram", "t5", "bart", "marian"])
+def test_contexts_joined_from_their_turns_ids_equal_the_tokenizers_own(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokenizer = marked_tokenizer(kind, tmp_path)
+    builder = DialoguePairs(max_history_turns=None, topic_field="prompt")
+    talk = [f"turn {t}: café déjà vu,  spaced   out {t * 7}!" for t in range(12)] + ["x " * 150, "bye"]
+    contexts = [context for context, _ in builder.conversation_pairs(turns(*talk), topic="what is  it?")[0]]
+    batch = {"source": [builder.turn_separator.join(c) for c in contexts], "context": contexts}
+    checked = []
+    assembled_fit = DialoguePairs.assembled_fit
+    spy = staticmethod(lambda *args: checked.append(assembled_fit(*args)) or checked[-1])
+    monkeypatch.setattr(DialoguePairs, "assembled_fit", spy)
+    joined = builder.encode_sources(tokenizer, batch, 128, "chat: ")
+    assert checked == [True]  # the ids were joined from the turns', and the check found them the tokenizer's own
+    monkeypatch.setattr(DialoguePairs, "splits_at_markers", lambda *_: False)
+    whole = builder.encode_sources(tokenizer, batch, 128, "chat: ")
+    assert joined == whole
+    assert any(whole["source_truncated"]) and not all(whole["source_truncated"])
+    topic, last = whole["source"][-1].split("<sep>")  # the long turn alone, cut from the left, after the topic
+    assert topic == "<topic>what is it?" and last.startswith("<speaker1>x x") and last.count("x") < 150
+    assert max(map(len, whole["input_ids"])) <= 128
+
+
+def test_a_separator_that_is_not_a_marker_tokenizes_contexts_whole(tmp_path: Path) -> None:
+    tokenizer = marked_tokenizer("bpe", tmp_path)
+    assert DialoguePairs().splits_at_markers(tokenizer)
+    assert not DialoguePairs(turn_separator="\n").splits_at_markers(tokenizer)
+    assert not DialoguePairs(speaker_tokens=["<speaker1>", "<other>"]).splits_at_markers(tokenizer)

@@ -17,6 +17,7 @@ The rows of `conf/data/chitchat.yaml` are written by `weaver.corpora.chitchat`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 from collections import Counter
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 PAIRS_VERSION = "1"
 
 TURN_SKIPS = {"missing": "turns without text", "empty": "turns with empty text", "not text": "turns with non-text"}
+# Tokenizers (by name) whose own ids for a context differed from its turns' ids joined: logged once.
+TOKENIZED_WHOLE: set[str] = set()
 PAIR_FEATURES = Features(
     {
         "conversation_id": Value("string"),
@@ -264,10 +267,12 @@ class DialoguePairs:
         while it takes at most half of the room. `source` becomes the text kept."""
         room = max_length - tokenizer.num_special_tokens_to_add(pair=False) - count_tokens(tokenizer, [prefix])[0]
         separator = count_tokens(tokenizer, [self.turn_separator])[0]
-        # A conversation's consecutive pairs share most of their turns: each distinct turn is counted once.
+        # A conversation's consecutive pairs share most of their turns: each distinct turn is tokenized once.
         turns = list(dict.fromkeys(turn for context in batch["context"] for turn in context))
-        size = dict(zip(turns, count_tokens(tokenizer, turns), strict=True))
-        sources, dropped = [], []
+        turn_ids = text_ids(tokenizer, turns) if self.splits_at_markers(tokenizer) else None
+        lengths = [len(turn_ids[turn]) for turn in turns] if turn_ids is not None else count_tokens(tokenizer, turns)
+        size = dict(zip(turns, lengths, strict=True))
+        contexts, dropped = [], []
         for context in batch["context"]:
             topic, history = self.split_topic(context)
             pinned = topic if topic and size[topic[0]] + separator <= room // 2 else []
@@ -279,9 +284,14 @@ class DialoguePairs:
                     break
                 keep, total = keep + 1, total + cost
             kept = history[len(history) - keep :] if keep else [self.cut_left(tokenizer, history[-1], budget)]
-            sources.append(self.turn_separator.join(pinned + kept))
+            contexts.append(pinned + kept)
             dropped.append(keep < len(history) or pinned != topic)
+        sources = [self.turn_separator.join(pieces) for pieces in contexts]
         texts = [prefix + source for source in sources]
+        if turn_ids is not None:
+            assembled = self.assembled_ids(tokenizer, turn_ids, contexts, prefix)
+            if self.assembled_fit(tokenizer, assembled, texts, max_length):
+                return {"input_ids": assembled, "source": sources, "source_truncated": dropped, "source_text": texts}
         inputs = tokenizer(texts, max_length=max_length, truncation=True)
         overflowing = [len(ids) >= max_length for ids in inputs["input_ids"]]
         if inputs.encodings is not None:  # fast tokenizers say exactly whether anything was cut off the end
@@ -292,6 +302,55 @@ class DialoguePairs:
             "source_truncated": [a or b for a, b in zip(dropped, overflowing, strict=True)],
             "source_text": encoded_texts(texts, inputs),
         }
+
+    # A context is its turns' text joined by markers. A fast tokenizer splits its input at its added tokens before
+    # anything else and tokenizes the text between them on its own, so a context's ids are its turns' ids joined
+    # by the separator's: each distinct turn is tokenized once, not once per later turn of its conversation (whole
+    # conversations as sources would otherwise cost time quadratic in their length).
+
+    def splits_at_markers(self, tokenizer: PreTrainedTokenizerBase) -> bool:
+        """Whether the tokenizer splits contexts at every marker: fast, with each marker (the separator exactly,
+        without spaces around it) one of its added tokens matched in the raw text."""
+        if not tokenizer.is_fast or not self.turn_separator or self.turn_separator != self.turn_separator.strip():
+            return False
+        added = {token.content: token for token in tokenizer.added_tokens_decoder.values()}
+        markers = [*self.speaker_tokens, self.turn_separator, *([self.topic_token] if self.topic_field else [])]
+        return all(marker in added and not added[marker].normalized for marker in markers)
+
+    def assembled_ids(
+        self, tokenizer: PreTrainedTokenizerBase, ids: dict[str, list[int]], contexts: list[list[str]], prefix: str
+    ) -> list[list[int]]:
+        """Each context's ids from its pieces' `ids` (those missing are tokenized), inside the special tokens (BOS,
+        EOS) the tokenizer's post-processor puts around a text."""
+        pieces = dict.fromkeys([prefix, *itertools.chain.from_iterable(contexts)])
+        ids.update(text_ids(tokenizer, [text for text in pieces if text and text not in ids]))
+        framed = tokenizer.backend_tokenizer.encode(self.turn_separator)  # with the special tokens around it
+        separator = [id for id, sequence in zip(framed.ids, framed.sequence_ids, strict=True) if sequence == 0]
+        text_positions = [i for i, sequence in enumerate(framed.sequence_ids) if sequence == 0]
+        head, tail = framed.ids[: text_positions[0]], framed.ids[text_positions[-1] + 1 :]
+        assembled = []
+        for context in contexts:
+            joined = [*head, *ids[prefix]] if prefix else list(head)
+            for index, piece in enumerate(context):
+                joined += [*separator, *ids[piece]] if index else ids[piece]
+            assembled.append(joined + tail)
+        return assembled
+
+    @staticmethod
+    def assembled_fit(
+        tokenizer: PreTrainedTokenizerBase, assembled: list[list[int]], texts: list[str], max_length: int
+    ) -> bool:
+        """Whether every assembled context fits `max_length` and the longest equals the tokenizer's own ids for
+        its text: a check that costs one tokenization a batch."""
+        if any(len(ids) > max_length for ids in assembled):
+            return False
+        index = max(range(len(texts)), key=lambda i: len(assembled[i]))
+        if assembled[index] == tokenizer(texts[index], max_length=max_length, truncation=True)["input_ids"]:
+            return True
+        if tokenizer.name_or_path not in TOKENIZED_WHOLE:
+            TOKENIZED_WHOLE.add(tokenizer.name_or_path)
+            log.info("Contexts are tokenized whole: their turns' ids joined differ from the tokenizer's own.")
+        return False
 
     def messages(self, source: str) -> list[dict[str, str]]:
         """A context (formatted turns joined) as chat messages for a tokenizer's chat template: the topic as the
@@ -352,3 +411,9 @@ def count_tokens(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[i
         return []
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     return [len(ids) if text else 0 for ids, text in zip(encoded, texts, strict=True)]
+
+
+def text_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> dict[str, list[int]]:
+    """Each text's ids from a fast tokenizer's backend, without special tokens."""
+    encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    return {text: encoding.ids for text, encoding in zip(texts, encodings, strict=True)}
