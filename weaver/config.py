@@ -11,6 +11,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from weaver.errors import WeaverError
+from weaver.utils.hardware import default_precision
 
 
 def config_dir() -> Path:
@@ -84,6 +85,7 @@ def register_resolvers() -> None:
         "weaver.optuna_direction": optuna_direction,
         "weaver.sqlite_url": sqlite_url,
         "weaver.sweep_group": sweep_group,
+        "weaver.default_precision": default_precision,
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):

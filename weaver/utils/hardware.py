@@ -17,6 +17,16 @@ from weaver.errors import ConfigError
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 
 
+def default_precision(accelerator: str = "auto") -> str:
+    """`${weaver.default_precision:cpu}`: bf16 autocast where matrix products run natively in bf16 (GPUs; CPUs
+    with AVX-512 BF16 or AMX, about 2 and 5 times fp32), fp32 elsewhere: a CPU without those instructions converts
+    every bf16 product, tens of times slower than fp32 (AVX2 alone: ~60x at 512 x 512)."""
+    if accelerator != "cpu" and torch.cuda.is_available():
+        return "bf16-mixed"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16-mixed" if native else "32-true"
+
+
 def compute_dtype(precision: str) -> torch.dtype:
     """The dtype matrix products run in under a Lightning precision setting ("bf16-mixed" -> bfloat16)."""
     return PRECISION_DTYPES.get(str(precision).split("-")[0], torch.float32)
@@ -31,10 +41,10 @@ def measured_matmul_flops(
     measured rather than read off a data sheet. The best of several short windows, since whatever else runs at that
     moment (a logger starting up) can only slow one down."""
     device = device or torch.device("cpu")
-    size = 2048 if device.type == "cpu" else 8192
     # Drawn from their own generator: the first run in a process measures, so drawing from the global one would
     # give that run other dropout masks than the same run later in the process (in-process sweep trials).
     generator = torch.Generator(device).manual_seed(0)
+    size = product_size(dtype, generator, seconds) if device.type == "cpu" else 8192
     a, b = (torch.randn(size, size, dtype=dtype, device=device, generator=generator) for _ in range(2))
     for _ in range(2):
         a @ b  # warm-up: thread pool, caches, kernel selection
@@ -45,6 +55,17 @@ def measured_matmul_flops(
         product[0, 0].item()  # waits for an accelerator's queued products
         best = max(best, 3 * 2 * size**3 / (time.perf_counter() - start))
     return best
+
+
+def product_size(dtype: torch.dtype, generator: torch.Generator, seconds: float, largest: int = 2048) -> int:
+    """The side of the square products a CPU is measured on: `largest`, or smaller where one product would take
+    over a tenth of the `seconds` (emulated bf16), judged from one 256 x 256 product."""
+    a, b = (torch.randn(256, 256, dtype=dtype, generator=generator) for _ in range(2))
+    a @ b
+    start = time.perf_counter()
+    a @ b
+    rate = 2 * 256**3 / max(time.perf_counter() - start, 1e-9)
+    return min(largest, max(256, int((seconds / 10 * rate / 2) ** (1 / 3))))
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
