@@ -195,3 +195,23 @@ def test_activation_checkpointing_with_memory_recomputes_whole_windows_with_the_
     assert checkpointed_layers(model.backbone.get_encoder()) == {False}  # windows are, instead
     assert checkpointed_layers(model.backbone.get_decoder()) == {True}
     torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"model_type": "mvp"}, "the mvp model's attention cannot be replaced by recall"),
+        ({"model_type": "fsmt", "langs": ["en", "de"]}, "the fsmt model's attention cannot be replaced by recall"),
+        (
+            {"model_type": "switch_transformers", "d_model": 64, "d_kv": 32, "d_ff": 128, "num_layers": 2},
+            "the switch_transformers model is a mixture of experts",
+        ),
+    ],
+)
+def test_memory_on_a_backbone_recall_cannot_reach_is_refused(config: dict, message: str, tmp_path: Path) -> None:
+    tokenizer = PretrainedTokenizer(str(save_tiny_model("bart", tmp_path / "bart"))).load()
+    small = {"d_model": 64, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2}
+    small |= {"decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "num_heads": 2}
+    memory = {"window": 32, "stride": 16, "top_k": 4}
+    with pytest.raises(ConfigError, match=f"model.memory: {message}"):
+        build_pretrained_seq2seq(tokenizer, from_config=small | config, max_source_length=64, memory=memory)

@@ -88,6 +88,11 @@ def enable_recall(backbone: PreTrainedModel, memory: MemoryConfig, position_limi
         )
     if position_limit is not None:
         memory.check_positions(position_limit, key="the model's max_position_embeddings")
+    if getattr(backbone.config, "num_experts", None):
+        raise ConfigError(
+            f"model.memory: the {backbone.config.model_type} model is a mixture of experts whose decoder takes its "
+            "encoder's routing of one whole pass, which windows do not give; use memory=none"
+        )
     marked = 0
     for name, module in backbone.named_modules():
         if name.rsplit(".", 1)[-1] in CROSS_ATTENTION_NAMES:
@@ -98,7 +103,12 @@ def enable_recall(backbone: PreTrainedModel, memory: MemoryConfig, position_limi
             f"model.memory: the {backbone.config.model_type} model has no cross-attention modules recall knows "
             f"({', '.join(CROSS_ATTENTION_NAMES)}); use memory=none"
         )
-    backbone.set_attn_implementation(ATTENTION)
+    backbone.set_attn_implementation(ATTENTION)  # a model that cannot switch only logs so, and attends in full
+    if backbone.config._attn_implementation != ATTENTION:
+        raise ConfigError(
+            f"model.memory: the {backbone.config.model_type} model's attention cannot be replaced by recall "
+            "(transformers runs its own attention code for it); use memory=none, or a BART, T5 or Marian family model"
+        )
 
 
 class BeamSharedCache(EncoderDecoderCache):
