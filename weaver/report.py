@@ -5,6 +5,8 @@ needed): the command-line overrides, the monitored validation metric over steps 
 metrics (`metrics.json`) and why a run failed (`run_info/error.txt`). Prints a table (overrides that differ between
 runs, best and final validation value, test value; the best run starred) and writes PNG plots to `<dir>/report/`:
 the validation metric against step for every run, and the best validation value against each swept hyperparameter.
+Runs that monitor different metrics (or one metric in both directions) get a table each, and plots in a sub-folder
+each, `<dir>/report/<metric>_<mode>/`: a best value is only compared with values of the same metric.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import csv
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from weaver.errors import ERROR_FILE  # noqa: E402
 @dataclass
 class RunRecord:
     path: Path
+    name: str  # the path below the reported folder: tells apart runs of different sweeps (each has a `0`, `1`, ...)
     overrides: dict[str, str]
     metric: str  # the monitored validation metric, e.g. val/bleu
     mode: str  # max or min
@@ -40,7 +44,8 @@ class RunRecord:
 
     @property
     def best(self) -> float | None:
-        values = [value for _, value in self.curve]
+        """A NaN validation (a diverged run) is no score: it must not win, and max/min with NaN is order-dependent."""
+        values = [value for _, value in self.curve if not math.isnan(value)]
         return (max if self.mode == "max" else min)(values) if values else None
 
     @property
@@ -58,13 +63,14 @@ class RunRecord:
         return "finished" if self.final else "incomplete"
 
 
-def read_run(path: Path) -> RunRecord:
+def read_run(path: Path, root: Path) -> RunRecord:
     config = OmegaConf.load(path / ".hydra" / "config.yaml")
     overrides_file = path / ".hydra" / "overrides.yaml"
     listed = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
     overrides = dict(str(item).split("=", 1) for item in listed or [] if "=" in str(item))
     monitor = config.get("monitor") or {}
-    run = RunRecord(path, overrides, str(monitor.get("metric", "val/loss")), str(monitor.get("mode", "min")))
+    name = path.relative_to(root).as_posix() if path != root else path.resolve().name
+    run = RunRecord(path, name, overrides, str(monitor.get("metric", "val/loss")), str(monitor.get("mode", "min")))
     metrics_csv = path / "csv" / "metrics.csv"
     if metrics_csv.is_file():
         with metrics_csv.open(encoding="utf-8") as file:
@@ -84,7 +90,15 @@ def read_run(path: Path) -> RunRecord:
 
 def find_runs(root: Path) -> list[RunRecord]:
     paths = sorted({config.parent.parent for config in root.rglob(".hydra/config.yaml")})
-    return [read_run(path) for path in paths if path.parent.name != "report"]
+    return [read_run(path, root) for path in paths if path.parent.name != "report"]
+
+
+def group_by_monitor(runs: list[RunRecord]) -> dict[tuple[str, str], list[RunRecord]]:
+    """Runs by (metric, mode): a best value only compares with values of the same metric, taken the same way."""
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault((run.metric, run.mode), []).append(run)
+    return groups
 
 
 def swept_keys(runs: list[RunRecord]) -> list[str]:
@@ -94,6 +108,7 @@ def swept_keys(runs: list[RunRecord]) -> list[str]:
 
 
 def best_run(runs: list[RunRecord]) -> RunRecord | None:
+    """The best of runs that monitor one metric the same way."""
     scored = [run for run in runs if run.best is not None]
     if not scored:
         return None
@@ -101,7 +116,7 @@ def best_run(runs: list[RunRecord]) -> RunRecord | None:
 
 
 def label(run: RunRecord, keys: list[str]) -> str:
-    return ", ".join(f"{key}={run.overrides.get(key, '-')}" for key in keys) or run.path.name
+    return ", ".join(f"{key}={run.overrides.get(key, '-')}" for key in keys) or run.name
 
 
 def as_number(value: str | None) -> float | None:
@@ -113,6 +128,7 @@ def as_number(value: str | None) -> float | None:
 
 
 def print_table(runs: list[RunRecord], keys: list[str], console: Console) -> None:
+    """One table for runs that monitor one metric the same way, its best run starred."""
     winner = best_run(runs)
     metric = runs[0].metric
     table = Table(title=f"{len(runs)} runs, monitored {metric} ({runs[0].mode})")
@@ -121,11 +137,11 @@ def print_table(runs: list[RunRecord], keys: list[str], console: Console) -> Non
     for run in runs:
         cells = [f"{value:.4g}" if value is not None else "-" for value in (run.best, run.last, run.test)]
         mark = "★" if run is winner else ""
-        table.add_row(mark, str(run.path.name), *[run.overrides.get(k, "-") for k in keys], *cells, run.status)
+        table.add_row(mark, run.name, *[run.overrides.get(k, "-") for k in keys], *cells, run.status)
     console.print(table)
     for run in runs:
         if run.error is not None:
-            console.print(f"Run {run.path.name} failed: {run.error}")
+            console.print(f"Run {run.name} failed: {run.error}")
     if winner is not None:
         console.print(f"Best run: {winner.path} ({label(winner, keys)})")
 
@@ -173,19 +189,38 @@ def save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def report(root: Path, console: Console | None = None) -> list[Path]:
-    """Print the table for the runs under `root` and write the plots; returns the PNG paths."""
-    console = console or Console()
-    runs = find_runs(root)
-    if not runs:
-        raise SystemExit(f"Error: no runs (folders with .hydra/config.yaml) under '{root}'.")
-    keys = swept_keys(runs)
-    print_table(runs, keys, console)
-    folder = root / "report"
-    folder.mkdir(exist_ok=True)
+def write_plots(runs: list[RunRecord], keys: list[str], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
     written = [save(curves_figure(runs, keys), folder / "curves.png")]
     for key in keys:
         written.append(save(parameter_figure(runs, key), folder / f"best_by_{key.replace('/', '_')}.png"))
+    return written
+
+
+def default_console() -> Console:
+    """A terminal keeps its width; piped or redirected output (a CI log, `> report.txt`) is as wide as the table, where
+    rich's 80 columns would cut values ("0.0021…"). `COLUMNS`, when set, still rules, as everywhere in rich."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 100_000
+    return console
+
+
+def report(root: Path, console: Console | None = None) -> list[Path]:
+    """Print a table per monitored metric for the runs under `root` and write the plots; returns the PNG paths."""
+    console = console or default_console()
+    runs = find_runs(root)
+    if not runs:
+        raise SystemExit(f"Error: no runs (folders with .hydra/config.yaml) under '{root}'.")
+    groups = group_by_monitor(runs)
+    written = []
+    for (metric, mode), group in groups.items():
+        keys = swept_keys(group)
+        print_table(group, keys, console)
+        folder = root / "report"
+        if len(groups) > 1:  # a sub-folder per metric, or each group's plots would overwrite the last one's
+            folder /= f"{metric.replace('/', '_')}_{mode}"
+        written += write_plots(group, keys, folder)
     console.print(f"Plots: {', '.join(str(p) for p in written)}")
     return written
 
