@@ -20,7 +20,7 @@ from weaver.data.collate import Seq2SeqCollator
 from weaver.data.columns import check_columns, select_pairs
 from weaver.data.dialogue import DialoguePairs
 from weaver.errors import ConfigError
-from weaver.explain.attention import reads_a_source
+from weaver.explain.attention import reads_a_source, recall_settings
 from weaver.instantiate import build_pair_builder
 from weaver.prompts import PromptTemplate
 from weaver.utils.hardware import compute_dtype
@@ -133,7 +133,7 @@ class Predictor:
 
     def memory_hint(self) -> str:
         """An encoder-decoder without memory could read the whole input with it; a decoder-only model cannot."""
-        if self.run.cfg.model.get("memory") or not reads_a_source(self.run.task.model):
+        if recall_settings(self.run.task.model) is not None or not reads_a_source(self.run.task.model):
             return ""
         return " with memory=recall (which reads any length)"
 

@@ -57,7 +57,9 @@ def test_a_group_choice_counts_even_where_it_is_the_default() -> None:
     assert changes["model.memory"] is None and changes["generation.num_beams"] == 4 and changes["seed"] == 3
     assert not {"ckpt_path", "split"} & changes.keys()
     assert "generation.max_new_tokens" not in changes  # the same in every generation option: the checkpoint's stays
-    assert chosen["model.memory"]["window"] == 256 and chosen["model.memory.top_k"] == 8
+    # Every recall setting, each replacing the checkpoint's (the default model's `memory=saved` node is a dict).
+    assert chosen["model.memory.window"] == 256 and chosen["model.memory.top_k"] == 8
+    assert chosen["model.memory.prefix_token"] is None and "model.memory.saved" not in chosen
 
 
 @pytest.mark.slow

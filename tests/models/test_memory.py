@@ -7,7 +7,7 @@ import torch
 from tests.models.test_weaver_model import TINY, VOCAB, padded_batch, tiny_model
 from tests.models.tiny_hf import fast_tokenizer
 from weaver.errors import ConfigError
-from weaver.models import IA3, LoRA, WeaverModel, build_weaver
+from weaver.models import IA3, LoRA, WeaverModel, build_weaver, load_weaver
 from weaver.models.memory import MemoryConfig, encode_in_windows, memory_from_settings, prefix_lengths, window_layout
 from weaver.models.recall import folded_recall_attention, recall_attention
 
@@ -333,3 +333,24 @@ def test_encode_in_windows_works_for_any_encoder():
     ids, mask = padded_batch([37, 20])
     memory = encode_in_windows(encode, ids, mask, MemoryConfig(window=8, stride=5))
     torch.testing.assert_close(memory[..., 0], (ids * mask).float())
+
+
+def test_a_saved_models_memory_is_kept_changed_key_by_key_or_turned_off(tmp_path):
+    tiny_model(memory={"window": 16, "stride": 8, "top_k": 4}).save_pretrained(tmp_path)
+    saved = {"saved": True}  # memory=saved, model=weaver_pretrained's default
+    assert load_weaver(str(tmp_path), memory=saved).config.memory == MemoryConfig(window=16, stride=8, top_k=4)
+    changed = load_weaver(str(tmp_path), memory={**saved, "top_k": 64}).config.memory
+    assert changed == MemoryConfig(window=16, stride=8, top_k=64)
+    assert load_weaver(str(tmp_path), memory=None).config.memory is None  # memory=none
+    assert load_weaver(str(tmp_path), memory={"window": 32, "stride": 16}).config.memory == MemoryConfig(32, 16)
+    tiny_model().save_pretrained(tmp_path / "without")
+    assert load_weaver(str(tmp_path / "without"), memory=saved).config.memory is None
+    with pytest.raises(ConfigError, match="memory=saved keeps the memory settings saved with model.init_from"):
+        build_weaver(VOCAB, memory=saved, **TINY)
+    # A marker given, even null, replaces the saved one.
+    tiny_model(memory={"window": 16, "stride": 8, "prefix_token_id": PREFIX_END}).save_pretrained(tmp_path / "prefix")
+    assert load_weaver(str(tmp_path / "prefix"), memory=saved).config.memory.prefix_token_id == PREFIX_END
+    assert (
+        load_weaver(str(tmp_path / "prefix"), memory={**saved, "prefix_token": None}).config.memory.prefix_token_id
+        is None
+    )

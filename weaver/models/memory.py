@@ -85,6 +85,11 @@ def memory_from_settings(settings: Mapping[str, Any] | None, tokenizer: Any = No
     if settings is None:
         return None
     values = dict(settings)
+    if "saved" in values:
+        raise ConfigError(
+            "memory=saved keeps the memory settings saved with model.init_from's model: it is for "
+            "model=weaver_pretrained; give memory=recall or memory=none"
+        )
     check_known_keys(values, {field.name for field in fields(MemoryConfig)} | set(MARKER_TOKENS), "model.memory")
     for name in MARKER_TOKENS:
         token = values.pop(name, None)

@@ -651,8 +651,8 @@ def load_weaver(
             model.config.vocab_size,
         )
         settings["vocab_size"] = len(tokenizer)
-    if memory is not None:
-        settings["memory"] = memory_from_settings(memory, tokenizer)
+    if memory_replaced(memory, model.config.memory):
+        settings["memory"] = memory_from_settings(saved_memory_kept(memory, model.config.memory), tokenizer)
     if dropout is not None:
         settings["dropout"] = dropout
     if copy_attention is not None:
@@ -666,6 +666,24 @@ def load_weaver(
         state.update({name: grown(value, state[name]) for name, value in weights.items() if name in state})
         model.load_state_dict(state)
     return _prepared(model.train(), activation_checkpointing, max_source_length, max_target_length)
+
+
+def memory_replaced(memory: Mapping[str, Any] | None, saved: MemoryConfig | None) -> bool:
+    """Whether `model.memory` changes the saved model's memory: `memory=none` (None) turns it off, `memory=saved`
+    (`{saved: true}`) keeps it, and any key given beside `saved` replaces that setting."""
+    if memory is None:
+        return saved is not None
+    return set(memory) != {"saved"}
+
+
+def saved_memory_kept(memory: Mapping[str, Any] | None, saved: MemoryConfig | None) -> dict[str, Any] | None:
+    """The `model.memory` settings with those `memory=saved` keeps filled in from the saved model's (a marker token
+    given, even null, replaces the saved one's id)."""
+    if memory is None:
+        return None
+    given = {key: value for key, value in memory.items() if key != "saved"}
+    kept = saved.to_dict() if saved is not None and memory.get("saved") else {}
+    return {**{k: v for k, v in kept.items() if k.removesuffix("_id") not in given}, **given}
 
 
 def grown(saved: Tensor, target: Tensor) -> Tensor:
