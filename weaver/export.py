@@ -33,6 +33,8 @@ from weaver.data.tokenizer import save_tokenizer
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
 from weaver.models import CausalLM, HFBackbone, WeaverModel, can_merge, merge_adapters, peft_model_of
+from weaver.models.memory import MemoryConfig
+from weaver.models.pretrained import position_limit
 from weaver.models.weaver import CONFIG_FILE, GENERATION_CONFIG_FILE, MODEL_TYPE
 from weaver.prompts import PromptTemplate
 
@@ -83,11 +85,15 @@ def export_checkpoint(
             model.save_pretrained(output, generation)
     if isinstance(model, HFBackbone):
         model.hf_generation_config(generation).save_pretrained(output)
+        if getattr(model, "memory", None) is not None:
+            log.warning(memory_left_out(model.memory, run.tokenizer, output))
     elif adapter_only:
         (output / GENERATION_CONFIG_FILE).write_text(json.dumps(generation.to_dict(), indent=2) + "\n")
     if isinstance(model, CausalLM):
         positions = getattr(model.backbone.config, "max_position_embeddings", None)
         save_prompt_side(run.tokenizer, run.cfg.data.get("prompt_template"), positions, output)
+    elif isinstance(model, HFBackbone):  # it warns of a longer source, where the model would fail deep inside
+        save_tokenizer(limited_to(run.tokenizer, position_limit(model.backbone.config)), output)
     else:
         save_tokenizer(run.tokenizer, output)
     share_as_umask_allows(output)
@@ -112,16 +118,37 @@ def save_prompt_side(
     adds what starts a prompt and nothing after it, pads on the left as the prompts were (a batch padded on the right
     would generate after the padding), and knows the model's positions (it warns of a longer prompt, where the
     model would fail on an index deep inside)."""
-    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer = limited_to(tokenizer, positions)
     tokenizer.padding_side = "left"
     tokenizer.init_kwargs = {**tokenizer.init_kwargs, "padding_side": "left"}  # what `save_pretrained` writes
-    if positions is not None and tokenizer.model_max_length > positions:
-        tokenizer.model_max_length = positions
-        tokenizer.init_kwargs["model_max_length"] = positions
     add_prompt_start_only(tokenizer)
     save_tokenizer(tokenizer, output)
     if template is not None:
         (output / PROMPT_TEMPLATE_FILE).write_text(template, encoding="utf-8")
+
+
+def limited_to(tokenizer: PreTrainedTokenizerBase, positions: int | None) -> PreTrainedTokenizerBase:
+    """A copy of `tokenizer` whose `model_max_length` is at most the model's `positions` (None: no limit)."""
+    tokenizer = copy.deepcopy(tokenizer)
+    if positions is not None and tokenizer.model_max_length > positions:
+        tokenizer.model_max_length = positions
+        tokenizer.init_kwargs = {**tokenizer.init_kwargs, "model_max_length": positions}  # what is saved
+    return tokenizer
+
+
+def memory_left_out(memory: MemoryConfig, tokenizer: PreTrainedTokenizerBase, output: Path) -> str:
+    """What an HF backbone's export leaves out of its plain `save_pretrained` folder: the memory it read sources
+    with, and the overrides that read them so again."""
+    settings = [f"model.memory.{key}={getattr(memory, key)}" for key in ("window", "stride", "top_k")]
+    for name in ("prefix_token", "segment_token"):
+        token_id = getattr(memory, f"{name}_id")
+        if token_id is not None:
+            settings.append(f"model.memory.{name}='{tokenizer.convert_ids_to_tokens(token_id)}'")
+    return (
+        f"The model read sources in windows with recall; {output} holds the backbone alone, which reads at most its "
+        f"positions in one pass. To read long sources as in training: model=hf_seq2seq model.name_or_path={output} "
+        f"memory=recall {' '.join(settings)}"
+    )
 
 
 def add_prompt_start_only(tokenizer: PreTrainedTokenizerBase) -> None:

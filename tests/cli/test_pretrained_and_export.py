@@ -232,6 +232,11 @@ def test_export_errors_name_the_problem(tmp_path: Path) -> None:
     result = run_cli(f"ckpt_path={tmp_path / 'missing.ckpt'}", cwd=tmp_path, script="export.py")
     assert result.returncode == 1 and "Error: output_dir is required: add output_dir=..." in result.stderr
     assert "Traceback" not in result.stderr
+    result = run_cli("ckpt_path=x.ckpt", "output_dir=out", "++model.memory.top_k=4", cwd=tmp_path, script="export.py")
+    assert (
+        result.returncode == 1
+        and "export.py takes ckpt_path, output_dir, adapter_only, weights_dtype, not model" in (result.stderr)
+    )
 
 
 @pytest.mark.slow
@@ -271,3 +276,29 @@ def test_training_with_adapters_resumes_from_its_checkpoint(tiny_data_dir: Path,
     assert objects["trainer"].global_step == 9
     frozen = [name for name, p in objects["model"].named_parameters() if not p.requires_grad]
     assert frozen and all("lora_" not in name for name in frozen)
+
+
+def test_an_hf_export_names_the_memory_it_leaves_out_and_its_tokenizer_knows_the_positions(
+    tiny_data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = save_tiny_model("bart", tmp_path / "bart")  # 128 positions
+    memory = ["model.memory.window=64", "model.memory.stride=32", "model.memory.top_k=8"]
+    cfg = hf_run_config(folder, tiny_data_dir, tmp_path, ["memory=recall", *memory, "data.max_source_length=256"])
+    train(cfg)
+    output = tmp_path / "exported"
+    with caplog.at_level("WARNING"):
+        export_checkpoint(best_checkpoint(cfg), output)
+    assert f"model=hf_seq2seq model.name_or_path={output} memory=recall {' '.join(memory)}" in caplog.text
+    exported = PretrainedTokenizer(str(output)).load()
+    assert exported.model_max_length == 128
+    # Read in windows again with the settings named, the export generates what the checkpoint does for a long source.
+    source = " ".join(TEXTS * 20)
+    batch = exported([source], return_tensors="pt", truncation=True, max_length=256)
+    assert batch["input_ids"].size(1) > 128
+    settings = {"window": 64, "stride": 32, "top_k": 8}
+    reread = build_pretrained_seq2seq(exported, str(output), max_source_length=256, memory=settings).eval()
+    run = restore_run(best_checkpoint(cfg))
+    ids, mask = batch["input_ids"], batch["attention_mask"].bool()
+    with torch.no_grad():
+        tokens = reread.generate(ids, mask, run.task.generation)
+        assert tokens.tolist() == run.task.model.generate(ids, mask, run.task.generation).tolist()
