@@ -27,7 +27,7 @@ SEARCH = [
 
 def study(cwd: Path) -> optuna.Study:
     storage = f"sqlite:///{cwd / 'multirun' / 'translation' / 'optuna.db'}"
-    return optuna.load_study(study_name="translation_optuna", storage=storage)
+    return optuna.load_study(study_name="translation_val_loss_min", storage=storage)
 
 
 @pytest.mark.slow
@@ -70,3 +70,30 @@ def test_jobs_of_one_sweep_share_a_wandb_group() -> None:
         assert group("hydra.mode=RUN", sweep) is None
     finally:
         HydraConfig.instance().cfg = None
+
+
+@pytest.mark.slow
+def test_a_trial_without_a_validation_fails_in_one_line(tiny_data_dir: Path, tmp_path: Path) -> None:
+    # debug=fast validates at step 8: a trial of 2 steps has no value to report.
+    unmeasured = [SEARCH[0], "trainer.max_steps=choice(2,3)", *SEARCH[2:], f"data.data_dir={tiny_data_dir}", *TINY]
+    failed = run_cli(*unmeasured, "hydra.sweeper.n_trials=1", cwd=tmp_path)
+    (error,) = (tmp_path / "multirun" / "translation").glob("*/*/0/run_info/error.txt")
+    assert "monitor.metric=val/loss was never measured: no validation ran" in error.read_text()
+    assert "Job 0 failed: monitor.metric=val/loss was never measured" in failed.stdout + failed.stderr
+    assert study(tmp_path).trials[0].state == optuna.trial.TrialState.FAIL
+
+
+def test_each_monitored_metric_and_direction_has_its_own_study() -> None:
+    """Another metric is another study: its values are not mixed with the stored study's, nor is its direction
+    refused by it."""
+
+    def study_name(*overrides: str) -> str:
+        register_resolvers()
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            cfg = compose("train", overrides=[SEARCH[0], *overrides], return_hydra_config=True)
+        return cfg.hydra.sweeper.study_name
+
+    assert study_name() == "translation_val_bleu_max"
+    assert study_name("monitor.metric=val/loss", "monitor.mode=min") == "translation_val_loss_min"
+    assert study_name("task=summarization") == "summarization_val_rougeL_max"

@@ -160,7 +160,21 @@ def objective(cfg: DictConfig, metrics: dict[str, float], trainer: L.Trainer) ->
     value = metrics.get(metric)
     if value is not None and not math.isfinite(value):
         raise TrainingDiverged(f"{metric} is {value}: the run diverged and has no result to report.")
+    if value is None and cfg.get("train", True):
+        unmeasured = (
+            f"monitor.metric={metric} was never measured: no validation ran in this run's "
+            f"trainer.max_steps={cfg.trainer.get('max_steps')} (trainer.val_check_interval="
+            f"{cfg.trainer.get('val_check_interval')}); lower the interval or train longer"
+        )
+        if searching():
+            raise ConfigError(f"{unmeasured}: an Optuna trial needs the value.")
+        log.warning("%s.", unmeasured)
     return value
+
+
+def searching() -> bool:
+    """Whether this job is a trial of an Optuna search (the value it returns is the trial's result)."""
+    return HydraConfig.initialized() and "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower()
 
 
 def run(cfg: DictConfig) -> float | None:
