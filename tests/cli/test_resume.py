@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from tests.helpers import LONG_TINY_RUN, announce_step, another_run_holding, start, wait_for_line
 from weaver.callbacks import FiniteModelCheckpoint
-from weaver.cli.resume import apply_resume, find_unfinished_run
-from weaver.errors import ConfigError
+from weaver.cli.resume import apply_resume, find_unfinished_run, recorded_objective
+from weaver.errors import ConfigError, TrainingDiverged
 
 
-def fake_run(folder: Path, overrides: list[str], finished: bool = False, checkpoint: bool = True) -> Path:
+def fake_run(
+    folder: Path, overrides: list[str], finished: bool = False, checkpoint: bool = True, sweep_job: bool = False
+) -> Path:
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (folder / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  mode: {'MULTIRUN' if sweep_job else 'RUN'}\n")
     if checkpoint:
         (folder / "checkpoints").mkdir()
         (folder / "checkpoints" / "last.ckpt").write_bytes(b"")
@@ -56,6 +62,75 @@ def test_a_run_whose_continuation_finished_is_not_continued_again(tmp_path: Path
     (last / "run_info").mkdir()
     (last / "run_info" / "resumed_from.txt").write_text(f"{continuation}\n")
     assert find_unfinished_run(task / "d2" / "t9", command) is None
+
+
+def resume_config(output_dir: Path) -> DictConfig:
+    return OmegaConf.create({"resume": "auto", "ckpt_path": None, "paths": {"output_dir": str(output_dir)}})
+
+
+def test_a_sweep_job_continues_its_run_from_a_sweep_of_another_day(tmp_path: Path) -> None:
+    """Sweep jobs sit one level deeper than single runs (`<date>/<time>/<job>`): a sweep stopped before midnight
+    is found after it."""
+    sweeps = tmp_path / "multirun" / "translation"
+    command = ["task=translation", "optimizer.lr=0.001"]
+    killed = fake_run(sweeps / "d1" / "t1" / "3", command, sweep_job=True)
+    current = fake_run(sweeps / "d2" / "t2" / "0", command, checkpoint=False, sweep_job=True)
+    cfg = resume_config(current)
+    assert apply_resume(cfg, [*command, "resume=auto"]) is None
+    assert cfg.ckpt_path == str(killed / "checkpoints" / "last.ckpt")
+
+
+def test_a_sweep_run_again_skips_its_finished_jobs(tmp_path: Path) -> None:
+    """Killed during job 1: run again, job 0 stands for its finished run, job 1 continues, job 2 starts."""
+    sweeps = tmp_path / "multirun" / "translation"
+    jobs = [["task=translation", f"optimizer.lr={lr}"] for lr in ("0.001", "0.002", "0.003")]
+    done = fake_run(sweeps / "d1" / "t1" / "0", jobs[0], finished=True, sweep_job=True)
+    killed = fake_run(sweeps / "d1" / "t1" / "1", jobs[1], sweep_job=True)
+    sweep = sweeps / "d2" / "t2"
+    again = [fake_run(sweep / str(n), job, checkpoint=False, sweep_job=True) for n, job in enumerate(jobs)]
+    configs = [resume_config(job_dir) for job_dir in again]
+    returned = [apply_resume(cfg, [*job, "resume=auto"]) for cfg, job in zip(configs, jobs, strict=True)]
+    assert returned == [done, None, None]
+    assert [cfg.ckpt_path for cfg in configs] == [None, str(killed / "checkpoints" / "last.ckpt"), None]
+
+
+def test_a_sweep_job_continues_a_run_interrupted_after_its_command_finished(tmp_path: Path) -> None:
+    """The newest run of a job's command decides: one interrupted after the finished one is continued."""
+    sweeps = tmp_path / "multirun" / "translation"
+    command = ["task=translation", "optimizer.lr=0.001"]
+    fake_run(sweeps / "d1" / "t1" / "0", command, finished=True, sweep_job=True)
+    killed = fake_run(sweeps / "d1" / "t2" / "0", command, sweep_job=True)
+    current = fake_run(sweeps / "d1" / "t3" / "0", command, checkpoint=False, sweep_job=True)
+    older = time.time() - 60
+    os.utime(sweeps / "d1" / "t1" / "0" / "metrics.json", (older, older))
+    cfg = resume_config(current)
+    assert apply_resume(cfg, [*command, "resume=auto"]) is None
+    assert cfg.ckpt_path == str(killed / "checkpoints" / "last.ckpt")
+
+
+def test_a_finished_single_run_is_not_skipped(tmp_path: Path) -> None:
+    """Outside a sweep, running a finished command again trains it afresh."""
+    command = ["task=translation"]
+    fake_run(tmp_path / "outputs" / "translation" / "d1" / "t1", command, finished=True)
+    current = fake_run(tmp_path / "outputs" / "translation" / "d2" / "t2", command, checkpoint=False)
+    cfg = resume_config(current)
+    assert apply_resume(cfg, [*command, "resume=auto"]) is None and cfg.ckpt_path is None
+
+
+def test_a_skipped_job_returns_the_objective_its_finished_run_returned(tmp_path: Path) -> None:
+    """The best monitored score the checkpoint callback kept, as last.ckpt holds it; else metrics.json's value."""
+    run = fake_run(tmp_path / "0", [], finished=True, checkpoint=False)
+    (run / "metrics.json").write_text(json.dumps({"metrics": {"val/bleu": 21.0, "test/bleu": 19.0}}))
+    assert recorded_objective(run, "val/bleu") == 21.0
+    (run / "checkpoints").mkdir()
+    callbacks = {
+        "FiniteModelCheckpoint{'monitor': 'val/bleu'}": {"monitor": "val/bleu", "best_model_score": torch.tensor(30.0)}
+    }
+    torch.save({"callbacks": callbacks}, run / "checkpoints" / "last.ckpt")
+    assert recorded_objective(run, "val/bleu") == 30.0
+    (run / "metrics.json").write_text(json.dumps({"metrics": {"val/loss": float("nan")}}))
+    with pytest.raises(TrainingDiverged):
+        recorded_objective(run, "val/loss")
 
 
 def test_a_continuation_keeps_the_best_score_of_the_run_it_continues(tmp_path: Path) -> None:
