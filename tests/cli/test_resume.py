@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tests.helpers import LONG_TINY_RUN, announce_step, another_run_holding, start, wait_for_line
+from tests.helpers import LONG_TINY_RUN, TINY, announce_step, another_run_holding, run_cli, start, wait_for_line
 from weaver.callbacks import FiniteModelCheckpoint
 from weaver.cli.resume import apply_resume, find_unfinished_run, recorded_objective
 from weaver.errors import ConfigError, TrainingDiverged
@@ -186,3 +186,15 @@ def test_sigterm_saves_a_loadable_checkpoint(tiny_data_dir: Path, tmp_path: Path
     (last,) = tmp_path.glob("outputs/translation/*/*/checkpoints/last.ckpt")
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] >= 3 and "weaver_config" in checkpoint
+
+
+@pytest.mark.slow
+def test_a_finished_sweep_run_again_with_resume_auto_trains_nothing(tiny_data_dir: Path, tmp_path: Path) -> None:
+    sweep = ["-m", "optimizer.lr=0.001", "debug=fast", f"data.data_dir={tiny_data_dir}", *TINY, "resume=auto"]
+    first = run_cli(*sweep, "trainer.precision=32-true", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = run_cli(*sweep, "trainer.precision=32-true", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "this job finished in" in again.stdout + again.stderr
+    jobs = sorted((tmp_path / "multirun" / "translation").glob("*/*/0"))
+    assert len(jobs) == 2 and (jobs[0] / "metrics.json").is_file() and not (jobs[1] / "checkpoints").exists()

@@ -20,7 +20,7 @@ from weaver.callbacks import RunConfigInCheckpoint
 from weaver.checkpoint_io import remove_partial_checkpoints
 from weaver.checkpoints import check_continuation, checkpoint_file
 from weaver.cli.reporting import log_hyperparameters, print_config
-from weaver.cli.resume import apply_resume
+from weaver.cli.resume import apply_resume, recorded_objective
 from weaver.cli.sweep_ranks import job_process
 from weaver.config import optuna_direction, register_resolvers
 from weaver.data.tokenizer import save_tokenizer
@@ -180,7 +180,9 @@ def searching() -> bool:
 def run(cfg: DictConfig) -> float | None:
     """`python train.py`: continue an unfinished run if `resume=auto` finds one, train, and return the objective of
     Hydra sweepers."""
-    apply_resume(cfg, list(HydraConfig.get().overrides.task))
+    finished = apply_resume(cfg, list(HydraConfig.get().overrides.task))
+    if finished is not None:  # a sweep's job whose command finished: its result, not another training
+        return recorded_objective(finished, OmegaConf.select(cfg, "monitor.metric", default=""))
     try:
         metrics, objects = train(cfg)
     except SIGTERMException:  # the preemption callback saved last.ckpt; the entry point exits with 143
