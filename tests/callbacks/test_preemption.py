@@ -38,21 +38,26 @@ class SigtermAt(L.Callback):
             trainer._signal_connector.received_sigterm = True
 
 
+def preempted_trainer(signaller: L.Callback, folder: Path, **options: object) -> L.Trainer:
+    """A bare CPU trainer with `signaller` (which signals at some batch) and the preemption callback saving to
+    `folder`."""
+    return L.Trainer(
+        accelerator="cpu",
+        callbacks=[signaller, CheckpointOnPreemption(str(folder))],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **options,
+    )
+
+
 @pytest.mark.parametrize(("signalled", "steps"), [(2, 2), (3, 2), (4, 3)])
 def test_a_sigterm_inside_an_accumulation_window_stops_after_its_optimizer_step(
     signalled: int, steps: int, tmp_path: Path
 ) -> None:
     """Two micro-batches a step: batches 2 and 3 make step 2, so a SIGTERM at batch 2 waits for batch 3."""
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=10,
-        accumulate_grad_batches=2,
-        callbacks=[SigtermAt(signalled), CheckpointOnPreemption(str(tmp_path))],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = preempted_trainer(SigtermAt(signalled), tmp_path, max_steps=10, accumulate_grad_batches=2)
     with pytest.raises(SIGTERMException):
         trainer.fit(Task(), torch.utils.data.DataLoader(torch.randn(40, 2), batch_size=2))
     checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=False)
@@ -105,16 +110,7 @@ def test_submitits_signal_saves_the_step_reached_before_submitit_requeues_the_jo
 ) -> None:
     """Before a SLURM job's time limit, submitit requeues it and exits at once: the callback stops training at the
     step's end as on SIGTERM, saves last.ckpt, then lets submitit's handler requeue and exit."""
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=10,
-        accumulate_grad_batches=2,
-        callbacks=[SignalAt(signalled), CheckpointOnPreemption(str(tmp_path))],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = preempted_trainer(SignalAt(signalled), tmp_path, max_steps=10, accumulate_grad_batches=2)
     with pytest.raises(SystemExit) as stopped:
         trainer.fit(Task(), torch.utils.data.DataLoader(torch.randn(40, 2), batch_size=2))
     assert type(stopped.value) is SystemExit and stopped.value.code == -1  # submitit's exit
@@ -123,15 +119,7 @@ def test_submitits_signal_saves_the_step_reached_before_submitit_requeues_the_jo
 
 
 def test_submitits_signal_after_training_stops_looking_for_it_still_requeues(tmp_path: Path, requeue: Requeue) -> None:
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=3,
-        callbacks=[SignalAt(None), CheckpointOnPreemption(str(tmp_path))],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = preempted_trainer(SignalAt(None), tmp_path, max_steps=3)
     with pytest.raises(SystemExit):
         trainer.fit(Task(), torch.utils.data.DataLoader(torch.randn(40, 2), batch_size=2))
     assert len(requeue.saved_steps) == 1
