@@ -324,10 +324,11 @@ class DialoguePairs:
         EOS) the tokenizer's post-processor puts around a text."""
         pieces = dict.fromkeys([prefix, *itertools.chain.from_iterable(contexts)])
         ids.update(text_ids(tokenizer, [text for text in pieces if text and text not in ids]))
-        framed = tokenizer.backend_tokenizer.encode(self.turn_separator)  # with the special tokens around it
-        separator = [id for id, sequence in zip(framed.ids, framed.sequence_ids, strict=True) if sequence == 0]
-        text_positions = [i for i, sequence in enumerate(framed.sequence_ids) if sequence == 0]
-        head, tail = framed.ids[: text_positions[0]], framed.ids[text_positions[-1] + 1 :]
+        framed = tokenizer(self.turn_separator)  # with the special tokens around it
+        framed_ids, sequences = framed["input_ids"], framed.sequence_ids()
+        separator = [id for id, sequence in zip(framed_ids, sequences, strict=True) if sequence == 0]
+        text_positions = [i for i, sequence in enumerate(sequences) if sequence == 0]
+        head, tail = framed_ids[: text_positions[0]], framed_ids[text_positions[-1] + 1 :]
         assembled = []
         for context in contexts:
             joined = [*head, *ids[prefix]] if prefix else list(head)
@@ -414,6 +415,7 @@ def count_tokens(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[i
 
 
 def text_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> dict[str, list[int]]:
-    """Each text's ids from a fast tokenizer's backend, without special tokens."""
-    encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
-    return {text: encoding.ids for text, encoding in zip(texts, encodings, strict=True)}
+    """Each text's ids, without special tokens (through the tokenizer's call, which sets its backend's padding and
+    truncation for this call: an earlier call's would otherwise still hold)."""
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    return dict(zip(texts, encoded, strict=True))
