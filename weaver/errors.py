@@ -8,6 +8,8 @@ from typing import Any
 
 # Where a failed job's run dir keeps why (its one-line message), for the sweep report.
 ERROR_FILE = "run_info/error.txt"
+# Where a sweep job that `resume=auto` found finished already names the run that stands for it, for the report.
+FINISHED_IN = "run_info/finished_in.txt"
 
 
 class WeaverError(Exception):

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from weaver.errors import ERROR_FILE  # noqa: E402
+from weaver.errors import ERROR_FILE, FINISHED_IN  # noqa: E402
 
 
 @dataclass
@@ -89,8 +89,23 @@ def read_run(path: Path, root: Path) -> RunRecord:
 
 
 def find_runs(root: Path) -> list[RunRecord]:
+    """Every run under `root`; a sweep job that `resume=auto` found finished already is read from that run, unless
+    it is under `root` too."""
     paths = sorted({config.parent.parent for config in root.rglob(".hydra/config.yaml")})
-    return [read_run(path, root) for path in paths if path.parent.name != "report"]
+    runs = []
+    for path in paths:
+        if path.parent.name == "report":
+            continue
+        finished_in = path / FINISHED_IN
+        if not finished_in.is_file():
+            runs.append(read_run(path, root))
+            continue
+        finished = Path(finished_in.read_text().strip())
+        if finished not in paths and (finished / ".hydra" / "config.yaml").is_file():
+            run = read_run(finished, finished.parent)
+            run.name = f"{read_run(path, root).name} (finished in {finished})"
+            runs.append(run)
+    return runs
 
 
 def group_by_monitor(runs: list[RunRecord]) -> dict[tuple[str, str], list[RunRecord]]:

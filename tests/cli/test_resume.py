@@ -17,6 +17,7 @@ from tests.helpers import LONG_TINY_RUN, TINY, announce_step, another_run_holdin
 from weaver.callbacks import FiniteModelCheckpoint
 from weaver.cli.resume import apply_resume, find_unfinished_run, recorded_objective
 from weaver.errors import ConfigError, TrainingDiverged
+from weaver.report import find_runs
 
 
 def fake_run(
@@ -198,3 +199,7 @@ def test_a_finished_sweep_run_again_with_resume_auto_trains_nothing(tiny_data_di
     assert "this job finished in" in again.stdout + again.stderr
     jobs = sorted((tmp_path / "multirun" / "translation").glob("*/*/0"))
     assert len(jobs) == 2 and (jobs[0] / "metrics.json").is_file() and not (jobs[1] / "checkpoints").exists()
+    # The second sweep's report shows the run that stands for its job; the task's report, that run once.
+    (skipped,) = find_runs(jobs[1].parent)
+    assert skipped.path == jobs[0] and skipped.status == "finished" and f"finished in {jobs[0]}" in skipped.name
+    assert [run.path for run in find_runs(tmp_path / "multirun" / "translation")] == [jobs[0]]

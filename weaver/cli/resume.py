@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from weaver.errors import ConfigError, TrainingDiverged
+from weaver.errors import FINISHED_IN, ConfigError, TrainingDiverged
 from weaver.utils.distributed import is_first_process
 from weaver.utils.run_lock import lock_holder
 
@@ -107,6 +107,9 @@ def apply_resume(cfg: DictConfig, overrides: list[str]) -> Path | None:
     finished = find_finished_run(output_dir, overrides) if depth == SWEEP_JOB_DEPTH else None
     if finished is not None and (run is None or last_written(finished) > last_written(run)):
         log.warning("resume=auto: this job finished in %s (its metrics.json); not training it again.", finished)
+        if is_first_process():  # where the sweep's report finds the job's result
+            (output_dir / FINISHED_IN).parent.mkdir(parents=True, exist_ok=True)
+            (output_dir / FINISHED_IN).write_text(f"{finished}\n")
         return finished
     if run is None:
         log.info("resume=auto: no unfinished run of this command found; starting afresh.")
