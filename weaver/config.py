@@ -11,7 +11,6 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from weaver.errors import WeaverError
-from weaver.utils.hardware import default_precision
 
 
 def config_dir() -> Path:
@@ -73,6 +72,15 @@ def sweep_group() -> str | None:
         return None
     sweep_dir = Path(HydraConfig.get().sweep.dir)
     return "/".join(sweep_dir.parts[-3:])
+
+
+def default_precision(accelerator: str = "auto") -> str:
+    """`${weaver.default_precision:cpu}` (`weaver.utils.hardware.default_precision`), imported when resolved: this
+    module loads before Hydra sets up logging and must not load PyTorch and Lightning then (`--help` answers without
+    them, and Lightning's loggers, loaded early, would keep their lines out of the run's log)."""
+    from weaver.utils.hardware import default_precision as precision
+
+    return precision(accelerator)
 
 
 def register_resolvers() -> None:
