@@ -5,17 +5,24 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
+import logging
 import os
 import signal
 import subprocess
 import sys
+import traceback
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
+from unittest import mock
 
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig
+
+from weaver.cli import tools
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +50,50 @@ def run_cli(
         timeout=timeout,
         input=stdin_text,
     )
+
+
+def run_cli_in_process(
+    *args: str, cwd: Path, script: str = "train.py", stdin_text: str = ""
+) -> subprocess.CompletedProcess:
+    """`run_cli` in this process: the same `main()` on the same command line, environment and working folder, with
+    its exit code, stdout and stderr, without the seconds a new process spends importing PyTorch and Lightning (for
+    commands that fail early, or load a checkpoint and score or generate). What the tool changes for its run (the
+    working folder, the environment, logging's handlers, stdin: `stdin_text`) is put back."""
+    main = getattr(tools, {"eval.py": "evaluate.py"}.get(script, script).removesuffix(".py"))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    handlers, level, saved_argv, saved_cwd = root.handlers[:], root.level, sys.argv, Path.cwd()
+    saved_env = os.environ.copy()
+    os.environ.update(user_env(cwd))
+    sys.argv = [str(ROOT / script), *args]
+    os.chdir(cwd)
+    returncode = 0
+    # Hydra configures logging for each command, and `logging.config` then closes every handler ever made: absl's
+    # would close the stream it was made with (pytest's capture). A user's process configures it once, at its start.
+    no_closing = mock.patch.object(logging, "shutdown", lambda *_: None)
+    try:
+        with (
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+            mock.patch.object(sys, "stdin", io.StringIO(stdin_text)),
+            no_closing,
+        ):
+            try:
+                main()
+            except SystemExit as exit:
+                returncode = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+            except Exception:  # as the interpreter reports what escapes `main()`
+                traceback.print_exc()
+                returncode = 1
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(sys.argv, returncode, stdout.getvalue(), stderr.getvalue())
 
 
 TINY = ["model=weaver_tiny", "tokenizer.vocab_size=400", "hardware=cpu"]

@@ -6,7 +6,6 @@ Checkpoints are read with `weights_only=True`: tensors, numbers, strings and byt
 from __future__ import annotations
 
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from weaver.callbacks.run_config import BACKBONE_CONFIG_KEY, CONFIG_KEY, TOKENIZ
 from weaver.config import config_dir, register_resolvers
 from weaver.data import Seq2SeqDataModule
 from weaver.data.tokenizer import wrap_fast
-from weaver.errors import ConfigError, require_checkpoint
+from weaver.errors import ConfigError, checkpoint_file, unreadable_checkpoint
 from weaver.instantiate import build_model, build_task
 from weaver.models import CausalLM, WeaverModel, can_merge, merge_adapters, peft_model_of
 from weaver.tasks.seq2seq import Seq2SeqTask
@@ -38,25 +37,6 @@ class RestoredRun:
     tokenizer: PreTrainedTokenizerBase
     task: Seq2SeqTask  # in eval mode, on the CPU
     data_state: dict[str, Any]  # the data module's (`Seq2SeqDataModule.load_state_dict`)
-
-
-def checkpoint_file(path: str | Path | None, key: str = "ckpt_path") -> Path:
-    """`path`, checked without reading it whole: a file, and a complete zip archive, as `torch.save` writes (a
-    truncated one lacks the directory at its end)."""
-    require_checkpoint(path, key)
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{key}='{path}' is not a file.")
-    if not zipfile.is_zipfile(path):
-        raise unreadable_checkpoint(path, key, "it is no complete zip archive")
-    return path
-
-
-def unreadable_checkpoint(path: Path, key: str, why: str) -> ConfigError:
-    return ConfigError(
-        f"{key}='{path}' is not a readable checkpoint (truncated, or not a checkpoint at all: {why}). Give a .ckpt "
-        "file from a run's checkpoints/ folder."
-    )
 
 
 def read_checkpoint(path: str | Path | None, key: str = "ckpt_path") -> dict[str, Any]:

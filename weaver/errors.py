@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 # Where a failed job's run dir keeps why (its one-line message), for the sweep report.
@@ -32,6 +34,25 @@ def require_checkpoint(path: object, key: str = "ckpt_path") -> None:
     """A checkpoint the command cannot go on without: unset, `key` is named with what to give it."""
     if not path:
         raise ConfigError(f"{key} is required: add {key}=<a .ckpt file in a run's checkpoints/> to it.")
+
+
+def checkpoint_file(path: str | Path | None, key: str = "ckpt_path") -> Path:
+    """`path`, checked without reading it whole (nor loading PyTorch): a file, and a complete zip archive, as
+    `torch.save` writes (a truncated one lacks the directory at its end)."""
+    require_checkpoint(path, key)
+    path = Path(str(path)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{key}='{path}' is not a file.")
+    if not zipfile.is_zipfile(path):
+        raise unreadable_checkpoint(path, key, "it is no complete zip archive")
+    return path
+
+
+def unreadable_checkpoint(path: Path, key: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"{key}='{path}' is not a readable checkpoint (truncated, or not a checkpoint at all: {why}). Give a .ckpt "
+        "file from a run's checkpoints/ folder."
+    )
 
 
 def call_naming_refusals(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,18 +13,19 @@ import sacrebleu
 from omegaconf import DictConfig, OmegaConf
 
 from tests.conftest import embedded_rows, tiny_run_config, write_jsonl
-from tests.helpers import best_checkpoint, run_cli
+from tests.helpers import ROOT, best_checkpoint, run_cli_in_process, user_env
 from tests.tasks.test_dialogue_task import chitchat_slice  # noqa: F401 (a fixture)
 from weaver.checkpoints import restore_run
-from weaver.cli.predict import chat, predict, read_examples
+from weaver.cli.inputs import check_predict
+from weaver.cli.predict import chat, read_examples
 from weaver.cli.train import train
 from weaver.data.dialogue import DialoguePairs
 from weaver.errors import ConfigError, DataError
 from weaver.inference import Predictor
 
 
-def predict_cli(*args: str, cwd: Path, **kwargs: object) -> tuple[list[dict], Path]:
-    result = run_cli(*args, cwd=cwd, script="predict.py", **kwargs)
+def predict_cli(*args: str, cwd: Path) -> tuple[list[dict], Path]:
+    result = run_cli_in_process(*args, cwd=cwd, script="predict.py")
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (cwd / "outputs" / "predict").glob("*/*")
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
@@ -71,7 +74,7 @@ def test_predictions_with_references_score_as_sacrebleu(translation_checkpoint: 
 
 @pytest.mark.slow
 def test_one_text_and_plain_text_files(translation_checkpoint: Path, tmp_path: Path) -> None:
-    result = run_cli(
+    result = run_cli_in_process(
         f"ckpt_path={translation_checkpoint}", "input=A library for Python", cwd=tmp_path, script="predict.py"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -82,7 +85,7 @@ def test_one_text_and_plain_text_files(translation_checkpoint: Path, tmp_path: P
         f"ckpt_path={translation_checkpoint}", f"input_file={lines}", "generation=beam4", cwd=tmp_path / "txt"
     )
     assert [r["source"] for r in rows] == ["first line", "second line"] and "reference" not in rows[0]
-    result = run_cli(
+    result = run_cli_in_process(
         f"ckpt_path={translation_checkpoint}", "input=hi", "reply_to=last_turn", cwd=tmp_path, script="predict.py"
     )
     assert result.returncode == 1 and "reply_to=last_turn needs a dialogue checkpoint" in result.stderr
@@ -92,11 +95,13 @@ def test_one_text_and_plain_text_files(translation_checkpoint: Path, tmp_path: P
 def test_a_missing_input_file_and_an_uncreatable_export_folder_are_named(
     translation_checkpoint: Path, tmp_path: Path
 ) -> None:
-    result = run_cli(f"ckpt_path={translation_checkpoint}", "input_file=none.txt", cwd=tmp_path, script="predict.py")
+    result = run_cli_in_process(
+        f"ckpt_path={translation_checkpoint}", "input_file=none.txt", cwd=tmp_path, script="predict.py"
+    )
     assert result.returncode == 1 and "Error: input_file: file not found: 'none.txt'" in result.stderr
     (tmp_path / "a_file").write_text("")
     output_dir = tmp_path / "a_file" / "model"
-    result = run_cli(
+    result = run_cli_in_process(
         f"ckpt_path={translation_checkpoint}", f"output_dir={output_dir}", cwd=tmp_path, script="export.py"
     )
     assert result.returncode == 1 and f"Error: output_dir='{output_dir}': cannot create it" in result.stderr
@@ -120,26 +125,53 @@ def test_the_run_dir_records_the_checkpoints_config_with_the_overrides(
     assert config.ckpt_path is None and "input_file" not in config  # the tool's own keys are not the run's
 
 
-def test_input_and_checkpoint_are_required(tmp_path: Path) -> None:
-    for script, args in (("predict.py", ["input=hi"]), ("eval.py", [])):
-        result = run_cli(*args, cwd=tmp_path, script=script)
-        assert result.returncode == 1 and "Error: ckpt_path is required: add ckpt_path=" in result.stderr
-        assert "Traceback" not in result.stderr
-    result = run_cli("ckpt_path=x.ckpt", cwd=tmp_path, script="predict.py")
-    assert result.returncode == 1 and "Give exactly one of input_file=<file> and input=" in result.stderr
-    result = run_cli("ckpt_path=x.ckpt", "input=hi", "batch_size=0", cwd=tmp_path, script="predict.py")
-    assert result.returncode == 1 and "batch_size must be a positive integer, got 0" in result.stderr
-    result = run_cli("ckpt_path=x.ckpt", "input=hi", "reply_to=last", cwd=tmp_path, script="predict.py")
-    assert result.returncode == 1 and "reply_to must be one of every_turn, last_turn, got 'last'" in result.stderr
-    for script in ("predict.py", "explain.py"):
-        result = run_cli("ckpt_path=x.ckpt", "input=", cwd=tmp_path, script=script)
-        assert result.returncode == 1 and 'Error: input is empty: give the text, input="<text>".' in result.stderr
+# Runs a tool script with PyTorch unimportable: what it refuses before its own module loads (and PyTorch and
+# Lightning with it) it must refuse without.
+WITHOUT_TORCH = (
+    "import runpy, sys; sys.modules['torch'] = None; sys.argv.pop(0); runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("predict.py", ["input=hi"], "ckpt_path is required: add ckpt_path="),
+        ("eval.py", [], "ckpt_path is required: add ckpt_path="),
+        ("predict.py", ["ckpt_path=x.ckpt"], "Give exactly one of input_file=<file> and input="),
+        (
+            "predict.py",
+            ["ckpt_path=x.ckpt", "input=hi", "batch_size=0"],
+            "batch_size must be a positive integer, got 0",
+        ),
+        ("predict.py", ["ckpt_path=x.ckpt", "input=hi", "reply_to=last"], "reply_to must be one of every_turn, last_"),
+        ("predict.py", ["ckpt_path=x.ckpt", "input="], 'input is empty: give the text, input="<text>".'),
+        ("explain.py", ["ckpt_path=x.ckpt", "input="], 'input is empty: give the text, input="<text>".'),
+        ("explain.py", ["ckpt_path=x.ckpt", "input=hi", "max_heatmap_tokens=0"], "max_heatmap_tokens must be a posit"),
+        ("eval.py", ["ckpt_path=x.ckpt", "split=train"], "split must be 'test' or 'validation', got 'train'."),
+        ("predict.py", ["ckpt_path=x.ckpt", "input=hi"], "ckpt_path='x.ckpt' is not a file."),
+        ("eval.py", ["ckpt_path=notes.txt"], "ckpt_path='notes.txt' is not a readable checkpoint (truncated, or not"),
+    ],
+)
+def test_the_command_line_is_refused_in_one_line_before_pytorch_loads(
+    tmp_path: Path, script: str, args: list[str], message: str
+) -> None:
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TORCH, str(ROOT / script), *args],
+        cwd=tmp_path,
+        env=user_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and f"Error: {message}" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
 
 
 def test_an_output_file_that_is_the_input_file_is_refused_before_the_checkpoint_is_read(tmp_path: Path) -> None:
     inputs = tmp_path / "inputs.jsonl"
     inputs.write_text('{"en": "a cat"}\n')
-    result = run_cli(
+    result = run_cli_in_process(
         "ckpt_path=x.ckpt", "input_file=inputs.jsonl", "output_file=inputs.jsonl", cwd=tmp_path, script="predict.py"
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -148,7 +180,7 @@ def test_an_output_file_that_is_the_input_file_is_refused_before_the_checkpoint_
     (tmp_path / "link.jsonl").symlink_to(inputs)
     for output_file in (tmp_path / "sub" / ".." / "inputs.jsonl", tmp_path / "link.jsonl"):  # other names, one file
         with pytest.raises(ConfigError, match=r"output_file='.*' is the input_file"):
-            predict(predict_config(input_file=str(inputs), output_file=str(output_file)), {})
+            check_predict(predict_config(input_file=str(inputs), output_file=str(output_file)))
     assert inputs.read_text() == '{"en": "a cat"}\n'
 
 
@@ -159,12 +191,12 @@ def predict_config(**values: object) -> DictConfig:
 
 def test_an_output_file_not_named_jsonl_and_a_chat_given_inputs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
-        predict(predict_config(input="a cat", output_file="out.csv"), {})
+        check_predict(predict_config(input="a cat", output_file="out.csv"))
     assert str(error.value) == (
         "output_file='out.csv': predictions are written as JSON lines, one record per input; name the file .jsonl."
     )
     with pytest.raises(ConfigError, match=r"^interactive=true reads the terminal: drop input_file= and input="):
-        predict(predict_config(interactive=True, input_file="chats.jsonl"), {})
+        check_predict(predict_config(interactive=True, input_file="chats.jsonl"))
 
 
 def predictor_for(builder: DialoguePairs) -> Predictor:
@@ -189,7 +221,7 @@ def test_chat_contexts_start_with_the_topic_as_in_training() -> None:
 def test_a_topic_needs_a_model_trained_with_topics(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"topic= needs a dialogue checkpoint trained with topics"):
         chat(predictor_for(DialoguePairs()), topic="Do you have any pets?")
-    result = run_cli("ckpt_path=x.ckpt", "input=hi", "topic=pets", cwd=tmp_path, script="predict.py")
+    result = run_cli_in_process("ckpt_path=x.ckpt", "input=hi", "topic=pets", cwd=tmp_path, script="predict.py")
     assert result.returncode == 1 and "topic= is for interactive=true" in result.stderr
 
 
@@ -210,7 +242,7 @@ def test_chat_and_conversation_files_keep_the_topic(chitchat_slice: Path, tmp_pa
         tmp_path,
     )
     train(cfg)
-    result = run_cli(
+    result = run_cli_in_process(
         f"ckpt_path={best_checkpoint(cfg)}",
         "interactive=true",
         "topic=Do you have any pets?",
@@ -247,7 +279,7 @@ def test_chat_and_conversation_files_keep_the_topic(chitchat_slice: Path, tmp_pa
     assert "reference" not in replies[0] and not (run_dir / "metrics.json").exists()
     # explain.py reads conversation files the same way, and says which conversation each explanation is of.
     (tmp_path / "explained").mkdir()
-    result = run_cli(
+    result = run_cli_in_process(
         f"ckpt_path={best_checkpoint(cfg)}",
         f"input_file={tmp_path / 'input.jsonl'}",
         "reply_to=last_turn",

@@ -17,7 +17,6 @@ from weaver.callbacks import ProgressBar
 from weaver.checkpoints import restore_run
 from weaver.cli.train import scalar_metrics, write_metrics
 from weaver.data import GivenTokenizer
-from weaver.errors import ConfigError
 from weaver.instantiate import build, build_trainer
 
 log = logging.getLogger(__name__)
@@ -33,9 +32,8 @@ def write_run_config(cfg: DictConfig, output_dir: Path) -> None:
 
 
 def evaluate(cfg: DictConfig, changes: dict[str, Any]) -> dict[str, float]:
-    """Score `cfg.ckpt_path` on `cfg.split`; metrics and predictions go to this run's own output dir."""
-    if cfg.split not in ("test", "validation"):
-        raise ConfigError(f"split must be 'test' or 'validation', got '{cfg.split}'.")
+    """Score `cfg.ckpt_path` on `cfg.split` (checked by `check_evaluate`); metrics and predictions go to this run's
+    own output dir."""
     output_dir = Path(cfg.paths.output_dir)
     run = restore_run(
         cfg.ckpt_path,

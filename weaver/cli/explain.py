@@ -14,8 +14,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from weaver.checkpoints import restore_run
-from weaver.cli.predict import check_inputs, read_examples
-from weaver.errors import ConfigError
+from weaver.cli.predict import read_examples
 from weaver.explain import Explainer, check_method, write_views
 from weaver.inference import Predictor
 
@@ -23,13 +22,9 @@ log = logging.getLogger(__name__)
 
 
 def explain(cfg: DictConfig, changes: dict[str, Any]) -> list[Path]:
-    """The files written, three per example."""
-    check_inputs(cfg)
+    """The files written, three per example, for the inputs `check_explain` accepted."""
     if cfg.method is not None:
         check_method(cfg.method)
-    for key in ("integration_steps", "max_gradient_source_tokens", "max_heatmap_tokens"):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}.")
     run = restore_run(cfg.ckpt_path, {**changes, "paths.cache_dir": cfg.paths.cache_dir})
     explainer = Explainer(
         run.task.model,

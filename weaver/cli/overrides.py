@@ -17,7 +17,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from weaver.cli.entry import entry_point
-from weaver.errors import require_checkpoint
+from weaver.errors import checkpoint_file, require_checkpoint
 
 _ABSENT = object()
 
@@ -116,12 +116,17 @@ def merge_changes(changed: dict[str, Any], named: dict[str, Any]) -> dict[str, A
     return {**kept, **named}
 
 
-def checkpoint_tool(config_name: str, run: Callable[[DictConfig, dict[str, Any]], Any]) -> Callable[[], None]:
+def checkpoint_tool(
+    config_name: str, run: Callable[[DictConfig, dict[str, Any]], Any], check: Callable[[DictConfig], None]
+) -> Callable[[], None]:
     """The `main()` of a tool that starts from a checkpoint: `run(cfg, changes)`, where `changes` is what the
-    command line changes (above); a missing `ckpt_path` is named before `run` is called."""
+    command line changes (above). An unset `ckpt_path`, what `check(cfg)` refuses, and a `ckpt_path` that is no
+    checkpoint file are named before `run`'s module loads."""
 
     def run_from_checkpoint(cfg: DictConfig) -> Any:
         require_checkpoint(cfg.ckpt_path)
+        check(cfg)
+        checkpoint_file(cfg.ckpt_path)
         return run(cfg, command_line_changes(HydraConfig.get().overrides.task, cfg))
 
     return entry_point(config_name, run_from_checkpoint)

@@ -25,7 +25,6 @@ from weaver.explain import Explainer, Explanation
 from weaver.inference import Example, Predictor
 
 log = logging.getLogger(__name__)
-REPLY_TO = ("every_turn", "last_turn")  # a conversation file's turns a dialogue model answers
 
 
 def read_examples(cfg: DictConfig, predictor: Predictor) -> list[Example]:
@@ -89,52 +88,8 @@ def chat(predictor: Predictor, topic: Any = None) -> None:
             print(f"> {reply}", flush=True)
 
 
-def check_inputs(cfg: DictConfig, alternative: str = "") -> None:
-    """`batch_size`, `reply_to`, and exactly one of `input_file` and `input`: checked before a checkpoint is
-    loaded."""
-    if cfg.reply_to not in REPLY_TO:
-        raise ConfigError(f"reply_to must be one of {', '.join(REPLY_TO)}, got {cfg.reply_to!r}.")
-    if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size!r}.")
-    if (cfg.input is None) == (cfg.input_file is None):
-        raise ConfigError(f'Give exactly one of input_file=<file> and input="<text>"{alternative}.')
-    if cfg.input is not None and not str(cfg.input).strip():  # a file's empty rows are skipped; this one is all
-        raise ConfigError('input is empty: give the text, input="<text>".')
-
-
-def same_file(first: str, second: str) -> bool:
-    """Whether two paths name one file: the same resolved path, or (both existing) a link to it."""
-    first_path, second_path = Path(first).expanduser(), Path(second).expanduser()
-    if first_path.resolve() == second_path.resolve():
-        return True
-    return first_path.exists() and second_path.exists() and first_path.samefile(second_path)
-
-
-def check_output_file(cfg: DictConfig) -> None:
-    """Predictions are JSON lines, and written over the input file would destroy it: both checked before the
-    checkpoint is loaded."""
-    if cfg.output_file is not None and not str(cfg.output_file).endswith(".jsonl"):
-        raise ConfigError(
-            f"output_file='{cfg.output_file}': predictions are written as JSON lines, one record per input; name the "
-            "file .jsonl."
-        )
-    if cfg.output_file is not None and cfg.input_file is not None and same_file(cfg.output_file, cfg.input_file):
-        raise ConfigError(
-            f"output_file='{cfg.output_file}' is the input_file: writing predictions would overwrite the inputs; "
-            "give another output_file."
-        )
-
-
 def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
-    if cfg.topic is not None and not cfg.interactive:
-        raise ConfigError("topic= is for interactive=true (a file's conversations bring their own topics).")
-    if cfg.interactive and (cfg.input_file is not None or cfg.input is not None):
-        raise ConfigError("interactive=true reads the terminal: drop input_file= and input=, or interactive=true.")
-    if not cfg.interactive:
-        check_inputs(cfg, " (or interactive=true)")
-        check_output_file(cfg)
-    if not isinstance(cfg.explain, bool):
-        raise ConfigError(f"explain must be true or false, got {cfg.explain!r}.")
+    """Generate for the inputs `check_predict` accepted, with the checkpoint's settings changed by `changes`."""
     output_dir = Path(cfg.paths.output_dir)
     overrides = {**changes, "paths.output_dir": str(output_dir), "paths.cache_dir": cfg.paths.cache_dir}
     run = restore_run(cfg.ckpt_path, overrides)

@@ -18,13 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from weaver.callbacks import RunConfigInCheckpoint
 from weaver.checkpoint_io import remove_partial_checkpoints
-from weaver.checkpoints import check_continuation, checkpoint_file
+from weaver.checkpoints import check_continuation
 from weaver.cli.reporting import log_hyperparameters, print_config
 from weaver.cli.resume import apply_resume, recorded_objective
 from weaver.cli.sweep_ranks import job_process
 from weaver.config import optuna_direction, register_resolvers
 from weaver.data.tokenizer import save_tokenizer
-from weaver.errors import ConfigError, TrainingDiverged
+from weaver.errors import ConfigError, TrainingDiverged, checkpoint_file
 from weaver.instantiate import build, build_model, build_named, build_task, build_tokenizer, build_trainer
 from weaver.tasks import Seq2SeqTask
 from weaver.tasks.seq2seq import check_optimizer
