@@ -12,7 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tests.conftest import FIXTURE_SIZES, SHORT_TRAINING, tiny_run_config
-from tests.helpers import best_checkpoint, run_cli
+from tests.helpers import best_checkpoint, run_cli, run_cli_in_process
 from weaver.cli.overrides import changed_values, command_line_changes, merge_changes, named_values
 from weaver.cli.train import train
 from weaver.config import config_dir, register_resolvers
@@ -86,7 +86,7 @@ def test_eval_takes_data_and_generation_overrides(train_config: DictConfig, tmp_
         "generation=greedy",
         "data.eval_batch_size=5",  # 5 batches: the run's limit of 1 would score 5 examples
     ]
-    result = run_cli(*args, cwd=tmp_path, script="eval.py")
+    result = run_cli_in_process(*args, cwd=tmp_path, script="eval.py")
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs" / "eval").glob("*/*")
     assert {"val/bleu", "val/loss"} <= set(json.loads((run_dir / "metrics.json").read_text())["metrics"])
@@ -112,13 +112,13 @@ def test_a_split_carved_from_a_changed_train_file_is_refused(tiny_data_dir: Path
     checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["Seq2SeqDataModule"]
     assert set(stored["carved_splits"]) == {"validation", "test"}
-    assert run_cli(f"ckpt_path={checkpoint}", cwd=tmp_path, script="eval.py").returncode == 0
+    assert run_cli_in_process(f"ckpt_path={checkpoint}", cwd=tmp_path, script="eval.py").returncode == 0
 
     train_file.write_text("".join(rows[20:]))
-    result = run_cli(f"ckpt_path={checkpoint}", cwd=tmp_path, script="eval.py")
+    result = run_cli_in_process(f"ckpt_path={checkpoint}", cwd=tmp_path, script="eval.py")
     assert result.returncode == 1
     assert "Error: The test split, carved from the train rows again, holds other rows than the" in result.stderr
     own_test = f"data.test_file={tiny_data_dir / 'test.jsonl'}"
     train_file.unlink()  # a file of its own is all eval.py reads, the run's train data gone or not
-    result = run_cli(f"ckpt_path={checkpoint}", own_test, cwd=tmp_path, script="eval.py")
+    result = run_cli_in_process(f"ckpt_path={checkpoint}", own_test, cwd=tmp_path, script="eval.py")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import DictConfig
 
 from tests.conftest import FIXTURE_SIZES, SHORT_TRAINING, embedded_rows, tiny_run_config, write_jsonl
-from tests.helpers import best_checkpoint, run_cli
+from tests.helpers import best_checkpoint, run_cli_in_process
 from tests.models.tiny_hf import fast_tokenizer, tiny_model
 from weaver.cli.train import train
 from weaver.errors import ConfigError
@@ -57,7 +57,7 @@ def test_the_recall_set_trains_with_memory_and_scores_longer_sources(recall_data
     assert len(predictions) == 8 and all(row["source"].count("<doc>") == 6 for row in predictions)
 
     longer = ["++data.pair_builder.eval_num_documents=20", "generation.num_beams=2"]  # a key only the run has
-    result = run_cli(f"ckpt_path={best_checkpoint(cfg)}", *longer, cwd=tmp_path, script="eval.py")
+    result = run_cli_in_process(f"ckpt_path={best_checkpoint(cfg)}", *longer, cwd=tmp_path, script="eval.py")
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs" / "eval").glob("*/*")
     rows = [json.loads(line) for line in (run_dir / "test_predictions.jsonl").open()]
@@ -65,7 +65,7 @@ def test_the_recall_set_trains_with_memory_and_scores_longer_sources(recall_data
 
     output = tmp_path / "predictions.jsonl"
     inputs = f"input_file={recall_data_dir / 'test.jsonl'}"
-    result = run_cli(
+    result = run_cli_in_process(
         f"ckpt_path={best_checkpoint(cfg)}", inputs, f"output_file={output}", cwd=tmp_path, script="predict.py"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -80,14 +80,14 @@ def test_a_model_trained_on_short_sources_reads_long_ones_with_recall_at_evaluat
     cfg = recall_config(recall_data_dir, tmp_path, "data.max_source_length=64")
     train(cfg)
     assert cfg.model.memory is None
-    too_long = run_cli(
+    too_long = run_cli_in_process(
         f"ckpt_path={best_checkpoint(cfg)}", "data.max_source_length=4096", cwd=tmp_path, script="eval.py"
     )
     assert too_long.returncode != 0
     assert "data.max_source_length=4096 exceeds model.max_positions=512" in too_long.stderr
     assert "Traceback" not in too_long.stderr
 
-    recalled = run_cli(
+    recalled = run_cli_in_process(
         f"ckpt_path={best_checkpoint(cfg)}", "data.max_source_length=4096", *MEMORY, cwd=tmp_path, script="eval.py"
     )
     assert recalled.returncode == 0, recalled.stderr[-3000:]
@@ -110,7 +110,8 @@ def test_the_relevance_losses_train_beside_the_cross_entropy_on_the_recall_set(
     trained = [p for group in objects["trainer"].optimizers[0].param_groups for p in group["params"]]
     assert any(p is probe for p in trained)
 
-    result = run_cli(f"ckpt_path={best_checkpoint(cfg)}", cwd=tmp_path, script="eval.py")  # the probe reloads
+    # The probe reloads with the checkpoint.
+    result = run_cli_in_process(f"ckpt_path={best_checkpoint(cfg)}", cwd=tmp_path, script="eval.py")
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -121,7 +122,7 @@ def test_a_relevance_loss_without_relevant_spans_below_zero_or_on_missing_heads_
     for key in ("relevance_loss_weight", "relevance_tagging_weight"):
         with pytest.raises(ConfigError, match="task.relevance_loss_weight and task.relevance_tagging_weight need"):
             train(tiny_run_config([*summaries, f"task.{key}=0.5"], tmp_path))
-    result = run_cli("task=summarization", "task.relevance_loss_weight=-1", "debug=fast", cwd=tmp_path)
+    result = run_cli_in_process("task=summarization", "task.relevance_loss_weight=-1", "debug=fast", cwd=tmp_path)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "task.relevance_loss_weight must be >= 0, got -1" in result.stderr
     weighted = [*MEMORY, "task.relevance_loss_weight=1.0"]
@@ -149,7 +150,7 @@ def test_relevance_losses_refuse_a_model_without_an_encoder(key: str) -> None:
 
 
 def test_bad_memory_settings_are_one_line_errors(tmp_path: Path) -> None:
-    result = run_cli("memory=recall", "model.memory.top_k=0", "debug=fast", cwd=tmp_path)
+    result = run_cli_in_process("memory=recall", "model.memory.top_k=0", "debug=fast", cwd=tmp_path)
     assert result.returncode != 0
     assert "model.memory.top_k must be a positive integer, got 0" in result.stderr
     assert "Traceback" not in result.stderr

@@ -10,7 +10,7 @@ import torch
 
 import weaver
 from tests.conftest import SHORT_TRAINING, embedded_rows, tiny_run_config
-from tests.helpers import best_checkpoint, run_cli
+from tests.helpers import best_checkpoint, run_cli_in_process
 from weaver.checkpoints import checkpoint_tokenizer
 from weaver.cli.train import train
 from weaver.data import PretrainedTokenizer
@@ -129,7 +129,7 @@ def test_a_task_fine_tunes_from_a_pretraining_checkpoint_with_its_weights_and_to
 def test_a_tokenizer_override_conflicting_with_the_pretrained_one_is_refused_before_reading_data(
     tokenizer: str, pretraining_checkpoint: Path, tiny_data_dir: Path, tmp_path: Path
 ) -> None:
-    result = run_cli(
+    result = run_cli_in_process(
         "model=weaver_pretrained",
         f"model.init_from={pretraining_checkpoint}",
         tokenizer,
@@ -167,7 +167,7 @@ def test_a_missing_or_foreign_pretrained_path_is_one_line_naming_the_key(
     path: str, message: str, text_file: Path, tiny_data_dir: Path, tmp_path: Path
 ) -> None:
     path, message = path.format(text=text_file), message.format(text=text_file)
-    result = run_cli(
+    result = run_cli_in_process(
         "model=weaver_pretrained", f"model.init_from={path}", f"data.data_dir={tiny_data_dir}", cwd=tmp_path
     )
     assert result.returncode != 0
@@ -180,7 +180,7 @@ def test_a_folder_holding_another_kind_of_model_is_one_line_naming_init_from(
     folder = tmp_path / "t5_folder"
     checkpoint_tokenizer(pretraining_checkpoint, "model.init_from").save_pretrained(str(folder))
     (folder / "config.json").write_text('{"model_type": "t5"}')
-    result = run_cli(
+    result = run_cli_in_process(
         "model=weaver_pretrained", f"model.init_from={folder}", f"data.data_dir={tiny_data_dir}", cwd=tmp_path
     )
     assert result.returncode != 0

@@ -17,7 +17,7 @@ from safetensors import safe_open
 from transformers import AutoModelForSeq2SeqLM
 
 from tests.conftest import SHORT_TRAINING, embedded_slice, tiny_run_config
-from tests.helpers import best_checkpoint, run_cli
+from tests.helpers import best_checkpoint, run_cli, run_cli_in_process
 from tests.models.tiny_hf import save_tiny_model
 from weaver.checkpoints import restore_run
 from weaver.cli.train import train
@@ -224,15 +224,16 @@ def test_export_keeps_to_a_new_or_empty_folder(translation_checkpoint: Path, tmp
 
 
 def test_export_errors_name_the_problem(tmp_path: Path) -> None:
-    result = run_cli(
+    result = run_cli_in_process(
         f"ckpt_path={tmp_path / 'missing.ckpt'}", f"output_dir={tmp_path}", cwd=tmp_path, script="export.py"
     )
     assert result.returncode == 1 and "missing.ckpt' is not a file" in result.stderr
     assert "Traceback" not in result.stderr
-    result = run_cli(f"ckpt_path={tmp_path / 'missing.ckpt'}", cwd=tmp_path, script="export.py")
+    result = run_cli_in_process(f"ckpt_path={tmp_path / 'missing.ckpt'}", cwd=tmp_path, script="export.py")
     assert result.returncode == 1 and "Error: output_dir is required: add output_dir=..." in result.stderr
     assert "Traceback" not in result.stderr
-    result = run_cli("ckpt_path=x.ckpt", "output_dir=out", "++model.memory.top_k=4", cwd=tmp_path, script="export.py")
+    added = ["ckpt_path=x.ckpt", "output_dir=out", "++model.memory.top_k=4"]
+    result = run_cli_in_process(*added, cwd=tmp_path, script="export.py")
     assert (
         result.returncode == 1
         and "export.py takes ckpt_path, output_dir, adapter_only, weights_dtype, not model" in (result.stderr)

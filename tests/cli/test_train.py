@@ -13,7 +13,7 @@ import yaml
 from omegaconf import DictConfig
 
 from tests.conftest import SHORT_TRAINING, tiny_run_config
-from tests.helpers import ROOT, TINY, run_cli
+from tests.helpers import ROOT, TINY, run_cli, run_cli_in_process
 from weaver.cli.train import train
 from weaver.utils import hardware
 
@@ -170,7 +170,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
     ],
 )
 def test_bad_input_gives_a_short_error(tmp_path: Path, overrides: list[str], message: str) -> None:
-    result = run_cli(*overrides, "logger=csv", cwd=tmp_path, timeout=180)
+    result = run_cli_in_process(*overrides, "logger=csv", cwd=tmp_path)
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
