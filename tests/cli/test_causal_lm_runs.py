@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.conftest import SHORT_TRAINING, embedded_slice, tiny_run_config
-from tests.helpers import best_checkpoint, run_cli
+from tests.helpers import best_checkpoint, run_cli_in_process
 from tests.models.tiny_hf import save_tiny_model
 from tests.tasks.test_dialogue_task import chitchat_slice  # noqa: F401 (a fixture)
 from weaver.checkpoints import checkpoint_weaver, restore_run
@@ -115,7 +115,7 @@ def test_a_decoder_only_model_trains_tests_predicts_and_exports(
         examples = [Example(row["source"], context=row["context"]) for row in pairs]
         if chat:  # the prompt is the chat template's rendering of the turns
             assert run.tokenizer.decode(predictor.encode(examples[:1])["input_ids"][0]).endswith("<|assistant|>")
-        chat_session = run_cli(
+        chat_session = run_cli_in_process(
             f"ckpt_path={best_checkpoint(cfg)}",
             "interactive=true",
             cwd=tmp_path,

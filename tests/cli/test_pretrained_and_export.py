@@ -17,7 +17,7 @@ from safetensors import safe_open
 from transformers import AutoModelForSeq2SeqLM
 
 from tests.conftest import SHORT_TRAINING, embedded_slice, tiny_run_config
-from tests.helpers import best_checkpoint, run_cli, run_cli_in_process
+from tests.helpers import best_checkpoint, run_cli_in_process
 from tests.models.tiny_hf import save_tiny_model
 from weaver.checkpoints import restore_run
 from weaver.cli.train import train
@@ -71,7 +71,7 @@ def fresh_process_tokens(folder: Path, kind: str) -> list[list[int]]:
 
 
 def export_cli(ckpt: Path, output: Path, tmp_path: Path, *extra: str) -> None:
-    result = run_cli(f"ckpt_path={ckpt}", f"output_dir={output}", *extra, cwd=tmp_path, script="export.py")
+    result = run_cli_in_process(f"ckpt_path={ckpt}", f"output_dir={output}", *extra, cwd=tmp_path, script="export.py")
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -257,7 +257,7 @@ def test_debug_run_on_a_local_backbone(task: str, corpus: str, model: list[str],
     (tmp_path / "data").mkdir()
     data_dir = embedded_slice(tmp_path / "data", corpus, {"train": 64, "validation": 16, "test": 16})
     args = [f"task={task}", *model, f"model.name_or_path={folder}", "debug=fast", f"data.data_dir={data_dir}"]
-    result = run_cli(*args, cwd=tmp_path)
+    result = run_cli_in_process(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs" / task).glob("*/*")
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]

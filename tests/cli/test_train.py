@@ -74,7 +74,7 @@ def test_command_line_debug_run_writes_one_output_dir(tiny_data_dir: Path, tmp_p
 
 @pytest.mark.slow
 def test_multirun_sweeps_a_model_setting(tiny_data_dir: Path, tmp_path: Path) -> None:
-    result = run_cli(
+    result = run_cli_in_process(
         "-m",
         "debug=fast",
         "model.num_encoder_layers=1,2",
@@ -100,7 +100,9 @@ def test_multirun_sweeps_a_model_setting(tiny_data_dir: Path, tmp_path: Path) ->
 def test_a_sweeps_refused_jobs_fail_in_one_line_each_and_the_report_says_why(
     tiny_data_dir: Path, tmp_path: Path
 ) -> None:
-    result = run_cli("-m", "debug=fast", "optimizer.lr=-1,-2", f"data.data_dir={tiny_data_dir}", *TINY, cwd=tmp_path)
+    result = run_cli_in_process(
+        "-m", "debug=fast", "optimizer.lr=-1,-2", f"data.data_dir={tiny_data_dir}", *TINY, cwd=tmp_path
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "Job 0 failed: optimizer: Invalid learning rate: -1 (check the values under 'optimizer')" in result.stderr
     runs = sorted((tmp_path / "multirun" / "translation").glob("*/*/[0-9]*"))

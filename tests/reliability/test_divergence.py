@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
-from tests.helpers import TINY, run_cli
+from tests.helpers import TINY, run_cli_in_process
 from weaver.callbacks import FiniteModelCheckpoint, NonFiniteLossGuard
 from weaver.cli.train import objective, train
 from weaver.errors import TrainingDiverged
@@ -106,7 +106,7 @@ def test_unguarded_a_diverged_run_scores_nan_and_a_sweep_sees_a_failed_trial(tra
 
 def test_a_diverged_command_exits_with_the_step_and_reports_no_metric(tiny_data_dir: Path, tmp_path: Path) -> None:
     args = ["optimizer.lr=1e6", "debug=fast", "trainer.max_steps=30", f"data.data_dir={tiny_data_dir}", *TINY]
-    result = run_cli(*args, cwd=tmp_path)
+    result = run_cli_in_process(*args, cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert re.search(r"^Error: Training diverged at step \d+: .*\. (No checkpoint|The last good)", result.stderr, re.M)
     assert not list(tmp_path.glob("outputs/translation/*/*/metrics.json"))

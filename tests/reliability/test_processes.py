@@ -11,13 +11,13 @@ import psutil
 import pytest
 import torch
 
-from tests.helpers import ROOT, TINY, run_cli, start, wait_for_line
+from tests.helpers import ROOT, TINY, run_cli_in_process, start, wait_for_line
 from weaver.errors import ConfigError
 from weaver.utils.hardware import check_devices
 
 
 def test_more_devices_than_cpu_cores_is_refused_before_any_process_starts(tmp_path: Path) -> None:
-    result = run_cli("trainer.devices=64", *TINY, cwd=tmp_path, timeout=120)
+    result = run_cli_in_process("trainer.devices=64", *TINY, cwd=tmp_path)
     assert result.returncode == 1
     assert "Error: trainer.devices=64, but this machine has" in result.stderr
     assert "CPU cores available to this process: set trainer.devices to at most" in result.stderr
