@@ -7,6 +7,7 @@ from weaver.callbacks.preemption import CheckpointOnPreemption
 from weaver.callbacks.progress import ProgressBar
 from weaver.callbacks.run_config import RunConfigInCheckpoint
 from weaver.callbacks.throughput import ThroughputMonitor
+from weaver.callbacks.time_limit import StopAtTimeLimitAfterValidation
 
 __all__ = [
     "CheckpointOnPreemption",
@@ -16,5 +17,6 @@ __all__ = [
     "NonFiniteLossGuard",
     "ProgressBar",
     "RunConfigInCheckpoint",
+    "StopAtTimeLimitAfterValidation",
     "ThroughputMonitor",
 ]
