@@ -36,6 +36,12 @@ def require_checkpoint(path: object, key: str = "ckpt_path") -> None:
         raise ConfigError(f"{key} is required: add {key}=<a .ckpt file in a run's checkpoints/> to it.")
 
 
+def require_positive_int(key: str, value: object) -> None:
+    """A count a config sets (`batch_size`, `model.memory.top_k`): an int of at least 1, and not a bool."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}.")
+
+
 def checkpoint_file(path: str | Path | None, key: str = "ckpt_path") -> Path:
     """`path`, checked without reading it whole (nor loading PyTorch): a file, and a complete zip archive, as
     `torch.save` writes (a truncated one lacks the directory at its end)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from weaver.errors import ConfigError
+from weaver.errors import ConfigError, require_positive_int
 
 REPLY_TO = ("every_turn", "last_turn")  # a conversation file's turns a dialogue model answers
 SPLITS = ("test", "validation")  # what eval.py scores
@@ -17,16 +17,11 @@ def check_inputs(cfg: DictConfig, alternative: str = "") -> None:
     """`batch_size`, `reply_to`, and exactly one of `input_file` and `input`."""
     if cfg.reply_to not in REPLY_TO:
         raise ConfigError(f"reply_to must be one of {', '.join(REPLY_TO)}, got {cfg.reply_to!r}.")
-    check_positive(cfg, "batch_size")
+    require_positive_int("batch_size", cfg.batch_size)
     if (cfg.input is None) == (cfg.input_file is None):
         raise ConfigError(f'Give exactly one of input_file=<file> and input="<text>"{alternative}.')
     if cfg.input is not None and not str(cfg.input).strip():  # a file's empty rows are skipped; this one is all
         raise ConfigError('input is empty: give the text, input="<text>".')
-
-
-def check_positive(cfg: DictConfig, key: str) -> None:
-    if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
-        raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}.")
 
 
 def same_file(first: str, second: str) -> bool:
@@ -69,7 +64,7 @@ def check_explain(cfg: DictConfig) -> None:
     methods live)."""
     check_inputs(cfg)
     for key in ("integration_steps", "max_gradient_source_tokens", "max_heatmap_tokens"):
-        check_positive(cfg, key)
+        require_positive_int(key, cfg[key])
 
 
 def check_evaluate(cfg: DictConfig) -> None:

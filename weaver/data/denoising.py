@@ -26,7 +26,7 @@ import numpy as np
 from datasets import Dataset, concatenate_datasets
 from transformers import PreTrainedTokenizerBase
 
-from weaver.errors import ConfigError
+from weaver.errors import ConfigError, require_positive_int
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,7 @@ class Corruption:
     logged: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.copies, bool) or not isinstance(self.copies, int) or self.copies < 1:
-            raise ConfigError(f"data.denoising.copies must be a positive integer, got {self.copies!r}.")
+        require_positive_int("data.denoising.copies", self.copies)
 
     # The option naming the tokens the objective writes.
     tokens_key = ""
@@ -246,8 +245,7 @@ class SpanCorruption(Corruption):
             raise ConfigError(f"data.denoising.noise_density must be in (0, 1), got {self.noise_density}.")
         if self.mean_span_tokens < 1:
             raise ConfigError(f"data.denoising.mean_span_tokens must be >= 1, got {self.mean_span_tokens}.")
-        if isinstance(self.num_sentinels, bool) or not isinstance(self.num_sentinels, int) or self.num_sentinels < 1:
-            raise ConfigError(f"data.denoising.num_sentinels must be a positive integer, got {self.num_sentinels!r}.")
+        require_positive_int("data.denoising.num_sentinels", self.num_sentinels)
         if "{}" not in self.sentinel_format:
             raise ConfigError(
                 f"data.denoising.sentinel_format={self.sentinel_format!r} needs '{{}}' where the span number goes."

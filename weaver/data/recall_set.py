@@ -30,7 +30,7 @@ from transformers import PreTrainedTokenizerBase
 
 from weaver.data.columns import check_columns, get_field, skip_reason
 from weaver.data.datamodule import ColumnPairs
-from weaver.errors import ConfigError, DataError
+from weaver.errors import ConfigError, DataError, require_positive_int
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,8 @@ class RecallSetPairs:
 
     def __post_init__(self) -> None:
         for name in ("num_documents", "eval_num_documents", "min_documents", "eval_max_examples"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"data.pair_builder.{name} must be a positive integer, got {value!r}")
+            if getattr(self, name) is not None:
+                require_positive_int(f"data.pair_builder.{name}", getattr(self, name))
         if (
             isinstance(self.rename_rate, bool)
             or not isinstance(self.rename_rate, int | float)

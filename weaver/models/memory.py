@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from weaver.errors import ConfigError, check_known_keys, dataclass_values
+from weaver.errors import ConfigError, check_known_keys, dataclass_values, require_positive_int
 from weaver.utils.lockstep import most_on_any_rank
 
 TRAINING_MODES = ("recall", "full")
@@ -51,9 +51,7 @@ class MemoryConfig:
 
     def __post_init__(self) -> None:
         for name in ("window", "stride", "top_k", "window_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"model.memory.{name} must be a positive integer, got {value!r}")
+            require_positive_int(f"model.memory.{name}", getattr(self, name))
         if self.stride >= self.window:
             raise ConfigError(
                 f"model.memory.stride={self.stride} must be smaller than model.memory.window={self.window}: "

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from weaver.errors import ConfigError, check_known_keys, dataclass_values
+from weaver.errors import ConfigError, check_known_keys, dataclass_values, require_positive_int
 from weaver.models.memory import MemoryConfig, prefix_lengths, token_id
 
 
@@ -34,8 +34,7 @@ class QueryMatchConfig:
     ngram: int = 2
 
     def __post_init__(self) -> None:
-        if isinstance(self.ngram, bool) or not isinstance(self.ngram, int) or self.ngram < 1:
-            raise ConfigError(f"model.query_match.ngram must be a positive integer, got {self.ngram!r}")
+        require_positive_int("model.query_match.ngram", self.ngram)
 
     def check_windows(self, memory: MemoryConfig) -> None:
         """Each window is marked on its own: one that does not start with the query marks nothing, and a token kept
