@@ -83,7 +83,7 @@ def cache_step(repeats: int, rows: int = 3200, heads: int = 4, head_dim: int = 4
 
     def weaver() -> torch.Tensor:
         cache = LayerCache(self_kv=past)
-        cache.reorder(beams, keep_cross_attention=True)
+        cache.reorder(beams)
         return cache.extend(new)
 
     def gather_then_append() -> torch.Tensor:

@@ -85,10 +85,11 @@ class Recorder:
 
     def __init__(self, model, eos_at=None, eos_bias=0.0):
         self.model, self.config, self.eos_at, self.eos_bias = model, model.config, eos_at, eos_bias
-        self.encoded_rows, self.decode_calls = [], 0
+        self.encoded_rows, self.decoded_rows, self.decode_calls = [], [], 0
 
     def encode(self, input_ids, attention_mask):
         self.encoded_rows.append(input_ids.size(0))
+        self.sources = input_ids
         return self.model.encode(input_ids, attention_mask)
 
     def new_cache(self):
@@ -96,10 +97,13 @@ class Recorder:
 
     def decode(self, decoder_input_ids, encoder_states, encoder_attention_mask, cache=None, source_ids=None):
         self.decode_calls += 1
+        self.decoded_rows.append(decoder_input_ids.size(0))
         logits = self.model.decode(decoder_input_ids, encoder_states, encoder_attention_mask, cache, source_ids)
         logits[..., EOS] += self.eos_bias
         if self.eos_at is not None:  # cache.length == number of the token being predicted
-            eos_at = torch.tensor(self.eos_at).repeat_interleave(logits.size(0) // len(self.eos_at))  # beams
+            # Which source each row decodes (finished ones leave the batch), the beams of a source together.
+            source = (source_ids[:, None] == self.sources[None]).all(-1).to(torch.uint8).argmax(1)
+            eos_at = torch.tensor(self.eos_at)[source].repeat_interleave(logits.size(0) // source.size(0))
             force = eos_at == cache.length
             logits[:, -1, EOS] = torch.where(force, 1e4, -1e4)
         return logits
@@ -163,6 +167,7 @@ def test_eos_stops_each_sequence_and_pads_after_it():
     src, mask = padded_sources([4, 4, 3])
     out = generate(recorder, src, mask, GenerationConfig(max_new_tokens=20))
     assert out.shape == (3, 5) and recorder.decode_calls == 5  # the whole loop stops when all are done
+    assert recorder.decoded_rows == [3, 2, 2, 1, 1]  # and each source leaves the batch once it has its EOS
     assert recorder.encoded_rows == [3]
     for row, eos_at in zip(out.tolist(), [3, 1, 5], strict=True):
         assert row[eos_at - 1] == EOS and EOS not in row[: eos_at - 1]
@@ -234,9 +239,33 @@ def test_beam_search_rows_do_not_interact(copy_model):
     config = GenerationConfig(max_new_tokens=9, num_beams=3)
     out = generate(recorder, src, mask, config)
     assert recorder.encoded_rows == [3]  # encoder runs once per source, not once per beam
+    assert recorder.decoded_rows[0] == 9 and recorder.decoded_rows[-1] == 3  # the sources done first left the batch
     for i, n in enumerate(mask.sum(1).tolist()):
         alone = beam_search(copy_model, src[i : i + 1, :n], mask[i : i + 1, :n], config)[0]
         assert torch.equal(alone, out[i, : len(alone)]) and (out[i, len(alone) :] == PAD).all()
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+@pytest.mark.parametrize("kind", ["copy_attention", "memory"])
+def test_sources_leaving_the_batch_keep_every_other_sources_result(kind, search):
+    """Per-source state (cross-attention keys and values, copy keys, recall over the memory) follows the sources
+    that stay in the batch as others finish: each output is the one that source gets decoded alone."""
+    memory = {"window": 4, "stride": 2, "top_k": 3} if kind == "memory" else None
+    torch.manual_seed(0)
+    model = build_weaver(50, **TINY, copy_attention=kind == "copy_attention", memory=memory).eval()
+    eos_at = [6, 2, 9, 4]
+    src, mask = padded_sources([7, 5, 9, 6])
+    config = GenerationConfig(max_new_tokens=12, num_beams=3 if search == "beam" else 1)
+    recorder = Recorder(model, eos_at=eos_at)
+    out, scores = beam_search(recorder, src, mask, config, return_scores=True)
+    assert recorder.decoded_rows[-1] < recorder.decoded_rows[0]
+    for i, n in enumerate(mask.sum(1).tolist()):
+        alone = Recorder(model, eos_at=[eos_at[i]])
+        expected, score = beam_search(alone, src[i : i + 1, :n], mask[i : i + 1, :n], config, return_scores=True)
+        assert torch.equal(out[i, : expected.size(1)], expected[0]) and (out[i, expected.size(1) :] == PAD).all()
+        torch.testing.assert_close(scores[i], score[0])
+    if search == "greedy":  # greedy search's own loop, too
+        assert torch.equal(greedy_search(Recorder(model, eos_at=eos_at), src, mask, config), out)
 
 
 # --- n-gram blocking and sampling -----------------------------------------------------------------

@@ -143,27 +143,28 @@ def test_cross_attention_cache_is_computed_once():
 
 
 @pytest.mark.parametrize("grad", [False, True])  # without a gradient the reorder gathers straight into the cache
-@pytest.mark.parametrize("keep_cross_attention", [False, True])
-def test_cache_reorder_follows_rows(keep_cross_attention, grad):
+@pytest.mark.parametrize("layout", ["one_row_per_source", "beams", "beams_of_fewer_sources"])
+def test_cache_reorder_follows_rows(layout, grad):
     model = tiny_model()
     src, mask = padded_batch([7, 3, 5])
-    if keep_cross_attention:  # beam-search layout: two copies of each source, rows only move within a source
-        src, mask, index = (
-            src.repeat_interleave(2, 0),
-            mask.repeat_interleave(2, 0),
-            torch.tensor([1, 1, 2, 3, 5, 4]),
-        )
-    else:
-        index = torch.tensor([2, 2, 0])
-    tgt = torch.randint(3, VOCAB, (src.size(0), 5))
+    rows_src, rows_mask, sources = src, mask, None
+    if layout == "one_row_per_source":
+        index = sources = torch.tensor([2, 2, 0])
+    else:  # beam-search layout: two rows per source, moving only among that source's rows
+        rows_src, rows_mask = src.repeat_interleave(2, 0), mask.repeat_interleave(2, 0)
+        index = torch.tensor([1, 1, 2, 3, 5, 4])
+        if layout == "beams_of_fewer_sources":  # the second source is finished: its rows and state leave
+            index, sources = torch.tensor([1, 1, 5, 4]), torch.tensor([0, 2])
+    tgt = torch.randint(3, VOCAB, (rows_src.size(0), 5))
     with torch.set_grad_enabled(grad):
-        states = model.encode(src, mask)
         cache = model.new_cache()
-        model.decode(tgt[:, :4], states, mask, cache)
-        cache.reorder(index, keep_cross_attention=keep_cross_attention)
-        cache.reorder(torch.arange(src.size(0)), keep_cross_attention=keep_cross_attention)  # composes with the first
-        step = model.decode(tgt[index, 4:], states[index], mask[index], cache)
-        expected = model.decode(tgt[index], states[index], mask[index])[:, 4:]
+        model.decode(tgt[:, :4], model.encode(src, mask), mask, cache)
+        cache.reorder(index, sources)
+        cache.reorder(torch.arange(index.size(0)))  # composes with the first
+        kept = src if sources is None else src[sources]
+        kept_mask = mask if sources is None else mask[sources]
+        step = model.decode(tgt[index, 4:], model.encode(kept, kept_mask), kept_mask, cache)
+        expected = model.decode(tgt[index], model.encode(rows_src[index], rows_mask[index]), rows_mask[index])[:, 4:]
     torch.testing.assert_close(step, expected, rtol=1e-5, atol=1e-5)
     assert isinstance(cache, DecoderCache)
 

@@ -1,8 +1,9 @@
 """Batched decoding for encoder-decoder models: greedy search, beam search and sampling.
 
 The code only relies on the small `Seq2SeqModel` protocol below (``encode`` once per source,
-``decode`` one step at a time with an incremental cache, ``cache.reorder`` for beam search), so it
-works for any model that exposes it, not just `WeaverModel`.
+``decode`` one step at a time with an incremental cache, ``cache.reorder`` to follow the beams and to drop the
+sources that are done), so it works for any model that exposes it, not just `WeaverModel`. A source leaves the
+batch as soon as its search is done: a batch's later steps decode only the sources still going.
 
 All functions return a LongTensor ``(batch, length)`` with the tokens generated after the decoder
 start token: EOS is included where produced and finished sequences are padded with ``pad_token_id``.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -30,9 +32,9 @@ class SpecialTokens(Protocol):
 
 
 class DecodingCache(Protocol):
-    def reorder(self, index: Tensor, keep_cross_attention: bool = False) -> None:
-        """Row i becomes old row ``index[i]``; with ``keep_cross_attention``, state that depends only on
-        the source may stay as it is (``index`` then only moves rows among copies of one source)."""
+    def reorder(self, rows: Tensor, sources: Tensor | None = None) -> None:
+        """Decoder row i becomes old row ``rows[i]``; with ``sources``, state kept once per source (computed from
+        the encoder states alone) follows them: source j's becomes old source ``sources[j]``'s."""
 
 
 class Seq2SeqModel(Protocol):
@@ -107,6 +109,29 @@ def sample(model: Seq2SeqModel, input_ids: Tensor, attention_mask: Tensor, confi
     return _decode_loop(model, input_ids, attention_mask, config, choose)
 
 
+@dataclass
+class _Sources:
+    """The sources still being decoded: their encoder states, mask and token ids, and their rows in the batch."""
+
+    states: Tensor
+    mask: Tensor
+    ids: Tensor
+    position: Tensor
+
+    def select(self, index: Tensor) -> _Sources:
+        return _Sources(self.states[index], self.mask[index], self.ids[index], self.position[index])
+
+
+def _still_decoding(done: Tensor, lockstep: bool) -> Tensor | None:
+    """The sources to decode on, or None to keep them all. A finished source leaves the batch: each further step would
+    spend on it the compute of a live one (most of a batch's steps, when one long output keeps it going). A sharded
+    rank whose sources are all done keeps one while it steps on with the others."""
+    keep = (~done).nonzero().squeeze(1)
+    if keep.numel() == 0 and lockstep:
+        keep = keep.new_zeros(1)
+    return None if keep.numel() == done.numel() else keep
+
+
 def _decode_loop(
     model: Seq2SeqModel,
     input_ids: Tensor,
@@ -116,19 +141,28 @@ def _decode_loop(
 ) -> Tensor:
     """One hypothesis per source; ``choose`` maps next-token logits (B, V) to tokens (B,)."""
     special, lockstep = model.config, sharded(model)
-    encoder_states = model.encode(input_ids, attention_mask)
+    batch = input_ids.size(0)
+    positions = torch.arange(batch, device=input_ids.device)
+    sources = _Sources(model.encode(input_ids, attention_mask), attention_mask, input_ids, positions)
     cache = model.new_cache()
-    tokens = input_ids.new_full((input_ids.size(0), 1), special.bos_token_id)
-    finished = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
+    output = input_ids.new_full((batch, config.max_new_tokens), special.pad_token_id)
+    tokens = input_ids.new_full((batch, 1), special.bos_token_id)
+    finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     for step in range(config.max_new_tokens):
-        logits = model.decode(tokens[:, -1:], encoder_states, attention_mask, cache, input_ids)[:, -1].float()
+        logits = model.decode(tokens[:, -1:], sources.states, sources.mask, cache, sources.ids)[:, -1].float()
         _ban_tokens_(logits, tokens, step, config, special.eos_token_id)
         next_tokens = choose(logits).masked_fill(finished, special.pad_token_id)
         tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
         finished |= next_tokens == special.eos_token_id
         if all_done(bool(finished.all()), lockstep, input_ids.device):
             break
-    return tokens[:, 1:]
+        keep = _still_decoding(finished, lockstep)
+        if keep is not None:
+            output[sources.position, : step + 1] = tokens[:, 1:]
+            tokens, finished, sources = tokens[keep], finished[keep], sources.select(keep)
+            cache.reorder(keep, sources=keep)
+    output[sources.position, : tokens.size(1) - 1] = tokens[:, 1:]
+    return output[:, : tokens.size(1) - 1]
 
 
 @_inference
@@ -151,28 +185,33 @@ def beam_search(
     special, beams, penalty = model.config, config.num_beams, config.length_penalty
     normalised, lockstep = getattr(model, "decodes_log_probs", False), sharded(model)
     batch, device = input_ids.size(0), input_ids.device
-    encoder_states = model.encode(input_ids, attention_mask)  # one row per source, shared by its beams
+    positions = torch.arange(batch, device=device)
+    # One row per source, shared by its beams: the encoder runs once per source, not once per beam.
+    sources = _Sources(model.encode(input_ids, attention_mask), attention_mask, input_ids, positions)
     cache = model.new_cache()
+    best = input_ids.new_full((batch, config.max_new_tokens), special.pad_token_id)  # each source's result
+    best_len = torch.zeros(batch, dtype=torch.long, device=device)
+    best_score = torch.full((batch,), NEG_INF, device=device)
+    # The sources still searching, a row each (their beams `beams` consecutive rows of `tokens`):
     tokens = input_ids.new_full((batch * beams, 1), special.bos_token_id)
     beam_scores = torch.full((batch, beams), NEG_INF, device=device)
     beam_scores[:, 0] = 0.0  # all beams start identical: expand only the first one at step 0
     finished_scores = torch.full((batch, beams), NEG_INF, device=device)  # best finished, descending
-    best = input_ids.new_full((batch, config.max_new_tokens), special.pad_token_id)  # best hypothesis
-    best_len = torch.zeros(batch, dtype=torch.long, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
-    row_offset = torch.arange(batch, device=device)[:, None] * beams
+    beam_index = torch.arange(beams, device=device)
     eos_column = input_ids.new_full((batch, 1), special.eos_token_id)
 
     for step in range(config.max_new_tokens):
-        length = step + 1
-        logprobs = model.decode(tokens[:, -1:], encoder_states, attention_mask, cache, input_ids)[:, -1]
+        length, searching = step + 1, beam_scores.size(0)
+        logprobs = model.decode(tokens[:, -1:], sources.states, sources.mask, cache, sources.ids)[:, -1]
         if not normalised:
             logprobs = logprobs.log_softmax(-1, dtype=torch.float32)  # upcast and normalise in one pass over (N, V)
         _ban_tokens_(logprobs, tokens, step, config, special.eos_token_id)
         vocab = logprobs.size(-1)
-        flat_scores = logprobs.add_(beam_scores.view(-1, 1)).view(batch, beams * vocab)
+        flat_scores = logprobs.add_(beam_scores.view(-1, 1)).view(searching, beams * vocab)
         scores, flat = flat_scores.topk(2 * beams, dim=1)  # >= beams of them are not EOS
-        rows, next_tokens = row_offset + flat // vocab, flat % vocab
+        rows = torch.arange(searching, device=device)[:, None] * beams + flat // vocab
+        next_tokens = flat % vocab
 
         # EOS candidates ranked within the top `beams` become finished hypotheses.
         is_eos = next_tokens == special.eos_token_id
@@ -180,31 +219,41 @@ def beam_search(
         eos_scores[:, beams:] = NEG_INF
         candidate_score, candidate = eos_scores.max(dim=1)
         improved = candidate_score > finished_scores[:, 0]
-        hypothesis = torch.cat([tokens[rows.gather(1, candidate[:, None]).squeeze(1), 1:], eos_column], 1)
-        best[:, :length] = torch.where(improved[:, None], hypothesis, best[:, :length])
-        best_len = torch.where(improved, length, best_len)
+        hypothesis = torch.cat([tokens[rows.gather(1, candidate[:, None]).squeeze(1), 1:], eos_column[:searching]], 1)
+        at = sources.position
+        best[at, :length] = torch.where(improved[:, None], hypothesis, best[at, :length])
+        best_len[at] = torch.where(improved, length, best_len[at])
         finished_scores = torch.cat([finished_scores, eos_scores], 1).topk(beams, dim=1).values
+        best_score[at] = finished_scores[:, 0]
 
         # The best `beams` non-EOS candidates stay live (stable sort keeps the score order).
         keep = torch.argsort(is_eos.to(torch.uint8), dim=1, stable=True)[:, :beams]
         beam_scores = scores.gather(1, keep)
         rows = rows.gather(1, keep).view(-1)
         tokens = torch.cat([tokens[rows], next_tokens.gather(1, keep).view(-1, 1)], dim=1)
-        cache.reorder(rows, keep_cross_attention=True)  # rows stay within their source's beams
 
         worst_finished = finished_scores[:, -1]
         done |= worst_finished.isfinite() & (worst_finished >= beam_scores.max(1).values / length**penalty)
         if all_done(bool(done.all()), lockstep, device):
             break
+        still = _still_decoding(done, lockstep)
+        if still is not None:  # the rows of the sources still searching, in order
+            still_rows = (still[:, None] * beams + beam_index).view(-1)
+            tokens, rows = tokens[still_rows], rows[still_rows]
+            beam_scores, finished_scores, done = beam_scores[still], finished_scores[still], done[still]
+            sources = sources.select(still)
+        cache.reorder(rows, sources=still)  # the beams' moves stay within their source: its own state follows it
 
     # Sources still searching at max_new_tokens may prefer their best live (unfinished) beam.
     live_score, live = (beam_scores / length**penalty).max(dim=1)
     use_live = ~done & (live_score > finished_scores[:, 0])
-    live_tokens = tokens.view(batch, beams, -1)[torch.arange(batch, device=device), live, 1:]
-    best[:, :length] = torch.where(use_live[:, None], live_tokens, best[:, :length])
-    best_len = torch.where(use_live, length, best_len)
+    live_tokens = tokens.view(-1, beams, tokens.size(1))[torch.arange(live.size(0), device=device), live, 1:]
+    at = sources.position
+    best[at, :length] = torch.where(use_live[:, None], live_tokens, best[at, :length])
+    best_len[at] = torch.where(use_live, length, best_len[at])
+    best_score[at] = torch.where(use_live, live_score, finished_scores[:, 0])
     tokens = best[:, : int(best_len.max())]
-    return (tokens, torch.where(use_live, live_score, finished_scores[:, 0])) if return_scores else tokens
+    return (tokens, best_score) if return_scores else tokens
 
 
 def sharded(model: Seq2SeqModel) -> bool:

@@ -141,12 +141,12 @@ class LayerCache:
         self.self_kv, self.pending_rows = extended, None
         return extended
 
-    def reorder(self, index: Tensor, keep_cross_attention: bool) -> None:
+    def reorder(self, rows: Tensor, sources: Tensor | None = None) -> None:
         if self.self_kv is not None:
             pending = self.pending_rows
-            self.pending_rows = index if pending is None else pending.index_select(0, index)
-        if self.cross_kv is not None and not keep_cross_attention:
-            self.cross_kv = (self.cross_kv[0].index_select(0, index), self.cross_kv[1].index_select(0, index))
+            self.pending_rows = rows if pending is None else pending.index_select(0, rows)
+        if self.cross_kv is not None and sources is not None:
+            self.cross_kv = (self.cross_kv[0].index_select(0, sources), self.cross_kv[1].index_select(0, sources))
 
 
 @dataclass
@@ -166,16 +166,14 @@ class DecoderCache:
         kv = self.layers[0].self_kv if self.layers else None
         return 0 if kv is None else kv.size(3)
 
-    def reorder(self, index: Tensor, keep_cross_attention: bool = False) -> None:
-        """Row i becomes old row ``index[i]`` (beam search: follow the surviving beams).
-
-        ``keep_cross_attention=True`` when ``index`` only moves rows among copies of the same source (as
-        beam search does): their cross-attention keys/values are identical, so they need no copy.
-        """
+    def reorder(self, rows: Tensor, sources: Tensor | None = None) -> None:
+        """Decoder row i becomes old row ``rows[i]`` (beam search: follow the surviving beams; any search: drop the
+        finished sources), and with ``sources``, source j's state (cross-attention keys/values, copy keys, kept once
+        per source, not per beam) becomes old source ``sources[j]``'s."""
         for layer in self.layers:
-            layer.reorder(index, keep_cross_attention)
-        if self.copy_keys is not None and not keep_cross_attention:
-            self.copy_keys = self.copy_keys.index_select(0, index)
+            layer.reorder(rows, sources)
+        if self.copy_keys is not None and sources is not None:
+            self.copy_keys = self.copy_keys.index_select(0, sources)
 
 
 def _split_heads(x: Tensor, num_heads: int) -> Tensor:  # (B, T, D) -> (B, H, T, D/H)
