@@ -63,7 +63,8 @@ def measure(ckpt_path: str, batches: int) -> dict:
 
 def worktree(revision: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="weaver-baseline-")) / "tree"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder), revision], check=True)
+    command = ["git", "-C", str(ROOT), "worktree", "add", "--quiet", "--detach", str(folder), revision]
+    subprocess.run(command, check=True)
     return folder
 
 

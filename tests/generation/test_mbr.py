@@ -59,7 +59,7 @@ class RowModel(torch.nn.Module):
 
     def generate(self, input_ids, attention_mask, generation_config):
         self.seen = input_ids.clone()
-        return torch.arange(input_ids.size(0))[:, None]
+        return torch.arange(input_ids.size(0) * generation_config.outputs_per_source)[:, None]
 
 
 class IndexTokenizer:
@@ -83,6 +83,6 @@ def test_task_draws_samples_per_source_and_returns_each_sources_mbr_choice() -> 
     )
     batch = {"input_ids": torch.tensor([[5, 2], [7, 2]]), "attention_mask": torch.ones(2, 2, dtype=torch.long)}
     texts = task.generate_texts(batch)
-    assert model.seen[:, 0].tolist() == [5, 5, 5, 7, 7, 7]  # each source's samples side by side
+    assert model.seen[:, 0].tolist() == [5, 7]  # each source once: the model draws its samples side by side
     scorer = UTILITIES["bleu"]()
     assert texts == [mbr_select(first, scorer), mbr_select(second, scorer)]

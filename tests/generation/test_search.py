@@ -1,5 +1,7 @@
 """Decoding: greedy / beam / sampling over the `Seq2SeqModel` protocol, and `GenerationConfig` checks."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -308,6 +310,26 @@ def test_sampling_is_reproducible_with_a_seed():
     assert torch.equal(run(3, top_k=1), greedy)
     assert torch.equal(run(4, top_p=1e-6), greedy)
     assert torch.equal(run(5, temperature=1e-4), greedy)
+
+
+def test_mbr_samples_of_a_source_share_one_encoding():
+    """MBR's samples of each source come side by side from one encoding of it: as drawn from the source repeated
+    (nothing finishes early here, so both draw the same random numbers in the same order), and a source leaves the
+    batch only once all its samples have their EOS."""
+    src, mask = padded_sources([6, 2, 4])
+    config = GenerationConfig(max_new_tokens=6, do_sample=True, seed=0, mbr_num_samples=3)
+    recorder = Recorder(random_model(), eos_at=[99, 99, 99])
+    out = generate(recorder, src, mask, config)
+    assert recorder.encoded_rows == [3]
+    repeated = Recorder(random_model(), eos_at=[99] * 9)
+    expected = generate(
+        repeated, src.repeat_interleave(3, 0), mask.repeat_interleave(3, 0), replace(config, mbr_num_samples=0)
+    )
+    assert torch.equal(out, expected) and not torch.equal(out[0], out[1])
+    ending = Recorder(random_model(), eos_at=[2, 4, 3])
+    out = generate(ending, src, mask, config)
+    assert ending.decoded_rows == [9, 9, 6, 3] and out.shape == (9, 4)
+    assert (out[:3, 1] == EOS).all() and (out[:3, 2:] == PAD).all()
 
 
 def test_sampling_stops_at_eos():

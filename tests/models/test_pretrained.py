@@ -133,7 +133,10 @@ def test_recall_covering_the_memory_equals_the_backbone_in_one_pass(family_dir: 
         )
 
 
-def test_a_sources_beams_share_its_memory(family_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("settings", [{"num_beams": 3}, {"do_sample": True, "seed": 0, "mbr_num_samples": 3}])
+def test_a_sources_beams_or_samples_share_its_memory(
+    family_dir: Path, settings: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     recalling, tokenizer = load(family_dir, memory={"window": 32, "stride": 16, "top_k": 8}, max_source_length=64)
     memory_rows = []
     recall = hf_memory.recall_attention
@@ -143,8 +146,24 @@ def test_a_sources_beams_share_its_memory(family_dir: Path, monkeypatch: pytest.
         return recall(query, key, *args, **kwargs)
 
     monkeypatch.setattr(hf_memory, "recall_attention", recording)
-    recalling.generate(**long_batch(tokenizer), generation_config=GenerationConfig(max_new_tokens=4, num_beams=3))
-    assert memory_rows and set(memory_rows) == {2}  # one row of keys and values per source, not per beam
+    config = GenerationConfig(max_new_tokens=4, **settings)
+    output = recalling.generate(**long_batch(tokenizer), generation_config=config)
+    assert output.size(0) == 2 * config.outputs_per_source  # MBR's samples, side by side
+    assert memory_rows and set(memory_rows) == {2}  # one row of keys and values per source, not per beam or sample
+
+
+def test_mbr_samples_come_from_one_encoding_of_each_source(family_dir: Path) -> None:
+    model, tokenizer = load(family_dir)
+    encoded_rows = []
+    encoder = model.backbone.get_encoder()
+    handle = encoder.register_forward_hook(
+        lambda module, args, kwargs, output: encoded_rows.append(len(output[0])), with_kwargs=True
+    )
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    config = GenerationConfig(max_new_tokens=5, do_sample=True, seed=0, mbr_num_samples=4)
+    output = model.generate(batch["input_ids"], batch["attention_mask"].bool(), config)
+    handle.remove()
+    assert encoded_rows == [2] and output.size(0) == 8
 
 
 def test_generating_with_memory_encodes_the_windows_without_autograd(family_dir: Path) -> None:

@@ -71,6 +71,11 @@ class GenerationConfig:
             if not ok:
                 raise ConfigError(f"generation.{name} {rule}, got {getattr(self, name)!r}")
 
+    @property
+    def outputs_per_source(self) -> int:
+        """How many outputs `generate` returns per source, side by side: the samples MBR chooses among, else one."""
+        return self.mbr_num_samples or 1
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

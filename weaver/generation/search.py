@@ -6,7 +6,9 @@ sources that are done), so it works for any model that exposes it, not just `Wea
 batch as soon as its search is done: a batch's later steps decode only the sources still going.
 
 All functions return a LongTensor ``(batch, length)`` with the tokens generated after the decoder
-start token: EOS is included where produced and finished sequences are padded with ``pad_token_id``.
+start token: EOS is included where produced and finished sequences are padded with ``pad_token_id``. Sampling for
+minimum Bayes risk decoding returns ``config.outputs_per_source`` consecutive rows per source, drawn from one
+encoding of it.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def sample(model: Seq2SeqModel, input_ids: Tensor, attention_mask: Tensor, confi
         probs = filter_logits(logits / config.temperature, config.top_k, config.top_p).softmax(-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
-    return _decode_loop(model, input_ids, attention_mask, config, choose)
+    return _decode_loop(model, input_ids, attention_mask, config, choose, config.outputs_per_source)
 
 
 @dataclass
@@ -120,6 +122,11 @@ class _Sources:
 
     def select(self, index: Tensor) -> _Sources:
         return _Sources(self.states[index], self.mask[index], self.ids[index], self.position[index])
+
+
+def _rows(sources: Tensor, per_source: int) -> Tensor:
+    """The decoder rows of ``sources`` where each source has ``per_source`` consecutive rows (beams, samples)."""
+    return (sources[:, None] * per_source + torch.arange(per_source, device=sources.device)).view(-1)
 
 
 def _still_decoding(done: Tensor, lockstep: bool) -> Tensor | None:
@@ -138,16 +145,18 @@ def _decode_loop(
     attention_mask: Tensor,
     config: GenerationConfig,
     choose: Callable[[Tensor], Tensor],
+    per_source: int = 1,
 ) -> Tensor:
-    """One hypothesis per source; ``choose`` maps next-token logits (B, V) to tokens (B,)."""
+    """``per_source`` hypotheses per source, reading one encoding of it; ``choose`` maps next-token logits (N, V)
+    to tokens (N,)."""
     special, lockstep = model.config, sharded(model)
     batch = input_ids.size(0)
     positions = torch.arange(batch, device=input_ids.device)
     sources = _Sources(model.encode(input_ids, attention_mask), attention_mask, input_ids, positions)
     cache = model.new_cache()
-    output = input_ids.new_full((batch, config.max_new_tokens), special.pad_token_id)
-    tokens = input_ids.new_full((batch, 1), special.bos_token_id)
-    finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    output = input_ids.new_full((batch * per_source, config.max_new_tokens), special.pad_token_id)
+    tokens = input_ids.new_full((batch * per_source, 1), special.bos_token_id)
+    finished = torch.zeros(batch * per_source, dtype=torch.bool, device=input_ids.device)
     for step in range(config.max_new_tokens):
         logits = model.decode(tokens[:, -1:], sources.states, sources.mask, cache, sources.ids)[:, -1].float()
         _ban_tokens_(logits, tokens, step, config, special.eos_token_id)
@@ -156,12 +165,13 @@ def _decode_loop(
         finished |= next_tokens == special.eos_token_id
         if all_done(bool(finished.all()), lockstep, input_ids.device):
             break
-        keep = _still_decoding(finished, lockstep)
+        keep = _still_decoding(finished.view(-1, per_source).all(1), lockstep)
         if keep is not None:
-            output[sources.position, : step + 1] = tokens[:, 1:]
-            tokens, finished, sources = tokens[keep], finished[keep], sources.select(keep)
-            cache.reorder(keep, sources=keep)
-    output[sources.position, : tokens.size(1) - 1] = tokens[:, 1:]
+            output[_rows(sources.position, per_source), : step + 1] = tokens[:, 1:]
+            rows = _rows(keep, per_source)
+            tokens, finished, sources = tokens[rows], finished[rows], sources.select(keep)
+            cache.reorder(rows, sources=keep)
+    output[_rows(sources.position, per_source), : tokens.size(1) - 1] = tokens[:, 1:]
     return output[:, : tokens.size(1) - 1]
 
 
@@ -198,7 +208,6 @@ def beam_search(
     beam_scores[:, 0] = 0.0  # all beams start identical: expand only the first one at step 0
     finished_scores = torch.full((batch, beams), NEG_INF, device=device)  # best finished, descending
     done = torch.zeros(batch, dtype=torch.bool, device=device)
-    beam_index = torch.arange(beams, device=device)
     eos_column = input_ids.new_full((batch, 1), special.eos_token_id)
 
     for step in range(config.max_new_tokens):
@@ -238,7 +247,7 @@ def beam_search(
             break
         still = _still_decoding(done, lockstep)
         if still is not None:  # the rows of the sources still searching, in order
-            still_rows = (still[:, None] * beams + beam_index).view(-1)
+            still_rows = _rows(still, beams)
             tokens, rows = tokens[still_rows], rows[still_rows]
             beam_scores, finished_scores, done = beam_scores[still], finished_scores[still], done[still]
             sources = sources.select(still)

@@ -76,6 +76,7 @@ class HFBackbone(nn.Module):
         on top."""
         hf_config = copy.deepcopy(self.backbone.generation_config)
         updates: dict[str, Any] = {key: getattr(config, key) for key in SHARED_GENERATION_KEYS}
+        updates["num_return_sequences"] = config.outputs_per_source
         if not config.do_sample:  # sampling-only knobs would make HF warn on every call
             updates.update(top_k=None, top_p=None, temperature=None)
         hf_config.update(**updates, **model_settings)

@@ -517,7 +517,8 @@ class WeaverModel(nn.Module):
         generation_config: GenerationConfig | None = None,
         **overrides: Any,
     ) -> Tensor:
-        """Generated tokens (B, L) after the start token, EOS included, padded after EOS.
+        """Generated tokens (B, L) after the start token, EOS included, padded after EOS; with
+        ``mbr_num_samples``, that many consecutive rows per source (B * samples, L), MBR's candidates.
 
         ``overrides`` replace fields of ``generation_config``, e.g. ``model.generate(x, m, num_beams=4)``.
         The caller chooses train/eval mode (dropout stays active in train mode).

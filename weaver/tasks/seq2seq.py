@@ -94,7 +94,8 @@ def checked_relevance_heads(relevance_heads: Sequence[int] | None, relevance_los
 
 class Seq2SeqTask(LightningModule):
     """Wraps a model that has `forward(input_ids, attention_mask, decoder_input_ids) -> logits`,
-    `generate(input_ids, attention_mask, generation_config) -> token ids` and `decoder_start_token_id`."""
+    `generate(input_ids, attention_mask, generation_config) -> token ids` (`generation_config.outputs_per_source`
+    rows per source) and `decoder_start_token_id`."""
 
     # What `score` returns, each logged as val/<name> and test/<name> beside the loss and perplexity.
     metric_names: tuple[str, ...] = ()
@@ -166,14 +167,8 @@ class Seq2SeqTask(LightningModule):
     def generate_texts(self, batch: dict[str, Any]) -> list[str]:
         """One output per source; with `generation.mbr_num_samples`, the minimum-Bayes-risk choice among as many
         samples of it."""
-        samples = self.generation.mbr_num_samples or 1
-        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-        if samples > 1:
-            input_ids, attention_mask = (
-                input_ids.repeat_interleave(samples, 0),
-                attention_mask.repeat_interleave(samples, 0),
-            )
-        tokens = self.model.generate(input_ids, attention_mask, self.generation)
+        samples = self.generation.outputs_per_source  # side by side, from one encoding of each source
+        tokens = self.model.generate(batch["input_ids"], batch["attention_mask"], self.generation)
         texts = [text.strip() for text in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
         if samples == 1:
             return texts
