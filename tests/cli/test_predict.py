@@ -150,6 +150,8 @@ WITHOUT_TORCH = (
         ("eval.py", ["ckpt_path=x.ckpt", "split=train"], "split must be 'test' or 'validation', got 'train'."),
         ("predict.py", ["ckpt_path=x.ckpt", "input=hi"], "ckpt_path='x.ckpt' is not a file."),
         ("eval.py", ["ckpt_path=notes.txt"], "ckpt_path='notes.txt' is not a readable checkpoint (truncated, or not"),
+        ("train.py", ["ckpt_path=x.ckpt"], "ckpt_path='x.ckpt' is not a file."),
+        ("train.py", ["train=false", "ckpt_path=notes.txt"], "ckpt_path='notes.txt' is not a readable checkpoint"),
     ],
 )
 def test_the_command_line_is_refused_in_one_line_before_pytorch_loads(
