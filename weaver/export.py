@@ -10,6 +10,7 @@ folder that names its base model; virtual tokens (prefix and prompt tuning) are 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -60,7 +61,7 @@ def export_checkpoint(
             "earlier export is read as part of this one."
         )
     run = restore_run(ckpt_path)
-    model, generation = run.task.model, run.task.generation
+    model, generation = run.task.model, exported_generation(run.task.generation)
     base = run.cfg.model.get("init_from") or run.cfg.model.get("name_or_path")
     if not adapter_only and peft_model_of(model) is not None and not can_merge(model):
         log.info("Virtual-token adapters cannot be merged into the weights: exporting the adapters alone.")
@@ -195,6 +196,19 @@ def check_adapters_exportable(model: nn.Module, base: str | None) -> None:
             "adapter_only=true needs a pretrained base to apply the adapters to; this model was trained from "
             "scratch, so export it whole (adapter_only=false)."
         )
+
+
+def exported_generation(generation: GenerationConfig) -> GenerationConfig:
+    """The run's decoding settings for the exported model's `generate`, which returns one output per source: minimum
+    Bayes risk's choice among samples is the task's (it scores them against each other as text), so the exported
+    model draws one sample."""
+    if generation.mbr_num_samples:
+        log.info(
+            "generation.mbr_num_samples=%d: the exported model's generate draws one sample per source (minimum Bayes "
+            "risk's choice among samples is made by predict.py and eval.py, from the checkpoint).",
+            generation.mbr_num_samples,
+        )
+    return dataclasses.replace(generation, mbr_num_samples=0)
 
 
 def save_adapters(model: nn.Module, output: Path, base: str) -> None:

@@ -23,7 +23,8 @@ from weaver.checkpoints import restore_run
 from weaver.cli.train import train
 from weaver.data import PretrainedTokenizer
 from weaver.errors import ConfigError
-from weaver.export import export_checkpoint, from_pretrained
+from weaver.export import export_checkpoint, exported_generation, from_pretrained
+from weaver.generation import GenerationConfig
 from weaver.models import LoRA, PretrainedSeq2Seq, build_pretrained_seq2seq, build_weaver
 
 TEXTS = ["The package provides a command line tool.", "Documentation files", "A library for Python 3"]
@@ -210,6 +211,12 @@ def test_adapters_whose_base_model_has_moved_name_the_base_path(tiny_data_dir: P
         f"'{output}' holds adapters whose base model (base_model_name_or_path in adapter_config.json) is not a "
         f"folder here: '{folder}'. Restore that folder, or set base_model_name_or_path to where the base model is now"
     )
+
+
+def test_an_exported_model_draws_one_sample_where_the_run_chose_among_several() -> None:
+    run_settings = GenerationConfig(do_sample=True, top_p=0.9, seed=1234, mbr_num_samples=8)
+    exported = exported_generation(run_settings)
+    assert exported.outputs_per_source == 1 and exported.do_sample and exported.top_p == 0.9 and exported.seed == 1234
 
 
 def test_export_keeps_to_a_new_or_empty_folder(translation_checkpoint: Path, tmp_path: Path) -> None:
