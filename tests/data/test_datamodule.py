@@ -157,6 +157,24 @@ def test_evaluation_replicas_of_a_sharded_model_take_equal_numbers_of_batches(tm
     assert batch_counts() == [2, 2, 2]
 
 
+def test_the_lowest_ids_read_are_those_of_the_batches_every_rank_reads(tmp_path: Path) -> None:
+    """What validation generates for when `limit_val_batches` cuts it short: the lowest example ids among the
+    examples the ranks read, not the split's lowest ids, which length-sorted batches spread over all of it."""
+    rows = [{"en": "word " * (1 + i % 9) + str(i), "de": f"Wort {i}"} for i in range(60)]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    dm = datamodule(tmp_path, train_file=str(train), eval_max_tokens=40, validation_fraction=0.5)
+    dm.setup("fit")
+    ids = dm.datasets["validation"]["example_id"]
+    dm.trainer = SimpleNamespace(world_size=2, strategy=None)
+    read = [
+        ids[i] for rank in range(2) for batch in list(dm.batch_sampler("validation", False, 2, rank))[:2] for i in batch
+    ]
+    chosen = dm.lowest_ids_read("validation", 5, batches_per_rank=2)
+    assert chosen == set(sorted(read)[:5])
+    assert chosen != set(sorted(ids)[:5])  # the split's five lowest are not all among the examples read
+    assert dm.lowest_ids_read("validation", 5, batches_per_rank=float("inf")) == set(sorted(ids)[:5])
+
+
 def test_opening_an_epoch_of_training_batches_leaves_the_global_generator_alone(tmp_path: Path) -> None:
     """Dropout draws from the global generator: an epoch's loader must not, or a run resumed at an epoch's end
     (which restores the generator after opening the next epoch) would draw other dropout masks."""

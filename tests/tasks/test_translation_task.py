@@ -103,6 +103,31 @@ def test_a_sharded_rank_with_nothing_to_sample_still_generates_with_the_others(
     assert generated == ([1] if sharded else []) and task.generated["val"] == []
 
 
+def test_a_validation_cut_short_generates_for_the_lowest_ids_it_reads() -> None:
+    lowest_read: list[tuple[str, int, float]] = []
+
+    def lowest_ids_read(split: str, count: int, batches_per_rank: float) -> set[int]:
+        lowest_read.append((split, count, batches_per_rank))
+        return {2, 4}
+
+    task = TranslationTask(
+        ScriptedModel(), ScriptedTokenizer(HYPOTHESES), optimizer=torch.optim.SGD, max_generate_examples=2
+    )
+    datamodule = SimpleNamespace(lowest_ids_read=lowest_ids_read)
+    for sanity_checking in (True, False):
+        task._trainer = SimpleNamespace(
+            datamodule=datamodule, sanity_checking=sanity_checking, num_sanity_val_batches=[2], num_val_batches=[3]
+        )
+        task.on_validation_epoch_start()
+    assert lowest_read == [("validation", 2, 2), ("validation", 2, 3)]
+    examples = [
+        {"example_id": i, "input_ids": [10 + i, 2], "labels": [6, 2], "source": f"s{i}", "target": "t"}
+        for i in (0, 2, 3, 4)
+    ]
+    task.evaluation_step("val", Seq2SeqCollator(pad_token_id=0)(examples))
+    assert [record["id"] for record in task.generated["val"]] == [2, 4]
+
+
 def test_a_fused_optimizer_under_an_fp16_gradient_scaler_is_clipped_on_unscaled_gradients() -> None:
     """Lightning refuses to clip for a fused optimizer with a scaler (it unscales inside its step): the task
     unscales first and clips, and the scaler's step then applies exactly the clipped gradients."""

@@ -126,7 +126,11 @@ def check_monitor_metric(cfg: DictConfig, task: Seq2SeqTask) -> None:
     metric = OmegaConf.select(cfg, "monitor.metric", default=None)
     known = [*task.logged_metrics("val"), "train/loss"]
     if metric and metric not in known:
-        raise ConfigError(f"monitor.metric='{metric}' is not a metric this task logs; use one of: {', '.join(known)}.")
+        unscored = metric in [f"val/{name}" for name in task.metric_names]  # max_generate_examples=0
+        why = " (task.max_generate_examples=0: validation generates nothing to score)" if unscored else ""
+        raise ConfigError(
+            f"monitor.metric='{metric}' is not a metric this task logs{why}; use one of: {', '.join(known)}."
+        )
     # The tasks' presets monitor a score (mode max): switching to a loss alone would keep the best as the worst.
     if metric and metric.endswith(("/loss", "/ppl")) and OmegaConf.select(cfg, "monitor.mode") == "max":
         raise ConfigError(f"monitor.metric='{metric}' is lower for a better model: add monitor.mode=min.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -452,6 +453,18 @@ class Seq2SeqDataModule(LightningDataModule):
         only."""
         shuffle = split == "train" if shuffle is None else shuffle
         return self.batch_sampler(split, shuffle, num_replicas=1, rank=0).all_batches()
+
+    def lowest_ids_read(self, split: str, count: int, batches_per_rank: float) -> set[int]:
+        """The `count` lowest example ids among those an unshuffled pass over `split` reads when each rank stops
+        after `batches_per_rank` batches (Lightning's `limit_val_batches`): rank r reads every world-size-th batch
+        from r, so all ranks together read the epoch's first `batches_per_rank * world size` batches."""
+        batches = self.batches(split, shuffle=False)
+        if math.isfinite(batches_per_rank):
+            world_size = self.trainer.world_size if self.trainer is not None else 1
+            batches = batches[: int(batches_per_rank) * world_size]
+        positions = [position for batch in batches for position in batch]
+        ids = np.asarray(self.datasets[split]["example_id"])[positions]
+        return set(np.sort(ids)[:count].tolist())
 
     def padding_efficiency(self, split: str = "train", batches: list[list[int]] | None = None) -> dict[str, float]:
         """Real / padded tokens per side ("source", "target") of `batches`, by default one epoch's."""

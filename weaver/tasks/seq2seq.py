@@ -10,7 +10,7 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
@@ -127,6 +127,10 @@ class Seq2SeqTask(LightningModule):
         self.generation = generation or GenerationConfig()
         self.label_smoothing = label_smoothing
         self.max_generate_examples = max_generate_examples
+        # The examples validation generates for (`validation_ids_to_generate`); every one where None.
+        self.val_generation_ids: Container[int] | None = (
+            None if max_generate_examples is None else range(max_generate_examples)
+        )
         self.predictions_file = predictions_file
         self.num_samples, self.samples_dir = num_samples, samples_dir
         self.sample_heatmaps = sample_heatmaps
@@ -327,9 +331,9 @@ class Seq2SeqTask(LightningModule):
 
     def evaluation_step(self, stage: str, batch: dict[str, Any]) -> None:
         self.update_loss(stage, batch)
-        limit = self.max_generate_examples if stage == "val" else None
+        chosen = self.val_generation_ids if stage == "val" else None
         selected = [
-            i for i, example_id in enumerate(batch["example_id"].tolist()) if limit is None or example_id < limit
+            i for i, example_id in enumerate(batch["example_id"].tolist()) if chosen is None or example_id in chosen
         ]
         if not selected and in_lockstep(self.model):
             # The ranks of a sharded model generate together: this one generates for its first example, unkept.
@@ -392,6 +396,20 @@ class Seq2SeqTask(LightningModule):
                 self.log(f"{stage}/{name}", float(value), prog_bar=name == next(iter(scores)))
         return records
 
+    def on_validation_epoch_start(self) -> None:
+        self.val_generation_ids = self.validation_ids_to_generate()
+
+    def validation_ids_to_generate(self) -> Container[int] | None:
+        """The `max_generate_examples` lowest example ids among the examples this validation reads, the same at every
+        validation: a validation cut short (`trainer.limit_val_batches`, the sanity check) of a length-sorted split
+        would otherwise hold few of the split's lowest ids, or none, and score nothing."""
+        limit, trainer = self.max_generate_examples, self.trainer
+        lowest_ids_read = getattr(trainer.datamodule, "lowest_ids_read", None)  # a Seq2SeqDataModule's
+        if limit is None or lowest_ids_read is None:
+            return self.val_generation_ids
+        batches = trainer.num_sanity_val_batches if trainer.sanity_checking else trainer.num_val_batches
+        return lowest_ids_read("validation", limit, batches[0] if batches else 0)
+
     def on_validation_epoch_end(self) -> None:
         records = self.evaluation_epoch_end("val")
         if records and self.samples_dir and self.num_samples > 0:
@@ -450,5 +468,7 @@ class Seq2SeqTask(LightningModule):
         return next(iter(self.score([hypothesis], [reference], [source]).values()), None)
 
     def logged_metrics(self, stage: str) -> list[str]:
-        """Every metric an evaluation logs under ``stage`` ("val", "test"): what `monitor.metric` may name."""
-        return [f"{stage}/{name}" for name in ("loss", "ppl", *self.metric_names)]
+        """Every metric an evaluation logs under ``stage`` ("val", "test"): what `monitor.metric` may name. A
+        validation that generates nothing (`max_generate_examples=0`) scores its loss alone."""
+        scored = () if stage == "val" and self.max_generate_examples == 0 else self.metric_names
+        return [f"{stage}/{name}" for name in ("loss", "ppl", *scored)]
