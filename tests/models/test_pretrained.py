@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 from tests.models.tiny_hf import FAMILIES, save_tiny_model
 from weaver.data import PretrainedTokenizer
@@ -59,6 +60,22 @@ def test_generate_matches_hf_generate_without_the_start_token(family_dir: Path, 
     theirs = model.backbone.generate(**batch, generation_config=model.hf_generation_config(config))
     assert theirs[:, 0].eq(model.decoder_start_token_id).all()
     assert torch.equal(ours, theirs[:, 1:])
+
+
+def test_decoding_settings_saved_with_a_backbone_do_not_apply_beside_weavers(tmp_path: Path) -> None:
+    folder = save_tiny_model("bart", tmp_path / "bart")
+    plain, tokenizer = load(folder)
+    saved = transformers.GenerationConfig.from_pretrained(folder)
+    saved.update(repetition_penalty=5.0, min_length=6, num_beams=4, early_stopping=True, no_repeat_ngram_size=3)
+    saved.save_pretrained(folder)
+    model, _ = load(folder)
+    config = GenerationConfig(max_new_tokens=8, num_beams=2)
+    hf_config = model.hf_generation_config(config)
+    assert hf_config.repetition_penalty in (None, 1.0) and not hf_config.min_length and not hf_config.early_stopping
+    assert hf_config.no_repeat_ngram_size == 0 and hf_config.eos_token_id == saved.eos_token_id
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    args = (batch["input_ids"], batch["attention_mask"].bool(), config)
+    assert torch.equal(model.generate(*args), plain.generate(*args))
 
 
 def test_seeded_sampling_repeats(family_dir: Path) -> None:

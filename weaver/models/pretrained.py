@@ -48,6 +48,13 @@ SHARED_GENERATION_KEYS = (
     "temperature",
 )
 
+# transformers' defaults for what its `generate` fills in from the model's own `generation_config` where unset.
+DECODING_DEFAULTS = {
+    key: value
+    for key, value in transformers.GenerationConfig._get_default_generation_params().items()
+    if value is not None and not key.endswith("_token_id")
+}
+
 
 class HFBackbone(nn.Module):
     """A `transformers` model (`backbone`, possibly wrapped by `peft`) as a Weaver task model: the shared part."""
@@ -72,9 +79,13 @@ class HFBackbone(nn.Module):
         }
 
     def hf_generation_config(self, config: GenerationConfig, **model_settings: Any) -> transformers.GenerationConfig:
-        """The model's own generation defaults (special ids), Weaver's decoding settings and then `model_settings`
-        on top."""
+        """The model's own generation defaults with every decoding setting at transformers' global default, then
+        Weaver's decoding settings and `model_settings` on top: a checkpoint's `generation_config.json` may hold
+        decoding settings of its own (bart-large-cnn's `min_length`, `early_stopping`; a `repetition_penalty`) that
+        `generate` would otherwise apply beside the `generation` group's, unseen. Its token conventions stay (special
+        ids, suppressed tokens)."""
         hf_config = copy.deepcopy(self.backbone.generation_config)
+        hf_config.update(**DECODING_DEFAULTS)
         updates: dict[str, Any] = {key: getattr(config, key) for key in SHARED_GENERATION_KEYS}
         updates["num_return_sequences"] = config.outputs_per_source
         if not config.do_sample:  # sampling-only knobs would make HF warn on every call
