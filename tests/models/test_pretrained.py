@@ -91,7 +91,9 @@ def test_learned_positions_bound_the_source_length(tmp_path: Path) -> None:
     tokenizer = PretrainedTokenizer(str(folder)).load()
     with pytest.raises(ConfigError, match=r"data.max_source_length=200 exceeds the 128 positions"):
         build_pretrained_seq2seq(tokenizer, str(folder), max_source_length=200)
-    build_pretrained_seq2seq(tokenizer, str(folder), max_source_length=128, max_target_length=64)
+    model = build_pretrained_seq2seq(tokenizer, str(folder), max_source_length=128, max_target_length=64)
+    assert model.decoder_positions == 128  # what bounds generation.max_new_tokens
+    assert load(save_tiny_model("t5", tmp_path / "t5"))[0].decoder_positions is None  # relative positions
 
 
 def test_embeddings_grow_only_with_the_tokenizer(tmp_path: Path) -> None:

@@ -13,6 +13,9 @@ import torch.nn.functional as F
 
 from tests.tasks.scripted import VOCAB, ScriptedModel, ScriptedTokenizer, run_scripted_test
 from weaver.data.collate import Seq2SeqCollator
+from weaver.errors import ConfigError
+from weaver.generation import GenerationConfig
+from weaver.models import build_weaver
 from weaver.tasks import TranslationTask
 from weaver.tasks.seq2seq import shift_right
 
@@ -126,6 +129,17 @@ def test_a_validation_cut_short_generates_for_the_lowest_ids_it_reads() -> None:
     ]
     task.evaluation_step("val", Seq2SeqCollator(pad_token_id=0)(examples))
     assert [record["id"] for record in task.generated["val"]] == [2, 4]
+
+
+def test_more_new_tokens_than_decoder_positions_are_refused_in_one_line() -> None:
+    sizes = {"d_model": 16, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "ffn_dim": 32}
+    model = build_weaver(VOCAB, max_positions=12, **sizes).eval()
+    tokenizer = ScriptedTokenizer(HYPOTHESES)
+    longest = GenerationConfig(max_new_tokens=12, min_new_tokens=12)
+    TranslationTask(model, tokenizer, torch.optim.SGD, generation=longest)
+    assert model.generate(torch.tensor([[3, 2]]), torch.ones(1, 2, dtype=torch.bool), longest).shape == (1, 12)
+    with pytest.raises(ConfigError, match=r"^generation.max_new_tokens=13 exceeds the model's 12 decoder positions"):
+        TranslationTask(model, tokenizer, torch.optim.SGD, generation=GenerationConfig(max_new_tokens=13))
 
 
 def test_a_fused_optimizer_under_an_fp16_gradient_scaler_is_clipped_on_unscaled_gradients() -> None:

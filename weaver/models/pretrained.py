@@ -135,6 +135,11 @@ class PretrainedSeq2Seq(HFBackbone):
             raise ConfigError(f"The {self.hf_config.model_type} model defines no decoder_start_token_id.")
         return int(start)
 
+    @property
+    def decoder_positions(self) -> int | None:
+        """The most target tokens the decoder can take, the start token included (None: relative positions)."""
+        return position_limit(self.hf_config)
+
     def encoder_inputs(self, input_ids: Tensor, attention_mask: Tensor) -> dict[str, Any]:
         """What the backbone takes for the source: its ids, or with memory the encoder states read in windows."""
         if self.memory is None:

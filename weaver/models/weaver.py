@@ -395,6 +395,11 @@ class WeaverModel(nn.Module):
         with torch.no_grad():
             self.embed.weight[config.pad_token_id].zero_()
 
+    @property
+    def decoder_positions(self) -> int:
+        """The most target tokens the decoder can take, the start token included: what bounds generation."""
+        return self.config.max_positions
+
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):

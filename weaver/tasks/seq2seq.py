@@ -74,6 +74,19 @@ def checked_weight(key: str, weight: float, model: nn.Module) -> float:
     return float(weight)
 
 
+def checked_generation(generation: GenerationConfig | None, model: nn.Module) -> GenerationConfig:
+    """The decoding settings, refused in one line where the model's decoder positions cannot hold them (else a
+    search would stop only at the position past the last, some way into an evaluation)."""
+    generation = generation or GenerationConfig()
+    positions = getattr(model, "decoder_positions", None)
+    if positions is not None and generation.max_new_tokens > positions:
+        raise ConfigError(
+            f"generation.max_new_tokens={generation.max_new_tokens} exceeds the model's {positions} decoder "
+            f"positions; set generation.max_new_tokens<={positions}."
+        )
+    return generation
+
+
 def checked_relevance_heads(relevance_heads: Sequence[int] | None, relevance_loss_weight: float) -> list[int] | None:
     """`task.relevance_heads` as the task uses it, or a one-line error naming the key."""
     if relevance_heads is None:
@@ -124,7 +137,7 @@ class Seq2SeqTask(LightningModule):
         relevance_tagging_weight = checked_weight("relevance_tagging_weight", relevance_tagging_weight, model)
         self.model, self.tokenizer = model, tokenizer
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.generation = generation or GenerationConfig()
+        self.generation = checked_generation(generation, model)
         self.label_smoothing = label_smoothing
         self.max_generate_examples = max_generate_examples
         # The examples validation generates for (`validation_ids_to_generate`); every one where None.
