@@ -45,6 +45,14 @@ def test_samples_that_all_agree_give_that_sample() -> None:
     assert mbr_select(["same reply", "same reply"], UTILITIES["bleu"]()) == "same reply"
 
 
+@pytest.mark.parametrize("metric", ["bleu", "chrf"])
+def test_empty_samples_agree_with_each_other_whatever_their_order(metric: str) -> None:
+    # sacreBLEU scores an empty text 0 against an empty reference: equal texts still agree fully.
+    assert UTILITIES[metric]().sentence_score("", [""]).score == 0
+    for samples in (["a b c", "", "", ""], ["", "", "", "a b c"]):
+        assert mbr_select(samples, UTILITIES[metric]()) == ""
+
+
 def test_mbr_needs_sampling_and_a_known_metric() -> None:
     with pytest.raises(ConfigError, match="generation.mbr_num_samples needs do_sample=true"):
         GenerationConfig(mbr_num_samples=8)

@@ -21,10 +21,13 @@ def mbr_select(candidates: list[str], scorer: BLEU | CHRF) -> str:
         return candidates[0]
     unique = list(counts)
 
+    def utility(hypothesis: str, reference: str) -> float:
+        # Agreement is full for equal texts, the empty one too, which sacreBLEU scores 0 against itself.
+        return 100.0 if hypothesis == reference else scorer.sentence_score(hypothesis, [reference]).score
+
     def expected_utility(hypothesis: str) -> float:
         return sum(
-            (counts[reference] - (reference == hypothesis)) * scorer.sentence_score(hypothesis, [reference]).score
-            for reference in unique
+            (counts[reference] - (reference == hypothesis)) * utility(hypothesis, reference) for reference in unique
         )
 
     return max(unique, key=expected_utility)  # max keeps the first of equal scores; `unique` is in sample order
