@@ -103,10 +103,19 @@ def test_generate_returns_hf_generate_new_tokens(family_dir: Path, settings: dic
     assert torch.equal(ours, theirs[:, batch["input_ids"].size(1) :])
 
 
+def test_a_stop_string_of_several_tokens_is_cut_where_it_begins(family_dir: Path) -> None:
+    model, tokenizer = load(family_dir, stop_strings=["###"])
+    hash_id = tokenizer("#", add_special_tokens=False)["input_ids"][-1]
+    words = tokenizer(" The library", add_special_tokens=False)["input_ids"]
+    tokens = torch.tensor([[*words, hash_id, hash_id, hash_id, *words], [*words, hash_id, *words, hash_id, hash_id]])
+    assert tokenizer.decode(tokens[0]).count("###") == 1 and "###" not in tokenizer.decode(tokens[1])
+    pad, cut = tokenizer.pad_token_id, len(words)
+    assert model.cut_at_stop(tokens).tolist() == [[*words, *[pad] * (cut + 3)], tokens[1].tolist()]
+
+
 def test_a_stop_string_ends_the_completion(family_dir: Path) -> None:
     model, tokenizer = load(family_dir, stop_strings=["\n"])
     newline = tokenizer("a\nb", add_special_tokens=False)["input_ids"][1]
-    assert newline in model.stop_token_ids
     tokens = torch.tensor([[5, 6, newline, 7, 8], [5, 6, 7, 8, 9]])
     pad = tokenizer.pad_token_id
     assert model.cut_at_stop(tokens).tolist() == [[5, 6, pad, pad, pad], [5, 6, 7, 8, 9]]

@@ -10,9 +10,9 @@ only) under a block-diagonal causal mask. `build_causal_lm` is the Hydra builder
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Mapping, Sequence
-from functools import cached_property
 from typing import Any
 
 import torch
@@ -123,7 +123,7 @@ class CausalLM(HFBackbone):
         self, input_ids: Tensor, attention_mask: Tensor | None = None, generation_config: GenerationConfig | None = None
     ) -> Tensor:
         """The completions (B, L) of left-padded prompts: new tokens only, EOS included, padding after EOS and
-        from the first token that holds a stop string on (HF stops there too, but keeps that token)."""
+        from the token where a stop string begins on (HF stops where it ends, and keeps it)."""
         if attention_mask is None:
             attention_mask = input_ids.ne(self.tokenizer.pad_token_id)
         kwargs = {"tokenizer": self.tokenizer} if self.stop_strings else {}
@@ -131,16 +131,24 @@ class CausalLM(HFBackbone):
         return self.cut_at_stop(sequences[:, input_ids.size(1) :])
 
     def cut_at_stop(self, tokens: Tensor) -> Tensor:
+        """`tokens` padded from the token where a stop string first begins, one of several tokens too. Found in
+        decoded text (by bisection over the row's prefixes, then over the suffixes of the shortest that holds one),
+        as the tokenizer joins tokens, spaces and all."""
         if not self.stop_strings:
             return tokens
-        stops = torch.isin(tokens, torch.tensor(self.stop_token_ids, dtype=tokens.dtype, device=tokens.device))
-        return tokens.masked_fill(stops.cumsum(dim=1) > 0, self.tokenizer.pad_token_id)
+        cut = tokens.clone()
+        for row, ids in enumerate(tokens.tolist()):
 
-    @cached_property
-    def stop_token_ids(self) -> list[int]:
-        """Every token whose text holds a stop string (byte-level BPE keeps a newline out of word tokens)."""
-        texts = self.tokenizer.batch_decode([[index] for index in range(len(self.tokenizer))])
-        return [index for index, text in enumerate(texts) if any(stop in text for stop in self.stop_strings)]
+            def holds(start: int, end: int, ids: list[int] = ids) -> bool:
+                text = self.tokenizer.decode(ids[start:end], skip_special_tokens=True)
+                return any(stop in text for stop in self.stop_strings)
+
+            if not holds(0, len(ids)):
+                continue
+            end = bisect.bisect_left(range(1, len(ids) + 1), True, key=lambda k: holds(0, k)) + 1
+            start = bisect.bisect_left(range(end), True, key=lambda j: not holds(j, end)) - 1
+            cut[row, start:] = self.tokenizer.pad_token_id
+        return cut
 
 
 def document_mask(document_ids: Tensor, implementation: str, dtype: torch.dtype) -> Tensor:
