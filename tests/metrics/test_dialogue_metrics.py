@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
 import sacrebleu
 
@@ -12,6 +14,8 @@ def test_normalize_lowercases_and_drops_punctuation_and_articles() -> None:
     assert normalize("The cat, a DOG & an owl!") == "cat dog owl"
     assert normalize("It's the-end.") == "it s end"
     assert normalize("theater anthem") == "theater anthem"  # articles only as whole words
+    assert normalize(string.punctuation) == ""  # ParlAI's set: every ASCII punctuation mark, the backslash too
+    assert unigram_f1("C:\\Users\\me", "c users me") == 1.0
 
 
 def test_unigram_f1_matches_a_hand_computation() -> None:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from sacrebleu.metrics import BLEU
 
 # ParlAI's `normalize_answer`: punctuation and articles become spaces, then whitespace is collapsed.
-PUNCTUATION = re.compile(r"[!\"#$%&()*+,\-./:;<=>?@\[\]^`{|}~_']")
+PUNCTUATION = re.compile(r"[!\"#$%&()*+,\-./:;<=>?@\[\]\\^`{|}~_']")
 ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
