@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from tests.helpers import LONG_TINY_RUN, TINY, announce_step, another_run_holding, run_cli, start, wait_for_line
 from weaver.callbacks import FiniteModelCheckpoint
 from weaver.cli.resume import apply_resume, find_unfinished_run, recorded_objective
+from weaver.cli.train import train
 from weaver.errors import ConfigError, TrainingDiverged
 from weaver.report import find_runs
 
@@ -174,6 +175,24 @@ def test_resume_on_another_node_continues_the_run_its_rank_zero_holds(
     with another_run_holding(running):
         apply_resume(cfg, [*command, "resume=auto"])
     assert cfg.ckpt_path == str(running / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.slow
+def test_a_continuation_that_validates_no_more_reports_the_last_validation(
+    train_config: DictConfig, tmp_path: Path
+) -> None:
+    """As when a run is preempted during its test: its continuation trains no further, and tests."""
+    train_config.test = False
+    first, _ = train(train_config)
+    continued = train_config.copy()
+    continued.ckpt_path = str(Path(train_config.paths.output_dir) / "checkpoints" / "last.ckpt")
+    continued.paths.output_dir = str(tmp_path / "continued")
+    metrics, _ = train(continued)
+    validation = {name: value for name, value in first.items() if name.startswith("val/")}
+    assert {"val/loss", "val/bleu"} <= set(validation)
+    assert {name: metrics[name] for name in validation} == pytest.approx(validation)
+    written = json.loads((tmp_path / "continued" / "metrics.json").read_text())["metrics"]
+    assert {name: written[name] for name in validation} == pytest.approx(validation)
 
 
 @pytest.mark.slow

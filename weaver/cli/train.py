@@ -88,6 +88,7 @@ def train_in(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float], dict[
     metrics: dict[str, float] = {}
     if cfg.get("train"):
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        metrics.update(task.restored_metrics)  # what a continuation that validated no more last logged before
         metrics.update(scalar_metrics(trainer.callback_metrics))
     if cfg.get("test"):
         checkpoint = best_checkpoint(trainer) if cfg.get("train") else cfg.get("ckpt_path")

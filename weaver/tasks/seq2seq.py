@@ -160,6 +160,7 @@ class Seq2SeqTask(LightningModule):
         self.generated: dict[str, list[dict[str, Any]]] = {stage: [] for stage in EVAL_STAGES}
         self.ranked_step, self.total_rank = -1, None
         self.resumed_rng_states: dict[str, Any] | None = None
+        self.restored_metrics: dict[str, float] = {}
 
     # ---- the model --------------------------------------------------------------------------------------
 
@@ -282,8 +283,10 @@ class Seq2SeqTask(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Beside what Lightning saves: the random number generators (dropout) and AdaLoRA's rank allocator, so a
-        resumed run takes the very steps an uninterrupted one would."""
+        resumed run takes the very steps an uninterrupted one would; and the run's metrics as last logged, which a
+        run resumed after its last validation reports as an uninterrupted one does."""
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        checkpoint["logged_metrics"] = {name: float(value) for name, value in self.trainer.callback_metrics.items()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
         allocator = rank_allocator_state(self.model)
@@ -292,6 +295,7 @@ class Seq2SeqTask(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.resumed_rng_states = checkpoint.get("rng_states")
+        self.restored_metrics = checkpoint.get("logged_metrics", {})
         load_rank_allocator_state(self.model, checkpoint.get("adalora_rank_allocator"))
 
     def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
