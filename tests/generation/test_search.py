@@ -1,7 +1,5 @@
 """Decoding: greedy / beam / sampling over the `Seq2SeqModel` protocol, and `GenerationConfig` checks."""
 
-from dataclasses import replace
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -312,20 +310,34 @@ def test_sampling_is_reproducible_with_a_seed():
     assert torch.equal(run(5, temperature=1e-4), greedy)
 
 
+def test_seeded_samples_of_a_source_do_not_depend_on_its_batch():
+    """Alone, beside other sources, at another row, with batch mates that finish early (and leave the batch) or
+    never: a source's seeded samples are the same, each of its MBR samples too."""
+    model = random_model()
+    src, mask = padded_sources([6, 2, 4, 5])
+    for samples in (0, 3):
+        config = GenerationConfig(max_new_tokens=8, do_sample=True, seed=5, mbr_num_samples=samples)
+        per_source = config.outputs_per_source
+        eos_at = [3, 99, 1, 99]  # sources 0 and 2 end early; 1 and 3 never (EOS banned), as alone
+        together = generate(Recorder(model, eos_at=eos_at), src, mask, config)
+        for i in range(4):
+            alone = generate(Recorder(model, eos_at=[99]), src[i : i + 1], mask[i : i + 1], config)
+            mine = together[i * per_source : (i + 1) * per_source]
+            same = min(eos_at[i] - 1, alone.size(1))  # the tokens before a forced EOS (token number eos_at)
+            assert torch.equal(mine[:, :same], alone[:, :same])
+        reversed_order = generate(Recorder(model, eos_at=[99, 1, 99, 3]), src.flip(0), mask.flip(0), config)
+        assert torch.equal(reversed_order.view(4, per_source, -1).flip(0).view(4 * per_source, -1), together)
+    assert not torch.equal(together[3], together[4])  # a source's MBR samples differ from each other
+
+
 def test_mbr_samples_of_a_source_share_one_encoding():
-    """MBR's samples of each source come side by side from one encoding of it: as drawn from the source repeated
-    (nothing finishes early here, so both draw the same random numbers in the same order), and a source leaves the
-    batch only once all its samples have their EOS."""
+    """MBR's samples of each source come side by side from one encoding of it, and a source leaves the batch only
+    once all its samples have their EOS."""
     src, mask = padded_sources([6, 2, 4])
     config = GenerationConfig(max_new_tokens=6, do_sample=True, seed=0, mbr_num_samples=3)
     recorder = Recorder(random_model(), eos_at=[99, 99, 99])
-    out = generate(recorder, src, mask, config)
+    generate(recorder, src, mask, config)
     assert recorder.encoded_rows == [3]
-    repeated = Recorder(random_model(), eos_at=[99] * 9)
-    expected = generate(
-        repeated, src.repeat_interleave(3, 0), mask.repeat_interleave(3, 0), replace(config, mbr_num_samples=0)
-    )
-    assert torch.equal(out, expected) and not torch.equal(out[0], out[1])
     ending = Recorder(random_model(), eos_at=[2, 4, 3])
     out = generate(ending, src, mask, config)
     assert ending.decoded_rows == [9, 9, 6, 3] and out.shape == (9, 4)
@@ -352,11 +364,11 @@ def test_top_k_and_top_p_keep_only_allowed_tokens():
 
     model = random_model()
     src, mask = padded_sources([5])
-    src, mask = src.expand(300, -1), mask.expand(300, -1)  # 300 draws of the first token for one source
-    first = model.decode(torch.full((1, 1), BOS), model.encode(src[:1], mask[:1]), mask[:1])[0, -1]
+    first = model.decode(torch.full((1, 1), BOS), model.encode(src, mask), mask)[0, -1]
     nucleus = filter_logits(first[None], top_p=0.6).isfinite()[0].nonzero().flatten()
     for filters, allowed in [({"top_k": 3}, first.topk(3).indices), ({"top_p": 0.6}, nucleus)]:
-        config = GenerationConfig(max_new_tokens=1, do_sample=True, seed=0, **filters)
+        # 300 draws of the first token for one source: as many samples of it, each from a stream of its own.
+        config = GenerationConfig(max_new_tokens=1, do_sample=True, seed=0, mbr_num_samples=300, **filters)
         drawn = set(generate(model, src, mask, config)[:, 0].tolist())
         assert drawn <= set(allowed.tolist()) and len(drawn) > 1, (filters, drawn)
 

@@ -78,12 +78,21 @@ def test_decoding_settings_saved_with_a_backbone_do_not_apply_beside_weavers(tmp
     assert torch.equal(model.generate(*args), plain.generate(*args))
 
 
-def test_seeded_sampling_repeats(family_dir: Path) -> None:
+@pytest.mark.parametrize("samples", [0, 3])
+def test_seeded_samples_of_a_source_do_not_depend_on_its_batch(family_dir: Path, samples: int) -> None:
     model, tokenizer = load(family_dir)
+    config = GenerationConfig(max_new_tokens=6, do_sample=True, top_k=50, seed=3, mbr_num_samples=samples)
     batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
-    config = GenerationConfig(max_new_tokens=6, do_sample=True, top_k=50, seed=3)
-    first = model.generate(batch["input_ids"], batch["attention_mask"].bool(), config)
-    assert torch.equal(first, model.generate(batch["input_ids"], batch["attention_mask"].bool(), config))
+    together = model.generate(batch["input_ids"], batch["attention_mask"].bool(), config)
+    assert torch.equal(together, model.generate(batch["input_ids"], batch["attention_mask"].bool(), config))
+    per_source = config.outputs_per_source
+    for i, text in enumerate(TEXTS):
+        alone = tokenizer([text], return_tensors="pt")
+        mine = together[i * per_source : (i + 1) * per_source]
+        drawn = model.generate(alone["input_ids"], alone["attention_mask"].bool(), config)
+        assert (
+            torch.equal(mine[:, : drawn.size(1)], drawn) and mine[:, drawn.size(1) :].eq(tokenizer.pad_token_id).all()
+        )
 
 
 def test_learned_positions_bound_the_source_length(tmp_path: Path) -> None:

@@ -1,11 +1,11 @@
 """Decoding: `GenerationConfig` and batched greedy / beam / sampling search over any `Seq2SeqModel`."""
 
 from weaver.generation.config import GenerationConfig
+from weaver.generation.sampling import RowStreams, filter_logits
 from weaver.generation.search import (
     Seq2SeqModel,
     ban_repeated_ngrams_,
     beam_search,
-    filter_logits,
     generate,
     greedy_search,
     sample,
@@ -13,6 +13,7 @@ from weaver.generation.search import (
 
 __all__ = [
     "GenerationConfig",
+    "RowStreams",
     "Seq2SeqModel",
     "ban_repeated_ngrams_",
     "beam_search",

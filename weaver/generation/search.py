@@ -22,9 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from weaver.generation.config import GenerationConfig
+from weaver.generation.sampling import NEG_INF, RowStreams
 from weaver.utils.lockstep import all_done, in_lockstep
-
-NEG_INF = float("-inf")
 
 
 class SpecialTokens(Protocol):
@@ -95,20 +94,15 @@ def generate(
 
 @_inference
 def greedy_search(model: Seq2SeqModel, input_ids: Tensor, attention_mask: Tensor, config: GenerationConfig) -> Tensor:
-    return _decode_loop(model, input_ids, attention_mask, config, lambda logits: logits.argmax(-1))
+    return _decode_loop(model, input_ids, attention_mask, config, lambda logits, rows, step: logits.argmax(-1))
 
 
 @_inference
 def sample(model: Seq2SeqModel, input_ids: Tensor, attention_mask: Tensor, config: GenerationConfig) -> Tensor:
-    generator = None
-    if config.seed is not None:
-        generator = torch.Generator(input_ids.device).manual_seed(config.seed)
-
-    def choose(logits: Tensor) -> Tensor:
-        probs = filter_logits(logits / config.temperature, config.top_k, config.top_p).softmax(-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
-
-    return _decode_loop(model, input_ids, attention_mask, config, choose, config.outputs_per_source)
+    """`config.outputs_per_source` samples of each source, each row drawing from a random stream of its own (see
+    `weaver.generation.sampling`): a seeded source's samples do not depend on the rest of its batch."""
+    streams = RowStreams(config, input_ids, attention_mask, config.outputs_per_source)
+    return _decode_loop(model, input_ids, attention_mask, config, streams.choose, config.outputs_per_source)
 
 
 @dataclass
@@ -144,11 +138,11 @@ def _decode_loop(
     input_ids: Tensor,
     attention_mask: Tensor,
     config: GenerationConfig,
-    choose: Callable[[Tensor], Tensor],
+    choose: Callable[[Tensor, list[int], int], Tensor],
     per_source: int = 1,
 ) -> Tensor:
-    """``per_source`` hypotheses per source, reading one encoding of it; ``choose`` maps next-token logits (N, V)
-    to tokens (N,)."""
+    """``per_source`` hypotheses per source, reading one encoding of it; ``choose`` maps next-token logits (N, V),
+    the rows' places in the whole batch (source * per_source + hypothesis) and the step to tokens (N,)."""
     special, lockstep = model.config, sharded(model)
     batch = input_ids.size(0)
     positions = torch.arange(batch, device=input_ids.device)
@@ -160,7 +154,8 @@ def _decode_loop(
     for step in range(config.max_new_tokens):
         logits = model.decode(tokens[:, -1:], sources.states, sources.mask, cache, sources.ids)[:, -1].float()
         _ban_tokens_(logits, tokens, step, config, special.eos_token_id)
-        next_tokens = choose(logits).masked_fill(finished, special.pad_token_id)
+        places = _rows(sources.position, per_source).tolist()
+        next_tokens = choose(logits, places, step).masked_fill(finished, special.pad_token_id)
         tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
         finished |= next_tokens == special.eos_token_id
         if all_done(bool(finished.all()), lockstep, input_ids.device):
@@ -269,19 +264,6 @@ def sharded(model: Seq2SeqModel) -> bool:
     """Whether every rank must run this search's steps together: a model sharded by FSDP gathers each layer's
     weights from all ranks at every step, so a rank whose sources are done keeps stepping until all are."""
     return isinstance(model, nn.Module) and in_lockstep(model)
-
-
-def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
-    """Set logits outside the ``top_k`` most likely tokens / the ``top_p`` nucleus to -inf."""
-    if top_k > 0:
-        kth_best = logits.topk(min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth_best, NEG_INF)
-    if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        outside = probs.cumsum(-1) - probs >= top_p  # the more likely tokens already reach top_p
-        logits = logits.masked_fill(torch.zeros_like(outside).scatter(1, order, outside), NEG_INF)
-    return logits
 
 
 def _ban_tokens_(scores: Tensor, tokens: Tensor, step: int, config: GenerationConfig, eos: int) -> None:

@@ -27,7 +27,7 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM, PreTrainedModel, Pre
 from transformers.modeling_outputs import BaseModelOutput
 
 from weaver.errors import ConfigError
-from weaver.generation import GenerationConfig
+from weaver.generation import GenerationConfig, RowStreams
 from weaver.hub import load_pretrained
 from weaver.models.hf_memory import beam_shared_memory, enable_recall
 from weaver.models.memory import MemoryConfig, encode_in_windows, memory_from_settings
@@ -96,15 +96,32 @@ class HFBackbone(nn.Module):
     def seeded_generate(
         self, input_ids: Tensor, attention_mask: Tensor, config: GenerationConfig, **kwargs: Any
     ) -> Tensor:
-        """HF `generate`'s sequences; sampling with `config.seed` repeats without touching the global RNG. ``kwargs``
-        may hold the encoder's outputs instead of reading ``input_ids`` (memory)."""
+        """HF `generate`'s sequences; sampled as Weaver's own search samples, each output row from a random stream of
+        its own (`RowStreams`: a seeded source's samples do not depend on its batch), without touching the global
+        RNG. ``kwargs`` may hold the encoder's outputs instead of reading ``input_ids`` (memory)."""
         inputs = kwargs if "encoder_outputs" in kwargs else {"input_ids": input_ids, **kwargs}
+        hf_config = self.hf_generation_config(config)
+        if config.do_sample:  # tempered and filtered by the streams' draw, which HF's warpers then leave as it is
+            hf_config.update(temperature=1.0, top_k=0, top_p=1.0)
+            streams = RowStreams(config, input_ids, attention_mask, config.outputs_per_source)
+            inputs["logits_processor"] = transformers.LogitsProcessorList([StreamSampling(streams)])
         with torch.random.fork_rng(devices=[input_ids.device] if input_ids.is_cuda else []):
-            if config.do_sample and config.seed is not None:
-                torch.manual_seed(config.seed)
-            return self.backbone.generate(
-                attention_mask=attention_mask.long(), generation_config=self.hf_generation_config(config), **inputs
-            )
+            return self.backbone.generate(attention_mask=attention_mask.long(), generation_config=hf_config, **inputs)
+
+
+class StreamSampling(transformers.LogitsProcessor):
+    """Weaver's sampling inside HF `generate`: HF applies its logits processors (minimum length, n-gram bans) first,
+    then this one, which draws each row's next token from the row's stream and leaves that token the only one
+    possible, so that HF's own draw takes it. HF's rows are the sources' in order, each repeated
+    `num_return_sequences` times, as `RowStreams` numbers them; finished rows stay in the batch."""
+
+    def __init__(self, streams: RowStreams) -> None:
+        self.streams, self.step = streams, 0
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        chosen = self.streams.choose(scores, list(range(scores.size(0))), self.step)
+        self.step += 1
+        return torch.full_like(scores, float("-inf")).scatter_(1, chosen[:, None], 0.0)
 
 
 class PretrainedSeq2Seq(HFBackbone):
