@@ -154,6 +154,11 @@ def test_an_all_padding_source_reads_nothing_with_recall_as_with_full_attention(
     for top_k in (4, 64):
         recalled = with_memory(model, window=64, stride=32, top_k=top_k, fold_keys=fold_keys)(ids, mask, target)
         torch.testing.assert_close(recalled[1], reference)
+    # A batch of nothing but such rows: windows of no real token.
+    with torch.no_grad():
+        alone = model(ids[1:], mask[1:], target[1:])[0]
+        recalled = with_memory(model, window=64, stride=32, top_k=4, fold_keys=fold_keys)(ids[1:], mask[1:], target[1:])
+    torch.testing.assert_close(recalled[0], alone)
 
 
 @pytest.mark.parametrize("search", [dict(num_beams=1), dict(num_beams=4), dict(do_sample=True, seed=3)])

@@ -209,7 +209,7 @@ def encode_in_windows(
     valid = offsets < (prefixes[:, None] + ends - starts)[:, :, None]
     source_index = source_index.clamp(max=length - 1)
     window_mask = valid[needed]  # (N, width), N windows in all
-    used = int(window_mask.sum(1).max())  # no column of padding alone
+    used = max(int(window_mask.sum(1).max()), 1)  # no column of padding alone (one where every source is empty)
     if max_positions is not None and used > max_positions:
         raise ConfigError(
             f"A source's prefix of {int(prefixes.max())} tokens plus model.memory.window={config.window} make "
