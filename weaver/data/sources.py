@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import csv
 import gzip
 import hashlib
 import json
@@ -29,13 +30,15 @@ SPLIT_ALIASES = {"valid": "validation", "dev": "validation", "val": "validation"
 # A cell is text as written: pandas' default NA strings (None, NA, null, nan, N/A, ...) would drop real text as
 # missing. An empty cell is then "" (empty); the python engine leaves a short row's absent cells None (missing), where
 # the C engine would read them as "" too.
-CSV_OPTIONS: dict[str, str | bool] = {"keep_default_na": False, "engine": "python"}
+CSV_OPTIONS: dict[str, str | bool | int] = {"keep_default_na": False, "engine": "python"}
 # File suffix -> (datasets builder, extra builder arguments).
-FILE_FORMATS: dict[str, tuple[str, dict[str, str | bool]]] = {
+FILE_FORMATS: dict[str, tuple[str, dict[str, str | bool | int]]] = {
     ".jsonl": ("json", {}),
     ".json": ("json", {}),
     ".csv": ("csv", CSV_OPTIONS),
-    ".tsv": ("csv", {**CSV_OPTIONS, "delimiter": "\t"}),
+    # A tab ends a cell and a line a row, whatever quotes they hold: a quote opening a CSV-style quoted cell would
+    # run it on to the next quote, swallowing the rows between.
+    ".tsv": ("csv", {**CSV_OPTIONS, "delimiter": "\t", "quoting": csv.QUOTE_NONE}),
     ".parquet": ("parquet", {}),
     # Plain text, one row (column `text`) per paragraph: blank lines separate them.
     ".txt": ("text", {"sample_by": "paragraph"}),
@@ -56,7 +59,7 @@ def data_suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def file_format(path: Path, key: str) -> tuple[str, dict[str, str | bool]]:
+def file_format(path: Path, key: str) -> tuple[str, dict[str, str | bool | int]]:
     """The `datasets` builder for a file, by its suffix. zstd is refused: reading it (here for the UTF-8 check, and in
     `datasets`) needs the zstandard package, which is not a dependency."""
     if path.suffix == ".zst":
@@ -133,6 +136,41 @@ def check_text_file(file: Path, key: str) -> None:
         raise DataError(f"{key}: {error}") from None
     if rows == 0:
         raise DataError(f"{key}: '{file}' is empty. Give a file with at least one row.")
+
+
+def cell_reader(file: Path, options: Mapping[str, Any]) -> Iterator[list[str]]:
+    """The rows of a CSV or TSV file as Python's `csv` module reads them with the file's options, strict about
+    quotes as pandas is."""
+    lines = (text.removeprefix("\ufeff") if number == 1 else text for number, text in text_lines(file))
+    quoting = options.get("quoting", csv.QUOTE_MINIMAL)
+    return csv.reader(lines, delimiter=str(options.get("delimiter", ",")), quoting=quoting, strict=True)
+
+
+def as_written(cell: str | None) -> str | None:
+    """A CSV cell as it is in the file (None where a short row has no such cell)."""
+    return cell
+
+
+def text_columns(file: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` with every column read as text: pandas would read a column of numbers (`007`, `1.50`) or `True` as
+    numbers or booleans, which are no text to train on, and one whose first rows look numeric would fail at a later
+    row that does not. A header of repeated names is left to pandas, which renames them."""
+    header = next(cell_reader(file, options), None)
+    if not header or len(set(header)) < len(header):
+        return options
+    return {**options, "converters": dict.fromkeys(header, as_written)}
+
+
+def where_csv_breaks(file: Path, options: Mapping[str, Any]) -> str:
+    """Which row a CSV or TSV file stops parsing in, as pandas' own error does not say: the line it starts on (a
+    quoted cell left open runs on to the end of the file)."""
+    reader, start = cell_reader(file, options), 1
+    try:
+        for _ in reader:
+            start = reader.line_num + 1
+    except csv.Error:
+        return f" (the row starting on line {start})"
+    return ""
 
 
 def where_json_breaks(error: json.JSONDecodeError) -> str:
@@ -291,9 +329,13 @@ def load_file(split: str, path: str, cache_dir: str | None, key: str | None = No
     if builder != "parquet":
         check_text_file(file, key)
     json_lines = builder == "json" and (data_suffix(file) == ".jsonl" or check_json_file(file, key))
+    if builder == "csv":
+        kwargs = text_columns(file, kwargs)
     try:
         loader = prepared_builder(builder, split, file, cache_dir, kwargs, key)
-    except DataError:
+    except DataError as error:
+        if builder == "csv":
+            raise DataError(f"{error}{where_csv_breaks(file, kwargs)}") from error
         copy = json_lines and records_only(file, key, cache_dir)
         if not copy:
             raise
