@@ -59,7 +59,7 @@ class Predictor:
     def examples_from(self, dataset: Dataset, last_turn: bool = False) -> list[Example]:
         """Rows of an input file as examples: a run with a pair builder makes them as in training (conversations
         expand into (history, next turn) pairs, recall-set rows into queries over keyed documents); other rows give
-        their source field, and their target field as the reference when the file has it. With `last_turn`
+        their source field, and their target field as the reference where the row has one. With `last_turn`
         (dialogue), each conversation gives one example without a reference: the reply to its last turn."""
         if self.run.cfg.data.get("pair_builder"):  # rows become examples as in training: conversations, recall sets
             only_dialogue = {"last_turn": True} if last_turn else {}  # the recall set's builder has no such mode
@@ -77,10 +77,9 @@ class Predictor:
         source_field, target_field = self.run.cfg.data.source_field, self.run.cfg.data.target_field
         check_columns(dataset, "input", {"source_field": source_field})
         has_references = target_field.split(".")[0] in dataset.column_names
-        pairs = select_pairs(dataset, "input", source_field, target_field if has_references else None)
-        return [
-            Example(row["source"], row["target"] if has_references else None, id=row["example_id"]) for row in pairs
-        ]
+        references = target_field if has_references else None
+        pairs = select_pairs(dataset, "input", source_field, references, target_required=False)
+        return [Example(row["source"], row["target"] or None, id=row["example_id"]) for row in pairs]
 
     def encode(self, examples: list[Example]) -> dict[str, Any]:
         """Padded ids on the model's device, and for each example whether its source was cut to fit."""

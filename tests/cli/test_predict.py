@@ -61,9 +61,16 @@ def test_an_input_file_without_a_usable_source_names_the_source_field_alone(
 
 @pytest.mark.slow
 def test_predictions_with_references_score_as_sacrebleu(translation_checkpoint: Path, tmp_path: Path) -> None:
-    inputs = write_jsonl(tmp_path / "input.jsonl", embedded_rows("ddtp_en_de", "test", 30))
-    rows, run_dir = predict_cli(f"ckpt_path={translation_checkpoint}", f"input_file={inputs}", cwd=tmp_path)
-    assert len(rows) == 30 and set(rows[0]) == {"id", "source", "hypothesis", "reference", "score"}
+    """Rows without a usable reference are predicted all the same, unscored."""
+    given = embedded_rows("ddtp_en_de", "test", 30)
+    del given[3]["de"]
+    given[5]["de"], given[7]["de"] = "", 7
+    inputs = write_jsonl(tmp_path / "input.jsonl", given)
+    every, run_dir = predict_cli(f"ckpt_path={translation_checkpoint}", f"input_file={inputs}", cwd=tmp_path)
+    assert [row["id"] for row in every] == list(range(30))
+    assert all(set(every[i]) == {"id", "source", "hypothesis"} for i in (3, 5, 7))
+    rows = [row for i, row in enumerate(every) if i not in (3, 5, 7)]
+    assert all(set(row) == {"id", "source", "hypothesis", "reference", "score"} for row in rows)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     expected = sacrebleu.corpus_bleu([r["hypothesis"] for r in rows], [[r["reference"] for r in rows]])
     assert metrics["metrics"]["bleu"] == pytest.approx(expected.score)

@@ -1,8 +1,9 @@
 """`python predict.py ckpt_path=... input_file=... | input="..." | interactive=true` / `weaver-predict`.
 
 Writes JSONL (`id`: the input's row, 0-based; `source`, `hypothesis`; with `reference` and the task's main metric
-on that example as `score` when the input has references; with `explain=true`, the source spans the output attended
-to most as `spans`) and, with references, the corpus metrics and their signatures to `metrics.json`.
+on that example as `score` where its row has a reference; with `explain=true`, the source spans the output attended
+to most as `spans`) and, with references, the corpus metrics over the rows that have one and their signatures to
+`metrics.json`.
 """
 
 from __future__ import annotations
@@ -109,7 +110,13 @@ def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
         print(hypotheses[0])
     predictions = Path(cfg.output_file or output_dir / "predictions.jsonl")
     write_predictions(predictions, examples, hypotheses, predictor, explanations)
-    if examples and all(example.reference is not None for example in examples):
-        references = [example.reference for example in examples]
-        scores = run.task.score(hypotheses, references, [example.source for example in examples])
+    referenced = [i for i, example in enumerate(examples) if example.reference is not None]
+    if referenced:
+        if len(referenced) < len(examples):
+            log.info("Corpus metrics over the %d of %d inputs that have a reference.", len(referenced), len(examples))
+        scores = run.task.score(
+            [hypotheses[i] for i in referenced],
+            [str(examples[i].reference) for i in referenced],
+            [examples[i].source for i in referenced],
+        )
         write_metrics(output_dir / "metrics.json", scores, run.task.metric_signatures)

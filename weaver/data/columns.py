@@ -43,20 +43,31 @@ def check_columns(dataset: Dataset, split: str, fields: dict[str, str]) -> None:
             )
 
 
-def select_pairs(dataset: Dataset, split: str, source_field: str, target_field: str | None) -> Dataset:
+def select_pairs(
+    dataset: Dataset, split: str, source_field: str, target_field: str | None, target_required: bool = True
+) -> Dataset:
     """Columns `example_id`, `source`, `target`; rows whose fields are missing, empty or not text are dropped.
-    Without a `target_field` (sources to predict from), `target` is empty and only sources are checked."""
+    Without a `target_field` (sources to predict from), `target` is empty and only sources are checked; with
+    `target_required=False` (sources to predict from, some with a reference), a row without a usable target keeps
+    its source, its `target` empty, and is counted in the log."""
     fields = {"source_field": source_field, "target_field": target_field}
     check_columns(dataset, split, {option: name for option, name in fields.items() if name is not None})
+    without_target: Counter[str] = Counter()
 
     def extract(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
         sources = [get_field(row, source_field) for row in rows]
         targets = [get_field(row, target_field) if target_field else "" for row in rows]
+        target_reasons = [
+            f"{target_field} {skip_reason(t)}" if target_field and skip_reason(t) else None for t in targets
+        ]
+        if not target_required:
+            without_target.update(reason for reason in target_reasons if reason)
+            targets = ["" if reason else target for target, reason in zip(targets, target_reasons, strict=True)]
+            target_reasons = [None] * len(targets)
         reasons = [
-            (f"{source_field} {skip_reason(s)}" if skip_reason(s) else None)
-            or (f"{target_field} {skip_reason(t)}" if target_field and skip_reason(t) else None)
-            for s, t in zip(sources, targets, strict=True)
+            (f"{source_field} {skip_reason(s)}" if skip_reason(s) else None) or target_reason
+            for s, target_reason in zip(sources, target_reasons, strict=True)
         ]
         return {
             "example_id": indices,
@@ -72,6 +83,9 @@ def select_pairs(dataset: Dataset, split: str, source_field: str, target_field: 
         remove_columns=dataset.column_names,
         desc=f"Selecting {split} pairs",
     )
+    if without_target:
+        details = ", ".join(f"{count} {reason}" for reason, count in without_target.most_common())
+        log.info("%s split: %d rows have no reference (%s).", split, sum(without_target.values()), details)
     skipped = Counter(reason for reason in mapped["skip_reason"] if reason)
     kept = mapped.filter(lambda reasons: [not r for r in reasons], batched=True, input_columns="skip_reason")
     if skipped:
