@@ -117,8 +117,26 @@ def build_named(nodes: DictConfig | None, key: str) -> list[Any]:
     return [build(node, f"{key}.{name}") for name, node in (nodes or {}).items() if node and "_target_" in node]
 
 
+# Trainer values Lightning takes at start and divides by some way into the run; the least each may be.
+TRAINER_FLOORS = {"val_check_interval": 0, "accumulate_grad_batches": 0, "check_val_every_n_epoch": 0}
+TRAINER_MINIMA = {"log_every_n_steps": 0, "gradient_clip_val": 0}  # 0: no logging, no clipping
+
+
+def check_trainer_values(node: DictConfig) -> None:
+    for key, floor in TRAINER_FLOORS.items():
+        value = node.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value <= floor:
+            raise ConfigError(f"trainer.{key}={value} must be > {floor}.")
+    for key, least in TRAINER_MINIMA.items():
+        value = node.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < least:
+            raise ConfigError(f"trainer.{key}={value} must be >= {least} ({least}: none).")
+
+
 def build_trainer(node: DictConfig, **kwargs: Any) -> L.Trainer:
-    """The Lightning Trainer of `node` (`cfg.trainer`), once its device count is known to fit this machine."""
+    """The Lightning Trainer of `node` (`cfg.trainer`), once its device count is known to fit this machine and its
+    values to be ones Lightning can run with (it refuses some only where it divides by them, some way in)."""
+    check_trainer_values(node)
     check_devices(str(node.get("accelerator", "auto")), node.get("devices", "auto"))
     return build(node, "trainer", **kwargs)
 

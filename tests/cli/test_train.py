@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,11 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tests.conftest import SHORT_TRAINING, tiny_run_config
 from tests.helpers import ROOT, TINY, run_cli, run_cli_in_process
 from weaver.cli.train import train
+from weaver.errors import ConfigError
+from weaver.instantiate import check_trainer_values
 from weaver.utils import hardware
 
 
@@ -162,6 +165,8 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
         (["monitor.metric=val/loss"], "monitor.metric='val/loss' is lower for a better model: add monitor.mode=min."),
         (["trainer.max_steps=-5"], "trainer: `max_steps` must be a non-negative integer or -1"),
         (["trainer.precision=bf17"], "trainer: Precision 'bf17' is invalid"),
+        (["trainer.val_check_interval=0"], "Error: trainer.val_check_interval=0 must be > 0."),
+        (["scheduler.num_warmup_steps=-3"], "Error: scheduler.num_warmup_steps must be a whole number >= 0, got -3"),
         (["optimizer.lr=abc", "debug=fast"], "Error: optimizer.lr='abc': expected a number."),
         (["trainer.max_steps=abc"], "Error: trainer.max_steps='abc': expected an integer."),
         (["trainer.max_steps=1.5"], "Error: trainer.max_steps=1.5: expected an integer."),
@@ -176,6 +181,23 @@ def test_bad_input_gives_a_short_error(tmp_path: Path, overrides: list[str], mes
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"accumulate_grad_batches": 0}, "trainer.accumulate_grad_batches=0 must be > 0."),
+        ({"val_check_interval": 0.0}, "trainer.val_check_interval=0.0 must be > 0."),
+        ({"check_val_every_n_epoch": 0}, "trainer.check_val_every_n_epoch=0 must be > 0."),
+        ({"log_every_n_steps": -1}, "trainer.log_every_n_steps=-1 must be >= 0 (0: none)."),
+        ({"gradient_clip_val": -1.0}, "trainer.gradient_clip_val=-1.0 must be >= 0 (0: none)."),
+    ],
+)
+def test_trainer_values_lightning_would_divide_by_are_refused_before_it_starts(values: dict, message: str) -> None:
+    node = OmegaConf.create({"max_steps": 10, "log_every_n_steps": 0, "gradient_clip_val": 0, **values})
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        check_trainer_values(node)
+    check_trainer_values(OmegaConf.create({"log_every_n_steps": 0, "gradient_clip_val": 0, "val_check_interval": 0.5}))
 
 
 PRESETS = sorted(path.stem for path in (ROOT / "conf" / "generation").glob("*.yaml"))

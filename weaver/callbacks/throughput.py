@@ -83,7 +83,7 @@ class ThroughputMonitor(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        if self.start is None or step == self.last_logged_step or step % self.every:
+        if not self.every or self.start is None or step == self.last_logged_step or step % self.every:
             return
         self.last_logged_step = step
         real = float(self.real)  # waits for the device, so the clock below covers the work

@@ -27,7 +27,7 @@ from weaver.data.tokenizer import save_tokenizer
 from weaver.errors import ConfigError, TrainingDiverged, checkpoint_file
 from weaver.instantiate import build, build_model, build_named, build_task, build_tokenizer, build_trainer
 from weaver.tasks import Seq2SeqTask
-from weaver.tasks.seq2seq import check_optimizer
+from weaver.tasks.seq2seq import check_optimizer, check_scheduler
 from weaver.utils.distributed import exit_with_launcher, is_first_process
 from weaver.utils.hardware import share_cpu_cores
 from weaver.utils.provenance import record_provenance
@@ -62,6 +62,7 @@ def train_in(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float], dict[
     if cfg.get("train"):
         check_monitor_mode(cfg)
         check_optimizer(build(cfg.optimizer, "optimizer"))
+        check_scheduler(cfg.get("scheduler"))
     if is_first_process():
         record_provenance(output_dir / "run_info")
     # The trainer first: a device count this machine lacks is refused before the data is prepared.

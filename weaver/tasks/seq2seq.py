@@ -10,7 +10,7 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Container, Sequence
+from collections.abc import Container, Mapping, Sequence
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
@@ -53,6 +53,14 @@ def check_optimizer(factory: partial) -> None:
     """The optimizer's values, tried on a parameter of one number: torch checks them (`optimizer.lr=-1`) only when
     the optimizer is built, once the data, model and loggers are set up, some way into a run."""
     call_naming_refusals("optimizer", REFUSED_BY_TORCH, factory, params=[nn.Parameter(torch.zeros(1))])
+
+
+def check_scheduler(node: Mapping[str, Any] | None) -> None:
+    """The `scheduler` config's warm-up steps, refused below zero: transformers' schedules take them, starting a run
+    part-way into their decay."""
+    warmup = node.get("num_warmup_steps") if node else None
+    if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
+        raise ConfigError(f"scheduler.num_warmup_steps must be a whole number >= 0, got {warmup!r}")
 
 
 def shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) -> torch.Tensor:
