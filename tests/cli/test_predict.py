@@ -159,6 +159,9 @@ WITHOUT_TORCH = (
         ("eval.py", ["ckpt_path=notes.txt"], "ckpt_path='notes.txt' is not a readable checkpoint (truncated, or not"),
         ("train.py", ["ckpt_path=x.ckpt"], "ckpt_path='x.ckpt' is not a file."),
         ("train.py", ["train=false", "ckpt_path=notes.txt"], "ckpt_path='notes.txt' is not a readable checkpoint"),
+        ("train.py", ["test=no"], "test must be true or false, got 'no'."),
+        ("export.py", ["ckpt_path=x.ckpt", "output_dir=out", "adapter_only=yes"], "adapter_only must be true or false"),
+        ("predict.py", ["ckpt_path=x.ckpt", "input=hi", "explain=1"], "explain must be true or false, got 1."),
     ],
 )
 def test_the_command_line_is_refused_in_one_line_before_pytorch_loads(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.types import RunMode
@@ -37,6 +38,14 @@ def check_required_keys(cfg: DictConfig) -> None:
     for key in cfg:
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(required_message(str(key)))
+
+
+def check_flags(cfg: DictConfig, config_name: str) -> None:
+    """A tool's true/false keys (`adapter_only`, `test`) given another value: `adapter_only=no` would read as true."""
+    defaults = yaml.safe_load((config_dir() / f"{config_name}.yaml").read_text(encoding="utf-8"))
+    for key, default in defaults.items():
+        if isinstance(default, bool) and key in cfg and not isinstance(cfg[key], bool):
+            raise ConfigError(f"{key} must be true or false, got {cfg[key]!r}.")
 
 
 def imported_on_call(name: str) -> Callable[..., Any]:
@@ -93,6 +102,7 @@ def entry_point(config_name: str, run: Callable[[DictConfig], Any]) -> Callable[
     def hydra_main(cfg: DictConfig) -> Any:
         try:
             check_required_keys(cfg)
+            check_flags(cfg, config_name)
             return run(cfg)
         except (WeaverError, MissingMandatoryValue) as error:
             message = user_message(error)

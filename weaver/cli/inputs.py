@@ -55,8 +55,6 @@ def check_predict(cfg: DictConfig) -> None:
     if not cfg.interactive:
         check_inputs(cfg, " (or interactive=true)")
         check_output_file(cfg)
-    if not isinstance(cfg.explain, bool):
-        raise ConfigError(f"explain must be true or false, got {cfg.explain!r}.")
 
 
 def check_explain(cfg: DictConfig) -> None:
