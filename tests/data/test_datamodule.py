@@ -45,6 +45,20 @@ def test_missing_splits_are_carved_from_train_reproducibly(tmp_path: Path) -> No
     assert not set(first["test"]["source"]) & set(first["train"]["source"])
 
 
+def test_evaluation_examples_that_are_also_train_examples_are_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", PAIRS[:10] * 6)  # every row six times
+    with caplog.at_level(logging.WARNING):
+        pairs = datamodule(tmp_path, train_file=str(train), validation_fraction=0.1, test_fraction=0.1).pairs()
+    for split in ("validation", "test"):
+        assert f"{split} split: {len(pairs[split])} of {len(pairs[split])} examples are also train" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        datamodule(tmp_path, train_file=str(write_jsonl(tmp_path / "once.jsonl", PAIRS)), test_fraction=0.1).pairs()
+    assert "also train examples" not in caplog.text
+
+
 def test_a_test_file_alone_replaces_that_split_of_the_data_dir(tmp_path: Path) -> None:
     folder = tmp_path / "data"
     folder.mkdir()

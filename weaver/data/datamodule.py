@@ -108,6 +108,26 @@ def require_positive(name: str, value: int | None) -> None:
         raise ConfigError(f"data.{name} must be a positive integer, got {value!r}.")
 
 
+def report_train_overlap(pairs: DatasetDict) -> None:
+    """Evaluation examples that are also training examples (a file's repeated rows, which carving a split from train
+    puts on both sides, or rows two files share) score what the model was taught: counted in the log."""
+    if "train" not in pairs:
+        return
+    taught = set(zip(pairs["train"]["source"], pairs["train"]["target"], strict=True))
+    for split in ("validation", "test"):
+        if split not in pairs:
+            continue
+        shared = sum(pair in taught for pair in zip(pairs[split]["source"], pairs[split]["target"], strict=True))
+        if shared:
+            log.warning(
+                "%s split: %d of %d examples are also train examples (the same source and target): its scores "
+                "count them. Remove repeated rows from the data to keep the splits apart.",
+                split,
+                shared,
+                len(pairs[split]),
+            )
+
+
 class Seq2SeqDataModule(LightningDataModule):
     """Pairs of texts from local files, the package's embedded corpora or the HuggingFace Hub.
 
@@ -297,6 +317,8 @@ class Seq2SeqDataModule(LightningDataModule):
             )
             sizes = ", ".join(f"{split} {len(data)}" for split, data in self._pairs.items())
             log.info("Data: %s examples.", sizes)
+            if self.is_global_zero():
+                report_train_overlap(self._pairs)
         return self._pairs
 
     def state_dict(self) -> dict[str, Any]:
