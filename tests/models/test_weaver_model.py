@@ -318,6 +318,9 @@ def test_copy_attention_outputs_a_distribution_that_incremental_decoding_reprodu
     torch.testing.assert_close(torch.cat(steps, dim=1), logprobs, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="needs the source_ids"):
         model.decode(tgt, states, mask)
+    # What lies under the mask copies nothing, a real token's id too.
+    hidden_under_mask = src.masked_fill(~mask.bool(), 0) + src[:, :1] * (1 - mask)
+    torch.testing.assert_close(model(hidden_under_mask, mask, tgt), logprobs, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("rows_per_chunk", [64, 3])

@@ -268,6 +268,7 @@ class CopyAttention(nn.Module):
         self.query = nn.Linear(config.d_model, config.d_model)
         self.key = nn.Linear(config.d_model, config.d_model)
         self.gate = nn.Linear(config.d_model, 1)  # P(generate from the vocabulary) = sigmoid(gate(h))
+        self.pad_token_id = config.pad_token_id
 
     def forward(
         self,
@@ -287,6 +288,9 @@ class CopyAttention(nn.Module):
         rows, length, width = hidden.shape
         sources, source_length = source_ids.shape
         group = rows // sources
+        # Whatever a caller left under the mask, padding copies nothing: as padding, never as a real token's id
+        # (the mixture writes each id once; a masked position sharing a real one's id would contend for its entry).
+        source_ids = source_ids.masked_fill(~source_mask.bool(), self.pad_token_id)
         queries = self.query(hidden).reshape(sources, group * length, width)  # each source's beams together
         scores = (queries @ keys.transpose(1, 2)).float() * width**-0.5  # (B, group * T, S)
         scores = scores.masked_fill(~source_mask.bool()[:, None, :], float("-inf"))
