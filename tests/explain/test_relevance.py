@@ -90,6 +90,7 @@ def test_a_long_source_is_shown_as_its_most_relevant_spans(tokenizer: PreTrained
     assert len(explanation.source_tokens) > 400
     columns = len(heatmap(explanation, max_tokens=32).axes[0].get_xticks())
     assert 16 <= columns <= 32 + 3  # spans of 8 tokens, with a gap column between spans that do not touch
+    assert len(heatmap(explanation, max_tokens=4).axes[0].get_xticks()) == 4  # a budget under one span: one span
     png, page, scores = write_views(explanation, tmp_path / "long", {"source": long_text}, max_heatmap_tokens=32)
     assert json.loads(scores.read_text())["relevance"]["format"] == "coo"
     assert png.stat().st_size < 500_000 and page.stat().st_size < 200_000

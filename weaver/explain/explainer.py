@@ -163,6 +163,8 @@ def chosen_indices(key: str, values: int | list[int] | None, available: int, wha
     if values is None:
         return list(range(available))
     chosen = [values] if isinstance(values, int) else list(values)
+    if not chosen:
+        raise ConfigError(f"{key}=[]: choose at least one of the model's {available} {what} (or null: all).")
     for value in chosen:
         if isinstance(value, bool) or not isinstance(value, int) or not -available <= value < available:
             raise ConfigError(f"{key}={values}: the model has {available} {what} (0 to {available - 1}).")

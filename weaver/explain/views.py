@@ -25,7 +25,8 @@ def shown_columns(explanation: Explanation, max_tokens: int) -> list[int | None]
     length = len(explanation.source_tokens)
     if length <= max_tokens:
         return list(range(length))
-    spans = sorted(top_spans(explanation.source_scores(), max_tokens // SPAN_TOKENS, SPAN_TOKENS, share=0.0))
+    span_tokens = min(SPAN_TOKENS, max_tokens)  # a budget under one span's width shows one narrower span
+    spans = sorted(top_spans(explanation.source_scores(), max_tokens // span_tokens, span_tokens, share=0.0))
     columns: list[int | None] = []
     for start, end in spans:
         if columns and columns[-1] != start - 1:
