@@ -116,8 +116,9 @@ def test_renamed_training_examples_query_the_new_name_of_the_queried_document_an
 
 
 def test_bad_settings_and_data_name_the_key() -> None:
-    with pytest.raises(ConfigError, match="data.pair_builder.num_documents must be a positive integer"):
-        RecallSetPairs(num_documents=0)
+    for count in (0, None):
+        with pytest.raises(ConfigError, match="data.pair_builder.num_documents must be a positive integer"):
+            RecallSetPairs(num_documents=count)
     with pytest.raises(ConfigError, match="data.pair_builder.rename_rate must be a number from 0 to 1, got 1.5"):
         RecallSetPairs(rename_rate=1.5)
     with pytest.raises(DataError, match="eval_num_documents=40 exceeds the 30 usable rows of the test split"):

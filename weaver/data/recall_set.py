@@ -74,7 +74,8 @@ class RecallSetPairs:
     rename_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("num_documents", "eval_num_documents", "min_documents", "eval_max_examples"):
+        require_positive_int("data.pair_builder.num_documents", self.num_documents)  # the one with no null
+        for name in ("eval_num_documents", "min_documents", "eval_max_examples"):
             if getattr(self, name) is not None:
                 require_positive_int(f"data.pair_builder.{name}", getattr(self, name))
         if (
