@@ -159,4 +159,7 @@ class Predictor:
         return Example(source=text, id=id)
 
     def format_turn(self, speaker: int, text: str) -> str:
-        return f"{self.pair_builder.speaker_tokens[speaker % len(self.pair_builder.speaker_tokens)]}{text.strip()}"
+        """A typed turn as training formats one: the data's markers (`<sep>`, `<speaker2>`) it holds become spaces
+        (they would fake turn boundaries), its whitespace one space."""
+        builder = self.pair_builder
+        return f"{builder.speaker_tokens[speaker % len(builder.speaker_tokens)]}{builder.clean_text(text)}"

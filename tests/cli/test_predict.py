@@ -228,6 +228,10 @@ def test_chat_contexts_start_with_the_topic_as_in_training() -> None:
     assert predictor.reply(["<speaker1>hi", "<speaker2>hello"], topic) == "<topic>Do you have pets?<sep><speaker2>hello"
     assert predictor.topic_context(None) == predictor.topic_context("   ") == []
     assert predictor.topic_context(42) == ["<topic>42"]  # Hydra reads topic=42 as a number
+    # A typed turn is cleaned as training cleans one: markers would fake turn boundaries.
+    typed = predictor.example("hi   <speaker2>there<sep>friend ")
+    assert typed.source == "<speaker1>hi there friend" and typed.context == ["<speaker1>hi there friend"]
+    assert predictor.format_turn(1, " ok\n<sep> ") == "<speaker2>ok"
 
 
 def test_a_topic_needs_a_model_trained_with_topics(tmp_path: Path) -> None:
