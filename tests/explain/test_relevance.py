@@ -13,7 +13,9 @@ from transformers import PreTrainedTokenizerFast
 from tests.models.tiny_hf import fast_tokenizer
 from weaver.errors import ConfigError
 from weaver.explain import Explainer, heatmap, write_views
-from weaver.explain.explainer import Explanation, top_spans
+from weaver.config import pretrained_path
+from weaver.data import PretrainedTokenizer
+from weaver.explain.explainer import Explanation, token_labels, top_spans
 from weaver.generation import GenerationConfig
 from weaver.models import WeaverModel, build_weaver
 
@@ -94,6 +96,16 @@ def test_a_long_source_is_shown_as_its_most_relevant_spans(tokenizer: PreTrained
     png, page, scores = write_views(explanation, tmp_path / "long", {"source": long_text}, max_heatmap_tokens=32)
     assert json.loads(scores.read_text())["relevance"]["format"] == "coo"
     assert png.stat().st_size < 500_000 and page.stat().st_size < 200_000
+
+
+def test_labels_of_tokens_that_split_a_character_read_as_the_text() -> None:
+    """Byte-level BPE splits 日, ï or an emoji over tokens that alone decode to U+FFFD."""
+    tokenizer = PretrainedTokenizer(pretrained_path("weaver_small_pretrained")).load()
+    text = "日本語 ünïcödé 🎉 straße"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert "\ufffd" in "".join(tokenizer.decode([i]) for i in ids)  # what labels of one token each would show
+    labels = token_labels(tokenizer, ids)
+    assert len(labels) == len(ids) and "".join(labels).strip() == text
 
 
 def test_an_explanations_spans_are_whole_words_without_special_tokens() -> None:

@@ -148,14 +148,34 @@ def top_spans(
     return spans
 
 
+REPLACEMENT = "\ufffd"  # what decoding part of a character's UTF-8 bytes gives
+
+
 def token_labels(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[str]:
     """Each token as text, with a leading space where it starts a word, so that labels read as the text does."""
     pieces = tokenizer.convert_ids_to_tokens(ids)
     texts = tokenizer.batch_decode([[i] for i in ids], clean_up_tokenization_spaces=False)
+    whole_characters(tokenizer, ids, texts)
     return [
         " " + text.lstrip(" ") if piece.startswith(WORD_START_MARKERS) else text
         for piece, text in zip(pieces, texts, strict=True)
     ]
+
+
+def whole_characters(tokenizer: PreTrainedTokenizerBase, ids: list[int], texts: list[str], most: int = 8) -> None:
+    """Byte-level tokens may split a character's UTF-8 bytes (日, ü, an emoji), each decoding alone to U+FFFD: such
+    a run of tokens gets their joint text on its first token and empty labels after, in place, so that labels read
+    (and spans join) as the text does."""
+    start = 0
+    while start < len(ids):
+        if REPLACEMENT in texts[start]:
+            for end in range(start + 2, min(len(ids), start + most) + 1):
+                joined = tokenizer.decode(ids[start:end], clean_up_tokenization_spaces=False)
+                if REPLACEMENT not in joined:
+                    texts[start:end] = [joined, *[""] * (end - start - 1)]
+                    start = end - 1
+                    break
+        start += 1
 
 
 def chosen_indices(key: str, values: int | list[int] | None, available: int, what: str) -> list[int]:
