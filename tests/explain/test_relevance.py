@@ -11,10 +11,10 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from tests.models.tiny_hf import fast_tokenizer
-from weaver.errors import ConfigError
-from weaver.explain import Explainer, heatmap, write_views
 from weaver.config import pretrained_path
 from weaver.data import PretrainedTokenizer
+from weaver.errors import ConfigError
+from weaver.explain import Explainer, heatmap, write_views
 from weaver.explain.explainer import Explanation, token_labels, top_spans
 from weaver.generation import GenerationConfig
 from weaver.models import WeaverModel, build_weaver
