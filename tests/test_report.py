@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from weaver.errors import FINISHED_IN
 from weaver.report import curves_figure, default_console, find_runs, parameter_figure, report, swept_keys
 
 
@@ -44,6 +45,18 @@ def test_report_marks_the_best_run_and_writes_plots(tmp_path: Path) -> None:
     assert "1e-3" in best_line and "6" in best_line and "incomplete" in text
     assert [p.name for p in written] == ["curves.png", "best_by_optimizer.lr.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+def test_a_rerun_sweeps_skipped_job_counts_once_under_a_relative_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finished = fake_run(tmp_path / "sweeps" / "first" / "0", "1e-3", [2.0, 6.0])
+    skipped = fake_run(tmp_path / "sweeps" / "again" / "0", "1e-3", [], finished=False)
+    (skipped / FINISHED_IN).parent.mkdir()
+    (skipped / FINISHED_IN).write_text(str(finished))  # as `resume=auto` writes it: an absolute path
+    monkeypatch.chdir(tmp_path)
+    assert [run.path.resolve() for run in find_runs(Path("sweeps"))] == [finished]
+    assert [run.path for run in find_runs(Path("sweeps") / "again")] == [finished]  # read from where it finished
 
 
 def test_a_failed_run_is_reported_with_its_reason(tmp_path: Path) -> None:

@@ -92,6 +92,7 @@ def find_runs(root: Path) -> list[RunRecord]:
     """Every run under `root`; a sweep job that `resume=auto` found finished already is read from that run, unless
     it is under `root` too."""
     paths = sorted({config.parent.parent for config in root.rglob(".hydra/config.yaml")})
+    under_root = {path.resolve() for path in paths}  # `finished_in` holds an absolute path; `root` may be relative
     runs = []
     for path in paths:
         if path.parent.name == "report":
@@ -101,7 +102,7 @@ def find_runs(root: Path) -> list[RunRecord]:
             runs.append(read_run(path, root))
             continue
         finished = Path(finished_in.read_text().strip())
-        if finished not in paths and (finished / ".hydra" / "config.yaml").is_file():
+        if finished.resolve() not in under_root and (finished / ".hydra" / "config.yaml").is_file():
             run = read_run(finished, finished.parent)
             run.name = f"{read_run(path, root).name} (finished in {finished})"
             runs.append(run)
