@@ -66,6 +66,11 @@ def export_checkpoint(
     if not adapter_only and peft_model_of(model) is not None and not can_merge(model):
         log.info("Virtual-token adapters cannot be merged into the weights: exporting the adapters alone.")
         adapter_only = True
+    if adapter_only and weights_dtype is not None:
+        raise ConfigError(
+            f"weights_dtype={weights_dtype} halves merged weights; the adapters alone are written as trained (a small "
+            "share of the model): drop weights_dtype, or export merged (adapter_only=false, where the adapters merge)."
+        )
     if adapter_only:
         check_adapters_exportable(model, base)  # before the folder is made
     try:

@@ -191,6 +191,9 @@ def test_native_lora_adapts_an_exported_model(train_config: DictConfig, tiny_dat
     trainable = sum(p.numel() for p in objects["model"].parameters() if p.requires_grad)
     assert trainable * 10 <= sum(p.numel() for p in objects["model"].parameters())
     ckpt, output = best_checkpoint(cfg), tmp_path / "adapter"
+    with pytest.raises(ConfigError, match=r"^weights_dtype=float16 halves merged weights; the adapters alone are"):
+        export_checkpoint(ckpt, output, adapter_only=True, weights_dtype="float16")
+    assert not output.exists()  # refused before the folder is made
     export_checkpoint(ckpt, output, adapter_only=True)
     reloaded = from_pretrained(output)
     batch = PretrainedTokenizer(str(base)).load()(TEXTS, padding=True, return_tensors="pt")
