@@ -13,9 +13,9 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from tests.conftest import SHORT_TRAINING, tiny_run_config
+from tests.conftest import SHORT_TRAINING, compose_config, tiny_run_config
 from tests.helpers import ROOT, TINY, run_cli, run_cli_in_process
-from weaver.cli.train import train
+from weaver.cli.train import absolute_model_paths, train
 from weaver.errors import ConfigError
 from weaver.instantiate import check_trainer_values
 from weaver.utils import hardware
@@ -198,6 +198,21 @@ def test_trainer_values_lightning_would_divide_by_are_refused_before_it_starts(v
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         check_trainer_values(node)
     check_trainer_values(OmegaConf.create({"log_every_n_steps": 0, "gradient_clip_val": 0, "val_check_interval": 0.5}))
+
+
+def test_a_model_named_by_a_relative_path_is_recorded_by_its_absolute_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that the run's checkpoints find it from any directory (eval.py, predict.py, export.py)."""
+    (tmp_path / "exp_base").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_config(["model=weaver_pretrained", "model.init_from=exp_base"])
+    absolute_model_paths(cfg)
+    assert cfg.model.init_from == cfg.tokenizer.name_or_path == str(tmp_path / "exp_base")
+    hub = compose_config(["model=t5_small"])
+    absolute_model_paths(hub)
+    assert hub.model.name_or_path == "t5-small"  # a Hub id, not a folder here
+    absolute_model_paths(compose_config(["model=weaver_pretrained"]))  # init_from unset: left to be named later
 
 
 PRESETS = sorted(path.stem for path in (ROOT / "conf" / "generation").glob("*.yaml"))

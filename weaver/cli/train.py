@@ -52,8 +52,22 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         return train_in(cfg, output_dir)
 
 
+def absolute_model_paths(cfg: DictConfig) -> None:
+    """A model read from a local folder or file named by a relative path (`model.init_from=exp_base`) is recorded by
+    its absolute path: the config saved with the run and its checkpoints then finds it from any directory, as eval.py,
+    predict.py and export.py must."""
+    model = cfg.get("model")
+    for key in ("init_from", "name_or_path"):
+        if model is None or key not in model or OmegaConf.is_missing(model, key):
+            continue
+        value = model.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute() and Path(value).expanduser().exists():
+            model[key] = str(Path(value).expanduser().resolve())
+
+
 def train_in(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
     """`train`, once this process may write to `output_dir`."""
+    absolute_model_paths(cfg)
     if cfg.get("print_config"):
         print_config(cfg)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
