@@ -59,6 +59,19 @@ def optuna_direction(mode: str) -> str:
     return directions[mode]
 
 
+def optuna_seed(seed: int, storage: str, study_name: str) -> int:
+    """The Optuna sampler's seed for one invocation of a search: the run's seed plus the trials its stored study
+    already holds. A sampler seeded alike in every invocation would draw the first invocation's start-up trials again
+    when a later one extends the study; this way the same command on the same stored study still draws the same."""
+    import optuna
+
+    try:
+        held = len(optuna.load_study(study_name=study_name, storage=storage).trials)
+    except KeyError:  # no such study yet
+        held = 0
+    return int(seed) + held
+
+
 def sqlite_url(path: str) -> str:
     """`sqlite:///<path>` with the file's folder created: SQLite makes the file, not its folders."""
     Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +105,7 @@ def register_resolvers() -> None:
         "weaver.chitchat": chitchat_file,
         "weaver.optuna_direction": optuna_direction,
         "weaver.sqlite_url": sqlite_url,
+        "weaver.optuna_seed": optuna_seed,
         "weaver.sweep_group": sweep_group,
         "weaver.default_precision": default_precision,
     }

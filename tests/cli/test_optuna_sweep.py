@@ -51,7 +51,10 @@ def test_an_optuna_search_survives_a_failed_trial_and_extends_from_its_storage(
 
     again = run_cli(*SEARCH, data, *TINY, "hydra.sweeper.n_trials=2", cwd=tmp_path, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert len(study(tmp_path).trials) == 6
+    extended = study(tmp_path).trials
+    assert len(extended) == 6
+    # The extension draws settings of its own, not the first command's first two trials again.
+    assert [t.params for t in extended[4:]] != [t.params for t in extended[:2]]
 
 
 def test_jobs_of_one_sweep_share_a_wandb_group() -> None:
