@@ -56,6 +56,8 @@ def test_evaluation_splits_take_their_own_length_and_count() -> None:
     builder = RecallSetPairs(num_documents=2, eval_num_documents=6, eval_max_examples=7)
     test = builder.build_pairs(Dataset.from_list(ROWS), "test")
     assert len(test) == 7 and all(len(documents_in(source)) == 6 for source in test["source"])
+    inputs = builder.build_pairs(Dataset.from_list(ROWS), "input")  # predict.py: every usable row, uncapped
+    assert len(inputs) == len(ROWS) and all(len(documents_in(source)) == 6 for source in inputs["source"])
     assert len(documents_in(builder.build_pairs(Dataset.from_list(ROWS), "train")[0]["source"])) == 2
 
 

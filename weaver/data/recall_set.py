@@ -50,9 +50,9 @@ class RecallSetPairs:
     heads its documents with keys drawn at random from the split (the query names the queried document's new key),
     so its summary cannot be guessed from the query's words and only finding the document earns it; validation and
     test keep the true keys. Every usable training row is queried once; `eval_max_examples` caps how many validation
-    and test rows are (the first ones). Keys come from `key_field`, or, in rows without one, from `keys_file` (JSON,
-    optionally gzipped: {row id: key}) joined on `id_field`. Rows without a usable key, document or summary are
-    skipped and counted.
+    and test rows are (the first ones; predict.py's input rows are all queried). Keys come from `key_field`, or, in
+    rows without one, from `keys_file` (JSON, optionally gzipped: {row id: key}) joined on `id_field`. Rows without
+    a usable key, document or summary are skipped and counted.
     """
 
     num_documents: int = 16
@@ -104,7 +104,8 @@ class RecallSetPairs:
     def build_pairs(self, dataset: Dataset, split: str) -> Dataset:
         """Columns `example_id`, `source`, `target` and `position` (where the queried document sits, 0-based)."""
         keys, documents, summaries, rows = self.usable_rows(dataset, split)
-        count = len(rows) if split == "train" or not self.eval_max_examples else min(len(rows), self.eval_max_examples)
+        capped = split in ("validation", "test") and self.eval_max_examples  # not predict.py's input: every row
+        count = min(len(rows), self.eval_max_examples) if capped else len(rows)
         per_example = self.documents_per_example(split)
         if per_example > len(rows):
             key = "num_documents" if split == "train" else "eval_num_documents"
