@@ -179,13 +179,14 @@ def test_resume_on_another_node_continues_the_run_its_rank_zero_holds(
 
 @pytest.mark.slow
 def test_a_continuation_that_validates_no_more_reports_the_last_validation(
-    train_config: DictConfig, tmp_path: Path
+    translation_checkpoint: Path, train_config: DictConfig, tmp_path: Path
 ) -> None:
-    """As when a run is preempted during its test: its continuation trains no further, and tests."""
-    train_config.test = False
-    first, _ = train(train_config)
+    """As when a run is preempted during its test: its continuation (the same config) trains no further."""
+    finished = translation_checkpoint.parent.parent
+    first = json.loads((finished / "metrics.json").read_text())["metrics"]
     continued = train_config.copy()
-    continued.ckpt_path = str(Path(train_config.paths.output_dir) / "checkpoints" / "last.ckpt")
+    continued.test = False
+    continued.ckpt_path = str(finished / "checkpoints" / "last.ckpt")
     continued.paths.output_dir = str(tmp_path / "continued")
     metrics, _ = train(continued)
     validation = {name: value for name, value in first.items() if name.startswith("val/")}
