@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 QUERY_RELEVANCE = ("ignored", "relevant", "irrelevant")  # `query_relevance`: where the query's tokens go
 # Bump when the examples built from the same rows change, so cached datasets are not reused.
-PAIRS_VERSION = "1"  # min_documents=None builds the same examples as before it existed
+PAIRS_VERSION = "2"  # 2: `example_id` is the queried row's index in the input, as for every other builder
 
 
 @dataclass
@@ -102,7 +102,8 @@ class RecallSetPairs:
         return self.num_documents if split == "train" else (self.eval_num_documents or self.num_documents)
 
     def build_pairs(self, dataset: Dataset, split: str) -> Dataset:
-        """Columns `example_id`, `source`, `target` and `position` (where the queried document sits, 0-based)."""
+        """Columns `example_id` (the queried row's index in `dataset`), `source`, `target` and `position` (where the
+        queried document sits, 0-based)."""
         keys, documents, summaries, rows = self.usable_rows(dataset, split)
         capped = split in ("validation", "test") and self.eval_max_examples  # not predict.py's input: every row
         count = min(len(rows), self.eval_max_examples) if capped else len(rows)
@@ -141,7 +142,7 @@ class RecallSetPairs:
                 body = " ".join(
                     f"{self.document_token} {key}: {documents[i]}" for key, i in zip(headers, order, strict=True)
                 )
-                built["example_id"].append(target)
+                built["example_id"].append(index)
                 built["source"].append(f"{headers[position]} {self.query_token} {body}")
                 built["target"].append(summaries[target])
                 built["position"].append(position)
