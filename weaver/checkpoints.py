@@ -205,20 +205,24 @@ def checkpoint_tokenizer(path: str | Path, key: str) -> PreTrainedTokenizerBase:
     return restore_tokenizer(checkpoint[TOKENIZER_KEY], OmegaConf.create(checkpoint[CONFIG_KEY]))
 
 
-def checkpoint_weaver(path: str | Path) -> WeaverModel:
+def checkpoint_weaver(path: str | Path, key: str = "model.init_from") -> WeaverModel:
     """The native Weaver model a training checkpoint holds (mergeable adapters merged in), to start another run."""
-    model = restore_run(path, key="model.init_from").task.model
+    return plain_weaver(
+        restore_run(path, key=key).task.model, f"{key}='{path}'", "train on from it with resume or ckpt_path"
+    )
+
+
+def plain_weaver(model: nn.Module, named: str, unmergeable_fix: str) -> WeaverModel:
+    """`model` (read from `named`, e.g. "model.init_from='run.ckpt'") as a plain native Weaver model, its mergeable
+    adapters merged in; virtual-token adapters and other kinds of model are refused with what to do instead."""
     if peft_model_of(model) is not None:
         if not can_merge(model):
-            raise ConfigError(
-                f"model.init_from='{path}': its adapters cannot be merged into the weights; train on from it with "
-                "resume or ckpt_path instead."
-            )
+            raise ConfigError(f"{named}: its adapters cannot be merged into the weights; {unmergeable_fix} instead.")
         model = merge_adapters(model)
     if not isinstance(model, WeaverModel):
         model_config = "hf_causal_lm" if isinstance(model, CausalLM) else "hf_seq2seq"
         raise ConfigError(
-            f"model.init_from='{path}' holds a {type(model).__name__}, not a native Weaver model: export it (python "
+            f"{named} holds a {type(model).__name__}, not a native Weaver model: export it (python "
             f"export.py) and load the folder with its own model config (model={model_config} "
             "model.name_or_path=...)."
         )

@@ -29,7 +29,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from weaver.checkpoints import restore_run
+from weaver.checkpoints import checkpoint_weaver, restore_run
 from weaver.data.tokenizer import save_tokenizer
 from weaver.errors import ConfigError
 from weaver.generation import GenerationConfig
@@ -41,6 +41,7 @@ from weaver.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
 ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_BASE_KEY = "base_model_name_or_path"  # where adapter_config.json names the model the adapters apply to
 PROMPT_TEMPLATE_FILE = "prompt_template.txt"
 
 
@@ -229,7 +230,11 @@ def from_pretrained(folder: str | Path) -> nn.Module:
     folder = Path(folder).expanduser()
     adapter_config = folder / ADAPTER_CONFIG_FILE
     if adapter_config.is_file():
-        base = from_pretrained(adapter_base(folder))
+        base_path = adapter_base(folder)
+        # A base that is a training checkpoint: the model it holds, as the adapted run started from it (init_from).
+        base = (
+            checkpoint_weaver(base_path, ADAPTER_BASE_KEY).eval() if base_path.is_file() else from_pretrained(base_path)
+        )
         if (folder / GENERATION_CONFIG_FILE).is_file():  # the adapted model's decoding settings, not the base's
             base.generation_config = (
                 generation_config_of(folder)
@@ -246,18 +251,18 @@ def from_pretrained(folder: str | Path) -> nn.Module:
     return (AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM).from_pretrained(folder).eval()
 
 
-def adapter_base(folder: Path) -> str:
-    """The base model an adapter folder names, a folder that must still be where it was when the adapters were
-    exported."""
-    base = json.loads((folder / ADAPTER_CONFIG_FILE).read_text())["base_model_name_or_path"]
-    if not Path(base).expanduser().is_dir():
+def adapter_base(folder: Path) -> Path:
+    """The base model an adapter folder names (an exported folder or a training checkpoint), which must still be
+    where it was when the adapters were exported."""
+    base = json.loads((folder / ADAPTER_CONFIG_FILE).read_text())[ADAPTER_BASE_KEY]
+    if not Path(base).expanduser().exists():
         raise ConfigError(
-            f"'{folder}' holds adapters whose base model (base_model_name_or_path in {ADAPTER_CONFIG_FILE}) is not a "
-            f"folder here: '{base}'. Restore that folder, or set base_model_name_or_path to where the base model is "
+            f"'{folder}' holds adapters whose base model ({ADAPTER_BASE_KEY} in {ADAPTER_CONFIG_FILE}) is not a "
+            f"folder or checkpoint here: '{base}'. Restore it, or set {ADAPTER_BASE_KEY} to where the base model is "
             "now (a Hub model: load it with AutoModel*.from_pretrained and the adapters with peft's "
             "PeftModel.from_pretrained)."
         )
-    return base
+    return Path(base).expanduser()
 
 
 def generation_config_of(folder: str | Path) -> GenerationConfig:

@@ -173,11 +173,15 @@ def build_pair_builder(data: DictConfig) -> PairBuilder:
 def build_model(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, saved_config: str | None = None) -> nn.Module:
     """`cfg.model` sized for `tokenizer`, with `cfg.peft` adapters when set. A model node that checks the data's
     lengths gets them from `cfg.data` as it is now: a restored run's stored copy may predate an override
-    (`eval.py ... data.max_source_length=65536`). `saved_config`: a restored HuggingFace backbone's config files
-    (see `weaver.models.pretrained.pretrained_or_random`)."""
+    (`eval.py ... data.max_source_length=65536`). `saved_config`: a restored checkpoint's model config files, for
+    the builders of models that start from saved weights (a pretrained backbone, `model.init_from`) to rebuild the
+    model without them (see `weaver.models.pretrained.pretrained_or_random`, `weaver.models.load_weaver`)."""
     lengths = ("max_source_length", "max_target_length")
     extra: dict[str, Any] = {key: cfg.data[key] for key in lengths if key in cfg.model}
-    if saved_config is not None:
+    if (
+        saved_config is not None
+        and "saved_config" in inspect.signature(hydra.utils.get_object(cfg.model._target_)).parameters
+    ):
         extra["saved_config"] = saved_config
     model = build(cfg.model, "model", tokenizer=tokenizer, **extra)
     if cfg.get("peft"):

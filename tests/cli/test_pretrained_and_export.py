@@ -25,7 +25,7 @@ from weaver.data import PretrainedTokenizer
 from weaver.errors import ConfigError
 from weaver.export import export_checkpoint, exported_generation, from_pretrained
 from weaver.generation import GenerationConfig
-from weaver.models import LoRA, PretrainedSeq2Seq, build_pretrained_seq2seq, build_weaver
+from weaver.models import LoRA, PretrainedSeq2Seq, build_pretrained_seq2seq, build_weaver, load_weaver
 
 TEXTS = ["The package provides a command line tool.", "Documentation files", "A library for Python 3"]
 
@@ -181,10 +181,11 @@ def test_lora_training_lowers_the_loss_and_the_adapter_reloads(tiny_data_dir: Pa
 
 
 @pytest.mark.slow
-def test_native_lora_adapts_an_exported_model(train_config: DictConfig, tiny_data_dir: Path, tmp_path: Path) -> None:
+def test_native_lora_adapts_a_checkpoint_and_its_exported_adapters_reload_and_start_a_run(
+    train_config: DictConfig, tiny_data_dir: Path, tmp_path: Path
+) -> None:
     train(train_config)
-    base = tmp_path / "base"
-    export_checkpoint(best_checkpoint(train_config), base)
+    base = best_checkpoint(train_config)
     overrides = [f"data.data_dir={tiny_data_dir}", *SHORT_TRAINING, "peft=lora"]
     cfg = tiny_run_config(overrides, tmp_path / "adapted", model=["model=weaver_pretrained", f"model.init_from={base}"])
     metrics, objects = train(cfg)
@@ -195,9 +196,16 @@ def test_native_lora_adapts_an_exported_model(train_config: DictConfig, tiny_dat
         export_checkpoint(ckpt, output, adapter_only=True, weights_dtype="float16")
     assert not output.exists()  # refused before the folder is made
     export_checkpoint(ckpt, output, adapter_only=True)
-    reloaded = from_pretrained(output)
-    batch = PretrainedTokenizer(str(base)).load()(TEXTS, padding=True, return_tensors="pt")
-    assert reloaded.generate(batch["input_ids"], batch["attention_mask"]).tolist() == checkpoint_tokens(ckpt)
+    batch, tokens = (
+        PretrainedTokenizer(str(output)).load()(TEXTS, padding=True, return_tensors="pt"),
+        checkpoint_tokens(ckpt),
+    )
+    reloaded = from_pretrained(output)  # onto the model the base checkpoint holds
+    assert reloaded.generate(batch["input_ids"], batch["attention_mask"]).tolist() == tokens
+    started = load_weaver(str(output)).eval()  # model.init_from=<the adapters>: their base with them merged in
+    assert started.generate(batch["input_ids"], batch["attention_mask"]).tolist() == tokens
+    base.rename(tmp_path / "moved.ckpt")
+    assert checkpoint_tokens(ckpt) == tokens  # the checkpoint alone rebuilds its model: init_from is not read
 
 
 @pytest.mark.slow
@@ -212,7 +220,7 @@ def test_adapters_whose_base_model_has_moved_name_the_base_path(tiny_data_dir: P
         from_pretrained(output)
     assert str(error.value).startswith(
         f"'{output}' holds adapters whose base model (base_model_name_or_path in adapter_config.json) is not a "
-        f"folder here: '{folder}'. Restore that folder, or set base_model_name_or_path to where the base model is now"
+        f"folder or checkpoint here: '{folder}'. Restore it, or set base_model_name_or_path to where the base model is"
     )
 
 

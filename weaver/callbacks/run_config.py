@@ -1,5 +1,5 @@
-"""Store the composed run config, the tokenizer and a HuggingFace backbone's config files in every checkpoint, so a
-checkpoint alone rebuilds the run (without the pretrained folder or Hub model it started from)."""
+"""Store the composed run config, the tokenizer and the model's config files in every checkpoint, so a checkpoint
+alone rebuilds the run (without the pretrained folder, Hub model or `model.init_from` it started from)."""
 
 from __future__ import annotations
 

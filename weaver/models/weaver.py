@@ -535,20 +535,30 @@ class WeaverModel(nn.Module):
         config = replace(generation_config or self.generation_config, **overrides)
         return run_generation(self, input_ids, attention_mask, config)
 
+    def config_files(self, generation_config: GenerationConfig | None = None) -> dict[str, bytes]:
+        """`config.json` and `generation_config.json` as {name: bytes}, as `save_pretrained` writes them and a
+        checkpoint stores them: a run started from saved weights (`load_weaver`) is rebuilt from them, without the
+        folder or checkpoint it started from."""
+        config = {"model_type": MODEL_TYPE, **self.config.to_dict()}
+        generation = (generation_config or self.generation_config).to_dict()
+        return {
+            name: (json.dumps(values, indent=2) + "\n").encode()
+            for name, values in ((CONFIG_FILE, config), (GENERATION_CONFIG_FILE, generation))
+        }
+
     def save_pretrained(self, folder: str | Path, generation_config: GenerationConfig | None = None) -> None:
         """`config.json`, `model.safetensors` and `generation_config.json`: all `from_pretrained` needs."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        config = {"model_type": MODEL_TYPE, **self.config.to_dict()}
-        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        for name, content in self.config_files(generation_config).items():
+            (folder / name).write_bytes(content)
         weights = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
         save_file(weights, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-        generation = (generation_config or self.generation_config).to_dict()
-        (folder / GENERATION_CONFIG_FILE).write_text(json.dumps(generation, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> WeaverModel:
-        """A model saved by `save_pretrained`, in eval mode. Weights come from safetensors: nothing is unpickled."""
+    def from_config_files(cls, folder: str | Path) -> WeaverModel:
+        """A model of the config (and decoding settings) in `folder`, its weights freshly initialised for
+        `from_pretrained`'s, or a restored checkpoint's, to replace."""
         folder = Path(folder).expanduser()
         config_path = folder / CONFIG_FILE
         if not config_path.is_file():
@@ -558,10 +568,16 @@ class WeaverModel(nn.Module):
         if model_type != MODEL_TYPE:
             raise ConfigError(f"'{config_path}' describes a '{model_type}' model, not a '{MODEL_TYPE}' one.")
         model = cls(WeaverConfig.from_dict(values))
-        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
         generation_path = folder / GENERATION_CONFIG_FILE
         if generation_path.is_file():
             model.generation_config = GenerationConfig.from_dict(json.loads(generation_path.read_text()))
+        return model
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> WeaverModel:
+        """A model saved by `save_pretrained`, in eval mode. Weights come from safetensors: nothing is unpickled."""
+        model = cls.from_config_files(folder)
+        model.load_state_dict(load_file(str(Path(folder).expanduser() / WEIGHTS_FILE)))
         return model.eval()
 
     def training_flops(self, batch_size: int, source_length: int, target_length: int) -> int:
@@ -628,18 +644,27 @@ def load_weaver(
     query_match: Mapping[str, Any] | None = None,
     max_source_length: int | None = None,
     max_target_length: int | None = None,
+    saved_config: str | None = None,
 ) -> WeaverModel:
     """Hydra builder for `model=weaver_pretrained` (and the shipped `model=weaver_small_pretrained`): fine-tune (or
-    adapt with LoRA) an exported Weaver model, or the one in a training checkpoint (a `.ckpt` file, e.g. of
-    `task=pretrain`). ``memory`` (`memory=recall`) and ``dropout`` replace the saved settings: neither changes the
-    weights, and a model pretrained without dropout is usually fine-tuned with it. ``copy_attention`` turned on adds
-    the copy module, and ``query_match`` its vector, each from its fresh initialisation while every saved weight is
-    kept."""
-    path = saved_model_path(init_from)
-    if path.is_file():
+    adapt with LoRA) an exported Weaver model (adapters exported alone are merged into their base), or the one in a
+    training checkpoint (a `.ckpt` file, e.g. of `task=pretrain`). ``memory`` (`memory=recall`) and ``dropout``
+    replace the saved settings: neither changes the weights, and a model pretrained without dropout is usually
+    fine-tuned with it. ``copy_attention`` turned on adds the copy module, and ``query_match`` its vector, each from
+    its fresh initialisation while every saved weight is kept. `saved_config`: a restored checkpoint's model config
+    files (`WeaverModel.config_files`), of which a model is built for the checkpoint's weights, `init_from` unread."""
+    if saved_config is not None:
+        model = WeaverModel.from_config_files(saved_config)
+    elif (path := saved_model_path(init_from)).is_file():
         from weaver.checkpoints import checkpoint_weaver  # it builds models: imported here, not at module load
 
         model = checkpoint_weaver(path)
+    elif (path / "adapter_config.json").is_file():  # exported adapters: their base with them merged in
+        from weaver.checkpoints import plain_weaver
+        from weaver.export import from_pretrained
+
+        fix = "train from their base model (base_model_name_or_path in its adapter_config.json) or their checkpoint"
+        model = plain_weaver(from_pretrained(path), f"model.init_from='{init_from}'", fix)
     else:
         try:
             model = WeaverModel.from_pretrained(path)
