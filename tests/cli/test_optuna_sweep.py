@@ -48,6 +48,7 @@ def test_an_optuna_search_survives_a_failed_trial_and_extends_from_its_storage(
     completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert best["best_value"] == pytest.approx(min(t.value for t in completed))
     assert "Best value" in result.stdout + result.stderr
+    assert "No trial of study" not in result.stdout + result.stderr  # said only where no trial has a result
 
     again = run_cli(*SEARCH, data, *TINY, "hydra.sweeper.n_trials=2", cwd=tmp_path, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -84,6 +85,8 @@ def test_a_trial_without_a_validation_fails_in_one_line(tiny_data_dir: Path, tmp
     assert "monitor.metric=val/loss was never measured: no validation ran" in error.read_text()
     assert "Job 0 failed: monitor.metric=val/loss was never measured" in failed.stdout + failed.stderr
     assert study(tmp_path).trials[0].state == optuna.trial.TrialState.FAIL
+    # The sweeper then stops on Optuna's "Record does not exist." (no best trial to report): said beforehand.
+    assert "No trial of study 'translation_val_loss_min' has a result (1 failed;" in failed.stdout + failed.stderr
 
 
 def test_each_monitored_metric_and_direction_has_its_own_study() -> None:

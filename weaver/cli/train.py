@@ -205,7 +205,32 @@ def run(cfg: DictConfig) -> float | None:
         return recorded_objective(finished, OmegaConf.select(cfg, "monitor.metric", default=""))
     try:
         metrics, objects = train(cfg)
+        return objective(cfg, metrics, objects["trainer"])
     except SIGTERMException:  # the preemption callback saved last.ckpt; the entry point exits with 143
         print("last.ckpt is saved: run the same command with resume=auto to continue.", file=sys.stderr)
         raise
-    return objective(cfg, metrics, objects["trainer"])
+    except Exception:
+        if searching():
+            explain_a_search_without_results()
+        raise
+
+
+def explain_a_search_without_results() -> None:
+    """Where the failing trial is the command's last and no trial of the study has a result, say so: Hydra's Optuna
+    sweeper then asks the study for its best trial and stops on Optuna's bare "Record does not exist."."""
+    import optuna
+
+    hydra_config = HydraConfig.get()
+    sweeper = hydra_config.sweeper
+    if sweeper.get("storage") is None or hydra_config.job.num < sweeper.n_trials - sweeper.get("n_jobs", 1):
+        return
+    trials = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage).trials
+    states = [trial.state for trial in trials]
+    if optuna.trial.TrialState.COMPLETE not in states and states.count(optuna.trial.TrialState.RUNNING) <= 1:
+        log.error(
+            "No trial of study '%s' has a result (%d failed; each failed job's reason is in its "
+            'run_info/error.txt): the Optuna sweeper, which reports the best trial, will stop with "Record does '
+            'not exist.".',
+            sweeper.study_name,
+            states.count(optuna.trial.TrialState.FAIL) + 1,
+        )
