@@ -22,7 +22,7 @@ from weaver.data import Seq2SeqDataModule
 from weaver.data.tokenizer import wrap_fast
 from weaver.errors import ConfigError, checkpoint_file, unreadable_checkpoint
 from weaver.instantiate import build_model, build_task
-from weaver.models import CausalLM, WeaverModel, can_merge, merge_adapters, peft_model_of
+from weaver.models import WeaverModel, can_merge, merge_adapters, peft_model_of
 from weaver.tasks.seq2seq import Seq2SeqTask
 
 # The model targets of native Weaver models, which `model.init_from` starts a new run from.
@@ -220,10 +220,10 @@ def plain_weaver(model: nn.Module, named: str, unmergeable_fix: str) -> WeaverMo
             raise ConfigError(f"{named}: its adapters cannot be merged into the weights; {unmergeable_fix} instead.")
         model = merge_adapters(model)
     if not isinstance(model, WeaverModel):
-        model_config = "hf_causal_lm" if isinstance(model, CausalLM) else "hf_seq2seq"
+        hf_config = getattr(model, "hf_config", None) or getattr(model, "config", None)
+        model_config = "hf_seq2seq" if getattr(hf_config, "is_encoder_decoder", False) else "hf_causal_lm"
         raise ConfigError(
-            f"{named} holds a {type(model).__name__}, not a native Weaver model: export it (python "
-            f"export.py) and load the folder with its own model config (model={model_config} "
-            "model.name_or_path=...)."
+            f"{named} holds a {type(model).__name__}, not a native Weaver model: start from its exported folder "
+            f"(python export.py) with its own model config (model={model_config} model.name_or_path=...)."
         )
     return model

@@ -72,8 +72,9 @@ def export_checkpoint(
             f"weights_dtype={weights_dtype} halves merged weights; the adapters alone are written as trained (a small "
             "share of the model): drop weights_dtype, or export merged (adapter_only=false, where the adapters merge)."
         )
-    if adapter_only:
-        check_adapters_exportable(model, base)  # before the folder is made
+    if adapter_only:  # before the folder is made
+        check_adapters_exportable(model, base)
+        check_base_kept(model, base)
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -230,11 +231,7 @@ def from_pretrained(folder: str | Path) -> nn.Module:
     folder = Path(folder).expanduser()
     adapter_config = folder / ADAPTER_CONFIG_FILE
     if adapter_config.is_file():
-        base_path = adapter_base(folder)
-        # A base that is a training checkpoint: the model it holds, as the adapted run started from it (init_from).
-        base = (
-            checkpoint_weaver(base_path, ADAPTER_BASE_KEY).eval() if base_path.is_file() else from_pretrained(base_path)
-        )
+        base = adapters_base_model(adapter_base(folder))
         if (folder / GENERATION_CONFIG_FILE).is_file():  # the adapted model's decoding settings, not the base's
             base.generation_config = (
                 generation_config_of(folder)
@@ -249,6 +246,41 @@ def from_pretrained(folder: str | Path) -> nn.Module:
         return WeaverModel.from_pretrained(folder)
     encoder_decoder = AutoConfig.from_pretrained(folder).is_encoder_decoder
     return (AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM).from_pretrained(folder).eval()
+
+
+def adapters_base_model(path: Path) -> nn.Module:
+    """The model adapters were trained on, in eval mode, as the adapted run started from it (`model.init_from`):
+    the one a training checkpoint holds, or an exported folder's, adapters exported alone merged into their base."""
+    if path.is_file():
+        return checkpoint_weaver(path, ADAPTER_BASE_KEY).eval()
+    model = from_pretrained(path)
+    return merge_adapters(model).eval() if isinstance(model, PeftModel) else model
+
+
+def check_base_kept(model: nn.Module, base: str) -> None:
+    """Adapters alone carry none of what a native run changed in the model it started from (a vocabulary grown for
+    the data's markers, copy attention or memory turned on): refused where it changed any, so that the export does
+    not load as another model."""
+    if isinstance(model, HFBackbone):  # its base is the Hub model or folder, and peft saves grown embeddings
+        return
+    path = Path(base).expanduser()
+    if not path.exists():
+        raise ConfigError(
+            f"adapter_only=true: the adapters' base model (model.init_from='{base}') is gone; restore it, or export "
+            "merged (adapter_only=false)."
+        )
+    trained = peft_model_of(model).get_base_model().config.to_dict()
+    started = adapters_base_model(path).config.to_dict()
+    changed = [
+        f"{key} {started[key]!r} -> {value!r}"
+        for key, value in trained.items()
+        if key not in ("dropout", "attention_dropout") and value != started[key]
+    ]
+    if changed:
+        raise ConfigError(
+            f"adapter_only=true: the run changed its base model (model.init_from='{base}': {'; '.join(changed)}), "
+            "which the adapters alone do not carry: export merged (adapter_only=false)."
+        )
 
 
 def adapter_base(folder: Path) -> Path:

@@ -178,10 +178,7 @@ def build_model(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, saved_confi
     model without them (see `weaver.models.pretrained.pretrained_or_random`, `weaver.models.load_weaver`)."""
     lengths = ("max_source_length", "max_target_length")
     extra: dict[str, Any] = {key: cfg.data[key] for key in lengths if key in cfg.model}
-    if (
-        saved_config is not None
-        and "saved_config" in inspect.signature(hydra.utils.get_object(cfg.model._target_)).parameters
-    ):
+    if saved_config is not None and takes_saved_config(cfg.model):
         extra["saved_config"] = saved_config
     model = build(cfg.model, "model", tokenizer=tokenizer, **extra)
     if cfg.get("peft"):
@@ -189,6 +186,16 @@ def build_model(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, saved_confi
     if cfg.data.get("packing") and isinstance(model, CausalLM):  # before the data is read, not at the first step
         model.check_packing()
     return model
+
+
+def takes_saved_config(node: DictConfig) -> bool:
+    """Whether a model node's builder rebuilds a checkpoint's model from its saved config files (the builders of
+    models that start from saved weights); a target that does not import is left to `build` to name."""
+    try:
+        builder = hydra.utils.get_object(node._target_)
+    except Exception:  # any import failure: `build` reports it against the model node
+        return False
+    return "saved_config" in inspect.signature(builder).parameters
 
 
 def build_task(cfg: DictConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> LightningModule:

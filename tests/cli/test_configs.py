@@ -81,3 +81,12 @@ def test_a_key_its_target_does_not_take_is_named_with_the_options_it_has() -> No
     cfg = compose_config(["+data.max_lenght=64"])
     with pytest.raises(ConfigError, match=r"^data.max_lenght: not an option of weaver.data.datamodule.Seq2SeqDataMod"):
         build(cfg.data, "data", tokenizer=None)
+
+
+def test_only_the_builders_of_models_from_saved_weights_take_a_checkpoints_model_config() -> None:
+    from weaver.instantiate import takes_saved_config
+
+    assert takes_saved_config(compose_config(["model=hf_seq2seq"]).model)
+    assert takes_saved_config(OmegaConf.create({"_target_": "weaver.models.load_weaver"}))
+    assert not takes_saved_config(compose_config(["model=weaver_small"]).model)  # its config is the run's
+    assert not takes_saved_config(OmegaConf.create({"_target_": "weaver.models.nope"}))  # left for build to name

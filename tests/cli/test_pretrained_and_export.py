@@ -204,6 +204,33 @@ def test_native_lora_adapts_a_checkpoint_and_its_exported_adapters_reload_and_st
     assert reloaded.generate(batch["input_ids"], batch["attention_mask"]).tolist() == tokens
     started = load_weaver(str(output)).eval()  # model.init_from=<the adapters>: their base with them merged in
     assert started.generate(batch["input_ids"], batch["attention_mask"]).tolist() == tokens
+
+    # Adapters trained from those adapters export alone too, and load onto the base they were trained on.
+    chained = tiny_run_config(
+        overrides, tmp_path / "chained", model=["model=weaver_pretrained", f"model.init_from={output}"]
+    )
+    train(chained)
+    chained_output = export_checkpoint(best_checkpoint(chained), tmp_path / "chained_adapter", adapter_only=True)
+    chained_tokens = from_pretrained(chained_output).generate(batch["input_ids"], batch["attention_mask"]).tolist()
+    assert chained_tokens == checkpoint_tokens(best_checkpoint(chained))
+
+    # A run that turns on a module its base lacks exports merged only: the adapters alone would load without it.
+    copying = tiny_run_config(
+        [*overrides, "+model.copy_attention=true"],
+        tmp_path / "copying",
+        model=["model=weaver_pretrained", f"model.init_from={base}"],
+    )
+    train(copying)
+    with pytest.raises(
+        ConfigError,
+        match=r"^adapter_only=true: the run changed its base model \(model.init_from='.*': copy_attention False -> Tr",
+    ):
+        export_checkpoint(best_checkpoint(copying), tmp_path / "copying_adapter", adapter_only=True)
+    merged = from_pretrained(export_checkpoint(best_checkpoint(copying), tmp_path / "copying_merged"))
+    assert merged.generate(batch["input_ids"], batch["attention_mask"]).tolist() == checkpoint_tokens(
+        best_checkpoint(copying)
+    )
+
     base.rename(tmp_path / "moved.ckpt")
     assert checkpoint_tokens(ckpt) == tokens  # the checkpoint alone rebuilds its model: init_from is not read
 

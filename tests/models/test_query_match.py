@@ -5,7 +5,7 @@ import torch
 
 from tests.models.test_weaver_model import padded_batch, tiny_model
 from weaver.errors import ConfigError
-from weaver.models import WeaverModel, load_weaver
+from weaver.models import LoRA, WeaverModel, load_weaver
 from weaver.models.memory import MemoryConfig, encode_in_windows
 from weaver.models.query_match import QueryMatchConfig, query_match_from_settings, query_matches
 
@@ -80,6 +80,18 @@ def test_a_saved_model_given_query_match_starts_out_computing_what_it_did(tmp_pa
     restored = WeaverModel.from_pretrained(tmp_path / "matching")
     assert restored.config.query_match == QueryMatchConfig(QUERY_END, 2)
     torch.testing.assert_close(restored.encode(ids, mask), matching.encode(ids, mask))
+
+
+def test_modules_a_fine_tune_adds_train_in_full_beside_adapters(tmp_path):
+    """Copy attention and the query-match vector start untrained: frozen beside LoRA, they would stay so."""
+    tiny_model().save_pretrained(tmp_path)
+    model = load_weaver(str(tmp_path), copy_attention=True, query_match={"query_token_id": QUERY_END})
+    adapted = LoRA()(model)
+    trainable = {name for name, parameter in adapted.named_parameters() if parameter.requires_grad}
+    assert any(".copy." in name for name in trainable) and any(".query_match." in name for name in trainable)
+    assert all("lora_" in name or ".copy." in name or ".query_match." in name for name in trainable)
+    kept = LoRA()(load_weaver(str(tmp_path)))  # nothing added: the adapters alone train
+    assert all("lora_" in name for name, parameter in kept.named_parameters() if parameter.requires_grad)
 
 
 class Tokens:

@@ -37,10 +37,11 @@ METHODS = {
 CHECKPOINT, KILLED = 4, 7
 
 
-# Each method on one backbone where how it applies does not depend on the family; LoRA (the common case) and the
-# virtual tokens (a past-key-values prefix or prompt embeddings, which an encoder-decoder and a decoder-only model take
-# differently) on both.
-CASES = [("lora", "t5"), ("lora", "gpt2"), ("adalora", "t5"), ("adapter", "t5"), ("ia3", "t5")]
+# LoRA (the common case), AdaLoRA (its rank allocator's state) and the virtual tokens (a past-key-values prefix or
+# prompt embeddings, which an encoder-decoder and a decoder-only model take differently) on both backbones; the
+# bottleneck adapter and IA3, which resume as LoRA's weights do, on T5's linear layers only.
+CASES = [(method, family) for method in ("lora", "adalora") for family in MODELS]
+CASES += [("adapter", "t5"), ("ia3", "t5")]
 CASES += [(method, family) for method in ("prefix", "prompt") for family in MODELS]
 
 

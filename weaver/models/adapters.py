@@ -72,7 +72,9 @@ class PeftMethod:
             if hf:
                 model.backbone = get_peft_model(model.backbone, self.peft_config(model.peft_task_type))
             else:
-                model = get_peft_model(model, self.peft_config(None))
+                config = self.peft_config(None)
+                config.modules_to_save = list(model.added_modules) or None
+                model = get_peft_model(model, config)
         except ValueError as error:  # peft's message names the modules it could not find, or the bad value
             raise ConfigError(f"peft ({self.name}): {error} (check the values under 'peft')") from error
         return model

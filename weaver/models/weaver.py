@@ -393,6 +393,9 @@ class WeaverModel(nn.Module):
         self.query_match = QueryMatch(config.query_match, config.d_model) if config.query_match else None
         # Recompute each layer's activations in backward instead of keeping them: less memory, ~1/3 more compute.
         self.activation_checkpointing = False
+        # Modules a fine-tune turned on over saved weights (`load_weaver`'s copy_attention, query_match): adapters
+        # train them in full (peft's modules_to_save), as they start untrained.
+        self.added_modules: tuple[str, ...] = ()
         self.apply(self._init_weights)
         # As fairseq: std d_model^-0.5, so scaled token embeddings start on the scale of the positions.
         nn.init.normal_(self.embed.weight, mean=0.0, std=config.d_model**-0.5)
@@ -651,8 +654,9 @@ def load_weaver(
     training checkpoint (a `.ckpt` file, e.g. of `task=pretrain`). ``memory`` (`memory=recall`) and ``dropout``
     replace the saved settings: neither changes the weights, and a model pretrained without dropout is usually
     fine-tuned with it. ``copy_attention`` turned on adds the copy module, and ``query_match`` its vector, each from
-    its fresh initialisation while every saved weight is kept. `saved_config`: a restored checkpoint's model config
-    files (`WeaverModel.config_files`), of which a model is built for the checkpoint's weights, `init_from` unread."""
+    its fresh initialisation while every saved weight is kept (with peft adapters, these train in full).
+    `saved_config`: a restored checkpoint's model config files (`WeaverModel.config_files`), of which a model is
+    built for the checkpoint's weights, `init_from` unread."""
     if saved_config is not None:
         model = WeaverModel.from_config_files(saved_config)
     elif (path := saved_model_path(init_from)).is_file():
@@ -698,6 +702,9 @@ def load_weaver(
         state = model.state_dict()
         state.update({name: grown(value, state[name]) for name, value in weights.items() if name in state})
         model.load_state_dict(state)
+    model.added_modules = tuple(
+        name for name, given in (("copy", copy_attention), ("query_match", query_match)) if given
+    )
     return _prepared(model.train(), activation_checkpointing, max_source_length, max_target_length)
 
 
