@@ -20,7 +20,7 @@ from weaver.callbacks.run_config import BACKBONE_CONFIG_KEY, CONFIG_KEY, TOKENIZ
 from weaver.config import config_dir, register_resolvers
 from weaver.data import Seq2SeqDataModule
 from weaver.data.tokenizer import wrap_fast
-from weaver.errors import ConfigError, checkpoint_file, unreadable_checkpoint
+from weaver.errors import ConfigError, checkpoint_file, require_positive_int, unreadable_checkpoint
 from weaver.instantiate import build_model, build_task
 from weaver.models import WeaverModel, can_merge, merge_adapters, peft_model_of
 from weaver.tasks.seq2seq import Seq2SeqTask
@@ -80,6 +80,9 @@ def restore_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None, 
     cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
     for name, value in with_prompt_template_followed(cfg, overrides or {}).items():
         OmegaConf.update(cfg, name, value, merge=False, force_add=True)
+    for name in ("max_source_length", "max_target_length"):  # read by the model's checks before any data module's
+        if cfg.data.get(name) is not None:
+            require_positive_int(f"data.{name}", cfg.data[name])
     check_peft_method(checkpoint, cfg, ckpt_path, key)
     tokenizer = restore_tokenizer(checkpoint[TOKENIZER_KEY], cfg)
     with tempfile.TemporaryDirectory() as folder:

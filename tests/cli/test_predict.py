@@ -98,6 +98,33 @@ def test_one_text_and_plain_text_files(translation_checkpoint: Path, tmp_path: P
     assert result.returncode == 1 and "reply_to=last_turn needs a dialogue checkpoint" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.max_source_length=-5", "data.max_source_length must be a positive integer, got -5."),
+        ("data.max_source_length=abc", "data.max_source_length must be a positive integer, got 'abc'."),
+        ("trainer.precision=foo", "trainer.precision: Precision 'foo' is invalid. Allowed precision values:"),
+    ],
+)
+def test_a_bad_value_for_the_checkpoints_config_is_one_line(
+    translation_checkpoint: Path, tmp_path: Path, override: str, message: str
+) -> None:
+    """predict.py builds no data module or trainer, whose checks train.py and eval.py rely on."""
+    args = [f"ckpt_path={translation_checkpoint}", "input=A library for Python", override]
+    result = run_cli_in_process(*args, cwd=tmp_path, script="predict.py")
+    assert result.returncode == 1 and f"Error: {message}" in result.stderr, result.stderr[-2000:]
+
+
+def test_an_output_file_under_home_is_written_there(
+    translation_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    args = [f"ckpt_path={translation_checkpoint}", "input=A library for Python", "output_file='~/out.jsonl'"]
+    result = run_cli_in_process(*args, cwd=tmp_path, script="predict.py")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "home" / "out.jsonl").is_file() and not (tmp_path / "~").exists()
+
+
 @pytest.mark.slow
 def test_a_missing_input_file_and_an_uncreatable_export_folder_are_named(
     translation_checkpoint: Path, tmp_path: Path

@@ -59,6 +59,8 @@ def test_gradient_attribution_and_its_refusals(translation_checkpoint: Path, tmp
         explain(tool_config("explain", [*base, "layers=[0,7]"], tmp_path), {})
     with pytest.raises(ConfigError, match=r"^heads=5: the model has 2 cross-attention heads"):
         explain(tool_config("explain", [*base, "heads=5"], tmp_path), {})
+    with pytest.raises(ConfigError, match=r"^layers=1.5: the model has 2 decoder layers \(0 to 1\)\.$"):
+        explain(tool_config("explain", [*base, "layers=1.5"], tmp_path), {})
     for key in ("layers", "heads"):
         with pytest.raises(ConfigError, match=rf"^{key}=\[\]: choose at least one of the model's 2 "):
             explain(tool_config("explain", [*base, f"{key}=[]"], tmp_path), {})

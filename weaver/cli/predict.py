@@ -108,7 +108,7 @@ def predict(cfg: DictConfig, changes: dict[str, Any]) -> None:
         hypotheses = list(predictor.generate(examples))
     if cfg.input is not None:
         print(hypotheses[0])
-    predictions = Path(cfg.output_file or output_dir / "predictions.jsonl")
+    predictions = Path(cfg.output_file or output_dir / "predictions.jsonl").expanduser()
     write_predictions(predictions, examples, hypotheses, predictor, explanations)
     referenced = [i for i, example in enumerate(examples) if example.reference is not None]
     if referenced:

@@ -3,6 +3,7 @@ source) token pair by cross-attention, by recall (models with memory) or by grad
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,7 +183,7 @@ def chosen_indices(key: str, values: int | list[int] | None, available: int, wha
     """``values`` (an index or a list; negative counts from the end; None: all) as sorted indices < available."""
     if values is None:
         return list(range(available))
-    chosen = [values] if isinstance(values, int) else list(values)
+    chosen = list(values) if isinstance(values, Sequence) and not isinstance(values, str) else [values]
     if not chosen:
         raise ConfigError(f"{key}=[]: choose at least one of the model's {available} {what} (or null: all).")
     for value in chosen:

@@ -9,6 +9,7 @@ from typing import Any
 
 import hydra
 import torch
+from lightning.fabric.connector import _convert_precision_to_unified_args  # what Trainer(precision=) takes
 from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.strategies import FSDPStrategy
 
@@ -27,8 +28,13 @@ def default_precision(accelerator: str = "auto") -> str:
     return "bf16-mixed" if native else "32-true"
 
 
-def compute_dtype(precision: str) -> torch.dtype:
-    """The dtype matrix products run in under a Lightning precision setting ("bf16-mixed" -> bfloat16)."""
+def compute_dtype(precision: str | int) -> torch.dtype:
+    """The dtype matrix products run in under a Lightning precision setting ("bf16-mixed" -> bfloat16); a value
+    Lightning does not take is refused as its trainer would refuse it (tools that build none: predict.py)."""
+    try:
+        precision = _convert_precision_to_unified_args(precision)
+    except ValueError as error:
+        raise ConfigError(f"trainer.precision: {error}") from None
     return PRECISION_DTYPES.get(str(precision).split("-")[0], torch.float32)
 
 
