@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -88,3 +89,11 @@ def test_logged_padding_efficiency_tokens_and_mfu_follow_from_the_batches(
         flops = (2 * 4 * 3 + 3 * 6 * 2) * FLOPS_PER_TOKEN_PAIR * counted
         assert tflops * 1e12 * seconds == pytest.approx(flops, rel=1e-6)
         assert float(row["perf/mfu"]) == pytest.approx(tflops * 1e12 / peak)
+
+
+def test_a_peak_below_what_the_model_reaches_is_named_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A CPU's peak is a matrix product timed at the start: other work then makes it low, and MFU above 1."""
+    with caplog.at_level(logging.WARNING, logger="weaver.callbacks.throughput"):
+        rows = logged_rows(Task(0), tmp_path, log_every_n_steps=2, peak=1.0)
+    assert all(float(row["perf/mfu"]) > 1 for row in rows) and len(rows) == 2
+    assert caplog.text.count("is above 1: the peak it divides by") == 1

@@ -36,6 +36,7 @@ class ThroughputMonitor(Callback):
         self.flops_of: Any = None
         self.trained_share = 1.0
         self.last_logged_step = -1
+        self.warned_over_peak = False
         self.reset()
 
     def reset(self) -> None:
@@ -96,5 +97,14 @@ class ThroughputMonitor(Callback):
             metrics["perf/tflops"] = per_device / 1e12
             if self.peak_flops:
                 metrics["perf/mfu"] = per_device / self.peak_flops
+                if metrics["perf/mfu"] > 1 and not self.warned_over_peak and trainer.is_global_zero:
+                    self.warned_over_peak = True
+                    log.warning(
+                        "perf/mfu=%.2f is above 1: the peak it divides by (%.3f TFLOP/s) is low, as a CPU's is when "
+                        "other work slowed the matrix product timed at the start; give one device's peak FLOP/s as "
+                        "callbacks.throughput.peak_flops.",
+                        metrics["perf/mfu"],
+                        self.peak_flops / 1e12,
+                    )
         pl_module.log_dict(metrics, on_step=True, on_epoch=False, rank_zero_only=True)
         self.reset()
