@@ -82,7 +82,10 @@ def test_gradients_are_taken_through_one_encoder_window_and_refused_for_a_source
     one_window = explainer(encoded(tokenizer, ["zlib compression library"]))[0]
     assert one_window.relevance.shape == (len(one_window.output_tokens), len(one_window.source_tokens))
     with pytest.raises(ConfigError, match=r"in 2 encoder windows \(model.memory.window=32, a new one at each "):
-        explainer(encoded(tokenizer, ["zlib <doc> compression library"]))  # shorter than a window, two segments
+        explainer(encoded(tokenizer, ["<doc> zlib <doc> compression library"]))  # shorter than a window, two segments
+    # What precedes the first segment token (here the start token, in the recall set a space) is read with it.
+    one_segment = explainer(encoded(tokenizer, [" <doc> zlib compression library"]))[0]
+    assert one_segment.relevance.shape == (len(one_segment.output_tokens), len(one_segment.source_tokens))
 
 
 def test_a_long_source_is_shown_as_its_most_relevant_spans(tokenizer: PreTrainedTokenizerFast, tmp_path: Path) -> None:

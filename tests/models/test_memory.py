@@ -8,7 +8,14 @@ from tests.models.test_weaver_model import TINY, VOCAB, padded_batch, tiny_model
 from tests.models.tiny_hf import fast_tokenizer
 from weaver.errors import ConfigError
 from weaver.models import IA3, LoRA, WeaverModel, build_weaver, load_weaver
-from weaver.models.memory import MemoryConfig, encode_in_windows, memory_from_settings, prefix_lengths, window_layout
+from weaver.models.memory import (
+    MemoryConfig,
+    encode_in_windows,
+    memory_from_settings,
+    prefix_lengths,
+    source_windows,
+    window_layout,
+)
 from weaver.models.recall import folded_recall_attention, recall_attention
 
 PREFIX_END = 2  # the token ending a prefix in the tests that use one: never among padded_batch's random tokens
@@ -71,6 +78,17 @@ def test_each_segment_is_encoded_as_if_it_were_the_whole_source():
             if start == 5:  # the prefix's states come from the first segment's window
                 torch.testing.assert_close(memory[row, :5], encoded[0, :5])
     assert memory[1, 30:].abs().sum() == 0
+
+
+def test_tokens_before_the_first_segment_token_are_read_with_the_first_segment():
+    """A space the tokenizer kept between the query and the first document is no window of its own."""
+    model = with_memory(tiny_model(), window=16, stride=8, prefix_token_id=PREFIX_END, segment_token_id=SEGMENT_START)
+    ids, mask = padded_batch([30])
+    ids[0, 4], ids[0, [6, 20]] = PREFIX_END, SEGMENT_START  # body: a stray token, then documents of 14 and 10 tokens
+    _, starts, ends, _ = source_windows(ids, mask, model.config.memory)
+    assert starts.tolist() == [[0, 15]] and ends.tolist() == [[15, 25]]
+    first = model.encode(ids[:, :20], mask[:, :20])  # the prefix, the stray token and the first document alone
+    torch.testing.assert_close(model.encode(ids, mask)[:, :20], first)
 
 
 def test_sources_without_segment_tokens_are_windowed_as_before():

@@ -117,16 +117,18 @@ def prefix_lengths(input_ids: Tensor, attention_mask: Tensor, prefix_token_id: i
 def segment_starts(
     input_ids: Tensor, attention_mask: Tensor, prefixes: Tensor, segment_token_id: int | None
 ) -> list[list[int]]:
-    """Per source, the body positions (after the prefix) where a segment starts: each `segment_token_id` there."""
+    """Per source, the body positions (after the prefix) where a segment starts: each `segment_token_id` there but
+    the first, whose segment starts with the body: what comes before it (a space the tokenizer kept between the
+    query and the first document) is read with the first segment, not as a window of its own."""
     if segment_token_id is None:
         return [[] for _ in range(input_ids.size(0))]
     marks = (input_ids == segment_token_id) & attention_mask.bool()
     rows, positions = marks.nonzero(as_tuple=True)
     starts: list[list[int]] = [[] for _ in range(input_ids.size(0))]
     for row, position in zip(rows.tolist(), (positions - prefixes[rows]).tolist(), strict=True):
-        if position > 0:
+        if position >= 0:  # a marker inside the prefix starts nothing
             starts[row].append(position)
-    return starts
+    return [row_starts[1:] for row_starts in starts]
 
 
 def window_layout(
