@@ -223,9 +223,18 @@ def encode_in_windows(
     batch_starts = range(0, len(window_ids), size)
     # Agreed before the encoder's first weight gather, so the ranks' collectives stay in the same order.
     idle = most_on_any_rank(len(batch_starts), lockstep, input_ids.device) - len(batch_starts)
-    states = torch.cat(
-        [_run(encode, window_ids[i : i + size], window_mask[i : i + size], checkpoint) for i in batch_starts]
-    )
+    # Windows of like length batched together (longest first), each batch cut to its longest: a source's windows
+    # differ in length where documents (segments) are shorter than a window, and padding them all to the longest
+    # window would encode up to twice the tokens.
+    lengths = window_mask.sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    widths = lengths[order].tolist()
+    parts = []
+    for i in batch_starts:
+        chosen, width = order[i : i + size], max(widths[i], 1)
+        part = _run(encode, window_ids[chosen, :width], window_mask[chosen, :width], checkpoint)
+        parts.append(torch.nn.functional.pad(part, (0, 0, 0, used - width)))
+    states = torch.cat(parts)[torch.argsort(order)]
     for _ in range(idle):
         # An idle batch, in the graph (times 0) so that backward, too, runs the encoder as often as on other ranks.
         states = states + 0 * _run(encode, window_ids[:1], window_mask[:1], checkpoint).sum()
