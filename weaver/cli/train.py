@@ -224,7 +224,10 @@ def explain_a_search_without_results() -> None:
     sweeper = hydra_config.sweeper
     if sweeper.get("storage") is None or hydra_config.job.num < sweeper.n_trials - sweeper.get("n_jobs", 1):
         return
-    trials = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage).trials
+    try:
+        trials = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage).trials
+    except Exception:  # an unreadable study: the trial's own error, raised next, is what matters
+        return
     states = [trial.state for trial in trials]
     if optuna.trial.TrialState.COMPLETE not in states and states.count(optuna.trial.TrialState.RUNNING) <= 1:
         log.error(
