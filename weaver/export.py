@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import transformers
 from peft import PeftModel
+from peft.utils import CONFIG_NAME as ADAPTER_CONFIG_FILE
 from tokenizers import processors
 from torch import nn
 from transformers import (
@@ -40,7 +41,6 @@ from weaver.models.weaver import CONFIG_FILE, GENERATION_CONFIG_FILE, MODEL_TYPE
 from weaver.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
-ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_BASE_KEY = "base_model_name_or_path"  # where adapter_config.json names the model the adapters apply to
 PROMPT_TEMPLATE_FILE = "prompt_template.txt"
 

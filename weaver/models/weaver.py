@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from peft.utils import CONFIG_NAME as ADAPTER_CONFIG_FILE
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
@@ -663,7 +664,7 @@ def load_weaver(
         from weaver.checkpoints import checkpoint_weaver  # it builds models: imported here, not at module load
 
         model = checkpoint_weaver(path)
-    elif (path / "adapter_config.json").is_file():  # exported adapters: their base with them merged in
+    elif (path / ADAPTER_CONFIG_FILE).is_file():  # exported adapters: their base with them merged in
         from weaver.checkpoints import plain_weaver
         from weaver.export import from_pretrained
 
